@@ -1,0 +1,3 @@
+"""robustmsa: robust multimodal sentiment and affect analysis."""
+
+__version__ = "0.1.0"

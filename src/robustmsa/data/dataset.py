@@ -1,0 +1,193 @@
+"""In-memory data splits, their validation, and the Lightning data module.
+
+Every reader (MMSA pickle, CMU-SDK, CSV/JSON corpora, the generated corpus)
+produces a :class:`DataBundle`: named :class:`MultimodalSplit` objects plus a
+:class:`TaskSpec`. Splits are validated once on construction so that bad input
+fails early with a message naming the file and the field, never deep inside a
+tensor op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from robustmsa.data.batch import Batch, Sample, collate
+from robustmsa.errors import DataError
+
+TaskKind = Literal["regression", "classification", "multilabel"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What is predicted.
+
+    ``regression``: ``Sample.label`` is a score in ``label_range``; the model
+    outputs one value. ``classification``: ``Sample.label_class`` in
+    ``[0, num_classes)``; the model outputs ``num_classes`` logits.
+    ``multilabel``: ``Sample.label_multi`` of width ``num_classes``.
+    """
+
+    kind: TaskKind = "regression"
+    num_classes: int = 1
+    label_range: tuple[float, float] | None = (-3.0, 3.0)
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def out_dim(self) -> int:
+        return 1 if self.kind == "regression" else self.num_classes
+
+
+class MultimodalSplit(Dataset[Sample]):
+    """A named list of samples from one source, validated on construction."""
+
+    def __init__(self, samples: Sequence[Sample], *, name: str, source: object, task: TaskSpec) -> None:
+        self.samples = list(samples)
+        self.name = name
+        self.source = source
+        self.task = task
+        validate_samples(self.samples, source=f"{source} [{name}]", task=task)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.id for s in self.samples]
+
+    def subset(self, indices: Sequence[int], name: str | None = None) -> MultimodalSplit:
+        return MultimodalSplit([self.samples[i] for i in indices], name=name or self.name, source=self.source, task=self.task)
+
+    def select_ids(self, ids: Sequence[str], name: str) -> MultimodalSplit:
+        """The samples with the given ids, in that order (error on unknown ids)."""
+        index = {s.id: i for i, s in enumerate(self.samples)}
+        unknown = [i for i in ids if i not in index]
+        if unknown:
+            raise DataError(self.source, "id", f"{len(unknown)} unknown ids, e.g. {unknown[:3]}")
+        return self.subset([index[i] for i in ids], name=name)
+
+    def labels(self) -> np.ndarray:
+        """Targets as an array: scores (N,), class indices (N,) or multi-label (N, K)."""
+        if self.task.kind == "regression":
+            return np.array([s.label for s in self.samples], dtype=np.float32)
+        if self.task.kind == "classification":
+            return np.array([s.label_class for s in self.samples], dtype=np.int64)
+        return np.stack([s.label_multi for s in self.samples]).astype(np.float32)
+
+    def dims(self) -> dict[str, int]:
+        """Feature width of each modality present (e.g. {'text': 384, 'audio': 74})."""
+        first = self.samples[0]
+        return {m: int(getattr(first, m).shape[-1]) for m in ("text", "audio", "vision", "image") if getattr(first, m) is not None}
+
+
+def validate_samples(samples: Sequence[Sample], *, source: str, task: TaskSpec) -> None:
+    """Raise :class:`DataError` naming the source and field for any bad sample."""
+    if not samples:
+        raise DataError(source, None, "the split is empty (expected at least one sample)")
+    seen: set[str] = set()
+    widths: dict[str, int] = {}
+    for s in samples:
+        if s.id in seen:
+            raise DataError(source, "id", f"duplicate sample id '{s.id}'")
+        seen.add(s.id)
+        for name in ("text", "audio", "vision", "image"):
+            value = getattr(s, name)
+            if value is None:
+                if name in widths:
+                    raise DataError(source, name, f"missing for sample '{s.id}' but present for other samples")
+                continue
+            if value.ndim != 2:
+                raise DataError(source, name, f"sample '{s.id}' has shape {value.shape}; expected (length, features)")
+            if not np.isfinite(value).all():
+                raise DataError(source, name, f"sample '{s.id}' contains NaN or inf values")
+            width = widths.setdefault(name, value.shape[1])
+            if value.shape[1] != width:
+                raise DataError(source, name, f"sample '{s.id}' has feature width {value.shape[1]}; expected {width}")
+        if s.text is not None and s.text_special is not None and s.text_special.shape[0] != s.text.shape[0]:
+            raise DataError(source, "text_special", f"sample '{s.id}' length {s.text_special.shape[0]} != text length {s.text.shape[0]}")
+        _validate_label(s, source, task)
+    for name in ("text", "audio", "vision", "image"):
+        if name not in widths and any(getattr(s, name) is not None for s in samples):
+            raise DataError(source, name, "present for some samples only")
+
+
+def _validate_label(s: Sample, source: str, task: TaskSpec) -> None:
+    if task.kind == "regression":
+        if s.label is None or not np.isfinite(s.label):
+            raise DataError(source, "label", f"sample '{s.id}' has no finite label")
+        if task.label_range is not None:
+            lo, hi = task.label_range
+            if not lo <= s.label <= hi:
+                raise DataError(source, "label", f"sample '{s.id}' has label {s.label}; expected a value in [{lo}, {hi}]")
+    elif task.kind == "classification":
+        if s.label_class is None or not 0 <= int(s.label_class) < task.num_classes:
+            raise DataError(source, "label", f"sample '{s.id}' has class {s.label_class}; expected an integer in [0, {task.num_classes})")
+    else:
+        if s.label_multi is None or s.label_multi.shape != (task.num_classes,):
+            raise DataError(source, "label", f"sample '{s.id}' needs a multi-label vector of width {task.num_classes}")
+
+
+@dataclass
+class DataBundle:
+    """Named splits of one data set with their task.
+
+    Conventional split names: ``train``, ``valid``, ``test`` (IID), and for
+    OOD protocols ``test_ood`` and optionally ``valid_ood`` (carved from the
+    OOD pool, disjoint from ``test_ood``).
+    """
+
+    splits: dict[str, MultimodalSplit]
+    task: TaskSpec
+    name: str = "data"
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> MultimodalSplit:
+        if name not in self.splits:
+            raise DataError(self.name, "split", f"no split named '{name}'; available: {sorted(self.splits)}")
+        return self.splits[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.splits
+
+    def dims(self) -> dict[str, int]:
+        return self["train"].dims()
+
+    def test_splits(self) -> list[str]:
+        return [n for n in self.splits if n.startswith("test")]
+
+
+def make_loader(split: Dataset[Sample], batch_size: int, *, shuffle: bool = False, num_workers: int = 0, seed: int = 0) -> DataLoader[Batch]:
+    """A DataLoader that collates samples into :class:`Batch` objects."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers, generator=generator, persistent_workers=num_workers > 0)
+
+
+class BundleDataModule(L.LightningDataModule):
+    """Lightning data module over a :class:`DataBundle` (train + one validation split)."""
+
+    def __init__(self, bundle: DataBundle, *, batch_size: int = 32, num_workers: int = 0, seed: int = 0, valid_split: str = "valid") -> None:
+        super().__init__()
+        self.bundle = bundle
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.valid_split = valid_split
+
+    def train_dataloader(self) -> DataLoader[Batch]:
+        return make_loader(self.bundle["train"], self.batch_size, shuffle=True, num_workers=self.num_workers, seed=self.seed)
+
+    def val_dataloader(self) -> DataLoader[Batch]:
+        return make_loader(self.bundle[self.valid_split], self.batch_size, num_workers=self.num_workers)

@@ -1,0 +1,27 @@
+"""User-facing error types.
+
+Every error a user can cause (bad file, bad field, bad config) is raised as a
+:class:`RobustMSAError` subclass with a one-line message that names the file and
+the field. The CLI prints the message and exits non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class RobustMSAError(Exception):
+    """Base class of user errors (printed without traceback by the CLI)."""
+
+
+class DataError(RobustMSAError):
+    """Bad or missing input data."""
+
+    def __init__(self, source: object, field: str | None, problem: str) -> None:
+        where = f"{source}" if field is None else f"{source}: field '{field}'"
+        super().__init__(f"{where}: {problem}")
+        self.source = source
+        self.field = field
+        self.problem = problem
+
+
+class ConfigError(RobustMSAError):
+    """Bad configuration value or file."""

@@ -1,0 +1,106 @@
+"""The one metrics module: MMSA-convention regression metrics and classification metrics.
+
+Definitions follow MMSA (``MetricsTop.__eval_mosi_regression``):
+
+* ``Has0_acc_2`` / ``Has0_F1_score``: negative (< 0) vs non-negative (>= 0).
+* ``Non0_acc_2`` / ``Non0_F1_score``: negative vs positive, samples whose
+  *true* label is exactly 0 dropped.
+* ``Mult_acc_5`` / ``Mult_acc_7``: predictions and truth clipped to [-2, 2] /
+  [-3, 3], then rounded to the nearest integer.
+* ``MAE``; ``Corr``: Pearson correlation (0 when either side is constant).
+
+F1 scores are weighted F1 computed as scikit-learn defines it, truth first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+REGRESSION_METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr")
+
+
+def _as_1d(values: object, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return array
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def regression_metrics(pred: object, truth: object) -> dict[str, float]:
+    """MMSA regression metrics of continuous sentiment predictions."""
+    p = _as_1d(pred, "pred")
+    t = _as_1d(truth, "truth")
+    if p.shape != t.shape or p.size == 0:
+        raise ValueError(f"pred and truth must be non-empty and of equal length, got {p.shape} and {t.shape}")
+    has0_p, has0_t = p >= 0, t >= 0
+    non0 = t != 0
+    non0_p, non0_t = p[non0] > 0, t[non0] > 0
+    result = {
+        "Has0_acc_2": float(accuracy_score(has0_t, has0_p)),
+        "Has0_F1_score": float(f1_score(has0_t, has0_p, average="weighted", zero_division=0)),
+        "Non0_acc_2": float(accuracy_score(non0_t, non0_p)) if non0.any() else float("nan"),
+        "Non0_F1_score": float(f1_score(non0_t, non0_p, average="weighted", zero_division=0)) if non0.any() else float("nan"),
+        "Mult_acc_5": float(np.mean(np.round(np.clip(p, -2, 2)) == np.round(np.clip(t, -2, 2)))),
+        "Mult_acc_7": float(np.mean(np.round(np.clip(p, -3, 3)) == np.round(np.clip(t, -3, 3)))),
+        "MAE": float(np.mean(np.abs(p - t))),
+        "Corr": _pearson(p, t),
+    }
+    return result
+
+
+def classification_metrics(pred: object, truth: object, num_classes: int | None = None) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of class predictions.
+
+    Binary tasks (two classes): Precision, Recall and F1 of the positive class
+    1. Multi-class: Precision/Recall/F1 are macro averages, and Macro_F1 and
+    Weighted_F1 are reported for every task.
+    """
+    p = np.asarray(pred).reshape(-1).astype(np.int64)
+    t = np.asarray(truth).reshape(-1).astype(np.int64)
+    if p.shape != t.shape or p.size == 0:
+        raise ValueError(f"pred and truth must be non-empty and of equal length, got {p.shape} and {t.shape}")
+    k = num_classes if num_classes is not None else int(max(p.max(), t.max())) + 1
+    labels = list(range(max(k, 2)))
+    binary = len(labels) == 2
+    average = "binary" if binary else "macro"
+    kwargs = {"labels": labels if not binary else None, "average": average, "zero_division": 0}
+    if binary:
+        kwargs.pop("labels")
+        kwargs["pos_label"] = 1
+    return {
+        "Acc": float(accuracy_score(t, p)),
+        "Precision": float(precision_score(t, p, **kwargs)),
+        "Recall": float(recall_score(t, p, **kwargs)),
+        "F1": float(f1_score(t, p, **kwargs)),
+        "Macro_F1": float(f1_score(t, p, labels=labels, average="macro", zero_division=0)),
+        "Weighted_F1": float(f1_score(t, p, labels=labels, average="weighted", zero_division=0)),
+    }
+
+
+def task_metrics(pred: np.ndarray, truth: np.ndarray, kind: str, num_classes: int = 1) -> dict[str, float]:
+    """Metrics for a task kind from :meth:`Method.predict` outputs.
+
+    ``pred`` is (N,) scores for regression and (N, C) class scores otherwise.
+    """
+    if kind == "regression":
+        return regression_metrics(pred, truth)
+    if kind == "classification":
+        return classification_metrics(np.asarray(pred).argmax(axis=-1), truth, num_classes)
+    decisions = (np.asarray(pred) >= 0.5).astype(np.int64)
+    truth = np.asarray(truth).astype(np.int64)
+    return {
+        "Acc": float(np.mean(decisions == truth)),
+        "Micro_F1": float(f1_score(truth, decisions, average="micro", zero_division=0)),
+        "Macro_F1": float(f1_score(truth, decisions, average="macro", zero_division=0)),
+    }
+
+
+#: Validation metric used for model selection by default, and whether larger is better.
+DEFAULT_MONITOR = {"regression": ("MAE", "min"), "classification": ("Weighted_F1", "max"), "multilabel": ("Macro_F1", "max")}

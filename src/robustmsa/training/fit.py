@@ -1,0 +1,193 @@
+"""Fit, predict and evaluate: the one training path for every backbone and method.
+
+``fit`` trains with Lightning (progress bar, early stopping and best
+checkpoint on a validation metric, CPU by default, GPU / several devices when
+asked), saves the best checkpoint atomically together with the config that
+produced it, and loads the best weights back into the method. Seeding is local:
+the global RNG state is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, make_loader
+from robustmsa.errors import ConfigError
+from robustmsa.method import Method, target_of
+from robustmsa.metrics import DEFAULT_MONITOR, task_metrics
+from robustmsa.training.module import MethodModule, OptimConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings shared by every backbone and method."""
+
+    max_epochs: int = 30
+    min_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    patience: int = 5
+    monitor: str | None = None  # default: MAE (regression) or Weighted_F1 (classification)
+    monitor_mode: str | None = None  # "min" / "max"; default from the metric
+    valid_split: str = "valid"
+    valid_mode: str = "factual"
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_workers: int = 0
+    progress: bool = True
+    deterministic: bool = True
+    limit_train_batches: int | float = 1.0
+
+    def monitor_spec(self, task_kind: str) -> tuple[str, str]:
+        metric, mode = DEFAULT_MONITOR[task_kind]
+        if self.monitor is not None:
+            metric = self.monitor
+            mode = self.monitor_mode or ("min" if metric in ("MAE", "loss") else "max")
+        return metric, mode
+
+
+@dataclass
+class FitResult:
+    best_path: Path | None
+    best_score: float | None
+    monitor: str
+    epochs: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch / numpy seeded, restoring the previous RNG state afterwards."""
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes to a temporary file and renames it into place."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        tmp = f"{filepath}.tmp-{os.getpid()}"
+        trainer.save_checkpoint(tmp, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class _History(L.Callback):
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for key, value in trainer.callback_metrics.items():
+            self.values.setdefault(key, []).append(float(value))
+
+
+def load_checkpoint_state(path: Path) -> dict[str, Any]:
+    """Load a robustmsa checkpoint safely (tensors and plain containers only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, out_dir: Path | None = None, config: dict[str, Any] | None = None) -> FitResult:
+    """Train ``method`` on ``bundle['train']``, select on ``bundle[cfg.valid_split]``.
+
+    The best weights (by ``cfg.monitor``) are loaded back into ``method``.
+    With ``out_dir`` the checkpoint ``best.ckpt`` and logs are kept there;
+    without, they live in a temporary directory.
+    """
+    if cfg.valid_mode not in method.modes:
+        raise ConfigError(f"valid_mode '{cfg.valid_mode}' is not an inference mode of {type(method).__name__}: {list(method.modes)}")
+    metric, mode = cfg.monitor_spec(bundle.task.kind)
+    config = {"train": asdict(cfg), "seed": seed, **(config or {})}
+    module = MethodModule(method, OptimConfig(cfg.lr, cfg.weight_decay, cfg.grad_clip), valid_mode=cfg.valid_mode, config=config)
+    with contextlib.ExitStack() as stack:
+        if out_dir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="robustmsa-")))
+        else:
+            root = Path(out_dir)
+            root.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(seeded(seed))
+        checkpoint = AtomicCheckpoint(dirpath=root, filename="best", monitor=f"val/{metric}", mode=mode, save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
+        history = _History()
+        callbacks: list[L.Callback] = [checkpoint, history, EarlyStopping(monitor=f"val/{metric}", mode=mode, patience=cfg.patience)]
+        logger: Any = False
+        if out_dir is not None:
+            from lightning.pytorch.loggers import CSVLogger
+
+            logger = CSVLogger(root, name="logs", version="")
+        trainer = L.Trainer(
+            max_epochs=cfg.max_epochs,
+            min_epochs=cfg.min_epochs,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            callbacks=callbacks,
+            logger=logger,
+            enable_progress_bar=cfg.progress,
+            enable_model_summary=False,
+            deterministic=cfg.deterministic,
+            num_sanity_val_steps=0,
+            limit_train_batches=cfg.limit_train_batches,
+            default_root_dir=root,
+        )
+        loaders = _loaders(bundle, cfg, seed)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            trainer.fit(module, *loaders)
+        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+        if best is not None and best.exists():
+            state = load_checkpoint_state(best)
+            module.load_state_dict(state["state_dict"])
+        score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+        method.cpu()
+        return FitResult(best if out_dir is not None else None, score, metric, trainer.current_epoch, history.values)
+
+
+def _loaders(bundle: DataBundle, cfg: TrainConfig, seed: int) -> tuple[Any, Any]:
+    train = make_loader(bundle["train"], cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=seed)
+    valid = make_loader(bundle[cfg.valid_split], cfg.batch_size, num_workers=cfg.num_workers)
+    return train, valid
+
+
+@torch.no_grad()
+def predict(method: Method, split: MultimodalSplit, mode: str = "factual", batch_size: int = 128) -> np.ndarray:
+    """Predictions of ``method`` in inference ``mode`` over a whole split (eval mode, CPU)."""
+    method.check_mode(mode)
+    was_training = method.training
+    method.eval()
+    try:
+        outputs = [method.predict(batch, mode).cpu() for batch in make_loader(split, batch_size)]
+    finally:
+        method.train(was_training)
+    return torch.cat(outputs).numpy()
+
+
+def evaluate(method: Method, split: MultimodalSplit, modes: tuple[str, ...] | None = None, batch_size: int = 128) -> dict[str, dict[str, float]]:
+    """Metrics of every inference mode on one split: ``{mode: {metric: value}}``."""
+    task = method.task
+    truth = np.concatenate([target_of(b, task).numpy() for b in make_loader(split, batch_size)])
+    return {m: task_metrics(predict(method, split, m, batch_size), truth, task.kind, task.num_classes) for m in (modes or method.modes)}

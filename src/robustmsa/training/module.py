@@ -1,0 +1,100 @@
+"""The one Lightning module family: trains any :class:`~robustmsa.method.Method`.
+
+Single-phase methods use Lightning's automatic optimisation; methods that
+declare several phases (alternating optimisation) get one optimiser per phase
+and manual optimisation. Nothing method-specific lives here: methods express
+their needs through ``training_loss``, ``phases`` and ``active_phases``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from robustmsa.data.batch import Batch
+from robustmsa.method import Method, target_of
+from robustmsa.metrics import task_metrics
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+
+
+class MethodModule(L.LightningModule):
+    """Wraps a method; validation computes the metrics module's metrics per epoch."""
+
+    def __init__(self, method: Method, optim: OptimConfig, valid_mode: str = "factual", config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.method = method
+        self.optim = optim
+        self.valid_mode = valid_mode
+        self.config = config or {}
+        self.automatic_optimization = len(method.phases) == 1
+        self._val_preds: list[Tensor] = []
+        self._val_truth: list[Tensor] = []
+
+    # --- optimisation ---------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizers = []
+        for phase in self.method.phases:
+            params = [p for p in self.method.phase_parameters(phase) if p.requires_grad]
+            optimizers.append(torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay))
+        return optimizers[0] if len(optimizers) == 1 else optimizers
+
+    def on_train_epoch_start(self) -> None:
+        self.method.on_train_epoch_start(self.current_epoch)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        if self.automatic_optimization:
+            losses = self.method.training_loss(batch, self.method.phases[0])
+            self._log_losses(losses, batch)
+            return losses["loss"]
+        optimizers = self.optimizers()
+        by_phase = dict(zip(self.method.phases, optimizers if isinstance(optimizers, list) else [optimizers]))
+        for phase in self.method.active_phases(self.current_epoch):
+            opt = by_phase[phase]
+            opt.zero_grad()
+            losses = self.method.training_loss(batch, phase)
+            self.manual_backward(losses["loss"])
+            if self.optim.grad_clip:
+                self.clip_gradients(opt, gradient_clip_val=self.optim.grad_clip, gradient_clip_algorithm="norm")
+            opt.step()
+            self._log_losses(losses, batch, prefix=f"train_{phase}")
+        return None
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None) -> None:
+        if self.optim.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.optim.grad_clip, gradient_clip_algorithm="norm")
+
+    def _log_losses(self, losses: dict[str, Tensor], batch: Batch, prefix: str = "train") -> None:
+        for name, value in losses.items():
+            self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "loss", batch_size=len(batch), on_step=False, on_epoch=True)
+
+    # --- validation -----------------------------------------------------
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._val_preds.append(self.method.predict(batch, self.valid_mode).detach().cpu())
+        self._val_truth.append(target_of(batch, self.method.task).detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_preds:
+            return
+        pred = torch.cat(self._val_preds).numpy()
+        truth = torch.cat(self._val_truth).numpy()
+        self._val_preds.clear()
+        self._val_truth.clear()
+        task = self.method.task
+        metrics = task_metrics(pred, truth, task.kind, task.num_classes)
+        for name, value in metrics.items():
+            if np.isfinite(value):
+                self.log(f"val/{name}", float(value), prog_bar=name in ("MAE", "Has0_acc_2", "Acc", "Weighted_F1"))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["robustmsa"] = {"config": self.config, "method": self.method.extra_state()}

@@ -130,7 +130,9 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
             root = Path(out_dir)
             root.mkdir(parents=True, exist_ok=True)
         stack.enter_context(seeded(seed))
-        checkpoint = AtomicCheckpoint(dirpath=root, filename="best", monitor=f"val/{metric}", mode=mode, save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False)
+        checkpoint = AtomicCheckpoint(
+            dirpath=root, filename="best", monitor=f"val/{metric}", mode=mode, save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False
+        )
         history = _History()
         callbacks: list[L.Callback] = [checkpoint, history, EarlyStopping(monitor=f"val/{metric}", mode=mode, patience=cfg.patience)]
         logger: Any = False

@@ -1,0 +1,148 @@
+"""Writing results: JSON, Markdown tables and PNG plots, without losing a user's results.
+
+Files are written atomically (temporary file + rename). Output folders that
+already hold results are refused unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from robustmsa.errors import ConfigError  # noqa: E402
+
+#: Metrics shown as percentages (x100) in Markdown tables.
+PERCENT_METRICS = {"Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "Acc", "Precision", "Recall", "F1", "Macro_F1", "Weighted_F1", "Micro_F1"}
+
+
+def prepare_out_dir(path: Path, overwrite: bool = False, marker: str = "results.json") -> Path:
+    """Create ``path``; refuse (ConfigError) if it already holds ``marker`` and not ``overwrite``."""
+    path = Path(path)
+    if (path / marker).exists() and not overwrite:
+        raise ConfigError(f"{path / marker} already exists; choose another --out folder or pass --overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically (NaN written as null)."""
+    return write_text_atomic(path, json.dumps(_nan_to_none(data), indent=2, default=_json_default) + "\n")
+
+
+def _nan_to_none(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, Mapping):
+        return {str(k): _nan_to_none(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_nan_to_none(v) for v in data]
+    return data
+
+
+def format_value(value: Any, metric: str, digits: int = 2) -> str:
+    """``mean ± std`` (or a plain number); accuracy-like metrics in percent."""
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    d = digits if metric in PERCENT_METRICS else digits + 1
+    if isinstance(value, Mapping) and "mean" in value:
+        if value["mean"] is None or not math.isfinite(value["mean"]):
+            return "n/a"
+        text = f"{value['mean'] * scale:.{d}f}"
+        if value.get("n", 1) > 1:
+            text += f" ± {value['std'] * scale:.{d}f}"
+        return text
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (int, float)):
+        return f"{value * scale:.{d}f}"
+    return str(value)
+
+
+def markdown_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], row_header: str = "model") -> str:
+    """A Markdown table: one row per key of ``rows``, one column per metric name."""
+    lines = ["| " + " | ".join([row_header, *columns]) + " |", "|" + "---|" * (len(columns) + 1)]
+    for name, values in rows.items():
+        lines.append("| " + " | ".join([str(name), *(format_value(values.get(c), c) for c in columns)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_plot(path: Path, groups: Mapping[str, Mapping[str, float]], *, ylabel: str, title: str, errors: Mapping[str, Mapping[str, float]] | None = None) -> Path:
+    """Grouped bars: ``groups[series][category] = value`` (e.g. model -> test set -> Acc-2)."""
+    series = list(groups)
+    categories = list(dict.fromkeys(c for s in series for c in groups[s]))
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(categories), 3.6))
+    for i, name in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(categories))]
+        ys = [groups[name].get(c, float("nan")) for c in categories]
+        yerr = [errors[name].get(c, 0.0) for c in categories] if errors else None
+        ax.bar(xs, ys, width=width, label=name, yerr=yerr, capsize=3)
+    ax.set_xticks(range(len(categories)), categories)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def line_plot(path: Path, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str, title: str, errors: Mapping[str, Sequence[float]] | None = None) -> Path:
+    """One curve per series: ``curves[name] = (xs, ys)``, optional error bands."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", label=name)
+        if errors and name in errors:
+            lo = [y - e for y, e in zip(ys, errors[name])]
+            hi = [y + e for y, e in zip(ys, errors[name])]
+            ax.fill_between(xs, lo, hi, alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path

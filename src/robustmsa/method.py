@@ -11,7 +11,8 @@ Methods that need alternating optimisation (TCMR) declare several
 ``phases``; the trainer builds one optimiser per phase over
 ``phase_parameters(phase)`` and, each step, runs the phases returned by
 ``active_phases(epoch)``. Inference-only hyper-parameters (tau, alpha, beta)
-live in ``inference_params`` and are set after training on validation data.
+live in ``inference_params`` and are set after training on validation data by
+``calibrate(bundle)``, which the experiment runner calls after ``fit``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustmsa.data.batch import Batch
-from robustmsa.data.dataset import TaskSpec
+from robustmsa.data.dataset import DataBundle, TaskSpec
 from robustmsa.errors import ConfigError
 from robustmsa.models.base import Backbone
 from robustmsa.registry import METHODS
@@ -101,6 +102,13 @@ class Method(nn.Module):
         if unknown:
             raise ConfigError(f"{type(self).__name__} has no inference parameters {sorted(unknown)}; known: {sorted(self.inference_params)}")
         self.inference_params.update({k: float(v) for k, v in params.items()})
+
+    def calibrate(self, bundle: DataBundle) -> dict[str, Any]:
+        """Choose inference-only parameters after training, on validation splits of ``bundle`` only.
+
+        Returns what was chosen (for the record). Default: nothing to choose.
+        """
+        return {}
 
     def extra_state(self) -> dict[str, Any]:
         return {"inference_params": dict(self.inference_params)}

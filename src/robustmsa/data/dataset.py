@@ -118,7 +118,7 @@ def validate_samples(samples: Sequence[Sample], *, source: str, task: TaskSpec) 
             raise DataError(source, "text_special", f"sample '{s.id}' length {s.text_special.shape[0]} != text length {s.text.shape[0]}")
         _validate_label(s, source, task)
     for name in ("text", "audio", "vision", "image"):
-        if name not in widths and any(getattr(s, name) is not None for s in samples):
+        if name in widths and any(getattr(s, name) is None for s in samples):
             raise DataError(source, name, "present for some samples only")
 
 
@@ -171,7 +171,8 @@ def make_loader(split: Dataset[Sample], batch_size: int, *, shuffle: bool = Fals
     """A DataLoader that collates samples into :class:`Batch` objects."""
     import torch
 
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    # An explicit generator also for unshuffled loaders: otherwise iterating draws from the global RNG.
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers, generator=generator, persistent_workers=num_workers > 0)
 
 

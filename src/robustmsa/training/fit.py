@@ -10,6 +10,7 @@ the global RNG state is restored afterwards.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import warnings
@@ -71,6 +72,18 @@ class FitResult:
 
 
 @contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's informational start-up lines for one fit (restores the level)."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run a block with torch / numpy seeded, restoring the previous RNG state afterwards."""
     np_state = np.random.get_state()
@@ -99,9 +112,7 @@ class _History(L.Callback):
     def __init__(self) -> None:
         self.values: dict[str, list[float]] = {}
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for key, value in trainer.callback_metrics.items():
             self.values.setdefault(key, []).append(float(value))
 
@@ -130,6 +141,7 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
             root = Path(out_dir)
             root.mkdir(parents=True, exist_ok=True)
         stack.enter_context(seeded(seed))
+        stack.enter_context(_quiet_lightning())
         checkpoint = AtomicCheckpoint(
             dirpath=root, filename="best", monitor=f"val/{metric}", mode=mode, save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False
         )

@@ -1,0 +1,118 @@
+"""Typed experiment configuration, YAML in and out.
+
+An experiment names a data source, a backbone and a method from the
+registries, with their parameters, plus the training settings and seeds::
+
+    data: {name: synthetic, params: {}}
+    backbone: {name: tfn, params: {hidden: 64}}
+    method: {name: supervised, params: {}}
+    train: {max_epochs: 30, batch_size: 32, lr: 0.001, patience: 5}
+    seeds: [0, 1, 2]
+    eval: {splits: [test, test_ood], modes: null}
+
+Unknown keys are errors (typos must not be silently ignored); messages name
+the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from robustmsa.errors import ConfigError
+from robustmsa.training.fit import TrainConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentConfig(_Strict):
+    """A registry name and the keyword parameters of its factory."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainSection(_Strict):
+    """The fields of :class:`robustmsa.training.fit.TrainConfig`."""
+
+    max_epochs: int = Field(30, ge=1)
+    min_epochs: int = Field(1, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = 1.0
+    patience: int = Field(5, ge=1)
+    monitor: str | None = None
+    monitor_mode: str | None = None
+    valid_split: str = "valid"
+    valid_mode: str = "factual"
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    progress: bool = True
+    deterministic: bool = True
+    limit_train_batches: int | float = 1.0
+
+    def to_train_config(self) -> TrainConfig:
+        return TrainConfig(**self.model_dump())
+
+
+class EvalSection(_Strict):
+    splits: list[str] | None = None  # default: every split whose name starts with 'test'
+    modes: list[str] | None = None  # default: every inference mode of the method
+
+
+class ExperimentConfig(_Strict):
+    data: ComponentConfig
+    backbone: ComponentConfig
+    method: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="supervised"))
+    train: TrainSection = Field(default_factory=TrainSection)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_not_empty(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("at least one seed is required")
+        return value
+
+
+# Keep TrainSection and TrainConfig in step (a mismatch is a programming error).
+assert set(TrainSection.model_fields) == {f.name for f in dataclasses.fields(TrainConfig)}, "TrainSection and TrainConfig differ"
+
+
+def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
+    """Validate a mapping as an :class:`ExperimentConfig` (ConfigError naming source and field)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<top>"
+        raise ConfigError(f"{source}: field '{where}': {first['msg']}") from None
+
+
+def load_config(path: Path | str) -> ExperimentConfig:
+    """Read and validate a YAML experiment config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_config(data, str(path))
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The config as YAML text (round-trips through :func:`parse_config`)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

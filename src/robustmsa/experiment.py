@@ -1,0 +1,105 @@
+"""Run a configured experiment: data -> backbone -> method -> fit -> calibrate -> evaluate, per seed.
+
+Output folder layout (``out_dir``)::
+
+    config.yaml           the resolved config
+    seed_<k>/best.ckpt    best checkpoint by validation (Lightning, weights only)
+    seed_<k>/model.pt     final weights + inference parameters + config (atomic)
+    results.json          per-seed metrics and mean +- std over seeds
+    report.md             Markdown tables
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustmsa.config import ExperimentConfig, dump_config
+from robustmsa.data.dataset import DataBundle
+from robustmsa.errors import ConfigError
+from robustmsa.evaluation.protocols import run_seeds
+from robustmsa.evaluation.report import markdown_table, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.method import Method
+from robustmsa.metrics import REGRESSION_METRICS
+from robustmsa.registry import BACKBONES, DATASETS, METHODS
+from robustmsa.training.fit import evaluate, fit, load_checkpoint_state, seeded
+
+
+def load_data(config: ExperimentConfig) -> DataBundle:
+    return DATASETS.build(config.data.name, **config.data.params)
+
+
+def build_method(config: ExperimentConfig, bundle: DataBundle, seed: int) -> Method:
+    """Backbone and method from the registries, initialised under ``seed``."""
+    with seeded(seed):
+        backbone = BACKBONES.build(config.backbone.name, bundle.dims(), bundle.task, **config.backbone.params)
+        return METHODS.build(config.method.name, backbone, **config.method.params)
+
+
+def save_model(method: Method, path: Path, config: ExperimentConfig, seed: int) -> Path:
+    """Save weights, inference parameters and the config atomically."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    payload = {"state_dict": method.state_dict(), "inference_params": dict(method.inference_params), "config": config.model_dump(mode="json"), "seed": seed}
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Method:
+    """Rebuild a method from a ``model.pt`` written by :func:`save_model` (safe loading)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: model file not found")
+    state = load_checkpoint_state(Path(path))
+    method = build_method(config, bundle, int(state.get("seed", 0)))
+    method.load_state_dict(state["state_dict"])
+    method.inference_params.update(state.get("inference_params", {}))
+    return method
+
+
+def evaluation_splits(config: ExperimentConfig, bundle: DataBundle) -> list[str]:
+    splits = config.eval.splits or bundle.test_splits()
+    for name in splits:
+        bundle[name]  # raises a DataError naming the split if absent
+    return splits
+
+
+def evaluate_method(method: Method, bundle: DataBundle, splits: list[str], modes: list[str] | None) -> dict[str, Any]:
+    """``{split: {mode: metrics}}`` for the given test splits."""
+    return {name: evaluate(method, bundle[name], tuple(modes) if modes else None) for name in splits}
+
+
+def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool = False, bundle: DataBundle | None = None) -> dict[str, Any]:
+    """Train and evaluate ``config`` for each of its seeds; write results.json and report.md."""
+    out = prepare_out_dir(out_dir, overwrite)
+    write_text_atomic(out / "config.yaml", dump_config(config))
+    bundle = bundle if bundle is not None else load_data(config)
+    splits = evaluation_splits(config, bundle)
+    train_cfg = config.train.to_train_config()
+
+    def one_seed(seed: int) -> dict[str, Any]:
+        method = build_method(config, bundle, seed)
+        seed_dir = out / f"seed_{seed}"
+        result = fit(method, bundle, train_cfg, seed=seed, out_dir=seed_dir, config=config.model_dump(mode="json"))
+        chosen = method.calibrate(bundle)
+        save_model(method, seed_dir / "model.pt", config, seed)
+        metrics = evaluate_method(method, bundle, splits, config.eval.modes)
+        return {"metrics": metrics, "best_valid": result.best_score, "epochs": result.epochs, "calibration": chosen}
+
+    results = run_seeds(one_seed, config.seeds)
+    results["config"] = config.model_dump(mode="json")
+    write_json(out / "results.json", results)
+    write_text_atomic(out / "report.md", experiment_report(config, results))
+    return results
+
+
+def experiment_report(config: ExperimentConfig, results: dict[str, Any]) -> str:
+    """Markdown: one table row per (split, mode), mean +- std over seeds."""
+    aggregate = results["aggregate"]["metrics"]
+    rows = {f"{split} / {mode}": metrics for split, by_mode in aggregate.items() for mode, metrics in by_mode.items()}
+    first = next(iter(rows.values()), {})
+    columns = [c for c in REGRESSION_METRICS if c in first] or list(first)
+    title = f"# {config.method.name} + {config.backbone.name} on {config.data.name}\n\nSeeds: {results['seeds']}\n\n"
+    return title + markdown_table(rows, columns, row_header="test set / mode")

@@ -1,0 +1,57 @@
+"""Typed experiment configs: YAML in and out, errors that name the file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robustmsa.config import dump_config, load_config, parse_config
+from robustmsa.errors import ConfigError
+
+GOOD = """
+data: {name: synthetic, params: {n_train: 100}}
+backbone: {name: tfn, params: {hidden: 32}}
+train: {max_epochs: 3, lr: 0.01}
+seeds: [0, 1, 2]
+"""
+
+
+def test_load_and_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(GOOD)
+    cfg = load_config(path)
+    assert cfg.backbone.params == {"hidden": 32} and cfg.method.name == "supervised"
+    assert cfg.train.to_train_config().lr == 0.01 and cfg.train.to_train_config().patience == 5
+    assert parse_config(__import__("yaml").safe_load(dump_config(cfg))) == cfg
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("data: {name: x}\nbackbone: {name: y}\ntrain: {max_epoch: 3}\n", "field 'train.max_epoch'"),
+        ("data: {name: x}\nbackbone: {name: y}\ntrain: {lr: -1}\n", "field 'train.lr'"),
+        ("data: {name: x}\n", "field 'backbone'"),
+        ("data: {name: x}\nbackbone: {name: y}\nseeds: []\n", "field 'seeds'"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("data: {name: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_name_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_every_shipped_config_is_valid() -> None:
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    experiment_configs = [p for p in configs if "backbone:" in p.read_text()]
+    for path in experiment_configs:
+        load_config(path)

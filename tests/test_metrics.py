@@ -1,0 +1,84 @@
+"""Metrics against hand-computed values (MMSA conventions)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+
+from robustmsa.metrics import classification_metrics, regression_metrics, task_metrics
+
+PRED = [-1.2, 0.0, 0.4, 2.6, -0.2]
+TRUTH = [-2.0, 0.0, 1.0, 3.0, 0.5]
+
+
+def test_regression_metrics_hand_computed() -> None:
+    m = regression_metrics(PRED, TRUTH)
+    # Has0: pred>=0 [F,T,T,T,F] vs truth>=0 [F,T,T,T,T]
+    assert m["Has0_acc_2"] == pytest.approx(0.8)
+    assert m["Has0_F1_score"] == pytest.approx((1 * 2 / 3 + 4 * 6 / 7) / 5)
+    # Non0 drops the zero-labelled sample: pred>0 [F,T,T,F] vs truth>0 [F,T,T,T]
+    assert m["Non0_acc_2"] == pytest.approx(0.75)
+    assert m["Non0_F1_score"] == pytest.approx((2 / 3 + 3 * 0.8) / 4)
+    # numpy rounds half to even: truth 0.5 -> 0 matches pred -0.2 -> 0
+    assert m["Mult_acc_7"] == pytest.approx(0.6)
+    assert m["Mult_acc_5"] == pytest.approx(0.6)
+    assert m["MAE"] == pytest.approx(0.5)
+    assert m["Corr"] == pytest.approx(pearsonr(PRED, TRUTH)[0])
+
+
+def test_clipping_before_rounding() -> None:
+    m = regression_metrics([5.0, -4.0], [3.0, -2.6])
+    assert m["Mult_acc_7"] == 1.0  # 5 -> 3, -4 -> -3 and -2.6 -> -3
+    assert m["Mult_acc_5"] == 1.0  # everything clipped to +-2
+
+
+def test_constant_predictions_and_zero_ties() -> None:
+    m = regression_metrics([0.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 2.0, 1.0])
+    assert m["Has0_acc_2"] == pytest.approx(0.75)  # 0 counts as non-negative
+    assert m["Non0_acc_2"] == pytest.approx(1 / 3)  # 0 is not positive; the zero-labelled sample is dropped
+    assert m["Corr"] == 0.0
+    all_zero = regression_metrics([0.3, -0.2], [0.0, 0.0])
+    assert math.isnan(all_zero["Non0_acc_2"]) and math.isnan(all_zero["Non0_F1_score"])
+
+
+def test_regression_metrics_reject_bad_input() -> None:
+    with pytest.raises(ValueError, match="equal length"):
+        regression_metrics([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="NaN"):
+        regression_metrics([np.nan], [0.1])
+
+
+def test_binary_classification_positive_class_one() -> None:
+    m = classification_metrics([1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 1, 1])
+    assert m["Acc"] == pytest.approx(4 / 6)
+    assert m["Precision"] == pytest.approx(0.75)
+    assert m["Recall"] == pytest.approx(0.75)
+    assert m["F1"] == pytest.approx(0.75)
+
+
+def test_multiclass_macro_and_weighted() -> None:
+    m = classification_metrics([0, 1, 1, 2, 2, 0], [0, 0, 1, 2, 2, 2], num_classes=3)
+    assert m["Acc"] == pytest.approx(4 / 6)
+    assert m["Macro_F1"] == pytest.approx((0.5 + 2 / 3 + 0.8) / 3)
+    assert m["Weighted_F1"] == pytest.approx((2 * 0.5 + 1 * 2 / 3 + 3 * 0.8) / 6)
+    assert m["F1"] == pytest.approx(m["Macro_F1"])
+
+
+def test_truth_first_matters_for_f1() -> None:
+    # Weighted F1 depends on the order when supports differ: truth must come first.
+    pred, truth = [0, 0, 1, 1, 1], [0, 1, 1, 1, 1]
+    # truth first: class 0 F1 2/3 (support 1), class 1 F1 6/7 (support 4)
+    expected = (2 / 3 + 4 * 6 / 7) / 5
+    assert classification_metrics(pred, truth)["Weighted_F1"] == pytest.approx(expected)
+    assert classification_metrics(truth, pred)["Weighted_F1"] != pytest.approx(expected)
+    regression = regression_metrics([-1, -1, 1, 1, 1], [-1, 1, 1, 1, 1])
+    assert regression["Has0_F1_score"] == pytest.approx(expected)
+
+
+def test_task_metrics_dispatch() -> None:
+    scores = np.array([[0.9, 0.1], [0.2, 0.8]])
+    assert task_metrics(scores, np.array([0, 1]), "classification", 2)["Acc"] == 1.0
+    assert task_metrics(np.array([1.0, -1.0]), np.array([1.0, -1.0]), "regression")["MAE"] == 0.0

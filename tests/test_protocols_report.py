@@ -1,0 +1,57 @@
+"""Multi-seed aggregation and the report writers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from robustmsa.errors import ConfigError
+from robustmsa.evaluation.protocols import mean_std, run_seeds
+from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json
+
+
+def test_mean_std_nested_sample_std() -> None:
+    runs = [{"test": {"Acc": 0.5, "name": "x"}}, {"test": {"Acc": 0.7, "name": "y"}}, {"test": {"Acc": 0.9, "name": "z"}}]
+    agg = mean_std(runs)
+    assert agg["test"]["Acc"]["mean"] == pytest.approx(0.7)
+    assert agg["test"]["Acc"]["std"] == pytest.approx(0.2)  # sample std (ddof=1) of 0.5, 0.7, 0.9
+    assert agg["test"]["Acc"]["n"] == 3
+    assert "name" not in agg["test"]
+
+
+def test_run_seeds_calls_each_seed() -> None:
+    out = run_seeds(lambda seed: {"m": float(seed)}, [1, 3])
+    assert out["seeds"] == [1, 3] and out["per_seed"]["3"] == {"m": 3.0}
+    assert out["aggregate"]["m"]["mean"] == 2.0
+    with pytest.raises(ValueError):
+        run_seeds(lambda seed: {}, [])
+
+
+def test_prepare_out_dir_never_overwrites_results(tmp_path: Path) -> None:
+    out = prepare_out_dir(tmp_path / "run")
+    (out / "results.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already exists"):
+        prepare_out_dir(out)
+    assert prepare_out_dir(out, overwrite=True) == out
+    assert (out / "results.json").read_text() == "{}"
+
+
+def test_write_json_nan_as_null(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, math.inf]})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None]}
+
+
+def test_markdown_table_percent_and_mean_std() -> None:
+    table = markdown_table({"m": {"Has0_acc_2": {"mean": 0.8123, "std": 0.01, "n": 3}, "MAE": 0.71234}}, ["Has0_acc_2", "MAE", "Corr"])
+    assert "| m | 81.23 ± 1.00 | 0.712 | n/a |" in table
+    assert format_value({"mean": 0.5, "std": 0.0, "n": 1}, "Acc") == "50.00"
+
+
+def test_plots_are_png(tmp_path: Path) -> None:
+    bar = bar_plot(tmp_path / "b.png", {"A": {"IID": 80.0, "OOD": 60.0}}, ylabel="acc", title="t")
+    line = line_plot(tmp_path / "l.png", {"A": ([0.0, 0.5], [1.0, 2.0])}, xlabel="r", ylabel="MAE", title="t", errors={"A": [0.1, 0.1]})
+    for path in (bar, line):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

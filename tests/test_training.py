@@ -1,0 +1,117 @@
+"""The one training path: fit, checkpoints, determinism, alternating phases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from robustmsa.data.batch import Batch
+from robustmsa.errors import ConfigError
+from robustmsa.method import Method, Supervised, task_loss
+from robustmsa.models.lf_dnn import LFDNN
+from robustmsa.models.text_only import TextOnly
+from robustmsa.training.fit import TrainConfig, evaluate, fit, load_checkpoint_state, predict, seeded
+
+FAST = TrainConfig(max_epochs=10, patience=3, progress=False, batch_size=32, lr=5e-3)
+
+
+def _lfdnn(bundle, seed: int = 0) -> Supervised:
+    with seeded(seed):
+        return Supervised(LFDNN(bundle.dims(), bundle.task, hidden=16))
+
+
+def test_fit_learns_and_keeps_best_checkpoint_with_config(toy_bundle, tmp_path: Path) -> None:
+    method = _lfdnn(toy_bundle)
+    result = fit(method, toy_bundle, FAST, seed=0, out_dir=tmp_path, config={"note": "toy"})
+    assert result.best_path == tmp_path / "best.ckpt" and result.best_path.exists()
+    assert not list(tmp_path.glob("*.tmp*")), "temporary checkpoint files must be renamed away"
+    state = load_checkpoint_state(result.best_path)
+    assert state["robustmsa"]["config"]["note"] == "toy"
+    assert state["robustmsa"]["config"]["train"]["max_epochs"] == 10
+    metrics = evaluate(method, toy_bundle["test"])["factual"]
+    assert metrics["Has0_acc_2"] >= 0.8
+    # the weights in memory are the best checkpoint's
+    restored = _lfdnn(toy_bundle, seed=5)
+    restored.load_state_dict({k.removeprefix("method."): v for k, v in state["state_dict"].items()})
+    np.testing.assert_allclose(predict(restored, toy_bundle["test"]), predict(method, toy_bundle["test"]), atol=1e-6)
+    assert result.monitor == "MAE" and result.best_score == pytest.approx(min(result.history["val/MAE"]))
+
+
+def test_fit_is_deterministic_and_leaves_global_rng_alone(toy_bundle) -> None:
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state().clone()
+    preds = []
+    for _ in range(2):
+        method = _lfdnn(toy_bundle, seed=3)
+        fit(method, toy_bundle, TrainConfig(max_epochs=2, progress=False), seed=3)
+        preds.append(predict(method, toy_bundle["valid"]))
+    np.testing.assert_array_equal(preds[0], preds[1])
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_early_stopping_stops_before_max_epochs(toy_bundle) -> None:
+    method = _lfdnn(toy_bundle)
+    # a learning rate of 0 cannot improve the validation metric, so patience 1 stops after 2 epochs
+    result = fit(method, toy_bundle, TrainConfig(max_epochs=20, patience=1, lr=1e-12, progress=False), seed=0)
+    assert result.epochs < 20
+
+
+class TwoPhase(Method):
+    """Phase 'a' trains the encoder only, phase 'b' the head only; epoch 0 runs only 'a'."""
+
+    phases = ("a", "b")
+
+    def __init__(self, backbone: TextOnly) -> None:
+        super().__init__(backbone)
+        self.calls: list[tuple[int, str]] = []
+
+    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
+        part = self.backbone.encoder if phase == "a" else self.backbone.head
+        return list(part.parameters())
+
+    def active_phases(self, epoch: int) -> tuple[str, ...]:
+        return ("a",) if epoch == 0 else ("a", "b")
+
+    def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
+        self.calls.append((self.epoch, phase))
+        return {"loss": task_loss(self.backbone(batch).logits, batch, self.task)}
+
+    def predict(self, batch: Batch, mode: str = "factual") -> Tensor:
+        return self.backbone(batch).logits[:, 0]
+
+
+def test_alternating_phases_use_their_own_optimisers(toy_bundle) -> None:
+    with seeded(0):
+        method = TwoPhase(TextOnly(toy_bundle.dims(), toy_bundle.task, hidden=8))
+    head_before = [p.detach().clone() for p in method.backbone.head.parameters()]
+    fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, limit_train_batches=2), seed=0)
+    assert {phase for _, phase in method.calls} == {"a"}
+    for before, after in zip(head_before, method.backbone.head.parameters()):
+        assert torch.equal(before, after), "phase 'b' did not run in epoch 0, so the head must be unchanged"
+    method.calls.clear()
+    fit(method, toy_bundle, TrainConfig(max_epochs=2, progress=False, limit_train_batches=2), seed=0)
+    assert (1, "b") in method.calls and method.calls[:2] == [(0, "a"), (0, "a")]
+
+
+def test_unknown_valid_mode_is_a_config_error(toy_bundle) -> None:
+    with pytest.raises(ConfigError, match="valid_mode 'tie'"):
+        fit(_lfdnn(toy_bundle), toy_bundle, TrainConfig(valid_mode="tie", progress=False))
+
+
+def test_classification_training(toy_bundle) -> None:
+    from tests.conftest import make_toy_split
+
+    from robustmsa.data.dataset import DataBundle, TaskSpec
+
+    task = TaskSpec(kind="classification", num_classes=2, label_range=None)
+    bundle = DataBundle({n: make_toy_split(k, n, s, task=task) for n, k, s in (("train", 240, 0), ("valid", 60, 1), ("test", 60, 2))}, task)
+    method = _lfdnn(bundle)
+    result = fit(method, bundle, FAST, seed=0)
+    assert result.monitor == "Weighted_F1"
+    scores = predict(method, bundle["test"])
+    assert scores.shape == (60, 2) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+    assert evaluate(method, bundle["test"])["factual"]["Acc"] >= 0.8

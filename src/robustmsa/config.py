@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,6 +29,9 @@ from robustmsa.training.fit import TrainConfig
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ComponentConfig(_Strict):
@@ -89,20 +92,20 @@ class ExperimentConfig(_Strict):
 assert set(TrainSection.model_fields) == {f.name for f in dataclasses.fields(TrainConfig)}, "TrainSection and TrainConfig differ"
 
 
-def parse_config(data: Any, source: str = "<config>") -> ExperimentConfig:
-    """Validate a mapping as an :class:`ExperimentConfig` (ConfigError naming source and field)."""
+def parse_config(data: Any, source: str = "<config>", model: type[M] = ExperimentConfig) -> M:  # type: ignore[assignment]
+    """Validate a mapping as an :class:`ExperimentConfig` (or another config ``model``; ConfigError naming source and field)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return ExperimentConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "<top>"
         raise ConfigError(f"{source}: field '{where}': {first['msg']}") from None
 
 
-def load_config(path: Path | str) -> ExperimentConfig:
-    """Read and validate a YAML experiment config."""
+def load_config(path: Path | str, model: type[M] = ExperimentConfig) -> M:  # type: ignore[assignment]
+    """Read and validate a YAML experiment config (or another config ``model``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -110,7 +113,7 @@ def load_config(path: Path | str) -> ExperimentConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), model)
 
 
 def dump_config(config: ExperimentConfig) -> str:

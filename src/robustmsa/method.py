@@ -18,6 +18,7 @@ live in ``inference_params`` and are set after training on validation data by
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -83,6 +84,15 @@ class Method(nn.Module):
     def active_phases(self, epoch: int) -> tuple[str, ...]:
         """Phases run at each step of ``epoch`` (default: all, in order)."""
         return self.phases
+
+    def prepare(self, bundle: DataBundle, cfg: Any, *, seed: int, out_dir: Path | None = None) -> dict[str, Any]:
+        """Earlier training stages, run by ``fit`` before the main stage (``cfg``: its TrainConfig).
+
+        Multi-stage methods train their helper models here with ``fit`` and
+        freeze them (e.g. TCMR's text teacher). Returns a record of what ran.
+        Default: nothing.
+        """
+        return {}
 
     def on_train_epoch_start(self, epoch: int) -> None:
         """Called by the trainer at each epoch start (redraw corruption, update state...)."""

@@ -15,7 +15,7 @@ F1 scores are weighted F1 computed as scikit-learn defines it, truth first.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+from sklearn.metrics import accuracy_score, f1_score, fbeta_score, precision_recall_fscore_support, precision_score, recall_score
 
 REGRESSION_METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr")
 
@@ -58,9 +58,10 @@ def regression_metrics(pred: object, truth: object) -> dict[str, float]:
 def classification_metrics(pred: object, truth: object, num_classes: int | None = None) -> dict[str, float]:
     """Accuracy, precision, recall and F1 of class predictions.
 
-    Binary tasks (two classes): Precision, Recall and F1 of the positive class
-    1. Multi-class: Precision/Recall/F1 are macro averages, and Macro_F1 and
-    Weighted_F1 are reported for every task.
+    Binary tasks (two classes): Precision, Recall, F1 and F0.5 of the positive
+    class 1. Multi-class: Precision/Recall/F1/F0.5 are macro averages, and
+    Macro_F1 and Weighted_F1 are reported for every task. F0.5 weighs precision
+    higher than recall (model selection of routers).
     """
     p = np.asarray(pred).reshape(-1).astype(np.int64)
     t = np.asarray(truth).reshape(-1).astype(np.int64)
@@ -79,9 +80,21 @@ def classification_metrics(pred: object, truth: object, num_classes: int | None 
         "Precision": float(precision_score(t, p, **kwargs)),
         "Recall": float(recall_score(t, p, **kwargs)),
         "F1": float(f1_score(t, p, **kwargs)),
+        "F0.5": float(fbeta_score(t, p, beta=0.5, **kwargs)),
         "Macro_F1": float(f1_score(t, p, labels=labels, average="macro", zero_division=0)),
         "Weighted_F1": float(f1_score(t, p, labels=labels, average="weighted", zero_division=0)),
     }
+
+
+def per_class_scores(pred: object, truth: object, labels: list[int], beta: float = 1.0) -> dict[str, list[float]]:
+    """Per-class precision, recall, F-beta and support (lists aligned with ``labels``), plus the confusion matrix (rows: truth)."""
+    p = np.asarray(pred).reshape(-1).astype(np.int64)
+    t = np.asarray(truth).reshape(-1).astype(np.int64)
+    if p.shape != t.shape or p.size == 0:
+        raise ValueError(f"pred and truth must be non-empty and of equal length, got {p.shape} and {t.shape}")
+    precision, recall, fbeta, support = precision_recall_fscore_support(t, p, beta=beta, labels=labels, zero_division=0)
+    confusion = [[int(np.sum((t == a) & (p == b))) for b in labels] for a in labels]
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "fbeta": fbeta.tolist(), "support": support.tolist(), "confusion": confusion}
 
 
 def task_metrics(pred: np.ndarray, truth: np.ndarray, kind: str, num_classes: int = 1) -> dict[str, float]:

@@ -19,7 +19,8 @@ Shapes (B = batch, L* = padded length, D* = feature width):
 * ``label_class``    (B,) long class index (classification tasks)
 * ``label_multi``    (B, K) float multi-label targets
 * ``ids`` / ``groups`` / ``raw_text``: python lists of length B
-* ``extras``         name -> tensor with leading dim B (method-specific inputs)
+* ``extras``         name -> tensor with leading dim B (method-specific inputs;
+  ragged per-sample arrays are zero-padded along their first axis)
 """
 
 from __future__ import annotations
@@ -197,8 +198,16 @@ def collate(samples: Sequence[Sample]) -> Batch:
     for key in sorted(keys):
         values = _all_or_none([_ExtraView(s, key) for s in samples], "value")
         assert values is not None
-        batch.extras[key] = torch.as_tensor(np.stack(values))
+        batch.extras[key] = _stack_extra(values)
     return batch
+
+
+def _stack_extra(values: Sequence[np.ndarray]) -> Tensor:
+    """Stack equal-shaped extras; zero-pad ragged ones (same trailing shape) along their first axis."""
+    arrays = [np.asarray(v) for v in values]
+    if all(a.shape == arrays[0].shape for a in arrays):
+        return torch.as_tensor(np.stack(arrays))
+    return _pad(arrays, torch.as_tensor(arrays[0][:0]).dtype)[0]
 
 
 @dataclass

@@ -127,11 +127,13 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
 
     The best weights (by ``cfg.monitor``) are loaded back into ``method``.
     With ``out_dir`` the checkpoint ``best.ckpt`` and logs are kept there;
-    without, they live in a temporary directory.
+    without, they live in a temporary directory. Earlier stages of multi-stage
+    methods (``method.prepare``, e.g. frozen teachers) run first.
     """
     if cfg.valid_mode not in method.modes:
         raise ConfigError(f"valid_mode '{cfg.valid_mode}' is not an inference mode of {type(method).__name__}: {list(method.modes)}")
     metric, mode = cfg.monitor_spec(bundle.task.kind)
+    method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
     config = {"train": asdict(cfg), "seed": seed, **(config or {})}
     module = MethodModule(method, OptimConfig(cfg.lr, cfg.weight_decay, cfg.grad_clip), valid_mode=cfg.valid_mode, config=config)
     with contextlib.ExitStack() as stack:
@@ -171,6 +173,7 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen stage-1 models stay in eval mode
             trainer.fit(module, *loaders)
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
         if best is not None and best.exists():

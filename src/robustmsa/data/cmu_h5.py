@@ -1,0 +1,181 @@
+"""Reader of the CMU word-aligned h5 feature sets (YouTube, MMMO, POM) used by MFN.
+
+Layout of ``<folder>/<dataset>/``: ``audio_{split}.h5`` (COVAREP), ``video_{split}.h5``
+(FACET), ``text_{split}_emb.h5`` (GloVe 300-d) and ``y_{split}.h5`` for split in
+train/valid/test; each file holds one dataset ``d1`` of shape (N, 20, dim) for
+features. Some text files do not exist (YouTube/MMMO: no train text; POM: no
+text at all): such a split gets *no* text modality (``Sample.text is None``,
+never zero-filled) and is listed in ``bundle.meta['missing_text_splits']``.
+
+Labels (checked on the published files):
+
+* ``youtube``: one-hot over 3 classes -> classification, 3 classes.
+* ``mmmo``: a rating in [1, 5] in steps of 0.5 -> regression, ``label_range`` (1, 5).
+* ``pom``: 17 continuous trait scores per sample -> regression on column
+  ``pom_trait`` (default 0). Columns use different scales (most reach 7,
+  columns 8-13 stop at 5, and one test score is 0.67), so no label range is
+  enforced (``label_range=None``). The files carry no trait names.
+
+Padding: the 20 steps are zero-padded at the front (POM), at the back
+(YouTube) or both (MMMO). With ``trim='edges'`` (default) leading and trailing
+all-zero steps are dropped per sample and modality, keeping interior zero steps
+(words with no detected face etc.); ``trim='none'`` keeps all 20 steps. A
+sequence that is entirely zero gets length 0 (common: e.g. most YouTube train
+audio and video); counts are in ``bundle.meta['empty_sequences']``.
+The files contain no sample ids; ids are ``<dataset>_<split>_<index>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from robustmsa.data.batch import Sample
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+from robustmsa.errors import ConfigError, DataError
+
+CMU_DATASETS = ("youtube", "mmmo", "pom")
+SPLITS = ("train", "valid", "test")
+_FILES = {"audio": "audio_{}.h5", "vision": "video_{}.h5", "text": "text_{}_emb.h5"}
+
+
+def _load_d1(path: Path) -> np.ndarray:
+    try:
+        with h5py.File(path, "r") as fh:
+            if "d1" not in fh:
+                raise DataError(path, "d1", f"missing; datasets present: {list(fh)}")
+            return np.asarray(fh["d1"][()])
+    except OSError as exc:
+        raise DataError(path, None, f"not a readable HDF5 file: {exc}") from None
+
+
+def _clean(path: Path, arr: np.ndarray, nan_policy: str, counts: dict[str, int], key: str) -> np.ndarray:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        if nan_policy != "zero":
+            raise DataError(path, "d1", f"contains {int(bad.sum())} NaN/inf values (pass nan_policy='zero' to replace them by 0)")
+        counts[key] = int(bad.sum())
+        arr = np.where(bad, 0.0, arr)
+    return arr
+
+
+def _trim(seq: np.ndarray, trim: str) -> np.ndarray:
+    """Drop leading and trailing all-zero steps of a (T, D) sequence (``trim='edges'``)."""
+    if trim == "none":
+        return seq
+    nonzero = np.flatnonzero(np.any(seq != 0, axis=1))
+    if nonzero.size == 0:
+        return seq[:0]
+    return seq[nonzero[0] : nonzero[-1] + 1]
+
+
+def _labels(path: Path, y: np.ndarray, dataset: str, n: int, pom_trait: int) -> np.ndarray:
+    """Class indices (youtube) or scores (mmmo, pom) of shape (n,)."""
+    if y.shape[0] != n:
+        raise DataError(path, "d1", f"has {y.shape[0]} labels; the feature files have {n} samples")
+    if dataset == "youtube":
+        if y.ndim != 2 or y.shape[1] != 3:
+            raise DataError(path, "d1", f"has shape {y.shape}; expected (N, 3) one-hot labels")
+        if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+            raise DataError(path, "d1", "rows are not one-hot over 3 classes")
+        return y.argmax(axis=1)
+    if dataset == "mmmo":
+        y = y.reshape(n, -1)
+        if y.shape[1] != 1:
+            raise DataError(path, "d1", f"has shape {y.shape}; expected one rating per sample")
+        y = y[:, 0]
+        bad = np.flatnonzero((y < 1) | (y > 5))
+        if bad.size:
+            raise DataError(path, "d1", f"{bad.size} ratings outside [1, 5], e.g. {float(y[bad[0]])}")
+        return y
+    if y.ndim != 2 or not 0 <= pom_trait < y.shape[1]:
+        raise DataError(path, "d1", f"has shape {y.shape}; cannot take trait column {pom_trait}")
+    return y[:, pom_trait]
+
+
+def read_cmu_h5(
+    folder: str | Path,
+    dataset: Literal["youtube", "mmmo", "pom"] = "youtube",
+    *,
+    pom_trait: int = 0,
+    nan_policy: Literal["raise", "zero"] = "raise",
+    trim: Literal["edges", "none"] = "edges",
+    limit: int | None = None,
+) -> DataBundle:
+    """Read one CMU h5 data set into a :class:`DataBundle` (see module doc).
+
+    ``folder`` is either the collection folder holding ``youtube/``, ``mmmo/``,
+    ``pom/`` or the data set's own folder. NaN/inf features raise
+    :class:`DataError` unless ``nan_policy='zero'``. ``limit`` keeps the first
+    N samples of each split. Sequences: audio (La, 74|43), vision (Lv, 36|41),
+    text (Lt, 300), each La/Lv/Lt <= 20.
+    """
+    if dataset not in CMU_DATASETS:
+        raise ConfigError(f"dataset must be one of {CMU_DATASETS}, got '{dataset}'")
+    if nan_policy not in ("raise", "zero"):
+        raise ConfigError(f"nan_policy must be 'raise' or 'zero', got '{nan_policy}'")
+    if trim not in ("edges", "none"):
+        raise ConfigError(f"trim must be 'edges' or 'none', got '{trim}'")
+    folder = Path(folder)
+    root = folder / dataset if (folder / dataset).is_dir() else folder
+    if not root.is_dir():
+        raise DataError(root, None, "folder not found")
+    if dataset == "youtube":
+        task = TaskSpec(kind="classification", num_classes=3, label_range=None)
+    else:
+        task = TaskSpec(kind="regression", num_classes=1, label_range=(1.0, 5.0) if dataset == "mmmo" else None)
+
+    meta: dict[str, Any] = {"source": str(root), "format": "cmu_h5", "missing_text_splits": [], "nonfinite_replaced": {}, "empty_sequences": {}, "trim": trim}
+    if dataset == "pom":
+        meta["pom_trait"] = pom_trait
+    splits: dict[str, MultimodalSplit] = {}
+    widths: dict[str, int] = {}
+    for split in SPLITS:
+        arrays: dict[str, np.ndarray] = {}
+        for mod, pattern in _FILES.items():
+            path = root / pattern.format(split)
+            if not path.is_file():
+                if mod == "text":
+                    meta["missing_text_splits"].append(split)
+                    continue
+                raise DataError(path, mod, "file not found")
+            arr = _load_d1(path)
+            if arr.ndim != 3:
+                raise DataError(path, "d1", f"has shape {arr.shape}; expected (N, steps, features)")
+            if mod in widths and arr.shape[2] != widths[mod]:
+                raise DataError(path, "d1", f"has feature width {arr.shape[2]}; other splits have {widths[mod]}")
+            widths[mod] = arr.shape[2]
+            arrays[mod] = _clean(path, arr, nan_policy, meta["nonfinite_replaced"], f"{split}/{mod}").astype(np.float32)
+        n = arrays["audio"].shape[0]
+        for mod, arr in arrays.items():
+            if arr.shape[:2] != arrays["audio"].shape[:2]:
+                raise DataError(root / _FILES[mod].format(split), "d1", f"has shape {arr.shape}; audio has {arrays['audio'].shape[:2]} (samples, steps)")
+        y_path = root / f"y_{split}.h5"
+        if not y_path.is_file():
+            raise DataError(y_path, "label", "file not found")
+        y = _load_d1(y_path)
+        y = _clean(y_path, y, "raise", meta["nonfinite_replaced"], f"{split}/y")
+        labels = _labels(y_path, y, dataset, n, pom_trait)
+        count = n if limit is None else min(n, limit)
+        samples = []
+        for i in range(count):
+            seqs = {mod: _trim(arr[i], trim) for mod, arr in arrays.items()}
+            for mod, seq in seqs.items():
+                if seq.shape[0] == 0:
+                    key = f"{split}/{mod}"
+                    meta["empty_sequences"][key] = meta["empty_sequences"].get(key, 0) + 1
+            samples.append(
+                Sample(
+                    id=f"{dataset}_{split}_{i}",
+                    text=seqs.get("text"),
+                    audio=seqs["audio"],
+                    vision=seqs["vision"],
+                    label=float(labels[i]) if task.kind == "regression" else None,
+                    label_class=int(labels[i]) if task.kind == "classification" else None,
+                )
+            )
+        splits[split] = MultimodalSplit(samples, name=split, source=root, task=task)
+    return DataBundle(splits, task, name=dataset, meta=meta)

@@ -1,0 +1,75 @@
+"""Reader of CMU-MultimodalSDK computational sequences (``.csd`` HDF5 files).
+
+Layout: one root group named after the sequence (e.g. ``Opinion Segment
+Labels``) holding ``data/<video id>/features`` (n, k) and
+``data/<video id>/intervals`` (n, 2) start/end seconds, plus ``metadata``.
+
+Segment ids: the SDK labels file lists the opinion segments of a video in
+their *row order* and the field's segment ids are ``<video>_<k>`` with ``k``
+the 1-based row index. Checked on the real CMU-MOSI label file against
+``transcripts_labels.csv``: all 2,195 csv ids agree with this mapping; sorting
+the rows by start time instead breaks 42 of them (two videos list segments out
+of time order), so the row order, not the time order, is the id order. The
+label file has 2,199 segments; 4 of them have no row in the csv.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from robustmsa.errors import DataError
+
+
+def _root(path: Path, fh: h5py.File) -> h5py.Group:
+    roots = [g for g in fh.values() if isinstance(g, h5py.Group) and "data" in g]
+    if len(roots) != 1:
+        raise DataError(path, "data", f"expected one root group with a 'data' group, found {[k for k in fh]}")
+    return roots[0]
+
+
+def read_csd(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read a ``.csd`` file: video id -> (features (n, k) float32, intervals (n, 2) float32)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(path, None, f"not a readable HDF5 computational sequence: {exc}") from None
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with fh:
+        data = _root(path, fh)["data"]
+        for vid, group in data.items():
+            for key in ("features", "intervals"):
+                if key not in group:
+                    raise DataError(path, f"data/{vid}/{key}", "missing")
+            feats = np.asarray(group["features"][()], dtype=np.float32)
+            intervals = np.asarray(group["intervals"][()], dtype=np.float32)
+            if feats.ndim != 2:
+                raise DataError(path, f"data/{vid}/features", f"has shape {feats.shape}; expected (n, k)")
+            if intervals.shape != (feats.shape[0], 2):
+                raise DataError(path, f"data/{vid}/intervals", f"has shape {intervals.shape}; expected ({feats.shape[0]}, 2)")
+            out[vid] = (feats, intervals)
+    if not out:
+        raise DataError(path, "data", "contains no videos")
+    return out
+
+
+def csd_segment_labels(path: str | Path) -> dict[str, float]:
+    """Segment labels of a one-dimensional ``.csd`` label file: ``'<video>_<k>'`` -> score.
+
+    ``k`` is the 1-based row index of the segment within its video (see the
+    module doc for why row order, not time order).
+    """
+    labels: dict[str, float] = {}
+    for vid, (feats, _) in read_csd(path).items():
+        if feats.shape[1] != 1:
+            raise DataError(path, f"data/{vid}/features", f"has {feats.shape[1]} columns; a label file has one")
+        if not np.isfinite(feats).all():
+            raise DataError(path, f"data/{vid}/features", "contains NaN or inf labels")
+        for k, value in enumerate(feats[:, 0], start=1):
+            labels[f"{vid}_{k}"] = float(value)
+    return labels

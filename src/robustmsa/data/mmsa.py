@@ -1,0 +1,256 @@
+"""Reader and writer of MMSA feature pickles (MOSI/MOSEI/SIMS ``aligned_50.pkl``, ``unaligned_50.pkl``).
+
+Layout (what the MMSA toolkit publishes): a dict ``{'train': S, 'valid': S, 'test': S}``
+where each ``S`` is a dict of arrays over the N samples of the split:
+
+* ``id`` (N,) str (MMSA uses ``<video>$_$<clip>``), ``raw_text`` (N,) str
+* ``text`` (N, L, Dt) float token features (GloVe 300 or BERT 768), and/or
+  ``text_bert`` (N, 3, L): rows token ids, attention mask, segment ids
+* ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv) float; ``audio_lengths``,
+  ``vision_lengths`` (N,) true lengths (unaligned files)
+* ``regression_labels`` (N,) float; ``classification_labels`` (ignored here)
+
+The file is loaded with :mod:`robustmsa.data.safe_pickle` (no code runs).
+Cleaning: ``-inf`` values (a known artefact of COVAREP audio features in the
+published files) are replaced by 0 exactly as MMSA does, and the count is
+recorded in ``bundle.meta['neg_inf_replaced']``; NaN and ``+inf`` raise
+:class:`DataError`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from robustmsa.data.batch import Sample
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+from robustmsa.data.safe_pickle import safe_load
+from robustmsa.errors import ConfigError, DataError
+
+REQUIRED_SPLITS = ("train", "valid", "test")
+_MMSA_ID_SEP = "$_$"
+
+
+def read_mmsa_pickle(
+    path: str | Path,
+    *,
+    text_field: Literal["auto", "text", "text_bert"] = "auto",
+    max_text_len: int | None = None,
+    label_range: tuple[float, float] | None = (-3.0, 3.0),
+    limit: int | None = None,
+) -> DataBundle:
+    """Read an MMSA pickle into a regression :class:`DataBundle`.
+
+    ``text_field='text'`` uses the float ``text`` features as ``Sample.text``;
+    ``'text_bert'`` uses the (L, 3) rows [id, mask, segment] of ``text_bert`` as
+    ``Sample.text`` (what MMSA's BERT models consume); ``'auto'`` picks ``text``
+    when present. Whenever ``text_bert`` exists its mask gives the true text
+    length, its ids fill ``Sample.text_ids`` and the first/last real tokens
+    ([CLS]/[SEP]) are marked in ``Sample.text_special``; otherwise trailing
+    all-zero rows of ``text`` are padding. Audio/vision lengths come from
+    ``*_lengths`` (clipped to the array length); without them an aligned
+    modality (same length as text) takes the text lengths, else its full length.
+    Labels must lie in ``label_range`` (MOSI/MOSEI (-3, 3); pass (-1, 1) for SIMS).
+    Splits other than train/valid/test (e.g. ``test_ood``) are read as well.
+    """
+    if text_field not in ("auto", "text", "text_bert"):
+        raise ConfigError(f"text_field must be 'auto', 'text' or 'text_bert', got '{text_field}'")
+    path = Path(path)
+    data = safe_load(path)
+    if not isinstance(data, Mapping):
+        raise DataError(path, None, f"expected a dict of splits, got {type(data).__name__}")
+    missing = [s for s in REQUIRED_SPLITS if s not in data]
+    if missing:
+        raise DataError(path, "split", f"missing splits {missing}; found {sorted(map(str, data))}")
+    task = TaskSpec(kind="regression", num_classes=1, label_range=label_range)
+    meta: dict[str, Any] = {"source": str(path), "format": "mmsa", "neg_inf_replaced": {}}
+    splits = {}
+    for name, raw in data.items():
+        if not isinstance(raw, Mapping):
+            raise DataError(path, str(name), f"split must be a dict of arrays, got {type(raw).__name__}")
+        samples, stats = _read_split(path, str(name), raw, text_field, max_text_len, label_range, limit)
+        meta["neg_inf_replaced"].update(stats)
+        splits[str(name)] = MultimodalSplit(samples, name=str(name), source=path, task=task)
+    return DataBundle(splits, task, name=path.stem, meta=meta)
+
+
+def _array(where: str, raw: Mapping[str, Any], key: str, ndim: int, n: int | None, dtype: type = np.float32, squeeze: bool = False) -> np.ndarray:
+    """``raw[key]`` as an array of ``ndim`` dimensions and ``n`` rows (``squeeze`` drops a trailing axis of size 1)."""
+    if key not in raw:
+        raise DataError(where, key, f"missing; keys present: {sorted(raw)}")
+    try:
+        arr = np.asarray(raw[key], dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise DataError(where, key, f"cannot be read as {np.dtype(dtype).name} array: {exc}") from None
+    if squeeze and arr.ndim == ndim + 1 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != ndim:
+        raise DataError(where, key, f"has shape {arr.shape}; expected {ndim} dimensions")
+    if n is not None and arr.shape[0] != n:
+        raise DataError(where, key, f"has {arr.shape[0]} rows; expected {n} (one per sample)")
+    return arr
+
+
+def _clean(where: str, key: str, arr: np.ndarray, stats: dict[str, int], split: str) -> np.ndarray:
+    """Replace -inf by 0 (counted); raise on NaN or +inf."""
+    if np.isnan(arr).any():
+        raise DataError(where, key, f"contains {int(np.isnan(arr).sum())} NaN values")
+    if np.isposinf(arr).any():
+        raise DataError(where, key, f"contains {int(np.isposinf(arr).sum())} +inf values")
+    neg = np.isneginf(arr)
+    if neg.any():
+        arr = np.where(neg, 0.0, arr).astype(arr.dtype)
+        stats[f"{split}/{key}"] = int(neg.sum())
+    return arr
+
+
+def _lengths(where: str, raw: Mapping[str, Any], key: str, n: int, max_len: int) -> np.ndarray:
+    lengths = _array(where, raw, key, 1, n, dtype=np.int64)
+    if (lengths < 0).any():
+        raise DataError(where, key, "contains negative lengths")
+    return np.minimum(lengths, max_len)
+
+
+def _group_of(sample_id: str) -> str:
+    if _MMSA_ID_SEP in sample_id:
+        return sample_id.split(_MMSA_ID_SEP)[0]
+    return sample_id.rsplit("_", 1)[0] if "_" in sample_id else sample_id
+
+
+def _read_split(
+    path: Path,
+    split: str,
+    raw: Mapping[str, Any],
+    text_field: str,
+    max_text_len: int | None,
+    label_range: tuple[float, float] | None,
+    limit: int | None,
+) -> tuple[list[Sample], dict[str, int]]:
+    where = f"{path} [{split}]"
+    stats: dict[str, int] = {}
+    ids = _array(where, raw, "id", 1, None, dtype=object)
+    n = len(ids)
+    labels = _array(where, raw, "regression_labels", 1, n, squeeze=True)
+    if not np.isfinite(labels).all():
+        raise DataError(where, "regression_labels", f"contains {int((~np.isfinite(labels)).sum())} NaN/inf values")
+    if label_range is not None:
+        lo, hi = label_range
+        bad = np.flatnonzero((labels < lo) | (labels > hi))
+        if bad.size:
+            raise DataError(where, "regression_labels", f"{bad.size} labels outside [{lo}, {hi}], e.g. {float(labels[bad[0]])} for id '{ids[bad[0]]}'")
+
+    bert = _array(where, raw, "text_bert", 3, n) if "text_bert" in raw else None
+    if bert is not None and bert.shape[1] != 3:
+        raise DataError(where, "text_bert", f"has shape {bert.shape}; expected (N, 3, L) rows ids/mask/segment")
+    field = text_field if text_field != "auto" else ("text" if "text" in raw else "text_bert")
+    if field == "text":
+        text = _clean(where, "text", _array(where, raw, "text", 3, n), stats, split)
+    else:
+        if bert is None:
+            raise DataError(where, "text_bert", f"missing; keys present: {sorted(raw)}")
+        text = np.transpose(bert, (0, 2, 1)).copy()
+    if bert is not None:
+        if bert.shape[2] != text.shape[1]:
+            raise DataError(where, "text_bert", f"length {bert.shape[2]} differs from text length {text.shape[1]}")
+        text_len = bert[:, 1, :].sum(axis=1).astype(np.int64)
+    else:
+        nonzero = np.any(text != 0, axis=2)
+        text_len = np.where(nonzero.any(axis=1), text.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
+
+    seqs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for mod in ("audio", "vision"):
+        arr = _clean(where, mod, _array(where, raw, mod, 3, n), stats, split)
+        if f"{mod}_lengths" in raw:
+            lengths = _lengths(where, raw, f"{mod}_lengths", n, arr.shape[1])
+        elif arr.shape[1] == text.shape[1]:
+            lengths = text_len.copy()
+        else:
+            lengths = np.full(n, arr.shape[1], dtype=np.int64)
+        seqs[mod] = (arr, lengths)
+
+    raw_text = _array(where, raw, "raw_text", 1, n, dtype=object) if "raw_text" in raw else None
+    count = n if limit is None else min(n, limit)
+    samples = []
+    for i in range(count):
+        length = int(text_len[i])
+        special = None
+        ids_row = None
+        if bert is not None:
+            ids_row = bert[i, 0, :length].astype(np.int64)
+            special = np.zeros(length, dtype=bool)
+            if length:
+                special[[0, length - 1]] = True
+        t = text[i, :length]
+        if max_text_len is not None:
+            t = t[:max_text_len]
+            special = None if special is None else special[:max_text_len]
+            ids_row = None if ids_row is None else ids_row[:max_text_len]
+        sid = str(ids[i])
+        samples.append(
+            Sample(
+                id=sid,
+                group=_group_of(sid),
+                raw_text=None if raw_text is None else str(raw_text[i]),
+                text=np.ascontiguousarray(t, dtype=np.float32),
+                text_special=special,
+                text_ids=ids_row,
+                audio=np.ascontiguousarray(seqs["audio"][0][i, : seqs["audio"][1][i]], dtype=np.float32),
+                vision=np.ascontiguousarray(seqs["vision"][0][i, : seqs["vision"][1][i]], dtype=np.float32),
+                label=float(labels[i]),
+            )
+        )
+    return samples, stats
+
+
+def _pad_stack(arrays: list[np.ndarray], dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    out = np.zeros((len(arrays), max(1, int(lengths.max())), *arrays[0].shape[1:]), dtype=dtype)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = a
+    return out, lengths
+
+
+def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
+    """Write a regression bundle in the MMSA pickle layout (see module doc).
+
+    Every split of the bundle is written (train/valid/test plus e.g.
+    ``test_ood``). Text features are zero-padded to the split's maximum length;
+    ``text_bert`` (ids, mask, zero segment ids) is written only when every
+    sample has ``text_ids``. Audio/vision are zero-padded with
+    ``*_lengths``; a missing ``raw_text`` is written as ``''``. ``text_special`` is not part of the format: on reading it
+    is rebuilt from ``text_bert`` (first/last real token) or left empty.
+    """
+    path = Path(path)
+    if bundle.task.kind != "regression":
+        raise DataError(path, "regression_labels", f"the MMSA format stores regression labels; bundle '{bundle.name}' is {bundle.task.kind}")
+    missing = [s for s in REQUIRED_SPLITS if s not in bundle.splits]
+    if missing:
+        raise DataError(path, "split", f"bundle '{bundle.name}' lacks splits {missing}")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, split in bundle.splits.items():
+        samples = split.samples
+        for field in ("text", "audio", "vision"):
+            if any(getattr(s, field) is None for s in samples):
+                raise DataError(path, field, f"split '{name}' of bundle '{bundle.name}' has samples without {field}; the MMSA format needs it")
+        entry: dict[str, np.ndarray] = {
+            "id": np.array([s.id for s in samples], dtype=object),
+            "raw_text": np.array([s.raw_text or "" for s in samples], dtype=object),
+            "regression_labels": np.array([s.label for s in samples], dtype=np.float32),
+        }
+        entry["text"], text_len = _pad_stack([s.text for s in samples], np.float32)
+        if all(s.text_ids is not None for s in samples):
+            bert = np.zeros((len(samples), 3, entry["text"].shape[1]), dtype=np.float32)
+            for i, s in enumerate(samples):
+                bert[i, 0, : text_len[i]] = s.text_ids
+                bert[i, 1, : text_len[i]] = 1
+            entry["text_bert"] = bert
+        for mod in ("audio", "vision"):
+            entry[mod], entry[f"{mod}_lengths"] = _pad_stack([getattr(s, mod) for s in samples], np.float32)
+        out[name] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        pickle.dump(out, fh, protocol=4)

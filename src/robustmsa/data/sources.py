@@ -1,0 +1,70 @@
+"""Built-in data sources registered in :data:`robustmsa.registry.DATASETS`.
+
+Every loader is a function returning a :class:`DataBundle`, so configs and the
+CLI can say ``DATASETS.build("mosi_csv", path=..., text_encoder="hash")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from robustmsa.data.cmu_h5 import read_cmu_h5
+from robustmsa.data.dataset import DataBundle
+from robustmsa.data.mmsa import read_mmsa_pickle
+from robustmsa.data.text_corpora import read_mmsd2, read_mosi_csv, read_mvsa, read_vader
+from robustmsa.registry import DATASETS
+
+
+@DATASETS.register("mmsa_pickle")
+def mmsa_pickle(path: str | Path, **kwargs: Any) -> DataBundle:
+    """MMSA feature pickle (MOSI/MOSEI/SIMS ``aligned_50.pkl``/``unaligned_50.pkl``); see :func:`read_mmsa_pickle`."""
+    return read_mmsa_pickle(path, **kwargs)
+
+
+@DATASETS.register("cmu_mfn")
+def cmu_mfn(folder: str | Path, dataset: str = "youtube", **kwargs: Any) -> DataBundle:
+    """CMU word-aligned h5 features of YouTube, MMMO or POM; see :func:`read_cmu_h5`."""
+    return read_cmu_h5(folder, dataset, **kwargs)  # type: ignore[arg-type]
+
+
+@DATASETS.register("mosi_csv")
+def mosi_csv(path: str | Path, **kwargs: Any) -> DataBundle:
+    """CMU-MOSI transcripts with labels and the standard split; see :func:`read_mosi_csv`."""
+    return read_mosi_csv(path, **kwargs)
+
+
+@DATASETS.register("mmsd2")
+def mmsd2(folder: str | Path, image_folder: str | Path | None = None, **kwargs: Any) -> DataBundle:
+    """MMSD2.0 multimodal sarcasm (text + image attribute words); see :func:`read_mmsd2`.
+
+    With ``image_folder``, the visual modality is EfficientNet-Lite0 tokens of
+    the real pictures ``<image_folder>/<image_id>.jpg`` instead of the attribute
+    words (:func:`robustmsa.features.image.with_image_folder`).
+    """
+    bundle = read_mmsd2(folder, **kwargs)
+    if image_folder is None:
+        return bundle
+    from robustmsa.features.image import build_image_encoder, with_image_folder
+
+    return with_image_folder(bundle, image_folder, build_image_encoder(kwargs.get("cache_dir")))
+
+
+@DATASETS.register("mvsa")
+def mvsa(folder: str | Path, **kwargs: Any) -> DataBundle:
+    """MVSA-Single tweet sentiment (3 classes); see :func:`read_mvsa`."""
+    return read_mvsa(folder, **kwargs)
+
+
+@DATASETS.register("vader")
+def vader(path: str | Path, domain: str = "tweets", **kwargs: Any) -> DataBundle:
+    """VADER human-rated sentiment (a file, or the folder plus ``domain``); see :func:`read_vader`."""
+    return read_vader(path, domain=domain, **kwargs)
+
+
+@DATASETS.register("synthetic")
+def synthetic(**kwargs: Any) -> DataBundle:
+    """The generated corpus with a planted text bias; keyword arguments are :class:`SyntheticConfig` fields."""
+    from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
+
+    return generate_corpus(SyntheticConfig.from_dict(kwargs))

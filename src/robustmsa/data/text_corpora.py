@@ -1,0 +1,288 @@
+"""Readers of real text(-and-image-attribute) corpora into :class:`DataBundle` objects.
+
+Each reader parses the published files, keeps ``raw_text``, and attaches
+token features from a text encoder (:func:`robustmsa.features.text.build_text_encoder`;
+``'minilm'`` by default, ``'hash'`` for quick tests, or an encoder object).
+``limit`` keeps the first N items of every split (before encoding).
+
+* :func:`read_mosi_csv`: CMU-MOSI transcripts ``id,text,label,mode``.
+* :func:`read_mvsa`: MVSA-Single ``{train,dev,test}.json`` (3 classes).
+* :func:`read_vader`: VADER ``*_GroundTruth.txt`` (continuous ratings in [-4, 4]).
+* :func:`read_mmsd2`: MMSD2.0 sarcasm ``{train,valid,test}.json`` with the
+  five image attribute words per image as the visual modality.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from robustmsa.data.batch import Sample
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+from robustmsa.errors import ConfigError, DataError
+from robustmsa.features.text import TextEncoder, attach_text_features, build_text_encoder
+
+EncoderArg = str | TextEncoder
+VADER_DOMAINS = {
+    "tweets": "tweets_GroundTruth.txt",
+    "movies": "movieReviewSnippets_GroundTruth.txt",
+    "amazon": "amazonReviewSnippets_GroundTruth.txt",
+    "nyt": "nytEditorialSnippets_GroundTruth.txt",
+}
+_SPLIT_NAMES = {"train": "train", "valid": "valid", "dev": "valid", "test": "test"}
+
+
+def _encoder(text_encoder: EncoderArg, cache_dir: str | Path | None) -> TextEncoder:
+    return build_text_encoder(text_encoder, cache_dir) if isinstance(text_encoder, str) else text_encoder
+
+
+def _finish(
+    parsed: Mapping[str, list[Sample]],
+    *,
+    task: TaskSpec,
+    name: str,
+    source: object,
+    encoder: TextEncoder,
+    limit: int | None,
+    meta: dict[str, Any],
+) -> DataBundle:
+    """Apply ``limit``, encode all texts in one pass, and build validated splits."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a positive number of samples per split, got {limit}")
+    kept = {split: samples[:limit] for split, samples in parsed.items()}
+    flat = attach_text_features([s for samples in kept.values() for s in samples], encoder)
+    splits, start = {}, 0
+    for split, samples in kept.items():
+        splits[split] = MultimodalSplit(flat[start : start + len(samples)], name=split, source=source, task=task)
+        start += len(samples)
+    meta = {"source": str(source), "text_encoder": encoder.name, **meta}
+    return DataBundle(splits, task, name=name, meta=meta)
+
+
+def _read_json_list(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(path, None, f"not valid JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise DataError(path, None, f"expected a JSON list of items, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DataError(path, f"item {i}", f"expected an object, got {type(item).__name__}")
+    return items
+
+
+def _field(path: Path, item: Mapping[str, Any], key: str, index: int) -> Any:
+    if key not in item:
+        raise DataError(path, key, f"missing in item {index}")
+    return item[key]
+
+
+def _class_label(path: Path, value: Any, key: str, index: int, num_classes: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < num_classes:
+        raise DataError(path, key, f"item {index} has {value!r}; expected an integer in [0, {num_classes})")
+    return value
+
+
+def _existing_folder(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, None, "folder not found")
+    return folder
+
+
+def read_mosi_csv(
+    path: str | Path, *, text_encoder: EncoderArg = "minilm", cache_dir: str | Path | None = None, limit: int | None = None
+) -> DataBundle:
+    """CMU-MOSI transcripts CSV (``id,text,label,mode``) -> text-only regression bundle, labels in [-3, 3].
+
+    ``mode`` train/valid/test (``dev`` is read as valid); ``group`` is the video
+    id (the id without its trailing ``_<clip>``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    parsed: dict[str, list[Sample]] = {"train": [], "valid": [], "test": []}
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("id", "text", "label", "mode") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(path, missing[0], f"column missing; header is {reader.fieldnames}")
+        for row_no, row in enumerate(reader, start=2):
+            split = _SPLIT_NAMES.get(row["mode"].strip().lower())
+            if split is None:
+                raise DataError(path, "mode", f"line {row_no} has '{row['mode']}'; expected train, valid/dev or test")
+            try:
+                label = float(row["label"])
+            except ValueError:
+                raise DataError(path, "label", f"line {row_no} has '{row['label']}'; expected a number") from None
+            sid = row["id"].strip()
+            parsed[split].append(Sample(id=sid, group=sid.rsplit("_", 1)[0], raw_text=row["text"], label=label))
+    task = TaskSpec(kind="regression", num_classes=1, label_range=(-3.0, 3.0))
+    return _finish(parsed, task=task, name="mosi_csv", source=path, encoder=_encoder(text_encoder, cache_dir), limit=limit, meta={})
+
+
+def read_mvsa(
+    folder: str | Path, *, text_encoder: EncoderArg = "minilm", cache_dir: str | Path | None = None, limit: int | None = None
+) -> DataBundle:
+    """MVSA-Single ``train/dev/test.json`` items ``{"id", "text", "emotion_label"}`` -> 3-class bundle.
+
+    Classes 0 positive, 1 neutral, 2 negative; ``dev`` becomes the ``valid`` split.
+    """
+    folder = _existing_folder(folder)
+    parsed: dict[str, list[Sample]] = {}
+    for file_split, split in (("train", "train"), ("dev", "valid"), ("test", "test")):
+        path = folder / f"{file_split}.json"
+        samples = []
+        for i, item in enumerate(_read_json_list(path)):
+            sid = str(_field(path, item, "id", i))
+            label = _class_label(path, _field(path, item, "emotion_label", i), "emotion_label", i, 3)
+            samples.append(Sample(id=sid, group=sid, raw_text=str(_field(path, item, "text", i)), label_class=label))
+        parsed[split] = samples
+    task = TaskSpec(kind="classification", num_classes=3, label_range=None, class_names=("positive", "neutral", "negative"))
+    return _finish(parsed, task=task, name="mvsa_single", source=folder, encoder=_encoder(text_encoder, cache_dir), limit=limit, meta={})
+
+
+def read_vader(
+    path: str | Path,
+    *,
+    domain: str = "tweets",
+    seed: int = 0,
+    text_encoder: EncoderArg = "minilm",
+    cache_dir: str | Path | None = None,
+    limit: int | None = None,
+) -> DataBundle:
+    """VADER ground truth (``id<TAB>mean rating<TAB>text``) -> regression bundle, labels in [-4, 4].
+
+    ``path`` is a ``*_GroundTruth.txt`` file or the folder holding them (then
+    ``domain`` picks one of ``tweets``, ``movies``, ``amazon``, ``nyt``). There
+    is no official split: groups (the id before ``_``, i.e. the source
+    document of the Amazon/NYT snippets; the item itself otherwise) are shuffled
+    with ``seed`` and cut 70/10/20 into train/valid/test, so snippets of one
+    document never straddle splits.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if domain not in VADER_DOMAINS:
+            raise ConfigError(f"vader domain must be one of {sorted(VADER_DOMAINS)}, got '{domain}'")
+        path = path / VADER_DOMAINS[domain]
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    samples = []
+    with path.open(encoding="utf-8", newline="") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.split("\t", 2)
+            if len(parts) != 3:
+                raise DataError(path, f"line {line_no}", "expected 'id<TAB>rating<TAB>text'")
+            try:
+                label = float(parts[1])
+            except ValueError:
+                raise DataError(path, "rating", f"line {line_no} has '{parts[1]}'; expected a number") from None
+            sid = parts[0].strip()
+            samples.append(Sample(id=sid, group=sid.split("_", 1)[0], raw_text=parts[2], label=label))
+    if not samples:
+        raise DataError(path, None, "the file has no items")
+    groups = sorted({s.group for s in samples})
+    order = np.random.default_rng(seed).permutation(len(groups))
+    n_train, n_valid = int(round(0.7 * len(groups))), int(round(0.1 * len(groups)))
+    assign = {}
+    for rank, g in enumerate(order):
+        assign[groups[g]] = "train" if rank < n_train else "valid" if rank < n_train + n_valid else "test"
+    parsed: dict[str, list[Sample]] = {"train": [], "valid": [], "test": []}
+    for s in samples:
+        parsed[assign[s.group]].append(s)
+    task = TaskSpec(kind="regression", num_classes=1, label_range=(-4.0, 4.0))
+    meta = {"domain": domain, "split_seed": seed}
+    return _finish(parsed, task=task, name=f"vader_{path.name.split('_')[0]}", source=path, encoder=_encoder(text_encoder, cache_dir), limit=limit, meta=meta)
+
+
+def read_image_attributes(path: str | Path) -> dict[str, list[str]]:
+    """MMSD2.0 ``image_attributes.txt``: one Python list literal ``['<image id>', w1, ..., w5]`` per line.
+
+    Parsed with :func:`ast.literal_eval` (never ``eval``). Returns image id -> 5 words.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    out: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = ast.literal_eval(line.strip())
+            except (ValueError, SyntaxError):
+                raise DataError(path, f"line {line_no}", "is not a Python list literal") from None
+            if not isinstance(value, list | tuple) or len(value) != 6 or not all(isinstance(v, str) for v in value):
+                raise DataError(path, f"line {line_no}", "expected ['<image id>', five attribute words]")
+            out[value[0]] = list(value[1:])
+    return out
+
+
+def _word_vectors(words: Sequence[str], encoder: TextEncoder) -> dict[str, np.ndarray]:
+    """One (D,) vector per word: the mean of its non-special token features (all tokens if none)."""
+    encoded = encoder.encode(list(words))
+    out = {}
+    for word, feats, special in zip(words, encoded.features, encoded.special):
+        rows = feats[~special] if (~special).any() else feats
+        out[word] = rows.mean(axis=0).astype(np.float32)
+    return out
+
+
+def read_mmsd2(
+    folder: str | Path,
+    *,
+    missing_image: Literal["raise", "drop"] = "raise",
+    text_encoder: EncoderArg = "minilm",
+    cache_dir: str | Path | None = None,
+    limit: int | None = None,
+) -> DataBundle:
+    """MMSD2.0 ``train/valid/test.json`` items ``{"image_id", "text", "label"}`` -> binary bundle (1 = sarcastic).
+
+    Visual modality: the image's five attribute words from ``image_attributes.txt``,
+    each encoded with the same text encoder (mean of its word-piece features),
+    as ``Sample.image`` (5, D). An image id without attributes raises
+    :class:`DataError` unless ``missing_image='drop'`` (dropped items are
+    counted in ``bundle.meta['dropped_missing_image']``).
+    """
+    if missing_image not in ("raise", "drop"):
+        raise ConfigError(f"missing_image must be 'raise' or 'drop', got '{missing_image}'")
+    folder = _existing_folder(folder)
+    attr_path = folder / "image_attributes.txt"
+    attributes = read_image_attributes(attr_path)
+    parsed: dict[str, list[Sample]] = {}
+    dropped: dict[str, int] = {}
+    for split in ("train", "valid", "test"):
+        path = folder / f"{split}.json"
+        samples = []
+        for i, item in enumerate(_read_json_list(path)):
+            sid = str(_field(path, item, "image_id", i))
+            if sid not in attributes:
+                if missing_image == "raise":
+                    raise DataError(attr_path, "image_id", f"no attributes for image '{sid}' (item {i} of {path.name}); pass missing_image='drop' to skip such items")
+                dropped[split] = dropped.get(split, 0) + 1
+                continue
+            label = _class_label(path, _field(path, item, "label", i), "label", i, 2)
+            samples.append(Sample(id=sid, group=sid, raw_text=str(_field(path, item, "text", i)), label_class=label))
+        parsed[split] = samples
+    if limit is not None:
+        parsed = {split: samples[:limit] for split, samples in parsed.items()}
+    encoder = _encoder(text_encoder, cache_dir)
+    words = sorted({w for samples in parsed.values() for s in samples for w in attributes[s.id]})
+    vectors = _word_vectors(words, encoder)
+    parsed = {split: [dataclasses.replace(s, image=np.stack([vectors[w] for w in attributes[s.id]])) for s in samples] for split, samples in parsed.items()}
+    task = TaskSpec(kind="classification", num_classes=2, label_range=None, class_names=("not_sarcastic", "sarcastic"))
+    meta = {"dropped_missing_image": dropped, "image": "five attribute words per image, encoded with the text encoder"}
+    return _finish(parsed, task=task, name="mmsd2", source=folder, encoder=encoder, limit=None, meta=meta)

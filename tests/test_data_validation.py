@@ -1,0 +1,89 @@
+"""MultimodalSplit validation: every user error names the file and the field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robustmsa.data.batch import Sample
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+from robustmsa.errors import DataError
+
+SOURCE = "data/mosi.pkl"
+
+
+def _ok(i: int, **changes: object) -> Sample:
+    fields: dict[str, object] = {"id": f"s{i}", "text": np.ones((3, 4), np.float32), "audio": np.ones((2, 5), np.float32), "label": 0.5}
+    fields.update(changes)
+    return Sample(**fields)  # type: ignore[arg-type]
+
+
+def _error(samples: list[Sample], task: TaskSpec | None = None) -> str:
+    with pytest.raises(DataError) as info:
+        MultimodalSplit(samples, name="train", source=SOURCE, task=task or TaskSpec())
+    message = str(info.value)
+    assert SOURCE in message and "[train]" in message
+    return message
+
+
+def test_valid_split_passes() -> None:
+    split = MultimodalSplit([_ok(0), _ok(1)], name="train", source=SOURCE, task=TaskSpec())
+    assert len(split) == 2 and split.dims() == {"text": 4, "audio": 5}
+    assert split.labels().tolist() == [0.5, 0.5]
+
+
+def test_empty_split() -> None:
+    assert "empty" in _error([])
+
+
+def test_nan_and_inf_features() -> None:
+    bad = np.ones((2, 5), np.float32)
+    bad[1, 2] = np.nan
+    assert "field 'audio'" in _error([_ok(0), _ok(1, audio=bad)])
+    bad = np.ones((3, 4), np.float32)
+    bad[0, 0] = np.inf
+    message = _error([_ok(0, text=bad)])
+    assert "field 'text'" in message and "'s0'" in message
+
+
+def test_wrong_width_and_rank() -> None:
+    assert "field 'audio'" in _error([_ok(0), _ok(1, audio=np.ones((2, 6), np.float32))])
+    assert "field 'text'" in _error([_ok(0, text=np.ones(4, np.float32))])
+
+
+def test_modality_present_for_some_samples_only() -> None:
+    assert "field 'audio'" in _error([_ok(0), _ok(1, audio=None)])
+    assert "field 'vision'" in _error([_ok(0), _ok(1, vision=np.ones((2, 2), np.float32))])
+
+
+def test_label_out_of_range_or_missing() -> None:
+    assert "field 'label'" in _error([_ok(0, label=3.5)])
+    assert "field 'label'" in _error([_ok(0, label=float("nan"))])
+    sims = TaskSpec(label_range=(-1.0, 1.0))
+    assert "[-1.0, 1.0]" in _error([_ok(0, label=-1.5)], sims)
+    # the same label is fine under the MOSI range
+    MultimodalSplit([_ok(0, label=-1.5)], name="train", source=SOURCE, task=TaskSpec())
+
+
+def test_class_label_out_of_range() -> None:
+    task = TaskSpec(kind="classification", num_classes=3, label_range=None)
+    assert "field 'label'" in _error([_ok(0, label=None, label_class=3)], task)
+
+
+def test_duplicate_id() -> None:
+    message = _error([_ok(0), _ok(0)])
+    assert "field 'id'" in message and "s0" in message
+
+
+def test_text_special_length_mismatch() -> None:
+    assert "field 'text_special'" in _error([_ok(0, text_special=np.zeros(2, bool))])
+
+
+def test_unknown_split_and_ids() -> None:
+    split = MultimodalSplit([_ok(0), _ok(1)], name="train", source=SOURCE, task=TaskSpec())
+    bundle = DataBundle({"train": split}, TaskSpec(), name="mosi")
+    with pytest.raises(DataError, match="field 'split'"):
+        bundle["test_ood"]
+    with pytest.raises(DataError, match="field 'id'"):
+        split.select_ids(["s1", "nope"], name="x")
+    assert split.select_ids(["s1", "s0"], name="x").ids == ["s1", "s0"]

@@ -1,0 +1,204 @@
+"""CLUE: fusion formulas, where gradients flow, TE/TIE, tau on validation, model-agnostic wrapping, protocol."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robustmsa.data.batch import collate
+from robustmsa.data.dataset import DataBundle, TaskSpec
+from robustmsa.data.labels import to_classification
+from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
+from robustmsa.debias.clue import CLUE, build_clue, demo_entry, fuse, train_clue
+from robustmsa.debias.counterfactual import collect_components
+from robustmsa.errors import ConfigError
+from robustmsa.evaluation.clue_protocol import parse_protocol_config, run_clue_protocol
+from robustmsa.registry import BACKBONES, METHODS
+from robustmsa.training.fit import TrainConfig, evaluate, seeded
+from tests.conftest import make_toy_split
+
+CLS2 = TaskSpec(kind="classification", num_classes=2, label_range=None)
+FAST = TrainConfig(max_epochs=2, patience=1, progress=False, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def small() -> DataBundle:
+    return generate_corpus(SyntheticConfig.small())
+
+
+@pytest.fixture(scope="module")
+def small_has0(small: DataBundle) -> DataBundle:
+    return to_classification(small, "has0")
+
+
+def toy_cls() -> DataBundle:
+    return DataBundle({n: make_toy_split(k, n, s, task=CLS2) for n, k, s in (("train", 48, 0), ("valid", 24, 1), ("test", 24, 2))}, CLS2, name="toy")
+
+
+def test_fusions_match_their_formulas() -> None:
+    a, b = torch.randn(5, 3) * 3, torch.randn(5, 3) * 3
+    sig = torch.sigmoid
+    torch.testing.assert_close(fuse(a, b, "sum"), torch.log(sig(a + b)))
+    z = sig(a) * sig(b)
+    torch.testing.assert_close(fuse(a, b, "hm"), torch.log(z / (1 + z)))
+    torch.testing.assert_close(fuse(a, b, "rubi"), b * sig(a))
+    with pytest.raises(ConfigError):
+        fuse(a, b, "max")
+
+
+def test_gradients_of_each_term() -> None:
+    bundle = toy_cls()
+    batch = collate(bundle["train"].samples[:8])
+    with seeded(0):
+        method = CLUE(BACKBONES.build("lf_dnn", bundle.dims(), CLS2), text_branch={"input": "features"}, alpha=0.0, beta=0.0, gamma=1.0)
+    method.y_cf.data.fill_(0.7)  # away from the optimum so the KL gradient is not zero
+    method.training_loss(batch)["loss"].backward()
+    assert method.y_cf.grad is not None and method.y_cf.grad.abs().sum() > 0
+    for name, p in method.named_parameters():
+        if name != "y_cf":
+            assert p.grad is None or p.grad.abs().sum() == 0, f"KL term leaked a gradient into {name}"
+    method.zero_grad(set_to_none=True)
+    method.alpha, method.beta, method.gamma = 0.0, 1.0, 0.0
+    method.training_loss(batch)["loss"].backward()
+    assert method.y_cf.grad is None or method.y_cf.grad.abs().sum() == 0  # Y_m* learns only from the KL term
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.text_branch.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in method.backbone.parameters())
+
+
+def test_te_and_tie_combination() -> None:
+    bundle = toy_cls()
+    with seeded(0):
+        method = CLUE(BACKBONES.build("tfn", bundle.dims(), CLS2), text_branch={"input": "features", "encoder": "transformer"}, counterfactual="vector")
+    method.eval()
+    batch = collate(bundle["test"].samples[:6])
+    comps = method.components(batch)
+    assert set(comps) == {"y_t", "y_m", "te", "nde"} and comps["te"].shape == (6, 2)
+    torch.testing.assert_close(comps["te"], torch.nn.functional.logsigmoid(comps["y_t"] + comps["y_m"]))
+    torch.testing.assert_close(comps["nde"], torch.nn.functional.logsigmoid(comps["y_t"] + method.y_cf))
+    method.set_inference_params(tau=0.5)
+    torch.testing.assert_close(method.predict(batch, "tie"), (comps["te"] - 0.5 * comps["nde"]).softmax(-1))
+    torch.testing.assert_close(method.predict(batch, "te"), comps["te"].softmax(-1))
+
+
+def test_configuration_errors() -> None:
+    bundle = toy_cls()
+    backbone = BACKBONES.build("lf_dnn", bundle.dims(), CLS2)
+    with pytest.raises(ConfigError, match="test split"):
+        CLUE(backbone, text_branch={"input": "features"}, tau_split="test_ood")
+    with pytest.raises(ConfigError, match="fusion"):
+        CLUE(backbone, fusion="avg")
+    with pytest.raises(ConfigError, match="at least one"):
+        CLUE(backbone, use_text=False, use_multimodal=False)
+    with pytest.raises(ConfigError, match="regression"):
+        CLUE(BACKBONES.build("lf_dnn", bundle.dims(), TaskSpec()), fusion="hm")
+    with pytest.raises(ConfigError, match="text_branch.input"):
+        CLUE(backbone, text_branch={"input": "glove"})
+
+
+def test_wraps_every_backbone_with_its_auxiliary_losses() -> None:
+    wrapped = []
+    for task in (CLS2, TaskSpec()):
+        split = make_toy_split(8, "train", 0, task=task)
+        batch = collate(split.samples)
+        for name in BACKBONES.names():
+            with seeded(0):
+                try:
+                    backbone = BACKBONES.build(name, split.dims(), task)
+                except ConfigError:
+                    continue  # needs a modality the toy data lacks, or another task kind
+                method = METHODS.build("clue", backbone, text_branch={"input": "features", "encoder": "mean"})
+            losses = method.training_loss(batch)
+            aux = backbone.auxiliary_losses(batch, backbone(batch))
+            assert set(aux) <= set(losses), f"{name}: auxiliary losses missing from the CLUE loss"
+            assert torch.isfinite(losses["loss"])
+            losses["loss"].backward()
+            wrapped.append(name)
+    assert {"text_only", "lf_dnn", "tfn"} <= set(wrapped)
+
+
+def test_ablations_switch_branches_off() -> None:
+    bundle = toy_cls()
+    batch = collate(bundle["test"].samples[:4])
+    no_text = build_clue(bundle, "lf_dnn", use_text=False)
+    assert no_text.text_branch is None and torch.all(no_text.components(batch)["y_t"] == 0)
+    no_mm = build_clue(bundle, "lf_dnn", text_branch={"input": "features"}, use_multimodal=False)
+    assert torch.all(no_mm.components(batch)["y_m"] == 0)
+    no_kl = build_clue(bundle, "lf_dnn", text_branch={"input": "features"}, gamma=0.0)
+    assert "kl" not in no_kl.training_loss(collate(bundle["train"].samples[:4]))
+
+
+def test_train_clue_chooses_tau_on_validation(small_has0: DataBundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import robustmsa.tuning.inference as inference
+
+    seen = []
+    original = inference.tune_inference_params
+    monkeypatch.setattr(inference, "tune_inference_params", lambda method, split, *a, **k: seen.append(split.name) or original(method, split, *a, **k))
+    method, chosen = train_clue(small_has0, "lf_dnn", None, FAST, seed=0, text_branch={"input": "hash"}, tau_grid=[0.5, 1.0, 1.5])
+    assert seen == ["valid"] and chosen["tau"] in (0.5, 1.0, 1.5) and method.inference_params["tau"] == chosen["tau"]
+    comps = collect_components(method, small_has0["valid"])
+    accs = [float(((comps["te"] - t * comps["nde"]).argmax(1).numpy() == small_has0["valid"].labels()).mean()) for t in (0.5, 1.0, 1.5)]
+    assert chosen["value"] == pytest.approx(max(accs))
+    _, ood = train_clue(small_has0, "text_only", None, FAST, seed=0, text_branch={"input": "hash"}, tau_split="valid_ood", tau_grid=[1.0, 2.0])
+    assert ood["split"] == "valid_ood" and seen[-1] == "valid_ood"
+
+
+def test_regression_variant_and_demo_entry(small: DataBundle) -> None:
+    entry = demo_entry("lf_dnn", name="LF-DNN + CLUE", text_branch={"input": "hash", "encoder": "mean"})
+    assert entry["modes"] == {"test": "te", "test_ood": "tie"}
+    method = entry["train"](small, 0, FAST)
+    scores = evaluate(method, small["test_ood"], ("te", "tie"))
+    assert set(scores) == {"te", "tie"} and np.isfinite(scores["tie"]["MAE"])
+    again = entry["train"](small, 0, FAST)
+    assert evaluate(again, small["test_ood"], ("tie",))["tie"] == scores["tie"]  # deterministic per seed
+
+
+def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path) -> None:
+    config = parse_protocol_config(
+        {
+            "data": {"name": "synthetic", "params": {}},
+            "backbone": {"name": "lf_dnn"},
+            "clue": {"text_branch": {"input": "hash", "encoder": "mean"}},
+            "schemes": ["has0", "7class"],
+            "ablations": {"w/o KL": {"gamma": 0.0}},
+            "train": {"max_epochs": 1, "patience": 1, "progress": False},
+            "seeds": [0],
+            "case_study": {"n": 2},
+        }
+    )
+    results = run_clue_protocol(config, tmp_path, bundle=small)
+    assert set(results["schemes"]) == {"has0", "7class"}
+    row = results["schemes"]["has0"]["per_seed"]["0"]
+    assert {"base", "clue", "w/o KL", "case_study"} <= set(row)
+    assert "w/o KL" not in results["schemes"]["7class"]["per_seed"]["0"]
+    report = (tmp_path / "report.md").read_text()
+    assert "+CLUE — OOD test (TIE)" in report and "Mult_acc_7" in report
+    case = json.loads((tmp_path / "case_study.json").read_text())
+    assert len(case["samples"]) == 2 and {"text", "multimodal", "te", "tie"} <= set(case["samples"][0]["probabilities"])
+    assert (tmp_path / "case_study.png").stat().st_size > 1000
+    with pytest.raises(ConfigError, match="already exists"):
+        run_clue_protocol(config, tmp_path, bundle=small)
+
+
+def test_protocol_with_an_annealed_split(small: DataBundle, tmp_path) -> None:
+    config = parse_protocol_config(
+        {
+            "data": {"name": "synthetic"},
+            "split": {"generate": True, "params": {"rounds": 20, "min_count": 3}},
+            "backbone": {"name": "text_only"},
+            "clue": {"text_branch": {"input": "hash", "encoder": "mean"}},
+            "schemes": ["has0"],
+            "ablations": {},
+            "train": {"max_epochs": 1, "patience": 1, "progress": False},
+            "seeds": [0],
+            "case_study": {"n": 0},
+        }
+    )
+    results = run_clue_protocol(config, tmp_path, bundle=small)
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert results["sizes"] == split["sizes"]
+    assert (tmp_path / "label_ratios.png").is_file()
+    with pytest.raises(ConfigError, match="nope"):
+        parse_protocol_config({"data": {"name": "x"}, "backbone": {"name": "y"}, "nope": 1})

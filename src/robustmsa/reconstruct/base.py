@@ -1,0 +1,104 @@
+"""What every missing-robust method shares: training-time corruption and the validation mode.
+
+* Training: ``training_loss`` corrupts its batch with
+  :func:`~robustmsa.reconstruct.corruption.corrupt_for_training` (per sample
+  and modality ``r ~ U(0, 1)``, a share ``complete_share`` kept complete,
+  redrawn every epoch from ``(corruption_seed, epoch, sample id)``). The
+  datasets are never modified. ``corruption_seed`` is drawn from torch's RNG
+  when the method is built (build it inside ``seeded(seed)``) and saved with
+  the weights.
+* Validation / checkpoint selection: inference mode ``missing`` corrupts the
+  input at ``valid_missing_rate`` (default 0.5) with the fixed seed
+  ``valid_seed`` before predicting, so ``TrainConfig(valid_mode='missing')``
+  selects checkpoints on validation data at r = 0.5, with the same masks for
+  every model and every epoch. Mode ``factual`` predicts on the input as given
+  (the sweep corrupts test inputs itself).
+
+``missing_robust`` is the reference: the backbone trained on the same
+corrupted inputs, without any reconstruction.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from robustmsa.data.batch import Batch
+from robustmsa.errors import ConfigError
+from robustmsa.method import Method, scores_from_logits, task_loss
+from robustmsa.models.base import Backbone
+from robustmsa.reconstruct.corruption import DEFAULT_UNK_ID, corrupt_batch, corrupt_for_training
+from robustmsa.registry import METHODS
+
+
+class MissingAwareMethod(Method):
+    """Base class: corrupts training batches; ``predict`` = scores of :meth:`logits` (see module doc)."""
+
+    modes = ("factual", "missing")
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        complete_share: float = 0.1,
+        valid_missing_rate: float = 0.5,
+        valid_seed: int = 0,
+        regression_loss: str = "mse",
+        unk_id: int = DEFAULT_UNK_ID,
+    ) -> None:
+        super().__init__(backbone)
+        if not 0.0 <= complete_share <= 1.0:
+            raise ConfigError(f"complete_share must lie in [0, 1], got {complete_share}")
+        if not 0.0 <= valid_missing_rate <= 1.0:
+            raise ConfigError(f"valid_missing_rate must lie in [0, 1], got {valid_missing_rate}")
+        if regression_loss not in ("l1", "mse"):
+            raise ConfigError(f"regression_loss must be 'l1' or 'mse', got '{regression_loss}'")
+        self.complete_share = float(complete_share)
+        self.valid_missing_rate = float(valid_missing_rate)
+        self.valid_seed = int(valid_seed)
+        self.regression_loss = regression_loss
+        self.unk_id = int(unk_id)
+        self.register_buffer("corruption_seed", torch.randint(0, 2**31 - 1, ()))
+
+    def corrupt(self, batch: Batch) -> Batch:
+        """The training-time corruption of ``batch`` for the current epoch."""
+        return corrupt_for_training(batch, int(self.corruption_seed), self.epoch, complete_share=self.complete_share, unk_id=self.unk_id)
+
+    def task_term(self, logits: Tensor, batch: Batch) -> Tensor:
+        return task_loss(logits, batch, self.task, self.regression_loss)
+
+    def logits(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
+        """(B, out_dim) logits of the method on ``batch`` as given."""
+        raise NotImplementedError
+
+    def predict(self, batch: Batch, mode: str = "factual") -> Tensor:
+        self.check_mode(mode)
+        if mode == "missing":
+            batch = corrupt_batch(batch, self.valid_missing_rate, self.valid_seed, unk_id=self.unk_id)
+        return scores_from_logits(self.logits(batch), self.task)
+
+
+def token_dim(backbone: Backbone) -> int:
+    """Width of the token representations of a composable text-centric backbone (ConfigError otherwise)."""
+    if not (hasattr(backbone, "encode") and hasattr(backbone, "fuse")):
+        raise ConfigError(f"LNLN/TCMR need a composable text-centric backbone with encode() and fuse() (e.g. 'text_centric'), got {type(backbone).__name__}")
+    dim = getattr(backbone, "dim", None) or getattr(getattr(backbone, "text_encoder", None), "dim", None)
+    if not isinstance(dim, int):
+        raise ConfigError(f"cannot tell the token width of backbone {type(backbone).__name__}")
+    return dim
+
+
+@METHODS.register("missing_robust")
+class MissingRobust(MissingAwareMethod):
+    """The backbone trained on randomly corrupted inputs, without reconstruction (the reference for LNLN/TCMR)."""
+
+    def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
+        noisy = self.corrupt(batch)
+        out = self.backbone(noisy)
+        losses = {"task": self.task_term(out.logits, noisy)}
+        losses.update(self.backbone.auxiliary_losses(noisy, out))
+        losses["loss"] = torch.stack(list(losses.values())).sum()
+        return losses
+
+    def logits(self, batch: Batch) -> Tensor:
+        return self.backbone(batch).logits

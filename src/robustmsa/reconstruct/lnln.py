@@ -1,0 +1,90 @@
+"""LNLN (Zhang et al., 2024, "Towards Robust Multimodal Sentiment Analysis with Incomplete Data").
+
+On a composable text-centric backbone (``encode`` / ``fuse``), per batch:
+
+1. the training batch is corrupted (random missing, see :mod:`.base`) and encoded:
+   H_t (B, Lt, d) from the text, audio/vision tokens;
+2. dominant-modality correction: a completeness estimate w = sigmoid(MLP(mean H_t))
+   (B,), supervised with ``1 - missing_rate_text``; a proxy H_p (B, Lt, d)
+   generated from audio and vision; the corrected text H = w * H_t + (1 - w) * H_p;
+3. text-guided fusion of (H, audio, vision) by the backbone's ``fuse``;
+4. auxiliary reconstruction of the clean audio and vision frames, and an
+   adversarial term on the proxy: a discriminator tells the clean text
+   representation from H_p while the generator, through a gradient reversal
+   layer, learns to fool it (one optimiser).
+
+Loss = w_task * task + w_completeness * MSE(w, 1 - r_text) + w_adversarial * adv + w_reconstruction * rec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from robustmsa.data.batch import Batch
+from robustmsa.models.base import Backbone, Output, masked_mean, mlp
+from robustmsa.reconstruct.base import MissingAwareMethod, token_dim
+from robustmsa.reconstruct.proxy import FrameReconstructor, GradReverse, ProxyGenerator
+from robustmsa.registry import METHODS
+
+
+@METHODS.register("lnln")
+class LNLN(MissingAwareMethod):
+    """Language-dominated noise-resistant learning network (see module doc)."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        w_task: float = 1.0,
+        w_completeness: float = 0.1,
+        w_adversarial: float = 0.1,
+        w_reconstruction: float = 0.1,
+        heads: int = 4,
+        proxy_layers: int = 1,
+        proxy_query: str = "position",
+        dropout: float = 0.1,
+        **base: Any,
+    ) -> None:
+        super().__init__(backbone, **base)
+        dim = token_dim(backbone)
+        self.weights = {"task": float(w_task), "completeness": float(w_completeness), "adversarial": float(w_adversarial), "reconstruction": float(w_reconstruction)}
+        self.completeness = mlp(dim, dim, 1, dropout)
+        self.proxy = ProxyGenerator(dim, heads, proxy_layers, dropout, kind="joint", query=proxy_query)
+        self.discriminator = mlp(dim, dim, 1, dropout)
+        self.reconstructor = FrameReconstructor(backbone.dims, dim, heads, proxy_layers, dropout)
+
+    def represent(self, batch: Batch) -> tuple[dict[str, Tensor], Output, Tensor, Tensor]:
+        """(encoded tokens, fused output, completeness w (B,), proxy H_p (B, Lt, d)) of ``batch``."""
+        enc = self.backbone.encode(batch)
+        mask = enc["text_mask"]
+        w = torch.sigmoid(self.completeness(masked_mean(enc["text_tokens"], mask)))[:, 0]
+        h_p, _ = self.proxy(mask, enc)
+        h = w[:, None, None] * enc["text_tokens"] + (1.0 - w[:, None, None]) * h_p
+        out = self.backbone.fuse(h, enc["audio_tokens"], enc["vision_tokens"], {m: enc[f"{m}_mask"] for m in ("text", "audio", "vision")})
+        return enc, out, w, h_p
+
+    def logits(self, batch: Batch) -> Tensor:
+        return self.represent(batch)[1].logits
+
+    def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
+        noisy = self.corrupt(batch)
+        enc, out, w, h_p = self.represent(noisy)
+        mask = enc["text_mask"]
+        with torch.no_grad():
+            h_clean = self.backbone.encode(batch)["text_tokens"]
+        real = self.discriminator(masked_mean(h_clean, mask))
+        fake = self.discriminator(masked_mean(GradReverse.apply(h_p), mask))
+        adversarial = 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        terms = {
+            "task": self.task_term(out.logits, noisy),
+            "completeness": F.mse_loss(w, 1.0 - noisy.extras["missing_rate_text"].to(w)),
+            "adversarial": adversarial,
+            "reconstruction": self.reconstructor(enc, batch),
+        }
+        losses = {name: self.weights[name] * value for name, value in terms.items()}
+        losses["loss"] = torch.stack(list(losses.values())).sum()
+        return losses

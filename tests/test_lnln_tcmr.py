@@ -1,0 +1,172 @@
+"""LNLN, TCMR and the missing-robust baseline: losses, phases, stage-1 teachers, validation mode."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from robustmsa.data.batch import collate
+from robustmsa.data.dataset import DataBundle
+from robustmsa.errors import ConfigError, DataError
+from robustmsa.reconstruct.proxy import GradReverse, ProxyGenerator
+from robustmsa.reconstruct.tcmr import complete_text_bundle, polarity_classes
+from robustmsa.registry import BACKBONES, METHODS
+from robustmsa.training.fit import TrainConfig, fit, predict, seeded
+
+SMALL = {"dim": 8, "heads": 2, "text_layers": 1, "av_tokens": 2, "av_layers": 1, "levels": 1, "fusion_layers": 1, "dropout": 0.0}
+FAST = TrainConfig(max_epochs=2, batch_size=64, progress=False, valid_mode="missing", patience=2)
+
+
+def _build(name: str, bundle: DataBundle, seed: int = 0, **params: object):
+    with seeded(seed):
+        backbone = BACKBONES.build("text_centric", bundle.dims(), bundle.task, **SMALL)
+        return METHODS.build(name, backbone, heads=2, **params) if name != "missing_robust" else METHODS.build(name, backbone, **params)
+
+
+def _grads(module: torch.nn.Module) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_grad_reverse_negates_gradient() -> None:
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    (GradReverse.apply(x) * torch.tensor([3.0, 5.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([-3.0, -5.0]))
+
+
+def test_ipfg_gate_selects_the_audio_generator_when_saturated() -> None:
+    torch.manual_seed(0)
+    proxy = ProxyGenerator(8, 2, kind="ipfg", dropout=0.0)
+    last = proxy.gate[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, 40.0)  # alpha = sigmoid(40) ~ 1
+    enc = {f"{m}_{k}": v for m in ("audio", "vision") for k, v in (("tokens", torch.randn(3, 4, 8)), ("mask", torch.ones(3, 4, dtype=torch.bool)))}
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    h_p, alpha = proxy(mask, enc)
+    assert torch.allclose(alpha, torch.ones(3))
+    assert torch.allclose(h_p, proxy.generators["audio"](mask, enc["audio_tokens"], enc["audio_mask"]), atol=1e-6)
+
+
+@pytest.mark.parametrize("query", ["position", "text"])
+def test_proxy_queries_use_text_tokens_only_when_asked(query: str) -> None:
+    torch.manual_seed(0)
+    proxy = ProxyGenerator(8, 2, kind="joint", query=query, dropout=0.0)
+    enc = {f"{m}_{k}": v for m in ("audio", "vision") for k, v in (("tokens", torch.randn(2, 3, 8)), ("mask", torch.ones(2, 3, dtype=torch.bool)))}
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    a, _ = proxy(mask, {**enc, "text_tokens": torch.randn(2, 4, 8)})
+    b, _ = proxy(mask, {**enc, "text_tokens": torch.randn(2, 4, 8)})
+    assert torch.allclose(a, b) == (query == "position")
+
+
+def test_lnln_loss_terms_and_gradients(toy_bundle: DataBundle) -> None:
+    method = _build("lnln", toy_bundle)
+    batch = collate(toy_bundle["train"].samples[:16])
+    losses = method.training_loss(batch)
+    assert set(losses) == {"task", "completeness", "adversarial", "reconstruction", "loss"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    for part in (method.completeness, method.proxy, method.discriminator, method.reconstructor, method.backbone.fusion):
+        assert _grads(part)
+    method.eval()  # without dropout, the same epoch gives the same corruption and the same loss
+    epoch0 = method.training_loss(batch)["loss"].item()
+    assert method.training_loss(batch)["loss"].item() == pytest.approx(epoch0)
+    method.on_train_epoch_start(1)  # corruption redrawn
+    assert method.training_loss(batch)["loss"].item() != pytest.approx(epoch0, abs=1e-6)
+
+
+def test_polarity_classes_by_hand() -> None:
+    y = np.array([-2.0, -0.6, -0.4, 0.0, 0.49, 0.51, 3.0])
+    expected = [0, 0, 1, 1, 1, 2, 2]
+    assert polarity_classes(y).tolist() == expected
+    assert polarity_classes(torch.tensor(y, dtype=torch.float32)).tolist() == expected
+
+
+def test_tcmr_phases_partition_parameters_and_schedules(toy_bundle: DataBundle) -> None:
+    method = _build("tcmr", toy_bundle)
+    assert method.phases == ("confidence", "main")
+    conf = {id(p) for p in method.phase_parameters("confidence")}
+    main = {id(p) for p in method.phase_parameters("main")}
+    trainable = {id(p) for p in method.parameters() if p.requires_grad}
+    assert conf and main and not conf & main and conf | main == trainable
+    assert {id(p) for p in method.confnet.parameters()} <= conf
+    assert {id(p) for p in method.backbone.text_encoder.parameters()} <= conf
+    assert not {id(p) for p in method.text_teacher.parameters()} & trainable  # frozen teachers
+    first = _build("tcmr", toy_bundle, schedule="confnet_first", switch_epoch=2)
+    assert [first.active_phases(e) for e in range(4)] == [("confidence",), ("confidence",), ("main",), ("main",)]
+    later = _build("tcmr", toy_bundle, schedule="confnet_later", switch_epoch=1)
+    assert [later.active_phases(e) for e in range(3)] == [("main",), ("confidence",), ("confidence",)]
+    both = _build("tcmr", toy_bundle, text_encoder_phase="both")
+    text = {id(p) for p in both.backbone.text_encoder.parameters()}
+    assert text <= {id(p) for p in both.phase_parameters("main")} and text <= {id(p) for p in both.phase_parameters("confidence")}
+    assert not {id(p) for p in both.confnet.parameters()} & {id(p) for p in both.phase_parameters("main")}
+    both.teachers_ready.fill_(True)  # skip stage 1: only the gradient flow is checked here
+    both.training_loss(collate(toy_bundle["train"].samples[:8]), "main")["loss"].backward()
+    assert _grads(both.backbone.text_encoder) and not _grads(both.confnet)
+    end2end = _build("tcmr", toy_bundle, schedule="end2end")
+    assert end2end.phases == ("main",) and {id(p) for p in end2end.phase_parameters("main")} == {id(p) for p in end2end.parameters() if p.requires_grad}
+    with pytest.raises(ConfigError):
+        _build("tcmr", toy_bundle, schedule="sometimes")
+    with pytest.raises(ConfigError):  # not a composable text-centric backbone
+        METHODS.build("tcmr", BACKBONES.build("text_only", toy_bundle.dims(), toy_bundle.task))
+
+
+def test_tcmr_needs_stage_one_and_trains_teachers_once(toy_bundle: DataBundle) -> None:
+    method = _build("tcmr", toy_bundle)
+    batch = collate(toy_bundle["train"].samples[:16])
+    with pytest.raises(ConfigError):
+        method.training_loss(batch, "main")
+    record = method.prepare(toy_bundle, FAST, seed=0)
+    assert set(record) == {"text_teacher", "polarity"} and bool(method.teachers_ready)
+    teacher = {k: v.clone() for k, v in method.text_teacher.state_dict().items()}
+    assert all(torch.equal(teacher[f"encoder.{k}"], v) for k, v in method.backbone.text_encoder.state_dict().items())  # H_t starts in the teacher's space
+    # phase A: only ConfNet and the text encoder receive gradients; phase B: never ConfNet
+    losses = method.training_loss(batch, "confidence")
+    assert set(losses) == {"confidence", "loss"}
+    losses["loss"].backward()
+    assert _grads(method.confnet) and _grads(method.backbone.text_encoder) and not _grads(method.proxy)
+    method.zero_grad()
+    losses = method.training_loss(batch, "main")
+    assert set(losses) == {"text_reconstruction", "av_reconstruction", "task", "loss"}
+    losses["loss"].backward()
+    assert _grads(method.proxy) and _grads(method.reconstructor) and not _grads(method.confnet) and not _grads(method.backbone.text_encoder)
+    method.zero_grad()
+    fit(method, toy_bundle, FAST, seed=0)  # prepare is skipped: teachers stay as they were
+    assert all(torch.equal(teacher[k], v) for k, v in method.text_teacher.state_dict().items())
+    # TCE labels are the frozen classifier's true-class probabilities
+    noisy = method.corrupt(batch)
+    probs = method.polarity(noisy).logits.softmax(-1)
+    expected = probs[torch.arange(len(batch)), polarity_classes(batch.label)]
+    assert torch.allclose(method.confidence_target(noisy), expected)
+
+
+def test_tcmr_without_tce_uses_missing_rate_and_skips_classifier(toy_bundle: DataBundle) -> None:
+    method = _build("tcmr", toy_bundle, confidence="missing_rate", proxy="joint")
+    assert method.polarity is None and method.proxy.kind == "joint"
+    noisy = method.corrupt(collate(toy_bundle["train"].samples[:8]))
+    assert torch.allclose(method.confidence_target(noisy), 1.0 - noisy.extras["missing_rate_text"])
+
+
+def test_missing_robust_trains_and_validates_at_r50(toy_bundle: DataBundle) -> None:
+    method = _build("missing_robust", toy_bundle)
+    result = fit(method, toy_bundle, FAST, seed=0)
+    assert result.best_score is not None and np.isfinite(result.best_score)
+    clean = predict(method, toy_bundle["valid"], "factual")
+    missing = predict(method, toy_bundle["valid"], "missing")
+    assert not np.allclose(clean, missing)
+    assert np.allclose(missing, predict(method, toy_bundle["valid"], "missing"))  # fixed validation masks
+
+
+def test_complete_text_bundle_drops_text_missing_by_nature(toy_bundle: DataBundle) -> None:
+    train = toy_bundle["train"].samples
+    gone = {s.id for s in train[:5]}
+    samples = [dataclasses.replace(s, text=np.zeros_like(s.text)) if s.id in gone else s for s in train]
+    bundle = DataBundle({**toy_bundle.splits, "train": type(toy_bundle["train"])(samples, name="train", source="toy", task=toy_bundle.task)}, toy_bundle.task)
+    out = complete_text_bundle(bundle)
+    assert len(out["train"]) == len(train) - 5 and not gone & set(out["train"].ids)
+    labelled = complete_text_bundle(bundle, task=dataclasses.replace(bundle.task, kind="classification", num_classes=3, label_range=None))
+    assert [s.label_class for s in labelled["valid"]] == polarity_classes(bundle["valid"].labels()).tolist()
+    empty = [dataclasses.replace(s, text=np.zeros_like(s.text)) for s in train]
+    with pytest.raises(DataError):
+        complete_text_bundle(DataBundle({**toy_bundle.splits, "train": type(toy_bundle["train"])(empty, name="train", source="toy", task=toy_bundle.task)}, toy_bundle.task))

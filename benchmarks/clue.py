@@ -1,0 +1,77 @@
+"""Benchmark CLUE: base vs +CLUE on IID and OOD tests (the CLUE protocol of robustmsa.evaluation.clue_protocol).
+
+Runs, with the configs in ``configs/clue/``:
+
+* ``synthetic``: the generated default corpus (its own OOD pool), LF-DNN, 3 seeds;
+* ``mosi``: CMU-MOSI transcripts with an OOD split annealed by CLUE's Algorithm 1, text-only backbone;
+* ``mmsd2``: MMSD2.0 text + image attribute words with an annealed OOD split, image-text backbone.
+
+For each it writes ``benchmarks/results/clue_<name>.json`` (per seed, mean +- std,
+chosen tau, the split's energy) and ``clue_<name>.md`` (the tables), and keeps
+the protocol's own output folder (case study, split file, figures) under
+``benchmarks/results/clue_<name>/``. Real-data runs are skipped when
+``../shared/data`` is absent.
+
+Usage::
+
+    python benchmarks/clue.py                       # all three
+    python benchmarks/clue.py synthetic --seeds 0,1,2
+    python benchmarks/clue.py mosi --epochs 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from robustmsa.evaluation.clue_protocol import load_protocol_config, run_clue_protocol
+from robustmsa.evaluation.report import write_json, write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = {"synthetic": None, "mosi": "mosi", "mmsd2": "mmsd2"}  # name -> folder needed under ../shared/data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.max_epochs")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.chdir(ROOT)  # configs name data relative to the repository root
+    torch.set_num_threads(1)
+    for name in args.runs:
+        needed = RUNS[name]
+        if needed is not None and not (ROOT.parent / "shared" / "data" / needed).is_dir():
+            print(f"skip {name}: ../shared/data/{needed} is absent", file=sys.stderr)
+            continue
+        config = load_protocol_config(ROOT / "configs" / "clue" / f"{name}.yaml")
+        if args.epochs is not None:
+            config = config.model_copy(update={"train": config.train.model_copy(update={"max_epochs": args.epochs})})
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        start = time.perf_counter()
+        run_dir = args.out / f"clue_{name}"
+        results = run_clue_protocol(config, run_dir, seeds, overwrite=True)
+        results["seconds"] = time.perf_counter() - start
+        results["command"] = f"python benchmarks/clue.py {name}" + (f" --seeds {args.seeds}" if args.seeds else "") + (f" --epochs {args.epochs}" if args.epochs else "")
+        split = run_dir / "split.json"
+        if split.is_file():
+            import json
+
+            results["split"] = {k: v for k, v in json.loads(split.read_text()).items() if k in ("source", "params", "energy", "sizes", "class_counts")}
+        write_json(args.out / f"clue_{name}.json", results)
+        report = (run_dir / "report.md").read_text(encoding="utf-8")
+        extra = f"\nCommand: `{results['command']}`; wall time {results['seconds']:.0f} s on CPU (1 thread). Case study and figures: `clue_{name}/`.\n"
+        write_text_atomic(args.out / f"clue_{name}.md", report + extra)
+        print(f"{name}: {args.out / f'clue_{name}.md'} ({results['seconds']:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

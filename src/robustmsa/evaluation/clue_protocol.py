@@ -1,0 +1,323 @@
+"""The CLUE protocol: a backbone vs the same backbone + CLUE on IID and OOD tests, ablations, case study.
+
+For every label scheme (``has0``, ``non0``, ``7class`` on continuous labels;
+``classes`` for data that already has classes) and every seed:
+
+* **Base**: the backbone trained with the plain supervised method (checkpoint
+  chosen on IID validation), evaluated on the IID test and the OOD test.
+* **+CLUE**: the backbone wrapped by CLUE (checkpoint chosen on IID validation
+  with TE, tau chosen on ``clue.tau_split``, a validation split), evaluated
+  with TE on the IID test and TIE on the OOD test (every mode is recorded).
+* **Ablations** (for ``ablation_schemes``): CLUE with configuration changes
+  (without text branch, without multimodal branch, without KL).
+
+The OOD split is the bundle's own ``test_ood`` (the generated corpus), a
+split file, or one annealed here (:mod:`robustmsa.data.ood_split`). Results:
+``results.json`` (per seed + mean +- std), ``report.md`` (Has0/Non0 Acc-2 and
+F1, Acc-7), ``case_study.json`` / ``case_study.png`` (CLUE's figure 6: branch
+probabilities, TE, TIE and the training label ratio of each word of chosen OOD
+samples) and, when annealed here, ``split.json`` / ``label_ratios.png``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from robustmsa.config import ComponentConfig, TrainSection, _Strict
+from robustmsa.data.dataset import DataBundle
+from robustmsa.data.labels import SCHEMES, to_classification
+from robustmsa.data.ood_split import AnnealParams, SplitSource, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
+from robustmsa.debias.clue import CLUE, train_clue
+from robustmsa.debias.counterfactual import collect_components
+from robustmsa.errors import ConfigError
+from robustmsa.evaluation.protocols import run_seeds
+from robustmsa.evaluation.report import _save, markdown_table, plt, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.method import Supervised
+from robustmsa.registry import BACKBONES, DATASETS
+from robustmsa.training.fit import evaluate, fit, predict, seeded
+
+#: Table columns (MMSA names) -> (scheme, metric of the classification run).
+COLUMNS = {
+    "Has0_acc_2": ("has0", "Acc"),
+    "Has0_F1_score": ("has0", "Weighted_F1"),
+    "Non0_acc_2": ("non0", "Acc"),
+    "Non0_F1_score": ("non0", "Weighted_F1"),
+    "Mult_acc_7": ("7class", "Acc"),
+}
+CLASS_COLUMNS = {"Acc": ("classes", "Acc"), "F1": ("classes", "F1"), "Macro_F1": ("classes", "Macro_F1"), "Weighted_F1": ("classes", "Weighted_F1")}
+DEFAULT_ABLATIONS = {"w/o text branch": {"use_text": False}, "w/o multimodal branch": {"use_multimodal": False}, "w/o KL": {"gamma": 0.0}}
+
+
+class SplitSection(_Strict):
+    """Where the OOD split comes from: an existing split file, or one annealed from the pooled corpus."""
+
+    file: str | None = None
+    generate: bool = False
+    scheme: str = "has0"
+    params: dict[str, Any] = Field(default_factory=dict)  # AnnealParams fields
+
+
+class CaseStudySection(_Strict):
+    n: int = Field(4, ge=0)
+    scheme: str | None = None  # default: the first scheme
+    seed: int | None = None  # default: the first seed
+
+
+class CLUEProtocolConfig(_Strict):
+    """The CLUE protocol config (YAML; see configs/clue/)."""
+
+    name: str = "clue"
+    data: ComponentConfig
+    split: SplitSection | None = None
+    backbone: ComponentConfig
+    clue: dict[str, Any] = Field(default_factory=dict)
+    schemes: list[str] | None = None  # default: has0, non0, 7class (regression data) or classes
+    ablations: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_ABLATIONS))
+    ablation_schemes: list[str] = Field(default_factory=lambda: ["has0", "classes"])
+    train: TrainSection = Field(default_factory=lambda: TrainSection(max_epochs=12, patience=4, progress=False))
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    iid_test: str = "test"
+    ood_test: str = "test_ood"
+    case_study: CaseStudySection = Field(default_factory=CaseStudySection)
+
+
+def parse_protocol_config(data: Any, source: str = "<config>") -> CLUEProtocolConfig:
+    """Validate a mapping as a :class:`CLUEProtocolConfig` (ConfigError naming the source and field)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return CLUEProtocolConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{source}: field '{'.'.join(str(p) for p in first['loc'])}': {first['msg']}") from None
+
+
+def load_protocol_config(path: str | Path) -> CLUEProtocolConfig:
+    """Read a protocol YAML file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_protocol_config(data, str(path))
+
+
+def load_data(config: CLUEProtocolConfig) -> DataBundle:
+    """The configured data source (``synthetic`` falls back to the generator when not registered)."""
+    if config.data.name == "synthetic" and "synthetic" not in DATASETS:
+        from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
+
+        return generate_corpus(SyntheticConfig.from_dict(config.data.params))
+    return DATASETS.build(config.data.name, **config.data.params)
+
+
+def prepare_bundle(config: CLUEProtocolConfig, bundle: DataBundle, out: Path) -> DataBundle:
+    """Apply or anneal the OOD split (writing split.json and label_ratios.png when annealed)."""
+    section = config.split
+    if section is not None and section.file:
+        return apply_split(section.file, bundle)
+    if section is not None and section.generate:
+        try:
+            params = AnnealParams(**section.params)
+        except TypeError as exc:
+            raise ConfigError(f"split.params: {exc}") from None
+        result = anneal_split(SplitSource.from_bundle(bundle, section.scheme), params)
+        write_split_file(out / "split.json", result)
+        plot_label_ratios(result, out / "label_ratios.png")
+        return apply_split(result, bundle)
+    if config.ood_test not in bundle:
+        raise ConfigError(f"data '{bundle.name}' has no '{config.ood_test}' split; configure split.file or split.generate")
+    return bundle
+
+
+def schemes_of(config: CLUEProtocolConfig, bundle: DataBundle) -> list[str]:
+    if bundle.task.kind == "classification":
+        if config.schemes not in (None, ["classes"]):
+            raise ConfigError(f"data '{bundle.name}' has class labels; schemes must be ['classes'] (or left out), got {config.schemes}")
+        return ["classes"]
+    schemes = config.schemes or list(SCHEMES)
+    unknown = [s for s in schemes if s not in SCHEMES]
+    if unknown:
+        raise ConfigError(f"unknown label schemes {unknown}; choose from {sorted(SCHEMES)}")
+    return schemes
+
+
+def _views(bundle: DataBundle, scheme: str) -> DataBundle:
+    return bundle if scheme == "classes" else to_classification(bundle, scheme)
+
+
+def run_clue_protocol(
+    config: CLUEProtocolConfig, out_dir: str | Path, seeds: list[int] | None = None, *, overwrite: bool = False, bundle: DataBundle | None = None
+) -> dict[str, Any]:
+    """Run base vs +CLUE (and ablations) over schemes and seeds; write results.json, report.md and the case study."""
+    out = prepare_out_dir(Path(out_dir), overwrite)
+    bundle = prepare_bundle(config, bundle if bundle is not None else load_data(config), out)
+    seeds = list(seeds or config.seeds)
+    for name in (config.iid_test, config.ood_test, "train", "valid"):
+        bundle[name]
+    schemes = schemes_of(config, bundle)
+    case_scheme = config.case_study.scheme or schemes[0]
+    case_seed = seeds[0] if config.case_study.seed is None else config.case_study.seed
+    train_cfg = config.train.to_train_config()
+    results: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"), "sizes": {n: len(s) for n, s in bundle.splits.items()}, "schemes": {}}
+    for scheme in schemes:
+        data = _views(bundle, scheme)
+
+        def one_seed(seed: int, data: DataBundle = data, scheme: str = scheme) -> dict[str, Any]:
+            with seeded(seed):
+                base = Supervised(BACKBONES.build(config.backbone.name, data.dims(), data.task, **config.backbone.params))
+            fit(base, data, train_cfg, seed=seed)
+            row: dict[str, Any] = {"base": _evaluate(base, data, config, ("factual", "factual"))}
+            clue, chosen = train_clue(data, config.backbone.name, config.backbone.params, train_cfg, seed, **config.clue)
+            row["clue"] = {**_evaluate(clue, data, config, ("te", "tie")), "tau": chosen["tau"], "calibration": chosen}
+            if scheme in config.ablation_schemes:
+                for label, change in config.ablations.items():
+                    ablated, info = train_clue(data, config.backbone.name, config.backbone.params, train_cfg, seed, **{**config.clue, **change})
+                    row[label] = {**_evaluate(ablated, data, config, ("te", "tie")), "tau": info["tau"]}
+            if scheme == case_scheme and seed == case_seed and config.case_study.n:
+                row["case_study"] = case_study(clue, base, data, config.ood_test, out, n=config.case_study.n)
+            return row
+
+        results["schemes"][scheme] = run_seeds(one_seed, seeds)
+    results["seeds"] = seeds
+    write_json(out / "results.json", results)
+    write_text_atomic(out / "report.md", protocol_report(results, config, bundle))
+    return results
+
+
+def _evaluate(method: Any, data: DataBundle, config: CLUEProtocolConfig, modes: tuple[str, str]) -> dict[str, Any]:
+    """``{'iid': metrics, 'ood': metrics, 'all_modes': {split: {mode: metrics}}}`` (IID with modes[0], OOD with modes[1])."""
+    every = {name: evaluate(method, data[name]) for name in (config.iid_test, config.ood_test)}
+    return {"iid": every[config.iid_test][modes[0]], "ood": every[config.ood_test][modes[1]], "all_modes": every}
+
+
+def table_rows(results: dict[str, Any], ablations: list[str]) -> dict[str, dict[str, Any]]:
+    """Markdown rows ``{row: {column: {'mean', 'std', 'n'}}}`` from the aggregated results."""
+    rows: dict[str, dict[str, Any]] = {}
+    columns = COLUMNS if "classes" not in results["schemes"] else CLASS_COLUMNS
+    models = {"base": "Base", "clue": "+CLUE", **{a: f"+CLUE {a}" for a in ablations}}
+    for key, label in models.items():
+        for part, title in (("iid", "IID test (TE)" if key != "base" else "IID test"), ("ood", "OOD test (TIE)" if key != "base" else "OOD test")):
+            row: dict[str, Any] = {}
+            for column, (scheme, metric) in columns.items():
+                agg = results["schemes"].get(scheme, {}).get("aggregate", {})
+                value = agg.get(key, {}).get(part, {}).get(metric)
+                if value is not None:
+                    row[column] = value
+            if row:
+                rows[f"{label} — {title}"] = row
+    return rows
+
+
+def protocol_report(results: dict[str, Any], config: CLUEProtocolConfig, bundle: DataBundle) -> str:
+    """Markdown report: the main table, OOD gains and chosen tau per scheme."""
+    rows = table_rows(results, list(config.ablations))
+    columns = list(CLASS_COLUMNS if "classes" in results["schemes"] else COLUMNS)
+    lines = [
+        f"# CLUE protocol: {config.backbone.name} vs {config.backbone.name} + CLUE on {bundle.name}",
+        "",
+        f"Splits: {results['sizes']}. Seeds {results['seeds']} (mean ± std). Accuracy and F1 in % (F1 weighted, as MMSA).",
+        "Checkpoints are chosen on IID validation; CLUE's tau on "
+        f"'{config.clue.get('tau_split', 'valid')}' (validation only). IID test: TE; OOD test: TIE.",
+        "",
+        markdown_table(rows, columns, row_header="model — test set"),
+        "## OOD gain of +CLUE over the base (points, mean over seeds)",
+        "",
+        "| scheme | IID base | IID +CLUE (TE) | OOD base | OOD +CLUE (TIE) | OOD gain | IID change | tau per seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scheme, res in results["schemes"].items():
+        agg = res["aggregate"]
+        values = [100 * agg[m][p]["Acc"]["mean"] for m, p in (("base", "iid"), ("clue", "iid"), ("base", "ood"), ("clue", "ood"))]
+        taus = [res["per_seed"][str(s)]["clue"]["tau"] for s in res["seeds"]]
+        lines.append(f"| {scheme} | {values[0]:.2f} | {values[1]:.2f} | {values[2]:.2f} | {values[3]:.2f} | {values[3] - values[2]:+.2f} | {values[1] - values[0]:+.2f} | {taus} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Case study (CLUE's figure 6)
+# --------------------------------------------------------------------------
+
+
+def case_study(clue: CLUE, base: Supervised, data: DataBundle, split: str, out: Path, n: int = 4) -> dict[str, Any]:
+    """Export ``n`` OOD samples: branch probabilities, TE, TIE, base, and each word's label ratio in training.
+
+    Samples are chosen where TIE is right and TE wrong (then where they differ,
+    then the first ones). Writes ``case_study.json`` and ``case_study.png``.
+    """
+    part = data[split]
+    comps = collect_components(clue, part)
+    tau = clue.inference_params["tau"]
+    probs = {
+        "text": comps["y_t"].softmax(-1).numpy(),
+        "multimodal": comps["y_m"].softmax(-1).numpy(),
+        "te": clue.combine(comps, "te", {}).numpy(),
+        "nde": comps["nde"].softmax(-1).numpy(),
+        "tie": clue.combine(comps, "tie", {"tau": tau}).numpy(),
+        "base": predict(base, part, "factual"),
+    }
+    truth = part.labels()
+    te_right = probs["te"].argmax(1) == truth
+    tie_right = probs["tie"].argmax(1) == truth
+    ranked = [*np.flatnonzero(tie_right & ~te_right), *np.flatnonzero(tie_right != te_right), *range(len(truth))]
+    chosen = list(dict.fromkeys(int(i) for i in ranked))[:n]
+    train = data["train"]
+    stats = word_class_counts([s.raw_text or "" for s in train], train.labels().tolist(), data.task.num_classes)
+    samples = []
+    for i in chosen:
+        s = part.samples[i]
+        words = []
+        for w in dict.fromkeys(tokenize(s.raw_text or "")):
+            counts = stats.get(w)
+            ratio = float(positive_share(counts[None])[0]) if counts is not None else None
+            words.append({"word": w, "train_counts": counts.tolist() if counts is not None else None, "train_upper_share": ratio})
+        samples.append(
+            {
+                "id": s.id,
+                "text": s.raw_text,
+                "label": s.label,
+                "class": int(truth[i]),
+                "probabilities": {k: [round(float(v), 4) for v in p[i]] for k, p in probs.items()},
+                "prediction": {k: int(p[i].argmax()) for k, p in probs.items()},
+                "words": words,
+            }
+        )
+    export = {"split": split, "tau": tau, "class_names": list(data.task.class_names), "upper_classes": list(data.task.class_names[data.task.num_classes // 2 :]), "samples": samples}
+    write_json(out / "case_study.json", export)
+    if samples:
+        plot_case_study(export, out / "case_study.png")
+    return {"ids": [s["id"] for s in samples], "file": "case_study.json"}
+
+
+def plot_case_study(export: dict[str, Any], path: Path) -> Path:
+    """One row per sample: P(upper classes) per branch / rule, and the training label ratio of its words."""
+    samples = export["samples"]
+    upper = len(export["class_names"]) // 2
+    fig, axes = plt.subplots(len(samples), 2, figsize=(11, 2.6 * len(samples)), squeeze=False, gridspec_kw={"width_ratios": [1, 2]})
+    for row, s in zip(axes, samples):
+        names = ["text", "multimodal", "te", "tie", "base"]
+        values = [sum(s["probabilities"][k][upper:]) for k in names]
+        row[0].barh(names, values, color=["#999", "#69c", "#c96", "#3a3", "#b55"])
+        row[0].axvline(0.5, color="grey", lw=0.8, ls="--")
+        row[0].set_xlim(0, 1)
+        row[0].set_title(f"{s['id']}: true {export['class_names'][s['class']]}", fontsize=8)
+        row[0].set_xlabel(f"P({'/'.join(export['upper_classes'])})", fontsize=8)
+        words = [w for w in s["words"] if w["train_upper_share"] is not None]
+        row[1].bar(range(len(words)), [w["train_upper_share"] for w in words], color="#69c")
+        row[1].axhline(0.5, color="grey", lw=0.8, ls="--")
+        row[1].set_xticks(range(len(words)), [w["word"] for w in words], rotation=60, ha="right", fontsize=7)
+        row[1].set_ylim(0, 1)
+        row[1].set_title(textwrap.shorten(s["text"] or "", 110), fontsize=7)
+        row[1].set_ylabel("train label ratio", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,317 @@
+"""The image-text debiasing protocol: base, MID, MCTD, MME-JD and MRID over seeds, with router analysis and cost.
+
+Per seed (all training through :func:`~robustmsa.training.fit.fit`, every
+choice on validation data):
+
+1. the **base** model (a registered backbone + plain supervised loss) is trained;
+2. counterfactual inputs that need the trained base (image attributes masked
+   by the base model's attribution, :class:`~robustmsa.debias.image_cf.AttributeMasker`)
+   are built, for train/valid (a training cost) and test (an inference cost);
+   model-free ones (the lexicon text counterfactual) are built once for all seeds;
+3. **MID** = the base + ``alpha``/``beta`` searched on validation (Optuna);
+4. the base model's train/valid samples are categorised and the **router** is
+   trained (loss chosen by validation F-0.5); **MRID** = router + MID with
+   per-strategy weights searched on validation;
+5. **MCTD** is fine-tuned from the base with reversed-label counterfactual training;
+6. the **MME-JD** debiasing experts are fine-tuned from the base, combined by
+   the same router, weights searched on validation;
+7. test metrics of every method, the router analysis on test (per category
+   precision / recall / F-0.5, confusion matrix, oracle-router bound) and
+   the measured cost (:mod:`robustmsa.evaluation.cost`).
+
+Results: ``<out>/image_text_<dataset>.json`` (per seed + mean +- std) and
+``.md``. Data without a visual modality (MVSA) is run text-only: the image
+counterfactual, the image expert and the image strategies are dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from robustmsa.config import ComponentConfig, TrainSection, _Strict, load_config
+from robustmsa.data.dataset import DataBundle
+from robustmsa.debias.categorize import category_counts
+from robustmsa.debias.counterfactual import collect_components
+from robustmsa.debias.experts import MMEJD
+from robustmsa.debias.mctd import MCTD
+from robustmsa.debias.mid import MID, debiased_modalities
+from robustmsa.debias.mrid import MRID, as_router_config, fit_router, split_categories
+from robustmsa.debias.router import oracle_bound, router_analysis
+from robustmsa.debias.text_cf import LexiconPosExtractor, LocalLMExtractor, make_counterfactual_bundle, mask_embedding
+from robustmsa.errors import ConfigError
+from robustmsa.evaluation.cost import COST_COLUMNS, CostMeter, cost_table
+from robustmsa.evaluation.protocols import run_seeds
+from robustmsa.evaluation.report import format_value, markdown_table, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.features.text import TextEncoder, build_text_encoder
+from robustmsa.method import Method, Supervised
+from robustmsa.metrics import task_metrics
+from robustmsa.registry import BACKBONES, DATASETS
+from robustmsa.training.fit import fit, predict, seeded
+
+METHOD_NAMES = ("base", "MID", "MCTD", "MME-JD", "MRID")
+METRIC_COLUMNS = ("Acc", "F1", "Precision", "Recall", "Macro_F1", "Weighted_F1")
+#: Cost stages each method needs (training / inference), see :func:`_run_seed`.
+COST_RECIPES = {
+    "base": {"train": ["base_train"], "infer": ["base_infer"]},
+    "MID": {"train": ["base_train", "cf_train", "mid_tune"], "infer": ["cf_test", "MID_infer"]},
+    "MCTD": {"train": ["base_train", "cf_train", "mctd_train"], "infer": ["MCTD_infer"]},
+    "MME-JD": {"train": ["base_train", "cf_train", "router_fit", "experts_train", "mme_tune"], "infer": ["cf_test", "MME-JD_infer"]},
+    "MRID": {"train": ["base_train", "cf_train", "router_fit", "mrid_tune"], "infer": ["cf_test", "MRID_infer"]},
+}
+MODEL_FREE_TEXT_CF = {"lexicon_pos": LexiconPosExtractor, "local_lm": LocalLMExtractor}
+
+
+class CounterfactualSection(_Strict):
+    """How counterfactual inputs are made (None: not made; inputs already in the data are used as they are).
+
+    ``text``: ``lexicon_pos`` or ``local_lm`` (model-free, built once) with the
+    extractor's parameters. ``image``: ``attribute_mask`` (the trained base
+    model's most salient attribute tokens replaced by the ``[MASK]`` word
+    vector; parameters of :class:`~robustmsa.debias.image_cf.AttributeMasker`).
+    """
+
+    text: ComponentConfig | None = Field(default_factory=lambda: ComponentConfig(name="lexicon_pos", params={"ratio": 0.3}))
+    image: ComponentConfig | None = Field(default_factory=lambda: ComponentConfig(name="attribute_mask", params={"ratio": 0.4}))
+
+
+class MethodsSection(_Strict):
+    """Settings of the debiasing methods."""
+
+    modalities: list[str] = Field(default_factory=lambda: ["image", "text"])
+    eps: float = Field(0.1, ge=0)
+    mid_range: tuple[float, float] = (0.0, 1.0)
+    mrid_range: tuple[float, float] = (0.0, 1.0)
+    mme_range: tuple[float, float] = (0.0, 2.0)
+    cf_weight: float = Field(1.0, ge=0)
+    finetune: TrainSection | None = None  # MCTD and the debiasing experts (default: the base's training settings)
+    router: dict[str, Any] = Field(default_factory=dict)
+    tune_metric: str | None = None  # default F1
+    n_trials: int = Field(50, ge=1, le=50)
+
+
+class ImageTextProtocolConfig(_Strict):
+    """The protocol config (YAML: ``configs/image_text/*.yaml``)."""
+
+    data: ComponentConfig
+    backbone: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="image_text"))
+    train: TrainSection = Field(default_factory=TrainSection)
+    counterfactual: CounterfactualSection = Field(default_factory=CounterfactualSection)
+    methods: MethodsSection = Field(default_factory=MethodsSection)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    train_limit: int | None = Field(None, ge=1)  # random subset of the training split (quick runs)
+
+
+def load_protocol_config(path: Path | str) -> ImageTextProtocolConfig:
+    """Read and validate a protocol YAML file (ConfigError naming the file and the field)."""
+    return load_config(path, ImageTextProtocolConfig)
+
+
+def _text_encoder(cfg: ImageTextProtocolConfig) -> TextEncoder:
+    """The text encoder the data source used (its ``text_encoder`` / ``cache_dir`` parameters)."""
+    params = cfg.data.params
+    encoder = params.get("text_encoder", "minilm")
+    return build_text_encoder(encoder, params.get("cache_dir")) if isinstance(encoder, str) else encoder
+
+
+def limit_train(bundle: DataBundle, limit: int | None, seed: int = 0) -> DataBundle:
+    """``bundle`` with a random subset of ``limit`` training samples (order kept; ``seed`` fixed, not the run seed)."""
+    train = bundle["train"]
+    if limit is None or limit >= len(train):
+        return bundle
+    keep = np.sort(np.random.default_rng(seed).choice(len(train), size=limit, replace=False))
+    meta = {**bundle.meta, "train_limit": limit, "train_size_full": len(train)}
+    return DataBundle({**bundle.splits, "train": train.subset(keep.tolist())}, bundle.task, name=bundle.name, meta=meta)
+
+
+def _has_extra(bundle: DataBundle, key: str) -> bool:
+    return key in bundle["train"][0].extras
+
+
+def load_image_text_bundle(cfg: ImageTextProtocolConfig) -> DataBundle:
+    """The configured data, training subset applied, with model-free text counterfactuals attached."""
+    bundle = limit_train(DATASETS.build(cfg.data.name, **cfg.data.params), cfg.train_limit)
+    return attach_model_free_counterfactuals(cfg, bundle)
+
+
+def attach_model_free_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle) -> DataBundle:
+    text = cfg.counterfactual.text
+    if text is None or _has_extra(bundle, "text_cf"):
+        return bundle
+    if text.name not in MODEL_FREE_TEXT_CF:
+        raise ConfigError(f"counterfactual.text must be one of {sorted(MODEL_FREE_TEXT_CF)}, got '{text.name}'")
+    extractor = MODEL_FREE_TEXT_CF[text.name](**text.params)
+    return make_counterfactual_bundle(bundle, extractor, None, _text_encoder(cfg), cache_dir=cfg.data.params.get("cache_dir"))
+
+
+def _model_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle, base: Method, splits: Sequence[str]) -> DataBundle:
+    """Image counterfactuals made with the trained base model (when configured, the data has images and has none yet)."""
+    image = cfg.counterfactual.image
+    if image is None or "image" not in bundle.dims() or all("image_cf" in bundle[s][0].extras for s in splits):
+        return bundle
+    if image.name != "attribute_mask":
+        raise ConfigError(f"counterfactual.image must be 'attribute_mask', got '{image.name}'")
+    from robustmsa.debias.image_cf import AttributeMasker
+
+    masker = AttributeMasker(base, replacement=mask_embedding(_text_encoder(cfg)), **image.params)
+    return make_counterfactual_bundle(bundle, None, masker, splits=splits)
+
+
+def _run_seed(cfg: ImageTextProtocolConfig, bundle: DataBundle, seed: int) -> dict[str, Any]:
+    meter = CostMeter()
+    train_cfg = cfg.train.to_train_config()
+    finetune_cfg = (cfg.methods.finetune or cfg.train).to_train_config()
+    m = cfg.methods
+    modalities = debiased_modalities(m.modalities, bundle.dims())
+    common = {"modalities": modalities, "tune_metric": m.tune_metric, "n_trials": m.n_trials, "tune_seed": seed}
+    with seeded(seed):
+        base = Supervised(BACKBONES.build(cfg.backbone.name, bundle.dims(), bundle.task, **cfg.backbone.params))
+    with meter.measure("base_train", base):
+        base_fit = fit(base, bundle, train_cfg, seed=seed)
+    with meter.measure("cf_train", base):
+        data = _model_counterfactuals(cfg, bundle, base, ("train", "valid"))
+    with meter.measure("cf_test", base):
+        data = _model_counterfactuals(cfg, data, base, ("test",))
+
+    mid = MID.from_base(base, alpha_range=m.mid_range, beta_range=m.mid_range, **common)
+    with meter.measure("mid_tune", mid):
+        calibration = {"MID": mid.calibrate(data)}
+    with meter.measure("router_fit", base):
+        router_fit, router_record = fit_router(base.backbone, data, modalities, as_router_config(m.router), eps=m.eps, seed=seed)
+    mrid = MRID.from_base(base, router_fit.router, eps=m.eps, weight_range=m.mrid_range, **common)
+    with meter.measure("mrid_tune", mrid):
+        calibration["MRID"] = mrid.calibrate(data)
+    with seeded(seed):
+        mctd = MCTD(copy.deepcopy(base.backbone), modalities=modalities, cf_weight=m.cf_weight, eps=m.eps)
+    with meter.measure("mctd_train", mctd):
+        mctd_fit = fit(mctd, data, finetune_cfg, seed=seed)
+    mme = MMEJD.from_base(base, router_fit.router, eps=m.eps, cf_weight=m.cf_weight, weight_range=m.mme_range, expert_train=finetune_cfg, **common)
+    with meter.measure("experts_train", mme):
+        experts = mme.train_experts(data, seed=seed)
+    with meter.measure("mme_tune", mme):
+        calibration["MME-JD"] = {**experts, **mme.calibrate(data)}
+
+    test = data["test"]
+    truth = test.labels()
+    runs: dict[str, tuple[Method, str]] = {"base": (base, "factual"), "MID": (mid, "mid"), "MCTD": (mctd, "factual"), "MME-JD": (mme, "routed"), "MRID": (mrid, "routed")}
+    metrics = {}
+    for name, (method, mode) in runs.items():
+        with meter.measure(f"{name}_infer", method):
+            pred = predict(method, test, mode)
+        metrics[name] = task_metrics(pred, truth, bundle.task.kind, bundle.task.num_classes)
+
+    components = collect_components(mrid, test)
+    category = split_categories(components, test, m.eps)
+    routed = components["route"].argmax(dim=-1).numpy()
+    router = {
+        "loss": router_fit.loss,
+        "valid_f05": router_fit.valid_f05,
+        "valid_f05_per_loss": router_fit.per_loss,
+        "categories": {**{k.removeprefix("categories_"): v for k, v in router_record.items() if k.startswith("categories_")}, "test": category_counts(category)},
+        "test": router_analysis(routed, category, mrid.strategies),
+        "routed_share_test": {str(c): float(np.mean(routed == c)) for c in mrid.strategies},
+        "oracle": {"MRID": oracle_bound(mrid, components, truth), "MME-JD": oracle_bound(mme, collect_components(mme, test), truth)},
+    }
+    return {
+        "metrics": metrics,
+        "calibration": calibration,
+        "router": router,
+        "cost": cost_table(meter, COST_RECIPES, base="base", n_test=len(test)),
+        "epochs": {"base": base_fit.epochs, "MCTD": mctd_fit.epochs},
+        "valid": {"base": base_fit.best_score, "MCTD": mctd_fit.best_score},
+    }
+
+
+def run_image_text_protocol(
+    config: ImageTextProtocolConfig | Path | str,
+    out_dir: Path | str,
+    seeds: Sequence[int] | None = None,
+    *,
+    bundle: DataBundle | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Run the protocol over ``seeds`` (default: the config's); write ``image_text_<dataset>.json`` / ``.md`` into ``out_dir``.
+
+    ``bundle``: data to use instead of loading ``config.data`` (model-free text
+    counterfactuals are still attached when configured and absent).
+    """
+    cfg = config if isinstance(config, ImageTextProtocolConfig) else load_protocol_config(config)
+    stem = f"image_text_{cfg.data.name}"
+    out = prepare_out_dir(Path(out_dir), overwrite, marker=f"{stem}.json")
+    data = attach_model_free_counterfactuals(cfg, limit_train(bundle, cfg.train_limit)) if bundle is not None else load_image_text_bundle(cfg)
+    results = run_seeds(lambda seed: _run_seed(cfg, data, seed), seeds if seeds is not None else cfg.seeds)
+    results["config"] = cfg.model_dump(mode="json")
+    results["data"] = {"name": data.name, "sizes": {k: len(v) for k, v in data.splits.items()}, "modalities": sorted(data.dims()), "meta": _plain(data.meta)}
+    write_json(out / f"{stem}.json", results)
+    write_text_atomic(out / f"{stem}.md", protocol_report(results))
+    return results
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy of bundle metadata (numbers, strings, lists, dicts)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
+def _mean(cell: Any) -> float:
+    return float(cell["mean"]) if isinstance(cell, Mapping) and cell.get("mean") is not None else float("nan")
+
+
+def _count(cell: Any) -> str:
+    """A count (mean ± std over seeds) without decimals."""
+    return f"{cell['mean']:.0f} ± {cell['std']:.1f}" if cell.get("n", 1) > 1 else f"{cell['mean']:.0f}"
+
+
+def protocol_report(results: Mapping[str, Any]) -> str:
+    """Markdown: test metrics, difference to the base, router analysis, oracle bound, categories and cost."""
+    agg = results["aggregate"]
+    data = results["data"]
+    lines = [
+        f"# Image-text debiasing on {data['name']}",
+        "",
+        f"Seeds {results['seeds']} (mean ± sample std); test split; sizes {data['sizes']}; modalities {data['modalities']}.",
+        "All weights, checkpoints and router losses chosen on validation data only.",
+        "",
+        "## Test metrics",
+        "",
+        markdown_table({name: agg["metrics"][name] for name in METHOD_NAMES}, list(METRIC_COLUMNS), row_header="method"),
+        "## F1 difference to the base model",
+        "",
+        "| method | ΔF1 (mean) | std of method | std of base | Δ > both stds |",
+        "|---|---|---|---|---|",
+    ]
+    base = agg["metrics"]["base"]["F1"]
+    for name in METHOD_NAMES[1:]:
+        cell = agg["metrics"][name]["F1"]
+        delta = _mean(cell) - _mean(base)
+        beats = "n/a (one seed)" if base["n"] < 2 else "yes" if math.isfinite(delta) and delta > max(cell["std"], base["std"]) else "no"
+        lines.append(f"| {name} | {100 * delta:+.2f} | {100 * cell['std']:.2f} | {100 * base['std']:.2f} | {beats} |")
+    router = agg["router"]
+    test = router["test"]
+    lines += ["", "## Router on the test set (categories of the base model)", ""]
+    if "per_category" in test:
+        per_category = {name: {**row, "support": _count(row["support"])} for name, row in test["per_category"].items()}
+        lines.append(markdown_table(per_category, ["Precision", "Recall", "F0.5", "support"], row_header="category"))
+        lines += ["Confusion matrix (rows: true category, columns: routed strategy; counts, mean ± std over seeds):", ""]
+        confusion = {name: {k: _count(v) for k, v in row.items()} for name, row in test["confusion"].items()}
+        lines.append(markdown_table(confusion, list(confusion), row_header="true \\ routed"))
+        lines.append(f"Routing accuracy {format_value(test['accuracy'], 'Acc')} % on {_mean(test['n']):.0f} categorised samples ({_mean(test['n_excluded']):.0f} excluded).\n")
+    lines += ["## Oracle router (upper bound) vs the learned router", ""]
+    oracle = {f"{name} oracle": router["oracle"][name] for name in ("MRID", "MME-JD")}
+    lines.append(markdown_table({**oracle, "MRID": agg["metrics"]["MRID"], "MME-JD": agg["metrics"]["MME-JD"]}, list(METRIC_COLUMNS), row_header="router"))
+    lines += ["## Sample categories (base model, tolerance eps)", ""]
+    categories = {split: {k: _count(v) for k, v in counts.items()} for split, counts in router["categories"].items()}
+    lines.append(markdown_table(categories, ["none", "image", "text", "both", "excluded"], row_header="split"))
+    lines += ["## Cost relative to the base model (forward passes counted with hooks; wall time)", ""]
+    lines.append(markdown_table({name: agg["cost"][name] for name in METHOD_NAMES}, list(COST_COLUMNS), row_header="method"))
+    lines.append("Forward passes: samples through the image-text backbone(s), training including validation passes; cf_* stages = counterfactual inputs made with the base model.\n")
+    return "\n".join(lines)

@@ -1,0 +1,450 @@
+"""Robustness to incomplete inputs: the missing-rate sweep and the sentiment-clue sensitivity analysis.
+
+* :func:`sweep_missing`: for each seed and each model of a
+  :class:`MissingSweepConfig`, train with ``fit`` (checkpoints selected on
+  validation data at r = 0.5, mode ``missing``), then evaluate the test split
+  with every modality corrupted at r = 0.0, 0.1, ..., 0.9 (the same masks for
+  every model: mask seed = training seed); the mean over r; mean +- std over
+  seeds. Writes ``results.json``, ``report.md`` and ``missing_<metric>.png``
+  (metric vs r, one curve per model).
+* :func:`sentiment_clue_sensitivity`: mask one text token at a time in the
+  correctly classified test texts and count, per token, how often the polarity
+  of the prediction flips (``sensitivity_<model>.png``: the most
+  error-triggering tokens).
+* Data views for real data: :func:`natural_missing_text` (CMU word-aligned
+  sets whose train text is missing by nature), :func:`image_as_vision`
+  (MMSD2.0: image attribute words as the visual stream, no audio),
+  :func:`subsample` (a random subset of each split) and :func:`standardize`
+  (z-scored audio/vision features, all-zero frames kept at zero).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from pydantic import Field, ValidationError
+
+from robustmsa.config import ComponentConfig, ExperimentConfig, TrainSection, _Strict
+from robustmsa.data.batch import Sample, collate
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
+from robustmsa.errors import ConfigError, DataError
+from robustmsa.evaluation.protocols import mean_std, run_seeds
+from robustmsa.evaluation.report import bar_plot, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.experiment import build_method
+from robustmsa.method import Method, target_of
+from robustmsa.metrics import REGRESSION_METRICS, task_metrics
+from robustmsa.reconstruct.corruption import EVAL_RATES, corrupt_batch, drop_positions
+from robustmsa.registry import DATASETS
+from robustmsa.training.fit import fit, load_checkpoint_state
+
+# --------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------
+
+
+class SensitivitySection(_Strict):
+    enabled: bool = True
+    top_k: int = Field(20, ge=1)
+    max_samples: int | None = Field(300, ge=1)
+
+
+class SweepTrainSection(TrainSection):
+    """Training settings of a sweep: checkpoints are selected at r = 0.5 (mode ``missing``) unless told otherwise."""
+
+    valid_mode: str = "missing"
+    progress: bool = False
+
+
+class MissingSweepConfig(_Strict):
+    """A missing-rate sweep: one data set and backbone, several methods (display name -> method)."""
+
+    data: ComponentConfig
+    views: list[ComponentConfig] = Field(default_factory=list)  # applied in order; names in VIEWS
+    backbone: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="text_centric"))
+    models: dict[str, ComponentConfig]
+    train: SweepTrainSection = Field(default_factory=SweepTrainSection)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    rates: list[float] = Field(default_factory=lambda: list(EVAL_RATES))
+    eval_split: str = "test"
+    sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)
+
+
+def load_sweep_config(path: Path | str) -> MissingSweepConfig:
+    """Read and validate a sweep YAML (configs/missing/*.yaml); ConfigError naming file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return MissingSweepConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{path}: field '{'.'.join(str(p) for p in first['loc'])}': {first['msg']}") from None
+
+
+# --------------------------------------------------------------------------
+# Data views
+# --------------------------------------------------------------------------
+
+
+def natural_missing_text(bundle: DataBundle, *, train_share: float = 0.4, valid_share: float = 0.2, label_shift: float = 0.0, seed: int = 0) -> DataBundle:
+    """CMU word-aligned sets (YouTube, MMMO) whose train split has no text: keep the natural gap.
+
+    Samples of splits without text get text missing by nature: zero token
+    vectors, one per word step (max of the audio/vision lengths, at least 1),
+    which the corruption protocol counts as missing. The samples that have
+    text (the original valid and test splits) are pooled and re-split at
+    random (``seed``) into ``train_share`` for training (added to the
+    text-less training samples), ``valid_share`` for validation and the rest
+    for test. ``label_shift`` is subtracted from regression labels (MMMO: 3,
+    so that the rating's midpoint is 0 as the MMSA metrics assume).
+    """
+    missing = set(bundle.meta.get("missing_text_splits", []))
+    if not missing:
+        raise DataError(bundle.name, "text", "no split misses its text; natural_missing_text applies to CMU sets such as MMMO and YouTube")
+    if len(missing) == len(bundle.splits):
+        raise DataError(bundle.name, "text", "every split misses its text; a text-centric model cannot be evaluated")
+    if not (0 < train_share and 0 < valid_share and train_share + valid_share < 1):
+        raise ConfigError(f"natural_missing_text needs 0 < train_share, valid_share and train_share + valid_share < 1, got {train_share}, {valid_share}")
+    dim = bundle.dims()["text"] if "text" in bundle.dims() else next(s.text.shape[1] for n in bundle.splits if n not in missing for s in bundle[n])
+    task = bundle.task
+    if task.kind == "regression" and label_shift:
+        lo, hi = task.label_range or (None, None)
+        task = dataclasses.replace(task, label_range=None if lo is None else (lo - label_shift, hi - label_shift))
+
+    def shifted(s: Sample) -> Sample:
+        return dataclasses.replace(s, label=s.label - label_shift) if task.kind == "regression" and s.label is not None else s
+
+    textless = [shifted(dataclasses.replace(s, text=np.zeros((max(s.audio.shape[0], s.vision.shape[0], 1), dim), np.float32))) for n in sorted(missing) for s in bundle[n]]
+    pool = [shifted(s) for n in bundle.splits if n not in missing for s in bundle[n]]
+    order = np.random.default_rng(seed).permutation(len(pool))
+    a, b = int(round(train_share * len(pool))), int(round((train_share + valid_share) * len(pool)))
+    parts = {"train": textless + [pool[i] for i in order[:a]], "valid": [pool[i] for i in order[a:b]], "test": [pool[i] for i in order[b:]]}
+    splits = {name: MultimodalSplit(samples, name=name, source=bundle[name].source if name in bundle else bundle.name, task=task) for name, samples in parts.items()}
+    meta = {**bundle.meta, "view": "natural_missing_text", "textless_train": len(textless), "pool_with_text": len(pool), "label_shift": label_shift, "resplit_seed": seed}
+    return DataBundle(splits, task, name=bundle.name, meta=meta)
+
+
+def image_as_vision(bundle: DataBundle) -> DataBundle:
+    """Text + image data (MMSD2.0): the image tokens become the visual stream; audio is absent (length 0)."""
+    splits = {}
+    for name, split in bundle.splits.items():
+        if any(s.image is None for s in split):
+            raise DataError(split.source, "image", f"split '{name}' has samples without image tokens")
+        samples = [dataclasses.replace(s, vision=s.image, image=None, audio=np.zeros((0, 1), np.float32)) for s in split]
+        splits[name] = MultimodalSplit(samples, name=name, source=split.source, task=split.task)
+    return DataBundle(splits, bundle.task, name=bundle.name, meta={**bundle.meta, "view": "image_as_vision"})
+
+
+def subsample(bundle: DataBundle, max_per_split: int, seed: int = 0) -> DataBundle:
+    """At most ``max_per_split`` samples of each split, drawn at random (``seed``), in their original order."""
+    if max_per_split < 1:
+        raise ConfigError(f"max_per_split must be >= 1, got {max_per_split}")
+    rng = np.random.default_rng(seed)
+    splits = {name: split.subset(sorted(rng.choice(len(split), size=min(max_per_split, len(split)), replace=False).tolist())) for name, split in bundle.splits.items()}
+    return DataBundle(splits, bundle.task, name=bundle.name, meta={**bundle.meta, "subsample": {"max_per_split": max_per_split, "seed": seed}})
+
+
+def standardize(bundle: DataBundle, modalities: Sequence[str] = ("audio", "vision")) -> DataBundle:
+    """Z-score each feature of ``modalities`` with statistics of the training frames (raw COVAREP reaches 255).
+
+    All-zero frames (missing by nature, or padding-like steps) stay all-zero
+    so that they still count as missing; they are left out of the statistics.
+    """
+    stats = {}
+    for m in modalities:
+        frames = [f for s in bundle["train"] for f in (getattr(s, m),) if f is not None]
+        if not frames:
+            raise DataError(bundle.name, m, "no training frames to standardise")
+        x = np.concatenate(frames)
+        x = x[np.any(x != 0, axis=1)]
+        if x.shape[0] < 2:
+            raise DataError(bundle.name, m, "fewer than two non-empty training frames to standardise")
+        std = x.std(axis=0)
+        stats[m] = (x.mean(axis=0), np.where(std > 1e-6, std, 1.0))
+
+    def scaled(s: Sample) -> Sample:
+        changes = {}
+        for m, (mean, std) in stats.items():
+            x = getattr(s, m)
+            changes[m] = np.where(np.any(x != 0, axis=1, keepdims=True), (x - mean) / std, 0.0).astype(np.float32)
+        return dataclasses.replace(s, **changes)
+
+    splits = {name: MultimodalSplit([scaled(s) for s in split], name=name, source=split.source, task=split.task) for name, split in bundle.splits.items()}
+    return DataBundle(splits, bundle.task, name=bundle.name, meta={**bundle.meta, "standardized": list(stats)})
+
+
+VIEWS: dict[str, Callable[..., DataBundle]] = {"natural_missing_text": natural_missing_text, "image_as_vision": image_as_vision, "subsample": subsample, "standardize": standardize}
+
+
+def load_sweep_data(config: MissingSweepConfig) -> DataBundle:
+    """The configured data source, through its views in order."""
+    bundle = DATASETS.build(config.data.name, **config.data.params)
+    for view in config.views:
+        if view.name not in VIEWS:
+            raise ConfigError(f"unknown data view '{view.name}'; choose one of {sorted(VIEWS)}")
+        try:
+            bundle = VIEWS[view.name](bundle, **view.params)
+        except TypeError as exc:
+            raise ConfigError(f"data view '{view.name}': {exc}") from None
+    return bundle
+
+
+# --------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------
+
+
+def _check_rates(rates: Sequence[float]) -> list[float]:
+    rates = [float(r) for r in rates]
+    if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
+        raise ConfigError(f"missing rates must be a non-empty list of values in [0, 1], got {rates}")
+    return rates
+
+
+@torch.no_grad()
+def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[float], seed: int, batch_size: int = 128) -> dict[str, Any]:
+    """``{'rates': {'0.0': metrics, ...}, 'mean': metrics averaged over r}`` with every modality corrupted at r."""
+    rates = _check_rates(rates)
+    task = method.task
+    was_training = method.training
+    method.eval()
+    preds: dict[float, list[torch.Tensor]] = {r: [] for r in rates}
+    truth = []
+    try:
+        for batch in make_loader(split, batch_size):
+            truth.append(target_of(batch, task))
+            for r in rates:
+                preds[r].append(method.predict(corrupt_batch(batch, r, seed), "factual").cpu())
+    finally:
+        method.train(was_training)
+    y = torch.cat(truth).numpy()
+    per_rate = {f"{r:.1f}": task_metrics(torch.cat(preds[r]).numpy(), y, task.kind, task.num_classes) for r in rates}
+    mean = {k: float(np.mean([m[k] for m in per_rate.values()])) for k in next(iter(per_rate.values()))}
+    return {"rates": per_rate, "mean": mean}
+
+
+def _polarity(pred: torch.Tensor, task: TaskSpec) -> torch.Tensor:
+    """Decision of predictions: sign for regression scores, argmax for class scores."""
+    return torch.sign(pred) if task.kind == "regression" else pred.argmax(dim=-1)
+
+
+def token_strings(sample: Sample) -> list[str]:
+    """Token string per text position: the raw text's words when they match the non-special positions, else '#j'."""
+    n = sample.text.shape[0]
+    special = sample.text_special if sample.text_special is not None else np.zeros(n, bool)
+    words = (sample.raw_text or "").split()
+    out = [f"#{j}" for j in range(n)]
+    positions = np.flatnonzero(~special)
+    if len(words) == len(positions):
+        for j, word in zip(positions, words):
+            out[j] = word.lower()
+    return out
+
+
+@torch.no_grad()
+def sentiment_clue_sensitivity(
+    method: Method,
+    split: MultimodalSplit,
+    *,
+    top_k: int = 20,
+    max_samples: int | None = None,
+    tokens_of: Callable[[Sample], list[str]] = token_strings,
+) -> dict[str, Any]:
+    """Mask one text token at a time in correctly classified texts; count polarity flips per token.
+
+    Correct: the sign of a regression prediction equals the sign of a non-zero
+    label (the argmax equals the class otherwise). Returns counts, the flip
+    rate over all masked tokens and the ``top_k`` tokens by number of flips.
+    """
+    task = method.task
+    if task.kind == "multilabel":
+        raise ConfigError("the sentiment-clue sensitivity analysis needs a regression or single-label classification task")
+    was_training = method.training
+    method.eval()
+    flips: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    n_correct = 0
+    try:
+        for sample in split:
+            if max_samples is not None and n_correct >= max_samples:
+                break
+            single = collate([sample])
+            truth = target_of(single, task)
+            clean = _polarity(method.predict(single, "factual"), task)
+            if (task.kind == "regression" and (truth[0] == 0 or clean[0] != torch.sign(truth[0]))) or (task.kind != "regression" and clean[0] != truth[0]):
+                continue
+            mask = single.text_mask[0] & ~single.text_special[0].bool()
+            positions = torch.nonzero(mask).flatten()
+            if positions.numel() == 0:
+                continue
+            n_correct += 1
+            batch = collate([sample] * positions.numel())
+            dropped = torch.zeros_like(batch.text_mask)
+            dropped[torch.arange(positions.numel()), positions] = True
+            masked = _polarity(method.predict(drop_positions(batch, "text", dropped), "factual"), task)
+            tokens = tokens_of(sample)
+            for j, flipped in zip(positions.tolist(), (masked != clean[0]).tolist()):
+                counts[tokens[j]] += 1
+                flips[tokens[j]] += int(flipped)
+    finally:
+        method.train(was_training)
+    total = sum(counts.values())
+    top = [{"token": t, "flips": k, "count": counts[t], "rate": k / counts[t]} for t, k in flips.most_common(top_k) if k > 0]
+    return {"n_correct": n_correct, "n_masked": total, "flip_rate": sum(flips.values()) / total if total else float("nan"), "top": top}
+
+
+# --------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------
+
+
+def _columns(kind: str) -> list[str]:
+    return list(REGRESSION_METRICS) if kind == "regression" else ["Acc", "F1", "Macro_F1", "Weighted_F1"]
+
+
+def sweep_missing(
+    config: MissingSweepConfig,
+    out_dir: Path,
+    seeds: Sequence[int] | None = None,
+    rates: Sequence[float] | None = None,
+    *,
+    overwrite: bool = False,
+    bundle: DataBundle | None = None,
+) -> dict[str, Any]:
+    """Train every model of ``config`` per seed and evaluate it at every missing rate (see module doc).
+
+    ``seeds`` / ``rates`` override the config's. Returns (and writes to
+    ``out_dir/results.json``) ``{'seeds', 'per_seed': {seed: {model: {'rates',
+    'mean', 'best_valid', 'epochs', 'sensitivity'?}}}, 'aggregate', 'config'}``.
+    """
+    seeds = list(seeds) if seeds is not None else list(config.seeds)
+    rates = _check_rates(rates if rates is not None else config.rates)
+    out = prepare_out_dir(out_dir, overwrite)
+    bundle = bundle if bundle is not None else load_sweep_data(config)
+    split = bundle[config.eval_split]
+    train_cfg = config.train.to_train_config()
+
+    def one_seed(seed: int) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for name, component in config.models.items():
+            experiment = ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train, seeds=[seed])
+            method = build_method(experiment, bundle, seed)
+            fitted = fit(method, bundle, train_cfg, seed=seed, out_dir=out / f"seed_{seed}" / name, config={"sweep_model": name, **experiment.model_dump(mode="json")})
+            results[name] = {**evaluate_missing(method, split, rates, seed), "best_valid": fitted.best_score, "epochs": fitted.epochs}
+            if config.sensitivity.enabled and seed == seeds[0]:
+                results[name]["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
+        return results
+
+    results = run_seeds(one_seed, seeds)
+    results["config"] = config.model_dump(mode="json")
+    results["rates"] = rates
+    results["data"] = {"name": bundle.name, "sizes": {n: len(s) for n, s in bundle.splits.items()}, "views": [v.name for v in config.views]}
+    write_json(out / "results.json", results)
+    write_text_atomic(out / "report.md", sweep_report(results, bundle.task.kind))
+    write_sweep_plots(out, results, bundle.task.kind)
+    return results
+
+
+def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle | None = None) -> tuple[Method, DataBundle]:
+    """A trained model of a sweep folder (best checkpoint of ``model`` for ``seed``) and its data, e.g. for
+    :func:`sentiment_clue_sensitivity` on another split."""
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise DataError(results_path, None, "file not found (not a sweep folder?)")
+    config = MissingSweepConfig.model_validate(json.loads(results_path.read_text(encoding="utf-8"))["config"])
+    if model not in config.models:
+        raise ConfigError(f"{results_path}: no model '{model}'; the sweep has {sorted(config.models)}")
+    checkpoint = run_dir / f"seed_{seed}" / model / "best.ckpt"
+    if not checkpoint.is_file():
+        raise DataError(checkpoint, None, "checkpoint not found")
+    bundle = bundle if bundle is not None else load_sweep_data(config)
+    method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone, method=config.models[model], train=config.train, seeds=[seed]), bundle, seed)
+    state = load_checkpoint_state(checkpoint)["state_dict"]
+    method.load_state_dict({k.removeprefix("method."): v for k, v in state.items()})
+    return method, bundle
+
+
+def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Merge sweeps of the same config run separately (e.g. one process per seed) into one result.
+
+    The per-seed results are pooled (a seed may appear once), re-aggregated
+    (mean +- std over seeds) and written with the report and plots to ``out_dir``.
+    """
+    parts = []
+    for run in run_dirs:
+        path = Path(run) / "results.json"
+        if not path.is_file():
+            raise DataError(path, None, "file not found")
+        parts.append(json.loads(path.read_text(encoding="utf-8")))
+    first = parts[0]
+    per_seed: dict[str, Any] = {}
+    for part, run in zip(parts, run_dirs):
+        if part["config"]["models"] != first["config"]["models"] or part["rates"] != first["rates"] or part["data"] != first["data"]:
+            raise DataError(run, "config", "was run with other models, rates or data than the first run; cannot combine")
+        for seed, result in part["per_seed"].items():
+            if seed in per_seed:
+                raise DataError(run, "per_seed", f"seed {seed} appears in more than one run")
+            per_seed[seed] = result
+    seeds = sorted(int(s) for s in per_seed)
+    ordered = {str(s): per_seed[str(s)] for s in seeds}
+    results = {"seeds": seeds, "per_seed": ordered, "aggregate": mean_std(ordered.values()), "config": first["config"], "rates": first["rates"], "data": first["data"]}
+    out = prepare_out_dir(out_dir, overwrite)
+    kind = "regression" if "MAE" in next(iter(results["aggregate"].values()))["mean"] else "classification"
+    write_json(out / "results.json", results)
+    write_text_atomic(out / "report.md", sweep_report(results, kind))
+    write_sweep_plots(out, results, kind)
+    return results
+
+
+def sweep_report(results: dict[str, Any], kind: str) -> str:
+    """Markdown: mean over r per model, then per model the metrics at each r (mean +- std over seeds)."""
+    aggregate = results["aggregate"]
+    columns = _columns(kind)
+    lines = [f"# Missing-rate sweep on {results['data']['name']}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
+    lines.append("## Mean over missing rates\n")
+    lines.append(markdown_table({name: agg["mean"] for name, agg in aggregate.items()}, columns))
+    for name, agg in aggregate.items():
+        lines.append(f"\n## {name}\n")
+        lines.append(markdown_table(agg["rates"], columns, row_header="r"))
+    first = results["per_seed"][str(results["seeds"][0])]
+    for name, res in first.items():
+        if "sensitivity" in res:
+            sens = res["sensitivity"]
+            lines.append(f"\n## Sentiment-clue sensitivity: {name} (seed {results['seeds'][0]})\n")
+            lines.append(f"{sens['n_correct']} correctly classified texts, {sens['n_masked']} tokens masked one at a time, flip rate {sens['flip_rate']:.3f}.\n\n")
+            lines.append("| token | flips | count | rate |\n|---|---|---|---|\n" + "".join(f"| {t['token']} | {t['flips']} | {t['count']} | {t['rate']:.2f} |\n" for t in sens["top"]))
+    return "\n".join(lines)
+
+
+def write_sweep_plots(out: Path, results: dict[str, Any], kind: str) -> list[Path]:
+    """``missing_<metric>.png`` (metric vs r, one curve per model, +- std band) and ``sensitivity_<model>.png``."""
+    paths = []
+    rates = results["rates"]
+    for metric in ("MAE", "Non0_acc_2", "Mult_acc_7", "Corr") if kind == "regression" else ("Acc", "F1", "Macro_F1"):
+        curves, errors = {}, {}
+        for name, agg in results["aggregate"].items():
+            cells = [agg["rates"][f"{r:.1f}"][metric] for r in rates]
+            curves[name] = (rates, [c["mean"] for c in cells])
+            errors[name] = [c["std"] for c in cells]
+        paths.append(line_plot(out / f"missing_{metric}.png", curves, xlabel="missing rate r", ylabel=metric, title=f"{metric} vs missing rate", errors=errors))
+    first = results["per_seed"][str(results["seeds"][0])]
+    for name, res in first.items():
+        top = res.get("sensitivity", {}).get("top", [])
+        if top:
+            paths.append(bar_plot(out / f"sensitivity_{name}.png", {name: {t["token"]: t["flips"] for t in top[:12]}}, ylabel="polarity flips", title=f"Most error-triggering tokens ({name})"))
+    return paths

@@ -1,0 +1,71 @@
+"""The demo and the command line, end to end on a small generated corpus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
+from robustmsa.demo import DemoEntry, _supervised, run_demo
+
+
+@pytest.fixture(scope="module")
+def small_corpus():
+    return generate_corpus(SyntheticConfig.small())
+
+
+def test_demo_writes_results_report_and_plot(small_corpus, tmp_path: Path) -> None:
+    entries = [DemoEntry("Text-only", _supervised("text_only", hidden=16)), DemoEntry("LF-DNN", _supervised("lf_dnn", hidden=16))]
+    results = run_demo(tmp_path / "demo", corpus=small_corpus, entries=entries, max_epochs=2, seeds=(0, 1))
+    saved = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert set(saved["models"]) == {"Text-only", "LF-DNN"}
+    for model in saved["models"].values():
+        assert set(model["aggregate"]) == {"test", "test_ood"}
+        assert model["aggregate"]["test"]["Has0_acc_2"]["n"] == 2
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "![Acc-2 IID vs OOD](acc2_iid_vs_ood.png)" in report and "## OOD drop" in report
+    assert (tmp_path / "demo" / "acc2_iid_vs_ood.png").read_bytes()[:4] == b"\x89PNG"
+    iid = results["models"]["LF-DNN"]["aggregate"]["test"]["Has0_acc_2"]["mean"] * 100
+    assert f"| LF-DNN | {iid:.2f} |" in report
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from robustmsa.cli import main; main()", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_cli_help_and_user_errors(tmp_path: Path) -> None:
+    assert "demo" in _cli("--help", cwd=tmp_path).stdout
+    missing = _cli("train", "--config", "absent.yaml", cwd=tmp_path)
+    assert missing.returncode == 2 and "absent.yaml: config file not found" in missing.stderr and "Traceback" not in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {name: synthetic}\nbackbone: {name: tfn}\ntrain: {epochs: 3}\n")
+    result = _cli("train", "--config", str(bad), cwd=tmp_path)
+    assert result.returncode == 2 and "field 'train.epochs'" in result.stderr and "Traceback" not in result.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("data: {name: synthetic, params: {n_train: -5}}\nbackbone: {name: tfn}\n")
+    result = _cli("train", "--config", str(unknown), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 2 and "n_train" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_train_then_evaluate(tmp_path: Path) -> None:
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        "data: {name: synthetic, params: {n_train: 80, n_valid: 20, n_test: 20, n_test_ood: 20, n_valid_ood: 10, text_encoder: hash}}\n"
+        "backbone: {name: lf_dnn, params: {hidden: 8}}\n"
+        "train: {max_epochs: 1, progress: false}\n"
+        "seeds: [0]\n"
+    )
+    run = tmp_path / "run"
+    trained = _cli("train", "--config", str(config), "--out", str(run), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    saved = json.loads((run / "results.json").read_text())
+    evaluated = _cli("evaluate", "--run", str(run), cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert metrics["0"]["test_ood"]["factual"]["MAE"] == pytest.approx(saved["per_seed"]["0"]["metrics"]["test_ood"]["factual"]["MAE"], rel=1e-5)
+    again = _cli("train", "--config", str(config), "--out", str(run), cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr

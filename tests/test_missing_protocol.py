@@ -1,0 +1,187 @@
+"""The missing-rate sweep, the sentiment-clue sensitivity analysis and the real-data views."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from robustmsa.data.batch import Batch, Sample, collate
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+from robustmsa.errors import ConfigError, DataError
+from robustmsa.evaluation.missing_protocol import (
+    MissingSweepConfig,
+    combine_sweeps,
+    evaluate_missing,
+    image_as_vision,
+    load_sweep_config,
+    load_sweep_method,
+    natural_missing_text,
+    sentiment_clue_sensitivity,
+    standardize,
+    subsample,
+    sweep_missing,
+)
+from robustmsa.method import Method
+from robustmsa.metrics import regression_metrics
+from robustmsa.models.base import Backbone
+from robustmsa.reconstruct.corruption import missing_rates
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "missing"
+
+
+class SumOfFirstFeature(Method):
+    """Score = sum over text tokens of feature 0 (no training): masking a token removes its contribution."""
+
+    def __init__(self, dims: dict[str, int]) -> None:
+        super().__init__(Backbone(dims, TaskSpec()))
+
+    def predict(self, batch: Batch, mode: str = "factual") -> Tensor:
+        return (batch.text[..., 0] * batch.text_mask).sum(dim=1)
+
+
+def _word_split(texts: list[tuple[str, float]]) -> MultimodalSplit:
+    lexicon = {"bad": -3.0, "awful": -2.0, "good": 1.0, "great": 2.0}
+    samples = []
+    for i, (text, label) in enumerate(texts):
+        words = text.split()
+        feats = np.zeros((len(words), 2), np.float32)
+        feats[:, 0] = [lexicon.get(w, 0.1) for w in words]
+        feats[:, 1] = 1.0
+        samples.append(Sample(id=f"w{i}", raw_text=text, text=feats, audio=np.ones((3, 2), np.float32), vision=np.ones((2, 2), np.float32), label=label))
+    return MultimodalSplit(samples, name="test", source="words", task=TaskSpec())
+
+
+def test_sensitivity_counts_flips_per_token() -> None:
+    split = _word_split([("the food was bad", -1.0), ("good and great", 2.0), ("good but awful", -1.0), ("bad", 1.0)])
+    method = SumOfFirstFeature({"text": 2, "audio": 2, "vision": 2})
+    out = sentiment_clue_sensitivity(method, split, top_k=5)
+    # correct: texts 0 (score -2.7), 1 (3.1), 2 (-0.9); text 3 (score -3, label +1) is wrong and skipped
+    assert out["n_correct"] == 3 and out["n_masked"] == 4 + 3 + 3
+    top = {t["token"]: (t["flips"], t["count"]) for t in out["top"]}
+    # flips by hand: "bad" in text 0 (-2.7 -> 0.3), "awful" in text 2 (-0.9 -> 1.1); nothing in text 1
+    assert top == {"bad": (1, 1), "awful": (1, 1)}
+    assert out["flip_rate"] == pytest.approx(2 / 10)
+
+
+def test_evaluate_missing_clean_rate_matches_plain_metrics_and_is_deterministic() -> None:
+    split = _word_split([("good day", 1.0), ("bad day", -2.0), ("great great day", 2.5), ("awful", -1.5), ("good bad good", 0.5)])
+    method = SumOfFirstFeature({"text": 2, "audio": 2, "vision": 2})
+    out = evaluate_missing(method, split, [0.0, 0.5, 1.0], seed=3, batch_size=2)
+    clean = regression_metrics(method.predict(collate(split.samples)).numpy(), split.labels())
+    assert out["rates"]["0.0"] == pytest.approx(clean)
+    assert out["rates"]["1.0"]["MAE"] == pytest.approx(float(np.mean(np.abs(split.labels()))))  # all tokens gone: score 0
+    assert out["mean"]["MAE"] == pytest.approx(np.mean([out["rates"][r]["MAE"] for r in ("0.0", "0.5", "1.0")]))
+    assert evaluate_missing(method, split, [0.5], seed=3)["rates"]["0.5"] == out["rates"]["0.5"]  # batch size does not matter
+    with pytest.raises(ConfigError):
+        evaluate_missing(method, split, [1.5], seed=0)
+
+
+def _cmu_like() -> DataBundle:
+    rng = np.random.default_rng(0)
+    task = TaskSpec(kind="regression", label_range=(1.0, 5.0))
+
+    def split(name: str, n: int, text: bool) -> MultimodalSplit:
+        samples = [
+            Sample(
+                id=f"{name}{i}",
+                text=rng.normal(size=(4, 3)).astype(np.float32) if text else None,
+                audio=rng.normal(size=(int(rng.integers(2, 6)), 2)).astype(np.float32),
+                vision=rng.normal(size=(int(rng.integers(2, 6)), 2)).astype(np.float32),
+                label=float(rng.uniform(1, 5)),
+            )
+            for i in range(n)
+        ]
+        return MultimodalSplit(samples, name=name, source="cmu", task=task)
+
+    return DataBundle({"train": split("train", 20, False), "valid": split("valid", 10, True), "test": split("test", 10, True)}, task, name="mmmo", meta={"missing_text_splits": ["train"]})
+
+
+def test_natural_missing_text_fills_zero_text_and_resplits_the_text_pool() -> None:
+    raw = _cmu_like()
+    out = natural_missing_text(raw, train_share=0.4, valid_share=0.2, label_shift=3.0, seed=1)
+    assert {n: len(s) for n, s in out.splits.items()} == {"train": 20 + 8, "valid": 4, "test": 8}
+    textless = [s for s in out["train"] if s.id.startswith("train")]
+    assert len(textless) == 20 and all(not s.text.any() and s.text.shape[0] == max(s.audio.shape[0], s.vision.shape[0]) for s in textless)
+    assert torch.all(missing_rates(collate(textless), "text") == 1.0)
+    pool = set(out["train"].ids[20:]) | set(out["valid"].ids) | set(out["test"].ids)
+    assert pool == set(raw["valid"].ids) | set(raw["test"].ids)
+    originals = {s.id: s.label for n in raw.splits for s in raw[n]}
+    assert all(s.label == pytest.approx(originals[s.id] - 3.0) for s in out["test"])
+    assert out.task.label_range == (-2.0, 2.0)
+    with pytest.raises(DataError):
+        natural_missing_text(DataBundle(dict(raw.splits), raw.task, meta={}))
+    # standardised audio: zero mean / unit variance over the non-empty training frames; empty frames stay zero
+    first = out["train"][0]
+    out["train"].samples[0] = dataclasses.replace(first, audio=np.concatenate([np.zeros((1, 2), np.float32), first.audio * 100]))
+    scaled = standardize(out, ["audio"])
+    frames = np.concatenate([s.audio for s in scaled["train"]])
+    real = frames[np.any(frames != 0, axis=1)]
+    assert np.allclose(real.mean(0), 0, atol=1e-5) and np.allclose(real.std(0), 1, atol=1e-4)
+    assert not scaled["train"][0].audio[0].any() and np.array_equal(scaled["test"][0].vision, out["test"][0].vision)
+
+
+def test_image_as_vision_moves_image_tokens() -> None:
+    task = TaskSpec(kind="classification", num_classes=2, label_range=None)
+    samples = [Sample(id=f"m{i}", text=np.ones((3, 4), np.float32), image=np.full((5, 4), i + 1.0, np.float32), label_class=i % 2) for i in range(4)]
+    bundle = DataBundle({"train": MultimodalSplit(samples, name="train", source="mmsd", task=task)}, task)
+    out = image_as_vision(bundle)
+    s = out["train"][2]
+    assert s.image is None and np.all(s.vision == 3.0) and s.audio.shape == (0, 1)
+    batch = collate(out["train"].samples)
+    assert batch.audio_lengths.tolist() == [0, 0, 0, 0]
+    small = subsample(bundle, 3, seed=0)
+    assert len(small["train"]) == 3 and set(small["train"].ids) <= set(bundle["train"].ids)
+    assert small["train"].ids == subsample(bundle, 3, seed=0)["train"].ids
+
+
+def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    config = MissingSweepConfig.model_validate(
+        {
+            "data": {"name": "toy"},
+            "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
+            "models": {"baseline": {"name": "missing_robust"}},
+            "train": {"max_epochs": 1, "batch_size": 64},
+            "sensitivity": {"max_samples": 5},
+        }
+    )
+    assert config.train.valid_mode == "missing"
+    results = sweep_missing(config, tmp_path / "sweep", seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
+    saved = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    assert saved["per_seed"]["0"]["baseline"]["rates"].keys() == {"0.0", "0.9"}
+    assert results["aggregate"]["baseline"]["mean"]["MAE"]["n"] == 1
+    assert "sensitivity" in saved["per_seed"]["0"]["baseline"]
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "| baseline |" in report and "| 0.9 |" in report
+    assert (tmp_path / "sweep" / "missing_MAE.png").stat().st_size > 0
+    with pytest.raises(ConfigError):  # never overwrite results silently
+        sweep_missing(config, tmp_path / "sweep", seeds=[0], rates=[0.0], bundle=toy_bundle)
+    method, _ = load_sweep_method(tmp_path / "sweep", "baseline", 0, bundle=toy_bundle)  # reload the best checkpoint
+    reloaded = evaluate_missing(method, toy_bundle["test"], [0.0, 0.9], seed=0)
+    assert reloaded["mean"]["MAE"] == pytest.approx(results["per_seed"]["0"]["baseline"]["mean"]["MAE"], rel=1e-5)
+    # a second seed run separately, then merged: mean +- std over both seeds
+    other = sweep_missing(config.model_copy(update={"sensitivity": config.sensitivity.model_copy(update={"enabled": False})}), tmp_path / "s1", seeds=[1], rates=[0.0, 0.9], bundle=toy_bundle)
+    merged = combine_sweeps([tmp_path / "sweep", tmp_path / "s1"], tmp_path / "both")
+    mae = [results["per_seed"]["0"]["baseline"]["mean"]["MAE"], other["per_seed"]["1"]["baseline"]["mean"]["MAE"]]
+    assert merged["seeds"] == [0, 1]
+    assert merged["aggregate"]["baseline"]["mean"]["MAE"]["mean"] == pytest.approx(np.mean(mae))
+    assert merged["aggregate"]["baseline"]["mean"]["MAE"]["std"] == pytest.approx(np.std(mae, ddof=1))
+    with pytest.raises(DataError):  # the same seed twice
+        combine_sweeps([tmp_path / "sweep", tmp_path / "sweep"], tmp_path / "twice")
+
+
+def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
+    names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+    assert "synthetic.yaml" in names
+    for path in CONFIGS.glob("*.yaml"):
+        config = load_sweep_config(path)
+        assert config.models and config.train.valid_mode == "missing"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {name: synthetic}\nmodels: {a: {name: lnln}}\nrates: [0.0]\nseeds: [0]\nsensitivty: {}\n")
+    with pytest.raises(ConfigError, match="sensitivty"):
+        load_sweep_config(bad)

@@ -51,7 +51,22 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_every_shipped_config_is_valid() -> None:
+    """Each folder of configs/ holds one kind of config; every file must validate as that kind."""
+    from robustmsa.data.synthetic import SyntheticConfig
+    from robustmsa.evaluation.clue_protocol import CLUEProtocolConfig
+    from robustmsa.evaluation.mid_protocol import ImageTextProtocolConfig
+    from robustmsa.evaluation.missing_protocol import MissingSweepConfig
+
+    kinds = {
+        "backbones": lambda p: load_config(p),
+        "mmsa": lambda p: load_config(p),
+        "clue": lambda p: load_config(p, CLUEProtocolConfig),
+        "image_text": lambda p: load_config(p, ImageTextProtocolConfig),
+        "missing": lambda p: load_config(p, MissingSweepConfig),
+        "data": SyntheticConfig.from_yaml,
+    }
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
-    experiment_configs = [p for p in configs if "backbone:" in p.read_text()]
-    for path in experiment_configs:
-        load_config(path)
+    assert len(configs) > 20
+    for path in configs:
+        assert path.parent.name in kinds, f"{path}: no config kind known for folder '{path.parent.name}'"
+        kinds[path.parent.name](path)

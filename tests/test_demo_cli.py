@@ -19,18 +19,32 @@ def small_corpus():
 
 
 def test_demo_writes_results_report_and_plot(small_corpus, tmp_path: Path) -> None:
-    entries = [DemoEntry("Text-only", _supervised("text_only", hidden=16)), DemoEntry("LF-DNN", _supervised("lf_dnn", hidden=16))]
+    from robustmsa.debias.clue import demo_entry
+
+    clue = demo_entry("lf_dnn", name="CLUE 2-class", backbone_params={"hidden": 16}, text_branch={"input": "hash", "encoder": "mean"})
+    entries = [
+        DemoEntry("Text-only", _supervised("text_only", hidden=16)),
+        DemoEntry("LF-DNN", _supervised("lf_dnn", hidden=16)),
+        DemoEntry("LF-DNN 2-class", _supervised("lf_dnn", hidden=16), scheme="has0"),
+        DemoEntry(**clue, scheme="has0"),
+    ]
     results = run_demo(tmp_path / "demo", corpus=small_corpus, entries=entries, max_epochs=2, seeds=(0, 1))
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert set(saved["models"]) == {"Text-only", "LF-DNN"}
+    assert list(saved["models"]) == ["Text-only", "LF-DNN", "LF-DNN 2-class", "CLUE 2-class"]
     for model in saved["models"].values():
         assert set(model["aggregate"]) == {"test", "test_ood"}
         assert model["aggregate"]["test"]["Has0_acc_2"]["n"] == 2
+    two_class = saved["models"]["CLUE 2-class"]
+    assert two_class["labels"] == "has0" and set(two_class["aggregate"]["test_ood"]) == {"Has0_acc_2", "Has0_F1_score"}
+    assert "MAE" in saved["models"]["LF-DNN"]["aggregate"]["test"]
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "![Acc-2 IID vs OOD](acc2_iid_vs_ood.png)" in report and "## OOD drop" in report
     assert (tmp_path / "demo" / "acc2_iid_vs_ood.png").read_bytes()[:4] == b"\x89PNG"
     iid = results["models"]["LF-DNN"]["aggregate"]["test"]["Has0_acc_2"]["mean"] * 100
-    assert f"| LF-DNN | {iid:.2f} |" in report
+    assert f"| LF-DNN | continuous | {iid:.2f} |" in report
+    acc = {m: {s: results["models"][m]["aggregate"][s]["Has0_acc_2"]["mean"] * 100 for s in ("test", "test_ood")} for m in ("LF-DNN 2-class", "CLUE 2-class")}
+    gain = acc["CLUE 2-class"]["test_ood"] - acc["LF-DNN 2-class"]["test_ood"]
+    assert f"**CLUE 2-class** vs **LF-DNN 2-class**: OOD Has0 Acc-2 {gain:+.2f} points" in report
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -103,9 +103,8 @@ def test_unknown_valid_mode_is_a_config_error(toy_bundle) -> None:
 
 
 def test_classification_training(toy_bundle) -> None:
-    from tests.conftest import make_toy_split
-
     from robustmsa.data.dataset import DataBundle, TaskSpec
+    from tests.conftest import make_toy_split
 
     task = TaskSpec(kind="classification", num_classes=2, label_range=None)
     bundle = DataBundle({n: make_toy_split(k, n, s, task=task) for n, k, s in (("train", 240, 0), ("valid", 60, 1), ("test", 60, 2))}, task)

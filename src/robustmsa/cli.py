@@ -64,6 +64,80 @@ def evaluate(
     typer.echo(json.dumps(out, indent=2))
 
 
+Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds (default: the config's).")]
+Config = Annotated[Path, typer.Option("--config", help="Protocol YAML (see configs/).")]
+
+
+@app.command("split-ood")
+def split_ood(
+    source: Annotated[str, typer.Argument(help="Data source: synthetic, mosi_csv, mmsd2, mvsa, vader, ... (see `robustmsa.registry.DATASETS`).")],
+    out: Out = Path("runs/split"),
+    param: Annotated[list[str] | None, typer.Option("--param", help="Data-source parameter KEY=VALUE (YAML value), repeatable; e.g. path=../shared/data/mosi/transcripts_labels.csv.")] = None,
+    anneal: Annotated[list[str] | None, typer.Option("--anneal", help="Other annealing setting KEY=VALUE: target, ood_fraction, min_count, tolerance, max_words...")] = None,
+    rounds: int = 800,
+    temperature: float = 0.5,
+    decay: float = 0.99,
+    seed: int = 0,
+    scheme: Annotated[str, typer.Option(help="Label classes used for the word distributions: has0, non0, 7class (continuous labels) or classes.")] = "has0",
+    overwrite: Overwrite = False,
+) -> None:
+    """Anneal an IID/OOD split (CLUE's Algorithm 1); writes split.json and label_ratios.png."""
+    from robustmsa.data.ood_split import split_ood as run_split
+
+    paths = run_split(
+        source, out, rounds=rounds, temperature=temperature, decay=decay, seed=seed, scheme=scheme, source_params=_pairs(param, "--param"), overwrite=overwrite, **_pairs(anneal, "--anneal")
+    )
+    console.print(f"[green]Split[/green]: {paths['split']}; figure: {paths['figure']}")
+
+
+@app.command()
+def clue(config: Config, out: Out = Path("runs/clue"), seeds: Seeds = None, overwrite: Overwrite = False) -> None:
+    """Base vs base + CLUE on IID and OOD tests, with ablations and the case study (configs/clue/)."""
+    from robustmsa.evaluation.clue_protocol import load_protocol_config, run_clue_protocol
+
+    run_clue_protocol(load_protocol_config(config), out, _seeds(seeds) if seeds else None, overwrite=overwrite)
+    console.print(f"[green]Report[/green]: {out / 'report.md'}")
+
+
+@app.command("sweep-missing")
+def sweep_missing(
+    config: Config,
+    out: Out = Path("runs/missing"),
+    seeds: Seeds = None,
+    rates: Annotated[str | None, typer.Option(help="Comma-separated missing rates (default: the config's, 0.0 ... 0.9).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train every model of a sweep config and evaluate it at every missing rate (configs/missing/)."""
+    from robustmsa.evaluation.missing_protocol import load_sweep_config
+    from robustmsa.evaluation.missing_protocol import sweep_missing as run_sweep
+
+    parsed_rates = [float(r) for r in rates.split(",") if r.strip()] if rates else None
+    run_sweep(load_sweep_config(config), out, seeds=_seeds(seeds) if seeds else None, rates=parsed_rates, overwrite=overwrite)
+    console.print(f"[green]Report[/green]: {out / 'report.md'}")
+
+
+@app.command("image-text")
+def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds = None, overwrite: Overwrite = False) -> None:
+    """Base, MID, MCTD, MME-JD and MRID on an image-text task, with router analysis and cost (configs/image_text/)."""
+    from robustmsa.evaluation.mid_protocol import run_image_text_protocol
+
+    run_image_text_protocol(config, out, _seeds(seeds) if seeds else None, overwrite=overwrite)
+    console.print(f"[green]Results[/green] in {out}")
+
+
+def _pairs(items: list[str] | None, option: str) -> dict[str, object]:
+    """``KEY=VALUE`` options as a dict (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{option} expects KEY=VALUE, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def _seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())

@@ -26,6 +26,12 @@ SCHEMES: dict[str, tuple[str, ...]] = {
     "non0": ("negative", "positive"),
     "7class": ("-3", "-2", "-1", "0", "+1", "+2", "+3"),
 }
+#: MMSA metric names of a scheme's classification metrics (Acc and weighted F1, truth first).
+MMSA_NAMES: dict[str, dict[str, str]] = {
+    "has0": {"Acc": "Has0_acc_2", "Weighted_F1": "Has0_F1_score"},
+    "non0": {"Acc": "Non0_acc_2", "Weighted_F1": "Non0_F1_score"},
+    "7class": {"Acc": "Mult_acc_7"},
+}
 #: Class index of samples that a scheme drops (``non0``: exact zeros).
 DROPPED = -1
 
@@ -47,6 +53,12 @@ def classes_of(labels: object, scheme: str) -> np.ndarray:
     if scheme == "non0":
         return np.where(y == 0, DROPPED, (y > 0).astype(np.int64))
     return (np.round(np.clip(y, -3.0, 3.0)) + 3).astype(np.int64)
+
+
+def mmsa_metrics(metrics: dict[str, float], scheme: str) -> dict[str, float]:
+    """Classification metrics of a scheme under their MMSA names (e.g. has0 Acc -> Has0_acc_2); others dropped."""
+    names = MMSA_NAMES[_check_scheme(scheme)]
+    return {names[k]: v for k, v in metrics.items() if k in names}
 
 
 def scheme_task(scheme: str) -> TaskSpec:

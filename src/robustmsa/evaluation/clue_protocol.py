@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from robustmsa.config import ComponentConfig, TrainSection, _Strict
+from robustmsa.config import ComponentConfig, TrainSection, _Strict, load_config, parse_config
 from robustmsa.data.dataset import DataBundle
-from robustmsa.data.labels import SCHEMES, to_classification
+from robustmsa.data.labels import MMSA_NAMES, SCHEMES, to_classification
 from robustmsa.data.ood_split import AnnealParams, SplitSource, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
 from robustmsa.debias.clue import CLUE, train_clue
 from robustmsa.debias.counterfactual import collect_components
@@ -42,13 +42,7 @@ from robustmsa.registry import BACKBONES, DATASETS
 from robustmsa.training.fit import evaluate, fit, predict, seeded
 
 #: Table columns (MMSA names) -> (scheme, metric of the classification run).
-COLUMNS = {
-    "Has0_acc_2": ("has0", "Acc"),
-    "Has0_F1_score": ("has0", "Weighted_F1"),
-    "Non0_acc_2": ("non0", "Acc"),
-    "Non0_F1_score": ("non0", "Weighted_F1"),
-    "Mult_acc_7": ("7class", "Acc"),
-}
+COLUMNS = {column: (scheme, metric) for scheme, names in MMSA_NAMES.items() for metric, column in names.items()}
 CLASS_COLUMNS = {"Acc": ("classes", "Acc"), "F1": ("classes", "F1"), "Macro_F1": ("classes", "Macro_F1"), "Weighted_F1": ("classes", "Weighted_F1")}
 DEFAULT_ABLATIONS = {"w/o text branch": {"use_text": False}, "w/o multimodal branch": {"use_multimodal": False}, "w/o KL": {"gamma": 0.0}}
 
@@ -88,27 +82,12 @@ class CLUEProtocolConfig(_Strict):
 
 def parse_protocol_config(data: Any, source: str = "<config>") -> CLUEProtocolConfig:
     """Validate a mapping as a :class:`CLUEProtocolConfig` (ConfigError naming the source and field)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level")
-    try:
-        return CLUEProtocolConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{source}: field '{'.'.join(str(p) for p in first['loc'])}': {first['msg']}") from None
+    return parse_config(data, source, CLUEProtocolConfig)
 
 
 def load_protocol_config(path: str | Path) -> CLUEProtocolConfig:
     """Read a protocol YAML file."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_protocol_config(data, str(path))
+    return load_config(path, CLUEProtocolConfig)
 
 
 def load_data(config: CLUEProtocolConfig) -> DataBundle:

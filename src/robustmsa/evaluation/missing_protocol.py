@@ -29,10 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from robustmsa.config import ComponentConfig, ExperimentConfig, TrainSection, _Strict
+from robustmsa.config import ComponentConfig, ExperimentConfig, TrainSection, _Strict, load_config
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError
@@ -79,20 +78,7 @@ class MissingSweepConfig(_Strict):
 
 def load_sweep_config(path: Path | str) -> MissingSweepConfig:
     """Read and validate a sweep YAML (configs/missing/*.yaml); ConfigError naming file and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return MissingSweepConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{path}: field '{'.'.join(str(p) for p in first['loc'])}': {first['msg']}") from None
+    return load_config(path, MissingSweepConfig)
 
 
 # --------------------------------------------------------------------------

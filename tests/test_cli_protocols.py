@@ -1,0 +1,98 @@
+"""The protocol sub-commands of the CLI (split-ood, clue, sweep-missing, image-text), end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.test_demo_cli import _cli
+
+SMALL = "{n_train: 120, n_valid: 30, n_test: 30, n_test_ood: 30, n_valid_ood: 20, text_encoder: hash}"
+
+
+def test_split_ood_command(tmp_path: Path) -> None:
+    args = ["split-ood", "synthetic", "--out", str(tmp_path / "split"), "--rounds", "30", "--seed", "3"]
+    args += [f"--param={p}" for p in ("n_train=150", "n_valid=40", "n_test=40", "n_test_ood=40", "n_valid_ood=20")] + ["--anneal", "min_count=3"]
+    done = _cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    split = json.loads((tmp_path / "split" / "split.json").read_text())
+    assert split["params"]["rounds"] == 30 and split["params"]["seed"] == 3 and split["params"]["min_count"] == 3
+    assert {"train", "valid", "test", "test_ood"} <= set(split["splits"])
+    assert (tmp_path / "split" / "label_ratios.png").read_bytes()[:4] == b"\x89PNG"
+    again = _cli(*args, cwd=tmp_path)  # never overwrite a user's results
+    assert again.returncode == 2 and "already" in again.stderr and "Traceback" not in again.stderr
+    bad = _cli("split-ood", "synthetic", "--out", str(tmp_path / "b"), "--anneal", "nonsense", cwd=tmp_path)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+def test_clue_command(tmp_path: Path) -> None:
+    config = tmp_path / "clue.yaml"
+    config.write_text(
+        f"data: {{name: synthetic, params: {SMALL}}}\n"
+        "backbone: {name: lf_dnn, params: {hidden: 8}}\n"
+        "clue: {text_branch: {input: hash, encoder: mean}}\n"
+        "schemes: [has0]\nablations: {}\n"
+        "train: {max_epochs: 1, patience: 1, progress: false}\nseeds: [0, 1]\ncase_study: {n: 1}\n"
+    )
+    done = _cli("clue", "--config", str(config), "--out", str(tmp_path / "run"), "--seeds", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["seeds"] == [1] and set(results["schemes"]["has0"]["per_seed"]["1"]) >= {"base", "clue"}
+    assert "+CLUE — OOD test (TIE)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_sweep_missing_command(tmp_path: Path) -> None:
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        f"data: {{name: synthetic, params: {SMALL}}}\n"
+        "backbone: {name: text_centric, params: {dim: 8, heads: 2, av_tokens: 2, levels: 1}}\n"
+        "models: {baseline: {name: missing_robust}}\n"
+        "train: {max_epochs: 1}\nseeds: [0]\nsensitivity: {enabled: false}\n"
+    )
+    done = _cli("sweep-missing", "--config", str(config), "--out", str(tmp_path / "run"), "--rates", "0.0,0.5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["rates"] == [0.0, 0.5] and set(results["per_seed"]["0"]["baseline"]["rates"]) == {"0.0", "0.5"}
+    assert (tmp_path / "run" / "missing_MAE.png").is_file()
+
+
+def _mmsd2_folder(folder: Path, n: int = 160) -> Path:
+    """An MMSD2.0-format folder whose label follows a cue word in the text or in the image attributes."""
+    rng = random.Random(0)
+    folder.mkdir()
+    filler, objects = ["today", "again", "this", "morning", "really", "just"], ["person", "sky", "table", "car", "dog", "tree"]
+    attributes, image_id = [], 0
+    for split, size in (("train", n), ("valid", n // 3), ("test", n // 3)):
+        items = []
+        for _ in range(size):
+            label = rng.randint(0, 1)
+            text = " ".join(rng.sample(filler, 3) + (["great"] if label and rng.random() < 0.7 else ["fine"]))
+            words = rng.sample(objects, 4) + (["clown"] if label and rng.random() < 0.7 else ["wall"])
+            items.append({"image_id": str(image_id), "text": text, "label": label})
+            attributes.append(f"{[str(image_id), *words]!r}\n")
+            image_id += 1
+        (folder / f"{split}.json").write_text(json.dumps(items))
+    (folder / "image_attributes.txt").write_text("".join(attributes))
+    return folder
+
+
+@pytest.mark.slow
+def test_image_text_command(tmp_path: Path) -> None:
+    folder = _mmsd2_folder(tmp_path / "mmsd2")
+    config = tmp_path / "it.yaml"
+    config.write_text(
+        f"data: {{name: mmsd2, params: {{folder: {folder}, text_encoder: hash}}}}\n"
+        "backbone: {name: image_text, params: {hidden: 16, layers: 1, heads: 2, dropout: 0.0}}\n"
+        "train: {max_epochs: 2, batch_size: 32, progress: false}\n"
+        "counterfactual: {text: {name: lexicon_pos, params: {ratio: 0.3}}, image: {name: attribute_mask, params: {ratio: 0.4}}}\n"
+        "methods: {n_trials: 3, router: {losses: [plain], max_epochs: 2}, finetune: {max_epochs: 1, batch_size: 32, progress: false}}\n"
+        "seeds: [0]\n"
+    )
+    done = _cli("image-text", "--config", str(config), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "run" / "image_text_mmsd2.json").read_text())
+    assert set(saved["aggregate"]["metrics"]) == {"base", "MID", "MCTD", "MME-JD", "MRID"}
+    assert "Oracle router" in (tmp_path / "run" / "image_text_mmsd2.md").read_text()

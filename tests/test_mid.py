@@ -67,7 +67,14 @@ class Poisoned(MultimodalSplit):
 
 
 def toy_image_text_bundle(
-    cache_dir: Path, *, sizes: tuple[int, int, int] = (160, 60, 60), image: bool = True, image_cf: bool = True, num_classes: int = 2, seed: int = 0
+    cache_dir: Path,
+    *,
+    sizes: tuple[int, int, int] = (160, 60, 60),
+    image: bool = True,
+    image_cf: bool = True,
+    text_cf: bool = True,
+    num_classes: int = 2,
+    seed: int = 0,
 ) -> DataBundle:
     """Tweets with a label word (right 85 %), a context word tied to the label in train/valid (90 %) but not in test,
     optional image tokens (a core attribute and a biased context attribute), and counterfactual inputs (text; image
@@ -90,7 +97,10 @@ def toy_image_text_bundle(
             samples.append(Sample(id=f"{name}{i}", group=f"{name}{i}", raw_text=" ".join(words), label_class=y, image=tokens))
         splits[name] = MultimodalSplit(attach_text_features(samples, encoder), name=name, source="toy", task=task)
     bundle = DataBundle(splits, task, name="toy_image_text")
-    return make_counterfactual_bundle(bundle, CoreWords(), MaskCoreAttribute() if image and image_cf else None, encoder, cache_dir=cache_dir)
+    text_maker, image_maker = CoreWords() if text_cf else None, MaskCoreAttribute() if image and image_cf else None
+    if text_maker is None and image_maker is None:
+        return bundle
+    return make_counterfactual_bundle(bundle, text_maker, image_maker, encoder, cache_dir=cache_dir)
 
 
 def tiny_backbone(bundle: DataBundle, seed: int = 0) -> ImageText:
@@ -137,6 +147,17 @@ def test_mid_runs_on_counterfactual_inputs_and_tunes_on_validation_only(toy: Dat
         MID(base.backbone, tune_split="test")
     with pytest.raises(ConfigError, match="n_trials"):
         MID(base.backbone, n_trials=51)
+
+
+def test_optuna_search_starts_at_no_debiasing(toy: DataBundle) -> None:
+    from robustmsa.tuning.inference import tune_inference_params
+
+    base = Supervised(tiny_backbone(toy))
+    fit(base, toy, QUICK, seed=0)
+    mid = MID.from_base(base, n_trials=4)
+    result = tune_inference_params(mid, toy["valid"], {"alpha": (0.0, 1.0), "beta": (0.0, 1.0)}, mode="mid", metric="F1", search="optuna", n_trials=4)
+    assert len(result.trials) == 4 and (result.trials[0]["alpha"], result.trials[0]["beta"]) == (0.0, 0.0)
+    assert result.value >= max(t["F1"] for t in result.trials) - 1e-12 >= result.trials[0]["F1"] - 1e-12
 
 
 def test_mid_without_images_is_text_only(tmp_path: Path) -> None:
@@ -254,6 +275,24 @@ def test_protocol_end_to_end(tmp_path: Path) -> None:
     assert "Oracle router" in report and "ΔF1" in report
     with pytest.raises(ConfigError, match="already exists"):
         run_image_text_protocol(cfg, tmp_path, bundle=toy)
+
+
+def test_protocol_makes_attribution_text_counterfactuals_with_the_base_model(tmp_path: Path) -> None:
+    from robustmsa.evaluation.mid_protocol import _model_counterfactuals, attach_model_free_counterfactuals
+
+    toy = toy_image_text_bundle(tmp_path / "cf", image_cf=False, text_cf=False)
+    cfg = ImageTextProtocolConfig.model_validate(
+        {"data": {"name": "toy", "params": {"text_encoder": "hash", "cache_dir": str(tmp_path / "cache")}}, "counterfactual": {"text": {"name": "attribution", "params": {"ratio": 0.25}}, "image": None}}
+    )
+    assert attach_model_free_counterfactuals(cfg, toy) is toy  # attribution needs the trained base model: made per seed
+    base = Supervised(tiny_backbone(toy))
+    fit(base, toy, QUICK, seed=0)
+    data = _model_counterfactuals(cfg, toy, base, ("valid",))
+    assert all("text_cf" in s.extras for s in data["valid"]) and "text_cf" not in data["test"][0].extras
+    assert all(s.extras["text_cf"].ndim == 2 and s.extras["text_cf"].shape[1] == s.text.shape[1] for s in data["valid"])
+    assert any(s.extras["text_cf"].shape != s.text.shape or not np.allclose(s.extras["text_cf"], s.text) for s in data["valid"])
+    with pytest.raises(ConfigError, match="attribution"):
+        attach_model_free_counterfactuals(ImageTextProtocolConfig.model_validate({"data": {"name": "toy"}, "counterfactual": {"text": {"name": "nope"}}}), toy)
 
 
 def test_protocol_configs_and_train_limit(toy: DataBundle, tmp_path: Path) -> None:

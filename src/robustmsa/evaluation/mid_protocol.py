@@ -44,7 +44,7 @@ from robustmsa.debias.mctd import MCTD
 from robustmsa.debias.mid import MID, debiased_modalities
 from robustmsa.debias.mrid import MRID, as_router_config, fit_router, split_categories
 from robustmsa.debias.router import oracle_bound, router_analysis
-from robustmsa.debias.text_cf import LexiconPosExtractor, LocalLMExtractor, make_counterfactual_bundle, mask_embedding
+from robustmsa.debias.text_cf import AttributionExtractor, LexiconPosExtractor, LocalLMExtractor, make_counterfactual_bundle, mask_embedding
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.cost import COST_COLUMNS, CostMeter, cost_table
 from robustmsa.evaluation.protocols import run_seeds
@@ -66,13 +66,16 @@ COST_RECIPES = {
     "MRID": {"train": ["base_train", "cf_train", "router_fit", "mrid_tune"], "infer": ["cf_test", "MRID_infer"]},
 }
 MODEL_FREE_TEXT_CF = {"lexicon_pos": LexiconPosExtractor, "local_lm": LocalLMExtractor}
+#: Text counterfactuals made per seed with the trained base model (occlusion or gradient attribution).
+MODEL_TEXT_CF = {"attribution": AttributionExtractor}
 
 
 class CounterfactualSection(_Strict):
     """How counterfactual inputs are made (None: not made; inputs already in the data are used as they are).
 
-    ``text``: ``lexicon_pos`` or ``local_lm`` (model-free, built once) with the
-    extractor's parameters. ``image``: ``attribute_mask`` (the trained base
+    ``text``: ``lexicon_pos`` or ``local_lm`` (model-free, built once) or
+    ``attribution`` (occlusion / gradient attribution of each seed's trained
+    base model, made per seed), with the extractor's parameters. ``image``: ``attribute_mask`` (the trained base
     model's most salient attribute tokens replaced by the ``[MASK]`` word
     vector; parameters of :class:`~robustmsa.debias.image_cf.AttributeMasker`).
     """
@@ -142,25 +145,33 @@ def load_image_text_bundle(cfg: ImageTextProtocolConfig) -> DataBundle:
 
 def attach_model_free_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle) -> DataBundle:
     text = cfg.counterfactual.text
-    if text is None or _has_extra(bundle, "text_cf"):
+    if text is None or text.name in MODEL_TEXT_CF or _has_extra(bundle, "text_cf"):
         return bundle
     if text.name not in MODEL_FREE_TEXT_CF:
-        raise ConfigError(f"counterfactual.text must be one of {sorted(MODEL_FREE_TEXT_CF)}, got '{text.name}'")
+        raise ConfigError(f"counterfactual.text must be one of {sorted([*MODEL_FREE_TEXT_CF, *MODEL_TEXT_CF])}, got '{text.name}'")
     extractor = MODEL_FREE_TEXT_CF[text.name](**text.params)
     return make_counterfactual_bundle(bundle, extractor, None, _text_encoder(cfg), cache_dir=cfg.data.params.get("cache_dir"))
 
 
 def _model_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle, base: Method, splits: Sequence[str]) -> DataBundle:
-    """Image counterfactuals made with the trained base model (when configured, the data has images and has none yet)."""
-    image = cfg.counterfactual.image
-    if image is None or "image" not in bundle.dims() or all("image_cf" in bundle[s][0].extras for s in splits):
-        return bundle
-    if image.name != "attribute_mask":
-        raise ConfigError(f"counterfactual.image must be 'attribute_mask', got '{image.name}'")
-    from robustmsa.debias.image_cf import AttributeMasker
+    """Counterfactuals made with the trained base model: image attributes, and text when ``counterfactual.text`` is ``attribution``.
 
-    masker = AttributeMasker(base, replacement=mask_embedding(_text_encoder(cfg)), **image.params)
-    return make_counterfactual_bundle(bundle, None, masker, splits=splits)
+    Made only when configured and absent from the data (images only when the data has a visual modality).
+    """
+    image, text = cfg.counterfactual.image, cfg.counterfactual.text
+    encoder = _text_encoder(cfg)
+    masker = extractor = None
+    if image is not None and "image" in bundle.dims() and not all("image_cf" in bundle[s][0].extras for s in splits):
+        if image.name != "attribute_mask":
+            raise ConfigError(f"counterfactual.image must be 'attribute_mask', got '{image.name}'")
+        from robustmsa.debias.image_cf import AttributeMasker
+
+        masker = AttributeMasker(base, replacement=mask_embedding(encoder), **image.params)
+    if text is not None and text.name in MODEL_TEXT_CF and not all("text_cf" in bundle[s][0].extras for s in splits):
+        extractor = MODEL_TEXT_CF[text.name](base, encoder, **{"replacement": mask_embedding(encoder), **text.params})
+    if masker is None and extractor is None:
+        return bundle
+    return make_counterfactual_bundle(bundle, extractor, masker, encoder, cache_dir=cfg.data.params.get("cache_dir"), splits=splits)
 
 
 def _run_seed(cfg: ImageTextProtocolConfig, bundle: DataBundle, seed: int) -> dict[str, Any]:

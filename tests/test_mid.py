@@ -282,7 +282,10 @@ def test_protocol_makes_attribution_text_counterfactuals_with_the_base_model(tmp
 
     toy = toy_image_text_bundle(tmp_path / "cf", image_cf=False, text_cf=False)
     cfg = ImageTextProtocolConfig.model_validate(
-        {"data": {"name": "toy", "params": {"text_encoder": "hash", "cache_dir": str(tmp_path / "cache")}}, "counterfactual": {"text": {"name": "attribution", "params": {"ratio": 0.25}}, "image": None}}
+        {
+            "data": {"name": "toy", "params": {"text_encoder": "hash", "cache_dir": str(tmp_path / "cache")}},
+            "counterfactual": {"text": {"name": "attribution", "params": {"ratio": 0.25}}, "image": None},
+        }
     )
     assert attach_model_free_counterfactuals(cfg, toy) is toy  # attribution needs the trained base model: made per seed
     base = Supervised(tiny_backbone(toy))

@@ -55,6 +55,8 @@ def test_cli_help_and_user_errors(tmp_path: Path) -> None:
     assert "demo" in _cli("--help", cwd=tmp_path).stdout
     missing = _cli("train", "--config", "absent.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "absent.yaml: config file not found" in missing.stderr and "Traceback" not in missing.stderr
+    brackets = _cli("train", "--config", "dir[/x]/[train].yaml", cwd=tmp_path)  # printed as text, never as Rich markup
+    assert brackets.returncode == 2 and "dir[/x]/[train].yaml: config file not found" in brackets.stderr and "Traceback" not in brackets.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {name: synthetic}\nbackbone: {name: tfn}\ntrain: {epochs: 3}\n")
     result = _cli("train", "--config", str(bad), cwd=tmp_path)

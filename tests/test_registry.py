@@ -19,8 +19,21 @@ def test_unknown_name_lists_available() -> None:
 
 
 def test_bad_parameters_are_config_errors(toy_bundle) -> None:
-    with pytest.raises(ConfigError, match="backbone 'tfn'"):
+    with pytest.raises(ConfigError, match="backbone 'tfn'.*no_such_param.*parameters: .*hidden"):
         BACKBONES.build("tfn", toy_bundle.dims(), toy_bundle.task, no_such_param=1)
+
+
+def test_errors_inside_a_factory_are_not_relabelled() -> None:
+    registry: Registry = Registry("thing")
+
+    @registry.register("broken")
+    def broken(x: int) -> None:
+        raise TypeError("a bug inside the factory")
+
+    with pytest.raises(TypeError, match="a bug inside"):
+        registry.build("broken", 1)
+    with pytest.raises(ConfigError, match="thing 'broken'.*parameters: x"):
+        registry.build("broken", 1, 2)
 
 
 def test_double_registration_is_refused() -> None:

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from robustmsa.errors import RobustMSAError
 
@@ -24,7 +25,7 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Allow writing into
 
 
 @app.command()
-def demo(out: Out = Path("demo_out"), overwrite: Overwrite = False, seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0", epochs: int = 12) -> None:
+def demo(out: Out = Path("demo_out"), overwrite: Overwrite = False, seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0", epochs: Annotated[int, typer.Option(min=1)] = 12) -> None:
     """Generate the default corpus, train baselines and CLUE, compare IID vs OOD."""
     from robustmsa.demo import run_demo
 
@@ -111,7 +112,10 @@ def sweep_missing(
     from robustmsa.evaluation.missing_protocol import load_sweep_config
     from robustmsa.evaluation.missing_protocol import sweep_missing as run_sweep
 
-    parsed_rates = [float(r) for r in rates.split(",") if r.strip()] if rates else None
+    try:
+        parsed_rates = [float(r) for r in rates.split(",") if r.strip()] if rates else None
+    except ValueError:
+        raise typer.BadParameter(f"rates must be comma-separated numbers in [0, 1], got '{rates}'") from None
     run_sweep(load_sweep_config(config), out, seeds=_seeds(seeds) if seeds else None, rates=parsed_rates, overwrite=overwrite)
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
@@ -155,5 +159,5 @@ def main() -> None:
     try:
         app()
     except RobustMSAError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -8,6 +8,7 @@ configs and the CLI. Registries hold classes and functions only (no state).
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -42,11 +43,14 @@ class Registry(Generic[T]):
         return self._items[key]
 
     def build(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call the factory; parameters that do not fit its signature are a ConfigError naming them (other errors pass through)."""
         factory = self.get(name)
         try:
-            return factory(*args, **kwargs)
+            inspect.signature(factory).bind(*args, **kwargs)
         except TypeError as exc:
-            raise ConfigError(f"{self.kind} '{name}': {exc}") from None
+            accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "args", "kwargs")]
+            raise ConfigError(f"{self.kind} '{name}': {exc} (parameters: {', '.join(accepted)})") from None
+        return factory(*args, **kwargs)
 
     def names(self) -> list[str]:
         load_builtins()

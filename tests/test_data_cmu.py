@@ -58,6 +58,16 @@ def test_csd_errors_name_file_and_field(tmp_path: Path) -> None:
         read_csd(tmp_path / "text.csd")
 
 
+def test_csd_string_features(tmp_path: Path) -> None:
+    path = tmp_path / "strings.csd"
+    with h5py.File(path, "w") as fh:
+        g = fh.create_group("Opinion Segment Labels").create_group("data").create_group("v")
+        g.create_dataset("features", data=np.array([["good"], ["bad"]], dtype=object), dtype=h5py.string_dtype())
+        g.create_dataset("intervals", data=np.ones((2, 2), np.float32))
+    with pytest.raises(DataError, match=r"strings\.csd: field 'data/v/features'.*holds strings; expected numbers"):
+        read_csd(path)
+
+
 @pytest.mark.realdata
 def test_real_mosi_csd_agrees_with_transcript_csv(shared_data: Path) -> None:
     labels = csd_segment_labels(shared_data / "mosi" / "CMU_MOSI_Opinion_Labels.csd")
@@ -172,6 +182,21 @@ def test_h5_errors_and_nan_policy(tmp_path: Path) -> None:
         read_cmu_h5(tmp_path, "youtube")
     with pytest.raises(ConfigError):
         read_cmu_h5(tmp_path, "mosi")  # type: ignore[arg-type]
+
+
+def test_h5_d1_group_or_strings(tmp_path: Path) -> None:
+    _write_cmu(tmp_path, "youtube", SIZES, text_splits=("valid", "test"))
+    path = tmp_path / "youtube" / "audio_valid.h5"
+    with h5py.File(path, "w") as fh:
+        fh.create_group("d1")
+    with pytest.raises(DataError, match=r"audio_valid\.h5: field 'd1'.*is a group; expected a numeric dataset"):
+        read_cmu_h5(tmp_path, "youtube")
+    path = tmp_path / "youtube" / "y_test.h5"
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset("d1", data=np.array(["a", "b", "c", "d"], dtype=object), dtype=h5py.string_dtype())
+    _write_d1(tmp_path / "youtube" / "audio_valid.h5", np.ones((3, 20, 6)))
+    with pytest.raises(DataError, match=r"y_test\.h5: field 'd1'.*holds strings; expected numbers"):
+        read_cmu_h5(tmp_path, "youtube")
 
 
 @pytest.mark.realdata

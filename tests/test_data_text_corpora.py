@@ -55,6 +55,33 @@ def test_mosi_csv_errors(tmp_path: Path, row: str, field: str) -> None:
     assert str(path) in str(info.value) and f"field '{field}'" in str(info.value)
 
 
+def test_mosi_csv_short_row(tmp_path: Path) -> None:
+    path = _mosi_csv(tmp_path / "t.csv", "a_1,hi\n")
+    with pytest.raises(DataError) as info:
+        read_mosi_csv(path, text_encoder="hash")
+    assert str(path) in str(info.value) and "field 'label'" in str(info.value) and "line 6" in str(info.value)
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = _mosi_csv(tmp_path / "t.csv")
+    path.write_bytes(path.read_bytes() + b"vidD_1,caf\xe9,1.0,train\n")
+    with pytest.raises(DataError) as info:
+        read_mosi_csv(path, text_encoder="hash")
+    assert str(path) in str(info.value) and "field 'line 6'" in str(info.value) and "UTF-8" in str(info.value)
+    folder = _mvsa(tmp_path / "mvsa")
+    (folder / "test.json").write_bytes(b'[{"id": "1", "text": "\xff\xfe", "emotion_label": 0}]')
+    with pytest.raises(DataError, match=r"test\.json: field 'line 1'.*not valid UTF-8"):
+        read_mvsa(folder, text_encoder="hash")
+    vader = tmp_path / "tweets_GroundTruth.txt"
+    vader.write_bytes(b"1\t0.5\tok\n2\t1.0\t\x80bad\n")
+    with pytest.raises(DataError, match=r"tweets_GroundTruth\.txt: field 'line 2'.*not valid UTF-8"):
+        read_vader(vader, text_encoder="hash")
+    attributes = tmp_path / "image_attributes.txt"
+    attributes.write_bytes(b"['1', 'a', 'b', 'c', 'd', '\xc3']\n")
+    with pytest.raises(DataError, match=r"image_attributes\.txt: field 'line 1'.*not valid UTF-8"):
+        read_image_attributes(attributes)
+
+
 # ------------------------------------------------------------------ MVSA
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from robustmsa.config import parse_config
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, DataError
 from robustmsa.experiment import load_model, run_experiment
-from robustmsa.training.fit import predict
+from robustmsa.training.fit import load_checkpoint_state, predict
 
 CONFIG = {
     "data": {"name": "toy"},
@@ -40,3 +41,20 @@ def test_run_experiment_writes_results_and_reloadable_models(toy_bundle, tmp_pat
 def test_missing_model_file(toy_bundle, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model file not found"):
         load_model(tmp_path / "nope.pt", parse_config(CONFIG), toy_bundle)
+
+
+def test_corrupt_checkpoint_is_a_data_error(toy_bundle, tmp_path: Path) -> None:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"\x80\x04 this is not a checkpoint")
+    with pytest.raises(DataError, match=r"garbage\.pt: not a robustmsa checkpoint") as info:
+        load_checkpoint_state(path)
+    assert "weights_only" not in str(info.value)
+    with pytest.raises(DataError, match=r"garbage\.pt: not a robustmsa checkpoint"):
+        load_model(path, parse_config(CONFIG), toy_bundle)
+
+
+def test_model_file_without_state_dict(toy_bundle, tmp_path: Path) -> None:
+    path = tmp_path / "foreign.pt"
+    torch.save({"x": 1}, path)
+    with pytest.raises(DataError, match=r"foreign\.pt: field 'state_dict'"):
+        load_model(path, parse_config(CONFIG), toy_bundle)

@@ -84,7 +84,8 @@ def test_polarity_classes_by_hand() -> None:
 
 
 def test_tcmr_phases_partition_parameters_and_schedules(toy_bundle: DataBundle) -> None:
-    method = _build("tcmr", toy_bundle)
+    assert _build("tcmr", toy_bundle).text_encoder_phase == "both"  # the default (see the TCMR module doc)
+    method = _build("tcmr", toy_bundle, text_encoder_phase="confidence")
     assert method.phases == ("confidence", "main")
     conf = {id(p) for p in method.phase_parameters("confidence")}
     main = {id(p) for p in method.phase_parameters("main")}
@@ -113,7 +114,7 @@ def test_tcmr_phases_partition_parameters_and_schedules(toy_bundle: DataBundle) 
 
 
 def test_tcmr_needs_stage_one_and_trains_teachers_once(toy_bundle: DataBundle) -> None:
-    method = _build("tcmr", toy_bundle)
+    method = _build("tcmr", toy_bundle, text_encoder_phase="confidence")
     batch = collate(toy_bundle["train"].samples[:16])
     with pytest.raises(ConfigError):
         method.training_loss(batch, "main")
@@ -121,7 +122,7 @@ def test_tcmr_needs_stage_one_and_trains_teachers_once(toy_bundle: DataBundle) -
     assert set(record) == {"text_teacher", "polarity"} and bool(method.teachers_ready)
     teacher = {k: v.clone() for k, v in method.text_teacher.state_dict().items()}
     assert all(torch.equal(teacher[f"encoder.{k}"], v) for k, v in method.backbone.text_encoder.state_dict().items())  # H_t starts in the teacher's space
-    # phase A: only ConfNet and the text encoder receive gradients; phase B: never ConfNet
+    # phase A: only ConfNet and the text encoder receive gradients; phase B: never ConfNet (nor, here, the text encoder)
     losses = method.training_loss(batch, "confidence")
     assert set(losses) == {"confidence", "loss"}
     losses["loss"].backward()

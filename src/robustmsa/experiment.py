@@ -50,12 +50,25 @@ def save_model(method: Method, path: Path, config: ExperimentConfig, seed: int) 
 
 def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Method:
     """Rebuild a method from a ``model.pt`` written by :func:`save_model` (safe loading)."""
+    from robustmsa.errors import DataError
+
     if not Path(path).is_file():
         raise ConfigError(f"{path}: model file not found")
     state = load_checkpoint_state(Path(path))
-    method = build_method(config, bundle, int(state.get("seed", 0)))
-    method.load_state_dict(state["state_dict"])
-    method.inference_params.update(state.get("inference_params", {}))
+    if not isinstance(state.get("state_dict"), dict):
+        raise DataError(str(path), "state_dict", "missing or not a mapping of tensors; expected a model file written by save_model")
+    seed = state.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DataError(str(path), "seed", f"is {seed!r}; expected an integer")
+    params = state.get("inference_params", {})
+    if not isinstance(params, dict):
+        raise DataError(str(path), "inference_params", f"is a {type(params).__name__}; expected a mapping")
+    method = build_method(config, bundle, seed)
+    try:
+        method.load_state_dict(state["state_dict"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        raise DataError(str(path), "state_dict", f"does not fit the configured model: {' '.join(str(exc).split())[:300]}") from None
+    method.inference_params.update(params)
     return method
 
 

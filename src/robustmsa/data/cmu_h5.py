@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from robustmsa.data.batch import Sample
+from robustmsa.data.cmu_sdk import h5_numeric
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.errors import ConfigError, DataError
 
@@ -47,7 +48,7 @@ def _load_d1(path: Path) -> np.ndarray:
         with h5py.File(path, "r") as fh:
             if "d1" not in fh:
                 raise DataError(path, "d1", f"missing; datasets present: {list(fh)}")
-            return np.asarray(fh["d1"][()])
+            return h5_numeric(path, fh["d1"], "d1")
     except OSError as exc:
         raise DataError(path, None, f"not a readable HDF5 file: {exc}") from None
 
@@ -74,6 +75,8 @@ def _trim(seq: np.ndarray, trim: str) -> np.ndarray:
 
 def _labels(path: Path, y: np.ndarray, dataset: str, n: int, pom_trait: int) -> np.ndarray:
     """Class indices (youtube) or scores (mmmo, pom) of shape (n,)."""
+    if y.ndim == 0:
+        raise DataError(path, "d1", "is a single value; expected one label (row) per sample")
     if y.shape[0] != n:
         raise DataError(path, "d1", f"has {y.shape[0]} labels; the feature files have {n} samples")
     if dataset == "youtube":
@@ -145,6 +148,8 @@ def read_cmu_h5(
             arr = _load_d1(path)
             if arr.ndim != 3:
                 raise DataError(path, "d1", f"has shape {arr.shape}; expected (N, steps, features)")
+            if arr.shape[0] == 0:
+                raise DataError(path, "d1", f"has shape {arr.shape}: no samples")
             if mod in widths and arr.shape[2] != widths[mod]:
                 raise DataError(path, "d1", f"has feature width {arr.shape[2]}; other splits have {widths[mod]}")
             widths[mod] = arr.shape[2]

@@ -23,6 +23,31 @@ import numpy as np
 from robustmsa.errors import DataError
 
 
+def h5_numeric(path: Path, node: object, field: str) -> np.ndarray:
+    """The values of HDF5 dataset ``node`` (named ``field`` in errors), which must hold numbers.
+
+    Shared by the HDF5 readers: a group, a string or compound dataset, or an
+    unreadable one raises :class:`DataError` naming ``path`` and ``field``.
+    """
+    if not isinstance(node, h5py.Dataset):
+        kind = "a group" if isinstance(node, h5py.Group) else f"a {type(node).__name__}"
+        raise DataError(path, field, f"is {kind}; expected a numeric dataset")
+    dtype = node.dtype
+    if dtype.kind not in "biuf":
+        held = "strings" if dtype.kind in "SU" or h5py.check_string_dtype(dtype) is not None else f"{dtype} values"
+        raise DataError(path, field, f"holds {held}; expected numbers")
+    try:
+        return np.asarray(node[()])
+    except OSError as exc:
+        raise DataError(path, field, f"cannot be read: {exc}") from None
+
+
+def _group(path: Path, node: object, field: str) -> h5py.Group:
+    if not isinstance(node, h5py.Group):
+        raise DataError(path, field, f"is a {type(node).__name__}; expected a group")
+    return node
+
+
 def _root(path: Path, fh: h5py.File) -> h5py.Group:
     roots = [g for g in fh.values() if isinstance(g, h5py.Group) and "data" in g]
     if len(roots) != 1:
@@ -41,13 +66,14 @@ def read_csd(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise DataError(path, None, f"not a readable HDF5 computational sequence: {exc}") from None
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with fh:
-        data = _root(path, fh)["data"]
+        data = _group(path, _root(path, fh)["data"], "data")
         for vid, group in data.items():
+            group = _group(path, group, f"data/{vid}")
             for key in ("features", "intervals"):
                 if key not in group:
                     raise DataError(path, f"data/{vid}/{key}", "missing")
-            feats = np.asarray(group["features"][()], dtype=np.float32)
-            intervals = np.asarray(group["intervals"][()], dtype=np.float32)
+            feats = h5_numeric(path, group["features"], f"data/{vid}/features").astype(np.float32)
+            intervals = h5_numeric(path, group["intervals"], f"data/{vid}/intervals").astype(np.float32)
             if feats.ndim != 2:
                 raise DataError(path, f"data/{vid}/features", f"has shape {feats.shape}; expected (n, k)")
             if intervals.shape != (feats.shape[0], 2):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import csv
 import dataclasses
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -66,13 +67,31 @@ def _finish(
     return DataBundle(splits, task, name=name, meta=meta)
 
 
-def _read_json_list(path: Path) -> list[dict[str, Any]]:
+def _read_text(path: Path) -> str:
+    """The whole file decoded as UTF-8 (newlines untranslated); :class:`DataError` if missing or not UTF-8."""
     if not path.is_file():
         raise DataError(path, None, "file not found")
+    raw = path.read_bytes()
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(path, f"line {line}", f"is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+
+
+def _text_lines(path: Path) -> io.StringIO:
+    """The lines of :func:`_read_text`, endings kept untranslated (like ``open(path, newline='')``)."""
+    return io.StringIO(_read_text(path), newline="")
+
+
+def _read_json_list(path: Path) -> list[dict[str, Any]]:
+    text = _read_text(path)
+    try:
+        items = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(path, None, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DataError(path, None, "not valid JSON: nested too deeply") from None
     if not isinstance(items, list):
         raise DataError(path, None, f"expected a JSON list of items, got {type(items).__name__}")
     for i, item in enumerate(items):
@@ -109,15 +128,19 @@ def read_mosi_csv(
     id (the id without its trailing ``_<clip>``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
     parsed: dict[str, list[Sample]] = {"train": [], "valid": [], "test": []}
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("id", "text", "label", "mode") if c not in (reader.fieldnames or [])]
+    columns = ("id", "text", "label", "mode")
+    reader = csv.DictReader(_text_lines(path))
+    try:
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(path, missing[0], f"column missing; header is {reader.fieldnames}")
-        for row_no, row in enumerate(reader, start=2):
+        for row in reader:
+            row_no = reader.line_num
+            short = [c for c in columns if row[c] is None]
+            if short:
+                fields = sum(v is not None for k, v in row.items() if k is not None)
+                raise DataError(path, short[0], f"missing on line {row_no}: the row has {fields} fields, the header {len(reader.fieldnames or [])} ({','.join(reader.fieldnames or [])})")
             split = _SPLIT_NAMES.get(row["mode"].strip().lower())
             if split is None:
                 raise DataError(path, "mode", f"line {row_no} has '{row['mode']}'; expected train, valid/dev or test")
@@ -127,6 +150,8 @@ def read_mosi_csv(
                 raise DataError(path, "label", f"line {row_no} has '{row['label']}'; expected a number") from None
             sid = row["id"].strip()
             parsed[split].append(Sample(id=sid, group=sid.rsplit("_", 1)[0], raw_text=row["text"], label=label))
+    except csv.Error as exc:
+        raise DataError(path, f"line {reader.line_num}", f"is not valid CSV: {exc}") from None
     task = TaskSpec(kind="regression", num_classes=1, label_range=(-3.0, 3.0))
     return _finish(parsed, task=task, name="mosi_csv", source=path, encoder=_encoder(text_encoder, cache_dir), limit=limit, meta={})
 
@@ -175,23 +200,20 @@ def read_vader(
         if domain not in VADER_DOMAINS:
             raise ConfigError(f"vader domain must be one of {sorted(VADER_DOMAINS)}, got '{domain}'")
         path = path / VADER_DOMAINS[domain]
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
     samples = []
-    with path.open(encoding="utf-8", newline="") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split("\t", 2)
-            if len(parts) != 3:
-                raise DataError(path, f"line {line_no}", "expected 'id<TAB>rating<TAB>text'")
-            try:
-                label = float(parts[1])
-            except ValueError:
-                raise DataError(path, "rating", f"line {line_no} has '{parts[1]}'; expected a number") from None
-            sid = parts[0].strip()
-            samples.append(Sample(id=sid, group=sid.split("_", 1)[0], raw_text=parts[2], label=label))
+    for line_no, line in enumerate(_text_lines(path), start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            raise DataError(path, f"line {line_no}", "expected 'id<TAB>rating<TAB>text'")
+        try:
+            label = float(parts[1])
+        except ValueError:
+            raise DataError(path, "rating", f"line {line_no} has '{parts[1]}'; expected a number") from None
+        sid = parts[0].strip()
+        samples.append(Sample(id=sid, group=sid.split("_", 1)[0], raw_text=parts[2], label=label))
     if not samples:
         raise DataError(path, None, "the file has no items")
     groups = sorted({s.group for s in samples})
@@ -214,20 +236,17 @@ def read_image_attributes(path: str | Path) -> dict[str, list[str]]:
     Parsed with :func:`ast.literal_eval` (never ``eval``). Returns image id -> 5 words.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
     out: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = ast.literal_eval(line.strip())
-            except (ValueError, SyntaxError):
-                raise DataError(path, f"line {line_no}", "is not a Python list literal") from None
-            if not isinstance(value, list | tuple) or len(value) != 6 or not all(isinstance(v, str) for v in value):
-                raise DataError(path, f"line {line_no}", "expected ['<image id>', five attribute words]")
-            out[value[0]] = list(value[1:])
+    for line_no, line in enumerate(_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = ast.literal_eval(line.strip())
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise DataError(path, f"line {line_no}", "is not a Python list literal") from None
+        if not isinstance(value, list | tuple) or len(value) != 6 or not all(isinstance(v, str) for v in value):
+            raise DataError(path, f"line {line_no}", "expected ['<image id>', five attribute words]")
+        out[value[0]] = list(value[1:])
     return out
 
 

@@ -29,10 +29,17 @@ Loss weights: ``alpha`` (confidence), ``beta`` (text reconstruction),
 
 Optimisation (``schedule``): ``aos`` (alternating: each step, phase
 ``confidence`` updates ConfNet and the text encoder on the confidence loss,
-then phase ``main`` updates everything else on the other losses, one optimiser
-each; H_t and c are detached in ``main``), ``end2end`` (one phase, all losses,
-all parameters), ``confnet_first`` (``confidence`` only for the first
+then phase ``main`` updates everything but ConfNet on the other losses, one
+optimiser each; c is detached in ``main``), ``end2end`` (one phase, all
+losses, all parameters), ``confnet_first`` (``confidence`` only for the first
 ``switch_epoch`` epochs, then ``main`` only), ``confnet_later`` (the reverse).
+
+``text_encoder_phase``: ``both`` (default) lets the text encoder learn in
+both phases; ``confidence`` keeps it out of ``main`` (H_t detached there), the
+literal reading of AOS. That leaves the text encoder trained only to predict
+confidence, never for the task on incomplete text: on the generated default
+corpus (seed 0, mean over r = 0..0.9) it gave MAE 0.671 / Non0 Acc-2 81.4
+against 0.598 / 84.0 with ``both`` (``benchmarks/missing.py``).
 """
 
 from __future__ import annotations
@@ -130,7 +137,7 @@ class TCMR(MissingAwareMethod):
         confidence: str = "tce",
         proxy: str = "ipfg",
         proxy_query: str = "position",
-        text_encoder_phase: str = "confidence",
+        text_encoder_phase: str = "both",
         init_text_from_teacher: bool = True,
         teacher_epochs: int | None = None,
         heads: int = 4,

@@ -118,8 +118,25 @@ class _History(L.Callback):
 
 
 def load_checkpoint_state(path: Path) -> dict[str, Any]:
-    """Load a robustmsa checkpoint safely (tensors and plain containers only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a robustmsa checkpoint safely (tensors and plain containers only).
+
+    Always ``weights_only=True``: a corrupt, foreign or crafted file raises
+    :class:`DataError` naming the file; it is never loaded unsafely.
+    """
+    from robustmsa.errors import DataError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, OSError, ... for such files
+        # torch's UnpicklingError text advises weights_only=False: keep only the unpickler's own reason
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:
+            text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        detail = "" if "weights_only" in text else " ".join(text.split())[:200]
+        raise DataError(str(path), None, f"not a robustmsa checkpoint ({type(exc).__name__}{': ' + detail if detail else ''})") from None
+    if not isinstance(state, dict):
+        raise DataError(str(path), None, f"not a robustmsa checkpoint (holds a {type(state).__name__}, expected a dict)")
+    return state
 
 
 def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, out_dir: Path | None = None, config: dict[str, Any] | None = None) -> FitResult:

@@ -119,3 +119,37 @@ def test_mmsd2_loader_with_real_images(image_dir: Path, tmp_path: Path) -> None:
     (pictures / "14.jpg").unlink()
     with pytest.raises(DataError, match="14.jpg"):
         DATASETS.build("mmsd2", folder, image_folder=pictures, text_encoder="hash", cache_dir=tmp_path / "cache")
+
+
+def test_protocol_makes_saliency_counterfactuals_of_real_images(image_dir: Path, tmp_path: Path) -> None:
+    from robustmsa.errors import ConfigError
+    from robustmsa.evaluation.mid_protocol import ImageTextProtocolConfig, _model_counterfactuals, attach_model_free_counterfactuals, load_image_text_bundle
+    from tests.test_data_text_corpora import _mmsd2
+
+    folder = _mmsd2(tmp_path / "mmsd2")
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for image_id, name in zip(("11", "12", "13", "14"), ("red.png", "square.jpg", "noise.jpg", "square.jpg")):
+        shutil.copy(image_dir / name, pictures / f"{image_id}{Path(name).suffix}")
+    data = {"name": "mmsd2", "params": {"folder": str(folder), "image_folder": str(pictures), "text_encoder": "hash", "cache_dir": str(tmp_path / "cache")}}
+    cfg = ImageTextProtocolConfig.model_validate({"data": data, "counterfactual": {"text": None, "image": {"name": "saliency", "params": {"enhance": 2.0, "alpha": 0.9}}}})
+    bundle = load_image_text_bundle(cfg)
+    for split in bundle.splits.values():
+        for s in split:
+            assert s.extras["image_cf"].shape == s.image.shape == (49, 1280)
+            # a uniform picture (11, red) has nothing salient to suppress; the others change
+            assert np.allclose(s.extras["image_cf"], s.image, atol=1e-4) == (s.id == "11")
+    assert np.array_equal(bundle["train"][1].extras["image_cf"], bundle["test"][0].extras["image_cf"])  # same picture, same counterfactual
+    words = cfg.model_copy(update={"counterfactual": cfg.counterfactual.model_copy(update={"image": cfg.counterfactual.image.model_copy(update={"name": "attribute_mask", "params": {}})})})
+    plain = _build_data(data)
+    with pytest.raises(ConfigError, match="real images: use 'saliency'"):
+        _model_counterfactuals(words, plain, None, ("train",))  # type: ignore[arg-type]
+    no_pictures = {**data, "params": {k: v for k, v in data["params"].items() if k != "image_folder"}}
+    with pytest.raises(ConfigError, match="needs real images"):
+        attach_model_free_counterfactuals(cfg, _build_data(no_pictures))
+
+
+def _build_data(data: dict) -> DataBundle:
+    from robustmsa.registry import DATASETS
+
+    return DATASETS.build(data["name"], **data["params"])

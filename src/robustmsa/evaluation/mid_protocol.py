@@ -77,7 +77,10 @@ class CounterfactualSection(_Strict):
     ``attribution`` (occlusion / gradient attribution of each seed's trained
     base model, made per seed), with the extractor's parameters. ``image``: ``attribute_mask`` (the trained base
     model's most salient attribute tokens replaced by the ``[MASK]`` word
-    vector; parameters of :class:`~robustmsa.debias.image_cf.AttributeMasker`).
+    vector; parameters of :class:`~robustmsa.debias.image_cf.AttributeMasker`)
+    or, for real images (data parameter ``image_folder``), ``saliency`` (the
+    attention-mask procedure; parameters of
+    :class:`~robustmsa.debias.image_cf.SaliencyImageCounterfactual`).
     """
 
     text: ComponentConfig | None = Field(default_factory=lambda: ComponentConfig(name="lexicon_pos", params={"ratio": 0.3}))
@@ -144,13 +147,25 @@ def load_image_text_bundle(cfg: ImageTextProtocolConfig) -> DataBundle:
 
 
 def attach_model_free_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle) -> DataBundle:
-    text = cfg.counterfactual.text
-    if text is None or text.name in MODEL_TEXT_CF or _has_extra(bundle, "text_cf"):
+    """Counterfactuals that need no trained model, made once: lexicon / local-LM text, saliency-masked real images."""
+    text, image = cfg.counterfactual.text, cfg.counterfactual.image
+    extractor = masker = None
+    if text is not None and text.name not in MODEL_TEXT_CF and not _has_extra(bundle, "text_cf"):
+        if text.name not in MODEL_FREE_TEXT_CF:
+            raise ConfigError(f"counterfactual.text must be one of {sorted([*MODEL_FREE_TEXT_CF, *MODEL_TEXT_CF])}, got '{text.name}'")
+        extractor = MODEL_FREE_TEXT_CF[text.name](**text.params)
+    if image is not None and image.name == "saliency" and "image" in bundle.dims() and not _has_extra(bundle, "image_cf"):
+        folder = bundle.meta.get("image_folder")
+        if folder is None:
+            raise ConfigError("counterfactual.image 'saliency' needs real images (data parameter image_folder); for image attribute words use 'attribute_mask'")
+        from robustmsa.debias.image_cf import SaliencyImageCounterfactual
+        from robustmsa.features.image import build_image_encoder
+
+        encoder = build_image_encoder(cfg.data.params.get("cache_dir"))
+        masker = SaliencyImageCounterfactual(folder, encoder, image_ids=bundle.meta.get("image_ids"), **image.params)
+    if extractor is None and masker is None:
         return bundle
-    if text.name not in MODEL_FREE_TEXT_CF:
-        raise ConfigError(f"counterfactual.text must be one of {sorted([*MODEL_FREE_TEXT_CF, *MODEL_TEXT_CF])}, got '{text.name}'")
-    extractor = MODEL_FREE_TEXT_CF[text.name](**text.params)
-    return make_counterfactual_bundle(bundle, extractor, None, _text_encoder(cfg), cache_dir=cfg.data.params.get("cache_dir"))
+    return make_counterfactual_bundle(bundle, extractor, masker, _text_encoder(cfg), cache_dir=cfg.data.params.get("cache_dir"))
 
 
 def _model_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle, base: Method, splits: Sequence[str]) -> DataBundle:
@@ -161,9 +176,11 @@ def _model_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle, bas
     image, text = cfg.counterfactual.image, cfg.counterfactual.text
     encoder = _text_encoder(cfg)
     masker = extractor = None
-    if image is not None and "image" in bundle.dims() and not all("image_cf" in bundle[s][0].extras for s in splits):
+    if image is not None and image.name != "saliency" and "image" in bundle.dims() and not all("image_cf" in bundle[s][0].extras for s in splits):
         if image.name != "attribute_mask":
-            raise ConfigError(f"counterfactual.image must be 'attribute_mask', got '{image.name}'")
+            raise ConfigError(f"counterfactual.image must be 'attribute_mask' (image attribute words) or 'saliency' (real images), got '{image.name}'")
+        if "image_folder" in bundle.meta:
+            raise ConfigError("counterfactual.image 'attribute_mask' masks image attribute words; this data has real images: use 'saliency'")
         from robustmsa.debias.image_cf import AttributeMasker
 
         masker = AttributeMasker(base, replacement=mask_embedding(encoder), **image.params)

@@ -3,6 +3,7 @@
 Runs, with the configs in ``configs/clue/``:
 
 * ``synthetic``: the generated default corpus (its own OOD pool), LF-DNN, 3 seeds;
+* ``synthetic_tau_ood``: the same with tau chosen on the OOD-validation split (disjoint from the OOD test);
 * ``mosi``: CMU-MOSI transcripts with an OOD split annealed by CLUE's Algorithm 1, text-only backbone;
 * ``mmsd2``: MMSD2.0 text + image attribute words with an annealed OOD split, image-text backbone.
 
@@ -14,7 +15,7 @@ the protocol's own output folder (case study, split file, figures) under
 
 Usage::
 
-    python benchmarks/clue.py                       # all three
+    python benchmarks/clue.py                       # all four
     python benchmarks/clue.py synthetic --seeds 0,1,2
     python benchmarks/clue.py mosi --epochs 8
 """
@@ -33,7 +34,7 @@ from robustmsa.evaluation.clue_protocol import load_protocol_config, run_clue_pr
 from robustmsa.evaluation.report import write_json, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = {"synthetic": None, "mosi": "mosi", "mmsd2": "mmsd2"}  # name -> folder needed under ../shared/data
+RUNS = {"synthetic": None, "synthetic_tau_ood": None, "mosi": "mosi", "mmsd2": "mmsd2"}  # name -> folder needed under ../shared/data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,3 +173,13 @@ def test_split_on_mosi_transcripts(shared_data) -> None:
     ood = {video[i] for n in ("valid_ood", "test_ood") for i in result.splits[n]}
     assert not iid & ood and len(iid | ood) == 93
     assert result.energy["final"] < result.energy["initial"]
+
+
+@pytest.mark.realdata
+def test_split_on_mmsd2_text_and_attribute_words(shared_data, tmp_path) -> None:
+    paths = split_ood("mmsd2", tmp_path, rounds=200, scheme="classes", source_params={"folder": str(shared_data / "mmsd2"), "limit": 300}, min_count=5)
+    data = json.loads(paths["split"].read_text())
+    assert data["class_names"] and len(data["class_names"]) == 2 and sum(data["sizes"].values()) == 900
+    assert data["energy"]["final"] <= data["energy"]["initial"]
+    ids = [i for split in data["splits"].values() for i in split]
+    assert len(ids) == len(set(ids)) == 900

@@ -191,6 +191,7 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # our own logs/ folder sits beside best.ckpt
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # losses are logged per epoch
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen stage-1 models stay in eval mode
             trainer.fit(module, *loaders)
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None

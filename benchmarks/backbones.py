@@ -24,6 +24,7 @@ Usage::
     python benchmarks/backbones.py --epochs 10 --clue   # fewer epochs, plus CLUE rows
     python benchmarks/backbones.py --quick              # small corpus, 2 epochs, 1 seed (smoke run)
     python benchmarks/backbones.py --epochs 10 --models misa --update   # re-run one model, keep the others' rows
+    python benchmarks/backbones.py --merge runs/a runs/b --out benchmarks/results   # join runs made in parallel
 
 Writes ``<out>/backbones.json`` and ``<out>/backbones.md`` after every
 model (atomically), so a long run can be watched and interrupted.
@@ -148,7 +149,9 @@ def markdown_report(data: dict[str, Any]) -> str:
         f"Seeds: {data['seeds']}; max epochs: {data['max_epochs']} (early stopping on IID validation MAE, patience from the configs); "
         f"{data['machine']['threads']} CPU thread(s) on {data['machine']['platform']}. "
         f"Corpus: {data['corpus']['sizes']}. Values: mean ± std over seeds; accuracies and F1 in %.\n"
-        "`+ CLUE` rows: `te` on the IID test, `tie` on the OOD test (tau chosen on IID validation).\n\n"
+        "`+ CLUE` rows: `te` on the IID test, `tie` on the OOD test (tau chosen on IID validation). They are CLUE on the continuous"
+        " labels, an extension beyond the paper (which is classification only): there TIE reduces to the multimodal branch minus a"
+        " constant. CLUE in the paper's 2-class / 7-class setting is measured by `benchmarks/clue.py` (`clue_synthetic.md`).\n\n"
     )
     iid = markdown_table({n: a["iid"] for n, a in aggregate.items()}, METRICS, row_header="IID test (test)")
     ood = markdown_table({n: a["ood"] for n, a in aggregate.items()}, METRICS, row_header="OOD test (test_ood)")
@@ -163,6 +166,29 @@ def markdown_report(data: dict[str, Any]) -> str:
     return head + "## IID test\n\n" + iid + "\n## OOD test\n\n" + ood + "\n## Cost\n\n" + cost + legend
 
 
+def merge_runs(folders: Sequence[Path]) -> dict[str, Any]:
+    """One result from the ``backbones.json`` of runs made with the same corpus, seeds, epochs and threads (e.g. in parallel).
+
+    Rows are ordered as :data:`MODELS` (plain rows first, then ``+ CLUE`` rows); a model in two runs is an error.
+    """
+    runs = [json.loads((Path(f) / "backbones.json").read_text(encoding="utf-8")) for f in folders]
+    if not runs:
+        raise ConfigError("--merge needs at least one folder")
+    same = ("corpus", "seeds", "max_epochs")
+    for folder, run in zip(folders, runs):
+        if any(run[k] != runs[0][k] for k in same) or run["machine"]["threads"] != runs[0]["machine"]["threads"]:
+            raise ConfigError(f"{folder}/backbones.json: different corpus, seeds, epochs or threads from {folders[0]}/backbones.json")
+    models: dict[str, Any] = {}
+    for folder, run in zip(folders, runs):
+        for name, row in run["models"].items():
+            if name in models:
+                raise ConfigError(f"{folder}/backbones.json: model '{name}' is in two runs")
+            models[name] = row
+    order = [*MODELS, *(f"{m} + CLUE" for m in MODELS)]
+    ranked = sorted(models, key=lambda n: order.index(n) if n in order else len(order))
+    return {**runs[0], "models": {n: models[n] for n in ranked}, "merged_from": [str(f) for f in folders]}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; --quick: 0)")
@@ -174,7 +200,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: benchmarks/results, --quick: benchmarks/results/quick)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--update", action="store_true", help="keep the other models' rows of an existing <out>/backbones.json run with the same settings")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, help="merge the backbones.json of these run folders into --out (no training)")
     args = parser.parse_args(argv)
+    if args.merge:
+        out = args.out or ROOT / "benchmarks" / "results"
+        merged = merge_runs(args.merge)
+        write_json(out / "backbones.json", merged)
+        write_text_atomic(out / "backbones.md", markdown_report(merged))
+        return merged
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)

@@ -43,6 +43,7 @@ def test_missing_model_file(toy_bundle, tmp_path: Path) -> None:
         load_model(tmp_path / "nope.pt", parse_config(CONFIG), toy_bundle)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's notice about the foreign file this test writes
 def test_corrupt_checkpoint_is_a_data_error(toy_bundle, tmp_path: Path) -> None:
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"\x80\x04 this is not a checkpoint")

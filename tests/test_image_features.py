@@ -104,8 +104,8 @@ def test_bundle_with_image_folder(image_dir: Path, tmp_path: Path) -> None:
     assert bundle.dims()["image"] == 8  # the input bundle is not changed
 
 
-def test_mmsd2_loader_with_real_images(image_dir: Path, tmp_path: Path) -> None:
-    from robustmsa.registry import DATASETS
+def _mmsd2_with_pictures(image_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A small MMSD2.0 folder and a folder of its pictures (11: red, 12 and 14: the same square, 13: noise)."""
     from tests.test_data_text_corpora import _mmsd2
 
     folder = _mmsd2(tmp_path / "mmsd2")
@@ -113,6 +113,13 @@ def test_mmsd2_loader_with_real_images(image_dir: Path, tmp_path: Path) -> None:
     pictures.mkdir()
     for image_id, name in zip(("11", "12", "13", "14"), ("red.png", "square.jpg", "noise.jpg", "square.jpg")):
         shutil.copy(image_dir / name, pictures / f"{image_id}{Path(name).suffix}")
+    return folder, pictures
+
+
+def test_mmsd2_loader_with_real_images(image_dir: Path, tmp_path: Path) -> None:
+    from robustmsa.registry import DATASETS
+
+    folder, pictures = _mmsd2_with_pictures(image_dir, tmp_path)
     bundle = DATASETS.build("mmsd2", folder, image_folder=pictures, text_encoder="hash", cache_dir=tmp_path / "cache")
     assert bundle.dims()["image"] == 1280 and bundle["train"][0].image.shape == (49, 1280)
     assert np.array_equal(bundle["train"][1].image, bundle["test"][0].image)  # the same picture under two ids
@@ -124,13 +131,8 @@ def test_mmsd2_loader_with_real_images(image_dir: Path, tmp_path: Path) -> None:
 def test_protocol_makes_saliency_counterfactuals_of_real_images(image_dir: Path, tmp_path: Path) -> None:
     from robustmsa.errors import ConfigError
     from robustmsa.evaluation.mid_protocol import ImageTextProtocolConfig, _model_counterfactuals, attach_model_free_counterfactuals, load_image_text_bundle
-    from tests.test_data_text_corpora import _mmsd2
 
-    folder = _mmsd2(tmp_path / "mmsd2")
-    pictures = tmp_path / "pictures"
-    pictures.mkdir()
-    for image_id, name in zip(("11", "12", "13", "14"), ("red.png", "square.jpg", "noise.jpg", "square.jpg")):
-        shutil.copy(image_dir / name, pictures / f"{image_id}{Path(name).suffix}")
+    folder, pictures = _mmsd2_with_pictures(image_dir, tmp_path)
     data = {"name": "mmsd2", "params": {"folder": str(folder), "image_folder": str(pictures), "text_encoder": "hash", "cache_dir": str(tmp_path / "cache")}}
     cfg = ImageTextProtocolConfig.model_validate({"data": data, "counterfactual": {"text": None, "image": {"name": "saliency", "params": {"enhance": 2.0, "alpha": 0.9}}}})
     bundle = load_image_text_bundle(cfg)

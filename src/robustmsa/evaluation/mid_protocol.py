@@ -136,12 +136,13 @@ def limit_train(bundle: DataBundle, limit: int | None, seed: int = 0) -> DataBun
     return DataBundle({**bundle.splits, "train": train.subset(keep.tolist())}, bundle.task, name=bundle.name, meta=meta)
 
 
-def _has_extra(bundle: DataBundle, key: str) -> bool:
-    return key in bundle["train"][0].extras
+def _has_extra(bundle: DataBundle, key: str, splits: Sequence[str] = ("train",)) -> bool:
+    """Whether the samples of ``splits`` already carry ``extras[key]`` (checked on each split's first sample)."""
+    return all(key in bundle[name][0].extras for name in splits)
 
 
 def load_image_text_bundle(cfg: ImageTextProtocolConfig) -> DataBundle:
-    """The configured data, training subset applied, with model-free text counterfactuals attached."""
+    """The configured data, training subset applied, with the model-free counterfactuals attached."""
     bundle = limit_train(DATASETS.build(cfg.data.name, **cfg.data.params), cfg.train_limit)
     return attach_model_free_counterfactuals(cfg, bundle)
 
@@ -176,7 +177,7 @@ def _model_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle, bas
     image, text = cfg.counterfactual.image, cfg.counterfactual.text
     encoder = _text_encoder(cfg)
     masker = extractor = None
-    if image is not None and image.name != "saliency" and "image" in bundle.dims() and not all("image_cf" in bundle[s][0].extras for s in splits):
+    if image is not None and image.name != "saliency" and "image" in bundle.dims() and not _has_extra(bundle, "image_cf", splits):
         if image.name != "attribute_mask":
             raise ConfigError(f"counterfactual.image must be 'attribute_mask' (image attribute words) or 'saliency' (real images), got '{image.name}'")
         if "image_folder" in bundle.meta:
@@ -184,7 +185,7 @@ def _model_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle, bas
         from robustmsa.debias.image_cf import AttributeMasker
 
         masker = AttributeMasker(base, replacement=mask_embedding(encoder), **image.params)
-    if text is not None and text.name in MODEL_TEXT_CF and not all("text_cf" in bundle[s][0].extras for s in splits):
+    if text is not None and text.name in MODEL_TEXT_CF and not _has_extra(bundle, "text_cf", splits):
         extractor = MODEL_TEXT_CF[text.name](base, encoder, **{"replacement": mask_embedding(encoder), **text.params})
     if masker is None and extractor is None:
         return bundle

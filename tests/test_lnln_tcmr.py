@@ -105,6 +105,12 @@ def test_tcmr_phases_partition_parameters_and_schedules(toy_bundle: DataBundle) 
     both.teachers_ready.fill_(True)  # skip stage 1: only the gradient flow is checked here
     both.training_loss(collate(toy_bundle["train"].samples[:8]), "main")["loss"].backward()
     assert _grads(both.backbone.text_encoder) and not _grads(both.confnet)
+    main_only = _build("tcmr", toy_bundle, text_encoder_phase="main")
+    text = {id(p) for p in main_only.backbone.text_encoder.parameters()}
+    assert text <= {id(p) for p in main_only.phase_parameters("main")} and not text & {id(p) for p in main_only.phase_parameters("confidence")}
+    main_only.teachers_ready.fill_(True)
+    main_only.training_loss(collate(toy_bundle["train"].samples[:8]), "confidence")["loss"].backward()
+    assert _grads(main_only.confnet) and not _grads(main_only.backbone.text_encoder)
     end2end = _build("tcmr", toy_bundle, schedule="end2end")
     assert end2end.phases == ("main",) and {id(p) for p in end2end.phase_parameters("main")} == {id(p) for p in end2end.parameters() if p.requires_grad}
     with pytest.raises(ConfigError):

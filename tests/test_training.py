@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,21 @@ def test_alternating_phases_use_their_own_optimisers(toy_bundle) -> None:
     method.calls.clear()
     fit(method, toy_bundle, TrainConfig(max_epochs=2, progress=False, limit_train_batches=2), seed=0)
     assert (1, "b") in method.calls and method.calls[:2] == [(0, "a"), (0, "a")]
+
+
+@pytest.mark.parametrize("two_phase", [False, True])
+def test_cosine_schedule_anneals_every_optimiser(toy_bundle, two_phase: bool) -> None:
+    with seeded(0):
+        method = TwoPhase(TextOnly(toy_bundle.dims(), toy_bundle.task, hidden=8)) if two_phase else _lfdnn(toy_bundle)
+    cfg = TrainConfig(max_epochs=4, patience=10, lr=1e-2, lr_schedule="cosine", progress=False, limit_train_batches=2)
+    history = fit(method, toy_bundle, cfg, seed=0).history
+    expected = [1e-2 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)]
+    for phase in method.phases:
+        np.testing.assert_allclose(history[f"lr/{phase}"], expected, rtol=1e-6)
+    constant = fit(_lfdnn(toy_bundle), toy_bundle, dataclasses.replace(cfg, lr_schedule="constant"), seed=0).history
+    assert constant["lr/main"] == [1e-2] * 4
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        fit(_lfdnn(toy_bundle), toy_bundle, dataclasses.replace(cfg, lr_schedule="step"), seed=0)
 
 
 def test_unknown_valid_mode_is_a_config_error(toy_bundle) -> None:

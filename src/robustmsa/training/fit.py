@@ -28,7 +28,7 @@ from robustmsa.data.dataset import DataBundle, MultimodalSplit, make_loader
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import DEFAULT_MONITOR, task_metrics
-from robustmsa.training.module import MethodModule, OptimConfig
+from robustmsa.training.module import LR_SCHEDULES, MethodModule, OptimConfig
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class TrainConfig:
     min_epochs: int = 1
     batch_size: int = 32
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": annealed per epoch to 0 over max_epochs
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
     patience: int = 5
@@ -109,8 +110,14 @@ class AtomicCheckpoint(ModelCheckpoint):
 
 
 class _History(L.Callback):
+    """Per-epoch logged metrics, and ``lr/<phase>``: the learning rate each epoch trained with."""
+
     def __init__(self) -> None:
         self.values: dict[str, list[float]] = {}
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for phase, optimizer in zip(pl_module.method.phases, trainer.optimizers):
+            self.values.setdefault(f"lr/{phase}", []).append(float(optimizer.param_groups[0]["lr"]))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for key, value in trainer.callback_metrics.items():
@@ -147,12 +154,15 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
     without, they live in a temporary directory. Earlier stages of multi-stage
     methods (``method.prepare``, e.g. frozen teachers) run first.
     """
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got '{cfg.lr_schedule}'")
     if cfg.valid_mode not in method.modes:
         raise ConfigError(f"valid_mode '{cfg.valid_mode}' is not an inference mode of {type(method).__name__}: {list(method.modes)}")
     metric, mode = cfg.monitor_spec(bundle.task.kind)
     method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
     config = {"train": asdict(cfg), "seed": seed, **(config or {})}
-    module = MethodModule(method, OptimConfig(cfg.lr, cfg.weight_decay, cfg.grad_clip), valid_mode=cfg.valid_mode, config=config)
+    optim = OptimConfig(cfg.lr, cfg.weight_decay, cfg.grad_clip, lr_schedule=cfg.lr_schedule, max_epochs=cfg.max_epochs)
+    module = MethodModule(method, optim, valid_mode=cfg.valid_mode, config=config)
     with contextlib.ExitStack() as stack:
         if out_dir is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="robustmsa-")))

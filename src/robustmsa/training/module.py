@@ -20,12 +20,18 @@ from robustmsa.data.batch import Batch
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import task_metrics
 
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """AdamW settings. ``lr_schedule``: ``constant``, or ``cosine`` (annealed per epoch from ``lr`` to 0 over ``max_epochs``)."""
+
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
+    lr_schedule: str = "constant"
+    max_epochs: int = 1
 
 
 class MethodModule(L.LightningModule):
@@ -47,7 +53,18 @@ class MethodModule(L.LightningModule):
         for phase in self.method.phases:
             params = [p for p in self.method.phase_parameters(phase) if p.requires_grad]
             optimizers.append(torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay))
-        return optimizers[0] if len(optimizers) == 1 else optimizers
+        if self.optim.lr_schedule == "constant":
+            return optimizers[0] if len(optimizers) == 1 else optimizers
+        schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.optim.max_epochs)) for opt in optimizers]
+        return optimizers, schedulers
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning steps epoch-interval schedulers itself only under automatic optimisation.
+        if self.automatic_optimization or self.optim.lr_schedule == "constant":
+            return
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
 
     def on_train_epoch_start(self) -> None:
         self.method.on_train_epoch_start(self.current_epoch)

@@ -2,6 +2,7 @@
 
     python benchmarks/missing.py synthetic --out runs/missing_synthetic          # generated default corpus, 3 seeds
     python benchmarks/missing.py ablations --out runs/missing_ablations          # TCMR variants / ablations
+    python benchmarks/missing.py blend_missing --out runs/missing_blend          # TCMR, proxy blended into missing tokens only
     python benchmarks/missing.py cmu --out runs/missing_mmmo                     # ../shared/data/cmu_mfn (MMMO)
     python benchmarks/missing.py mmsd2 --out runs/missing_mmsd2                  # ../shared/data/mmsd2
 
@@ -9,24 +10,32 @@ Each run writes results.json, report.md and the PNG plots (see robustmsa.evaluat
 Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged afterwards:
 
     python benchmarks/missing.py combine --out runs/missing_synthetic --runs runs/s0 runs/s1 runs/s2
+
+The trained checkpoints of such runs can be evaluated on another split (no retraining), e.g. the generated
+corpus's OOD test, whose topic words contradict the label (the text shortcut reversed):
+
+    python benchmarks/missing.py evaluate --split test_ood --out runs/missing_synthetic_ood --runs runs/s0 runs/s1 runs/s2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
 
 import torch
 
+from robustmsa.data.dataset import DataBundle
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
-from robustmsa.evaluation.missing_protocol import combine_sweeps, load_sweep_config, sweep_missing
+from robustmsa.evaluation.missing_protocol import MissingSweepConfig, combine_sweeps, evaluate_sweep, load_sweep_config, sweep_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "synthetic": ROOT / "configs/missing/synthetic.yaml",
     "ablations": ROOT / "configs/missing/tcmr_ablations.yaml",
+    "blend_missing": ROOT / "configs/missing/tcmr_blend_missing.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",
 }
@@ -34,27 +43,37 @@ CONFIGS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=[*sorted(CONFIGS), "combine"])
+    parser.add_argument("which", choices=[*sorted(CONFIGS), "combine", "evaluate"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", type=Path, default=None, help="override the sweep YAML")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="with 'combine': the sweep folders to merge")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="with 'combine' / 'evaluate': the sweep folders")
+    parser.add_argument("--split", default="test_ood", help="with 'evaluate': the split to evaluate the checkpoints on")
     args = parser.parse_args()
     if args.which == "combine":
         summarise(combine_sweeps(args.runs, args.out, overwrite=args.overwrite))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
+    if args.which == "evaluate":
+        if not args.runs:
+            parser.error("evaluate needs --runs")
+        config = MissingSweepConfig.model_validate(json.loads((args.runs[0] / "results.json").read_text(encoding="utf-8"))["config"])
+        summarise(evaluate_sweep(args.runs, args.split, args.out, overwrite=args.overwrite, bundle=corpus(config)))
+        return
     config = load_sweep_config(args.config or CONFIGS[args.which])
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-    # The generated corpus is built directly from its settings; real data goes through the registered loaders.
-    bundle = generate_corpus(SyntheticConfig.from_dict(config.data.params)) if config.data.name == "synthetic" else None
     start = time.time()
-    results = sweep_missing(config, args.out, seeds=seeds, overwrite=args.overwrite, bundle=bundle)
+    results = sweep_missing(config, args.out, seeds=seeds, overwrite=args.overwrite, bundle=corpus(config))
     print(f"done in {time.time() - start:.0f} s; {args.out / 'report.md'}")
     summarise(results)
+
+
+def corpus(config: MissingSweepConfig) -> DataBundle | None:
+    """The generated corpus built directly from its settings; None for real data (the registered loaders read it)."""
+    return generate_corpus(SyntheticConfig.from_dict(config.data.params)) if config.data.name == "synthetic" else None
 
 
 def summarise(results: dict) -> None:

@@ -57,6 +57,13 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["rates"] == [0.0, 0.5] and set(results["per_seed"]["0"]["baseline"]["rates"]) == {"0.0", "0.5"}
     assert (tmp_path / "run" / "missing_MAE.png").is_file()
+    done = _cli("sweep-evaluate", "--run", str(tmp_path / "run"), "--split", "test_ood", "--out", str(tmp_path / "ood"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ood = json.loads((tmp_path / "ood" / "results.json").read_text())
+    assert ood["data"]["split"] == "test_ood" and set(ood["per_seed"]["0"]["baseline"]["rates"]) == {"0.0", "0.5"}
+    assert ood["per_seed"]["0"]["baseline"]["mean"] != results["per_seed"]["0"]["baseline"]["mean"]
+    missing = _cli("sweep-evaluate", "--run", str(tmp_path / "nothing"), "--split", "test_ood", "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert missing.returncode == 2 and "results.json" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def _mmsd2_folder(folder: Path, n: int = 160) -> Path:

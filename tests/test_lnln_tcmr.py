@@ -11,6 +11,7 @@ import torch
 from robustmsa.data.batch import collate
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError, DataError
+from robustmsa.reconstruct.corruption import corrupt_batch, missing_positions
 from robustmsa.reconstruct.proxy import GradReverse, ProxyGenerator
 from robustmsa.reconstruct.tcmr import complete_text_bundle, polarity_classes
 from robustmsa.registry import BACKBONES, METHODS
@@ -153,6 +154,23 @@ def test_tcmr_without_tce_uses_missing_rate_and_skips_classifier(toy_bundle: Dat
     assert method.polarity is None and method.proxy.kind == "joint"
     noisy = method.corrupt(collate(toy_bundle["train"].samples[:8]))
     assert torch.allclose(method.confidence_target(noisy), 1.0 - noisy.extras["missing_rate_text"])
+
+
+@pytest.mark.parametrize("blend", ["sample", "missing"])
+def test_tcmr_blend_replaces_text_by_the_proxy_where_it_should(toy_bundle: DataBundle, blend: str) -> None:
+    method = _build("tcmr", toy_bundle, blend=blend).eval()
+    noisy = corrupt_batch(collate(toy_bundle["train"].samples[:8]), {"text": 0.5}, seed=1)
+    missing = missing_positions(noisy, "text")
+    assert missing.any() and (~missing & noisy.text_mask).any()
+    enc = method.backbone.encode(noisy)
+    h_p, _ = method.proxy(enc["text_mask"], enc)
+    for c, expected_present in ((torch.zeros(8), h_p if blend == "sample" else enc["text_tokens"]), (torch.ones(8), enc["text_tokens"])):
+        h, _ = method.reconstruct(enc, c, noisy)
+        present = ~missing & noisy.text_mask
+        torch.testing.assert_close(h[present], expected_present[present])
+        torch.testing.assert_close(h[missing], (h_p if c[0] == 0 else enc["text_tokens"])[missing])
+    with pytest.raises(ConfigError, match="blend"):
+        _build("tcmr", toy_bundle, blend="tokens")
 
 
 def test_missing_robust_trains_and_validates_at_r50(toy_bundle: DataBundle) -> None:

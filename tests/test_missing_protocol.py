@@ -18,6 +18,7 @@ from robustmsa.evaluation.missing_protocol import (
     MissingSweepConfig,
     combine_sweeps,
     evaluate_missing,
+    evaluate_sweep,
     image_as_vision,
     load_sweep_config,
     load_sweep_method,
@@ -173,6 +174,16 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
     assert merged["aggregate"]["baseline"]["mean"]["MAE"]["std"] == pytest.approx(np.std(mae, ddof=1))
     with pytest.raises(DataError):  # the same seed twice
         combine_sweeps([tmp_path / "sweep", tmp_path / "sweep"], tmp_path / "twice")
+    # the finished sweeps' checkpoints evaluated on another split; the sweep folders stay as they were
+    before = (tmp_path / "sweep" / "results.json").read_bytes()
+    shifted = evaluate_sweep([tmp_path / "s1", tmp_path / "sweep"], "valid", tmp_path / "valid", bundle=toy_bundle)
+    assert shifted["seeds"] == [0, 1] and shifted["data"]["split"] == "valid" and saved["data"]["split"] == "test"
+    expected = evaluate_missing(method, toy_bundle["valid"], [0.0, 0.9], seed=0)["mean"]["MAE"]
+    assert shifted["per_seed"]["0"]["baseline"]["mean"]["MAE"] == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(reloaded["mean"]["MAE"], rel=1e-3)
+    assert "(valid split)" in (tmp_path / "valid" / "report.md").read_text() and (tmp_path / "sweep" / "results.json").read_bytes() == before
+    with pytest.raises(DataError, match="no split named"):
+        evaluate_sweep([tmp_path / "sweep"], "test_od", tmp_path / "typo", bundle=toy_bundle)
 
 
 def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:

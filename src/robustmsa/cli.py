@@ -120,6 +120,20 @@ def sweep_missing(
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
 
+@app.command("sweep-evaluate")
+def sweep_evaluate(
+    run: Annotated[list[Path], typer.Option("--run", help="A finished sweep-missing folder (repeat for sweeps run per seed).")],
+    split: Annotated[str, typer.Option(help="The split to evaluate, e.g. test_ood.")],
+    out: Out = Path("runs/missing_eval"),
+    overwrite: Overwrite = False,
+) -> None:
+    """Evaluate the best checkpoints of finished missing-rate sweeps on another split (same rates and masks, no retraining)."""
+    from robustmsa.evaluation.missing_protocol import evaluate_sweep
+
+    evaluate_sweep(run, split, out, overwrite=overwrite)
+    console.print(f"[green]Report[/green]: {out / 'report.md'}")
+
+
 @app.command("image-text")
 def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds = None, overwrite: Overwrite = False) -> None:
     """Base, MID, MCTD, MME-JD and MRID on an image-text task, with router analysis and cost (configs/image_text/)."""

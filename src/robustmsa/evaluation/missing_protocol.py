@@ -335,14 +335,9 @@ def sweep_missing(
                 results[name]["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
         return results
 
-    results = run_seeds(one_seed, seeds)
-    results["config"] = config.model_dump(mode="json")
-    results["rates"] = rates
-    results["data"] = {"name": bundle.name, "sizes": {n: len(s) for n, s in bundle.splits.items()}, "views": [v.name for v in config.views]}
-    write_json(out / "results.json", results)
-    write_text_atomic(out / "report.md", sweep_report(results, bundle.task.kind))
-    write_sweep_plots(out, results, bundle.task.kind)
-    return results
+    per_seed = run_seeds(one_seed, seeds)["per_seed"]
+    data = {"name": bundle.name, "sizes": {n: len(s) for n, s in bundle.splits.items()}, "views": [v.name for v in config.views], "split": config.eval_split}
+    return _write_sweep(out, per_seed, {"config": config.model_dump(mode="json"), "rates": rates}, data, overwrite=True)  # out was checked above
 
 
 def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle | None = None) -> tuple[Method, DataBundle]:
@@ -365,30 +360,32 @@ def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle |
     return method, bundle
 
 
-def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool = False) -> dict[str, Any]:
-    """Merge sweeps of the same config run separately (e.g. one process per seed) into one result.
-
-    The per-seed results are pooled (a seed may appear once), re-aggregated
-    (mean +- std over seeds) and written with the report and plots to ``out_dir``.
-    """
-    parts = []
-    for run in run_dirs:
-        path = Path(run) / "results.json"
+def _read_sweeps(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """``(folder, results.json)`` of sweeps run with the same models, rates and data; each seed in one of them only."""
+    parts: list[tuple[Path, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for run in map(Path, run_dirs):
+        path = run / "results.json"
         if not path.is_file():
             raise DataError(path, None, "file not found")
-        parts.append(json.loads(path.read_text(encoding="utf-8")))
-    first = parts[0]
-    per_seed: dict[str, Any] = {}
-    for part, run in zip(parts, run_dirs):
-        if part["config"]["models"] != first["config"]["models"] or part["rates"] != first["rates"] or part["data"] != first["data"]:
-            raise DataError(run, "config", "was run with other models, rates or data than the first run; cannot combine")
-        for seed, result in part["per_seed"].items():
-            if seed in per_seed:
-                raise DataError(run, "per_seed", f"seed {seed} appears in more than one run")
-            per_seed[seed] = result
-    seeds = sorted(int(s) for s in per_seed)
-    ordered = {str(s): per_seed[str(s)] for s in seeds}
-    results = {"seeds": seeds, "per_seed": ordered, "aggregate": mean_std(ordered.values()), "config": first["config"], "rates": first["rates"], "data": first["data"]}
+        part = json.loads(path.read_text(encoding="utf-8"))
+        if parts:
+            first = parts[0][1]
+            if part["config"]["models"] != first["config"]["models"] or part["rates"] != first["rates"] or part["data"] != first["data"]:
+                raise DataError(run, "config", "was run with other models, rates or data than the first run; cannot combine")
+        repeated = seen & set(part["per_seed"])
+        if repeated:
+            raise DataError(run, "per_seed", f"seed {sorted(repeated)[0]} appears in more than one run")
+        seen |= set(part["per_seed"])
+        parts.append((run, part))
+    if not parts:
+        raise ConfigError("no sweep folders given")
+    return parts
+
+
+def _write_sweep(out_dir: Path, per_seed: dict[str, Any], first: dict[str, Any], data: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
+    """Aggregate per-seed results (mean +- std over seeds) and write results.json, report.md and the plots."""
+    results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": first["config"], "rates": first["rates"], "data": data}
     out = prepare_out_dir(out_dir, overwrite)
     kind = "regression" if "MAE" in next(iter(results["aggregate"].values()))["mean"] else "classification"
     write_json(out / "results.json", results)
@@ -397,11 +394,45 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     return results
 
 
+def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Merge sweeps of the same config run separately (e.g. one process per seed) into one result.
+
+    The per-seed results are pooled (a seed may appear once), re-aggregated
+    (mean +- std over seeds) and written with the report and plots to ``out_dir``.
+    """
+    parts = _read_sweeps(run_dirs)
+    pooled = {seed: result for _, part in parts for seed, result in part["per_seed"].items()}
+    per_seed = {seed: pooled[seed] for seed in sorted(pooled, key=int)}
+    return _write_sweep(out_dir, per_seed, parts[0][1], parts[0][1]["data"], overwrite=overwrite)
+
+
+def evaluate_sweep(run_dirs: Sequence[Path], split: str, out_dir: Path, *, overwrite: bool = False, bundle: DataBundle | None = None) -> dict[str, Any]:
+    """Evaluate the best checkpoints of finished sweeps on another ``split`` (e.g. ``test_ood``), same rates and masks.
+
+    Nothing is retrained and the sweep folders are left untouched; the result
+    (same layout as :func:`sweep_missing`'s, ``data.split`` = ``split``) is
+    written to ``out_dir``.
+    """
+    parts = _read_sweeps(run_dirs)
+    first = parts[0][1]
+    config = MissingSweepConfig.model_validate(first["config"])
+    bundle = bundle if bundle is not None else load_sweep_data(config)
+    target = bundle[split]
+    per_seed = {}
+    for run, part in parts:
+        for seed in part["per_seed"]:
+            methods = {model: load_sweep_method(run, model, int(seed), bundle)[0] for model in config.models}
+            per_seed[seed] = {model: evaluate_missing(method, target, first["rates"], int(seed)) for model, method in methods.items()}
+    per_seed = {seed: per_seed[seed] for seed in sorted(per_seed, key=int)}
+    return _write_sweep(out_dir, per_seed, first, {**first["data"], "split": split}, overwrite=overwrite)
+
+
 def sweep_report(results: dict[str, Any], kind: str) -> str:
     """Markdown: mean over r per model, then per model the metrics at each r (mean +- std over seeds)."""
     aggregate = results["aggregate"]
     columns = _columns(kind)
-    lines = [f"# Missing-rate sweep on {results['data']['name']}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
+    split = f" ({results['data']['split']} split)" if "split" in results["data"] else ""
+    lines = [f"# Missing-rate sweep on {results['data']['name']}{split}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
     lines.append("## Mean over missing rates\n")
     lines.append(markdown_table({name: agg["mean"] for name, agg in aggregate.items()}, columns))
     for name, agg in aggregate.items():

@@ -110,11 +110,14 @@ def normalise_rates(rates: Rates, batch: Batch) -> dict[str, float | Tensor | np
     return {m: float(rates) for m in present}
 
 
+def missing_positions(batch: Batch, modality: str) -> Tensor:
+    """(B, L) bool: droppable positions of ``modality`` whose features are all zero (dropped or missing by nature)."""
+    return (getattr(batch, modality) == 0).all(dim=-1) & _eligible(batch, modality)
+
+
 def missing_rates(batch: Batch, modality: str) -> Tensor:
-    """(B,) float32 share of droppable positions of ``modality`` whose features are all zero (dropped or missing by nature)."""
-    eligible = _eligible(batch, modality)
-    zero = (getattr(batch, modality) == 0).all(dim=-1) & eligible
-    return (zero.sum(dim=1).float() / eligible.sum(dim=1).clamp_min(1).float()).cpu()
+    """(B,) float32 share of droppable positions of ``modality`` that are missing (see :func:`missing_positions`)."""
+    return (missing_positions(batch, modality).sum(dim=1).float() / _eligible(batch, modality).sum(dim=1).clamp_min(1).float()).cpu()
 
 
 def drop_positions(batch: Batch, modality: str, dropped: Tensor, *, unk_id: int = DEFAULT_UNK_ID) -> Batch:

@@ -64,6 +64,7 @@ from robustmsa.errors import ConfigError, DataError
 from robustmsa.method import Supervised, target_of
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
 from robustmsa.reconstruct.base import MissingAwareMethod, token_dim
+from robustmsa.reconstruct.corruption import missing_positions
 from robustmsa.reconstruct.proxy import FrameReconstructor, ProxyGenerator, masked_mse
 from robustmsa.registry import METHODS
 
@@ -143,6 +144,7 @@ class TCMR(MissingAwareMethod):
         proxy: str = "ipfg",
         proxy_query: str = "position",
         text_encoder_phase: str = "both",
+        blend: str = "sample",
         init_text_from_teacher: bool = True,
         teacher_epochs: int | None = None,
         heads: int = 4,
@@ -157,6 +159,8 @@ class TCMR(MissingAwareMethod):
             raise ConfigError(f"tcmr confidence must be 'tce' or 'missing_rate', got '{confidence}'")
         if text_encoder_phase not in TEXT_ENCODER_PHASES:
             raise ConfigError(f"tcmr text_encoder_phase must be one of {list(TEXT_ENCODER_PHASES)}, got '{text_encoder_phase}'")
+        if blend not in ("sample", "missing"):
+            raise ConfigError(f"tcmr blend must be 'sample' or 'missing', got '{blend}'")
         if switch_epoch < 0:
             raise ConfigError(f"tcmr switch_epoch must be >= 0, got {switch_epoch}")
         if not hasattr(backbone, "text_encoder"):
@@ -167,6 +171,7 @@ class TCMR(MissingAwareMethod):
         self.phases = ("main",) if schedule == "end2end" else ("confidence", "main")
         self.switch_epoch = int(switch_epoch)
         self.text_encoder_phase = text_encoder_phase
+        self.blend = blend
         self.confidence = confidence
         self.init_text_from_teacher = bool(init_text_from_teacher)
         self.teacher_epochs = teacher_epochs
@@ -251,10 +256,15 @@ class TCMR(MissingAwareMethod):
             probs = classifier(noisy).logits.softmax(dim=-1)
         return probs.gather(1, truth.view(-1, 1))[:, 0]
 
-    def reconstruct(self, enc: dict[str, Tensor], c: Tensor) -> tuple[Tensor, Tensor | None]:
-        """H = c * H_t + (1 - c) * H_p (B, Lt, d) and the IPFG gate (B,) or None."""
+    def reconstruct(self, enc: dict[str, Tensor], c: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """H = c * H_t + (1 - c) * H_p (B, Lt, d) (with ``blend='missing'`` at the missing text positions of ``batch`` only,
+        H = H_t elsewhere) and the IPFG gate (B,) or None."""
         h_p, gate = self.proxy(enc["text_mask"], enc)
-        return c[:, None, None] * enc["text_tokens"] + (1.0 - c[:, None, None]) * h_p, gate
+        weight = c[:, None].expand_as(enc["text_mask"])
+        if self.blend == "missing":
+            weight = torch.where(missing_positions(batch, "text"), weight, torch.ones_like(weight))
+        weight = weight.unsqueeze(-1)
+        return weight * enc["text_tokens"] + (1.0 - weight) * h_p, gate
 
     def _fuse(self, h: Tensor, enc: dict[str, Tensor]) -> Output:
         return self.backbone.fuse(h, enc["audio_tokens"], enc["vision_tokens"], {m: enc[f"{m}_mask"] for m in ("text", "audio", "vision")})
@@ -262,7 +272,7 @@ class TCMR(MissingAwareMethod):
     def logits(self, batch: Batch) -> Tensor:
         enc = self.backbone.encode(batch)
         c = self.confnet(masked_mean(enc["text_tokens"], enc["text_mask"]))[:, 0]
-        return self._fuse(self.reconstruct(enc, c)[0], enc).logits
+        return self._fuse(self.reconstruct(enc, c, batch)[0], enc).logits
 
     def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
         if not bool(self.teachers_ready):
@@ -284,7 +294,7 @@ class TCMR(MissingAwareMethod):
         if combined or phase == "confidence":
             terms["confidence"] = F.mse_loss(c, self.confidence_target(noisy).to(c))
         if combined or phase == "main":
-            h, _ = self.reconstruct(enc, c)
+            h, _ = self.reconstruct(enc, c, noisy)
             with torch.no_grad():
                 target = self.text_teacher.tokens(batch)
             terms["text_reconstruction"] = masked_mse(h, target, mask)

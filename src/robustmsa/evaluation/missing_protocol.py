@@ -452,13 +452,14 @@ def write_sweep_plots(out: Path, results: dict[str, Any], kind: str) -> list[Pat
     """``missing_<metric>.png`` (metric vs r, one curve per model, +- std band) and ``sensitivity_<model>.png``."""
     paths = []
     rates = results["rates"]
+    where = f" ({results['data']['split']})" if "split" in results["data"] else ""
     for metric in ("MAE", "Non0_acc_2", "Mult_acc_7", "Corr") if kind == "regression" else ("Acc", "F1", "Macro_F1"):
         curves, errors = {}, {}
         for name, agg in results["aggregate"].items():
             cells = [agg["rates"][f"{r:.1f}"][metric] for r in rates]
             curves[name] = (rates, [c["mean"] for c in cells])
             errors[name] = [c["std"] for c in cells]
-        paths.append(line_plot(out / f"missing_{metric}.png", curves, xlabel="missing rate r", ylabel=metric, title=f"{metric} vs missing rate", errors=errors))
+        paths.append(line_plot(out / f"missing_{metric}.png", curves, xlabel="missing rate r", ylabel=metric, title=f"{metric} vs missing rate{where}", errors=errors))
     first = results["per_seed"][str(results["seeds"][0])]
     for name, res in first.items():
         top = res.get("sensitivity", {}).get("top", [])

@@ -2,7 +2,8 @@
 
     python benchmarks/missing.py synthetic --out runs/missing_synthetic          # generated default corpus, 3 seeds
     python benchmarks/missing.py ablations --out runs/missing_ablations          # TCMR variants / ablations
-    python benchmarks/missing.py blend_missing --out runs/missing_blend          # TCMR, proxy blended into missing tokens only
+    python benchmarks/missing.py tcmr_blend_missing --out runs/tcmr_blend        # TCMR / LNLN, proxy blended into missing
+    python benchmarks/missing.py lnln_blend_missing --out runs/lnln_blend        #   tokens only
     python benchmarks/missing.py cmu --out runs/missing_mmmo                     # ../shared/data/cmu_mfn (MMMO)
     python benchmarks/missing.py mmsd2 --out runs/missing_mmsd2                  # ../shared/data/mmsd2
 
@@ -35,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "synthetic": ROOT / "configs/missing/synthetic.yaml",
     "ablations": ROOT / "configs/missing/tcmr_ablations.yaml",
-    "blend_missing": ROOT / "configs/missing/tcmr_blend_missing.yaml",
+    "tcmr_blend_missing": ROOT / "configs/missing/tcmr_blend_missing.yaml",
+    "lnln_blend_missing": ROOT / "configs/missing/lnln_blend_missing.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",
 }

@@ -11,6 +11,7 @@ import torch
 from robustmsa.data.batch import collate
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError, DataError
+from robustmsa.reconstruct.base import blend_text
 from robustmsa.reconstruct.corruption import corrupt_batch, missing_positions
 from robustmsa.reconstruct.proxy import GradReverse, ProxyGenerator
 from robustmsa.reconstruct.tcmr import complete_text_bundle, polarity_classes
@@ -61,8 +62,9 @@ def test_proxy_queries_use_text_tokens_only_when_asked(query: str) -> None:
     assert torch.allclose(a, b) == (query == "position")
 
 
-def test_lnln_loss_terms_and_gradients(toy_bundle: DataBundle) -> None:
-    method = _build("lnln", toy_bundle)
+@pytest.mark.parametrize("blend", ["sample", "missing"])
+def test_lnln_loss_terms_and_gradients(toy_bundle: DataBundle, blend: str) -> None:
+    method = _build("lnln", toy_bundle, blend=blend)
     batch = collate(toy_bundle["train"].samples[:16])
     losses = method.training_loss(batch)
     assert set(losses) == {"task", "completeness", "adversarial", "reconstruction", "loss"}
@@ -156,21 +158,22 @@ def test_tcmr_without_tce_uses_missing_rate_and_skips_classifier(toy_bundle: Dat
     assert torch.allclose(method.confidence_target(noisy), 1.0 - noisy.extras["missing_rate_text"])
 
 
-@pytest.mark.parametrize("blend", ["sample", "missing"])
-def test_tcmr_blend_replaces_text_by_the_proxy_where_it_should(toy_bundle: DataBundle, blend: str) -> None:
-    method = _build("tcmr", toy_bundle, blend=blend).eval()
+def test_blend_text_replaces_text_by_the_proxy_where_it_should(toy_bundle: DataBundle) -> None:
     noisy = corrupt_batch(collate(toy_bundle["train"].samples[:8]), {"text": 0.5}, seed=1)
     missing = missing_positions(noisy, "text")
-    assert missing.any() and (~missing & noisy.text_mask).any()
-    enc = method.backbone.encode(noisy)
-    h_p, _ = method.proxy(enc["text_mask"], enc)
-    for c, expected_present in ((torch.zeros(8), h_p if blend == "sample" else enc["text_tokens"]), (torch.ones(8), enc["text_tokens"])):
-        h, _ = method.reconstruct(enc, c, noisy)
-        present = ~missing & noisy.text_mask
-        torch.testing.assert_close(h[present], expected_present[present])
-        torch.testing.assert_close(h[missing], (h_p if c[0] == 0 else enc["text_tokens"])[missing])
-    with pytest.raises(ConfigError, match="blend"):
-        _build("tcmr", toy_bundle, blend="tokens")
+    present = ~missing & noisy.text_mask
+    assert missing.any() and present.any()
+    h_t, h_p = torch.randn(2, *noisy.text_mask.shape, 4).unbind(0)
+    w = torch.linspace(0.0, 1.0, 8)
+    everywhere = blend_text(noisy, h_t, h_p, w, "sample")
+    torch.testing.assert_close(everywhere, w[:, None, None] * h_t + (1 - w[:, None, None]) * h_p)
+    only_missing = blend_text(noisy, h_t, h_p, w, "missing")
+    torch.testing.assert_close(only_missing[present], h_t[present])
+    torch.testing.assert_close(only_missing[missing], everywhere[missing])
+    for name in ("tcmr", "lnln"):
+        assert _build(name, toy_bundle, blend="missing").blend == "missing"
+        with pytest.raises(ConfigError, match="blend"):
+            _build(name, toy_bundle, blend="tokens")
 
 
 def test_missing_robust_trains_and_validates_at_r50(toy_bundle: DataBundle) -> None:

@@ -27,7 +27,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, scores_from_logits, task_loss
 from robustmsa.models.base import Backbone
-from robustmsa.reconstruct.corruption import DEFAULT_UNK_ID, corrupt_batch, corrupt_for_training
+from robustmsa.reconstruct.corruption import DEFAULT_UNK_ID, corrupt_batch, corrupt_for_training, missing_positions
 from robustmsa.registry import METHODS
 
 
@@ -76,6 +76,27 @@ class MissingAwareMethod(Method):
         if mode == "missing":
             batch = corrupt_batch(batch, self.valid_missing_rate, self.valid_seed, unk_id=self.unk_id)
         return scores_from_logits(self.logits(batch), self.task)
+
+
+#: Where the proxy replaces the text: ``sample`` (every token, the published H = w * H_t + (1 - w) * H_p) or
+#: ``missing`` (the missing tokens only; the tokens that survived keep H_t).
+BLENDS = ("sample", "missing")
+
+
+def check_blend(blend: str, method: str) -> str:
+    if blend not in BLENDS:
+        raise ConfigError(f"{method} blend must be one of {list(BLENDS)}, got '{blend}'")
+    return blend
+
+
+def blend_text(batch: Batch, text_tokens: Tensor, proxy: Tensor, weight: Tensor, blend: str) -> Tensor:
+    """H = w * H_t + (1 - w) * H_p (B, Lt, d) with a per-sample weight w (B,); ``blend='missing'``: only at the
+    missing text positions of ``batch`` (all-zero features), H = H_t elsewhere."""
+    w = weight[:, None].expand(text_tokens.shape[:2])
+    if blend == "missing":
+        w = torch.where(missing_positions(batch, "text"), w, torch.ones_like(w))
+    w = w.unsqueeze(-1)
+    return w * text_tokens + (1.0 - w) * proxy
 
 
 def token_dim(backbone: Backbone) -> int:

@@ -6,7 +6,8 @@ On a composable text-centric backbone (``encode`` / ``fuse``), per batch:
    H_t (B, Lt, d) from the text, audio/vision tokens;
 2. dominant-modality correction: a completeness estimate w = sigmoid(MLP(mean H_t))
    (B,), supervised with ``1 - missing_rate_text``; a proxy H_p (B, Lt, d)
-   generated from audio and vision; the corrected text H = w * H_t + (1 - w) * H_p;
+   generated from audio and vision; the corrected text H = w * H_t + (1 - w) * H_p
+   (``blend='missing'``: at the missing text positions only, see :func:`.base.blend_text`);
 3. text-guided fusion of (H, audio, vision) by the backbone's ``fuse``;
 4. auxiliary reconstruction of the clean audio and vision frames, and an
    adversarial term on the proxy: a discriminator tells the clean text
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from robustmsa.data.batch import Batch
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
-from robustmsa.reconstruct.base import MissingAwareMethod, token_dim
+from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, token_dim
 from robustmsa.reconstruct.proxy import FrameReconstructor, GradReverse, ProxyGenerator
 from robustmsa.registry import METHODS
 
@@ -46,11 +47,13 @@ class LNLN(MissingAwareMethod):
         heads: int = 4,
         proxy_layers: int = 1,
         proxy_query: str = "position",
+        blend: str = "sample",
         dropout: float = 0.1,
         **base: Any,
     ) -> None:
         super().__init__(backbone, **base)
         dim = token_dim(backbone)
+        self.blend = check_blend(blend, "lnln")
         self.weights = {"task": float(w_task), "completeness": float(w_completeness), "adversarial": float(w_adversarial), "reconstruction": float(w_reconstruction)}
         self.completeness = mlp(dim, dim, 1, dropout)
         self.proxy = ProxyGenerator(dim, heads, proxy_layers, dropout, kind="joint", query=proxy_query)
@@ -63,7 +66,7 @@ class LNLN(MissingAwareMethod):
         mask = enc["text_mask"]
         w = torch.sigmoid(self.completeness(masked_mean(enc["text_tokens"], mask)))[:, 0]
         h_p, _ = self.proxy(mask, enc)
-        h = w[:, None, None] * enc["text_tokens"] + (1.0 - w[:, None, None]) * h_p
+        h = blend_text(batch, enc["text_tokens"], h_p, w, self.blend)
         out = self.backbone.fuse(h, enc["audio_tokens"], enc["vision_tokens"], {m: enc[f"{m}_mask"] for m in ("text", "audio", "vision")})
         return enc, out, w, h_p
 

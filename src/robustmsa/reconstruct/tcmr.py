@@ -63,8 +63,7 @@ from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.method import Supervised, target_of
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
-from robustmsa.reconstruct.base import MissingAwareMethod, token_dim
-from robustmsa.reconstruct.corruption import missing_positions
+from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, token_dim
 from robustmsa.reconstruct.proxy import FrameReconstructor, ProxyGenerator, masked_mse
 from robustmsa.registry import METHODS
 
@@ -159,8 +158,6 @@ class TCMR(MissingAwareMethod):
             raise ConfigError(f"tcmr confidence must be 'tce' or 'missing_rate', got '{confidence}'")
         if text_encoder_phase not in TEXT_ENCODER_PHASES:
             raise ConfigError(f"tcmr text_encoder_phase must be one of {list(TEXT_ENCODER_PHASES)}, got '{text_encoder_phase}'")
-        if blend not in ("sample", "missing"):
-            raise ConfigError(f"tcmr blend must be 'sample' or 'missing', got '{blend}'")
         if switch_epoch < 0:
             raise ConfigError(f"tcmr switch_epoch must be >= 0, got {switch_epoch}")
         if not hasattr(backbone, "text_encoder"):
@@ -171,7 +168,7 @@ class TCMR(MissingAwareMethod):
         self.phases = ("main",) if schedule == "end2end" else ("confidence", "main")
         self.switch_epoch = int(switch_epoch)
         self.text_encoder_phase = text_encoder_phase
-        self.blend = blend
+        self.blend = check_blend(blend, "tcmr")
         self.confidence = confidence
         self.init_text_from_teacher = bool(init_text_from_teacher)
         self.teacher_epochs = teacher_epochs
@@ -257,14 +254,9 @@ class TCMR(MissingAwareMethod):
         return probs.gather(1, truth.view(-1, 1))[:, 0]
 
     def reconstruct(self, enc: dict[str, Tensor], c: Tensor, batch: Batch) -> tuple[Tensor, Tensor | None]:
-        """H = c * H_t + (1 - c) * H_p (B, Lt, d) (with ``blend='missing'`` at the missing text positions of ``batch`` only,
-        H = H_t elsewhere) and the IPFG gate (B,) or None."""
+        """H = c * H_t + (1 - c) * H_p (B, Lt, d) (see :func:`~.base.blend_text` for ``blend``) and the IPFG gate (B,) or None."""
         h_p, gate = self.proxy(enc["text_mask"], enc)
-        weight = c[:, None].expand_as(enc["text_mask"])
-        if self.blend == "missing":
-            weight = torch.where(missing_positions(batch, "text"), weight, torch.ones_like(weight))
-        weight = weight.unsqueeze(-1)
-        return weight * enc["text_tokens"] + (1.0 - weight) * h_p, gate
+        return blend_text(batch, enc["text_tokens"], h_p, c, self.blend), gate
 
     def _fuse(self, h: Tensor, enc: dict[str, Tensor]) -> Output:
         return self.backbone.fuse(h, enc["audio_tokens"], enc["vision_tokens"], {m: enc[f"{m}_mask"] for m in ("text", "audio", "vision")})

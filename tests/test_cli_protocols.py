@@ -64,6 +64,11 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     assert ood["per_seed"]["0"]["baseline"]["mean"] != results["per_seed"]["0"]["baseline"]["mean"]
     missing = _cli("sweep-evaluate", "--run", str(tmp_path / "nothing"), "--split", "test_ood", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert missing.returncode == 2 and "results.json" in missing.stderr and "Traceback" not in missing.stderr
+    both = _cli("sweep-combine", "--run", str(tmp_path / "run"), "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "both"), cwd=tmp_path)
+    assert both.returncode == 2 and "'data'" in both.stderr and "Traceback" not in both.stderr  # another split: not combined
+    again = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood"), "--overwrite", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "ood" / "results.json").read_text())["per_seed"] == ood["per_seed"]
 
 
 def _mmsd2_folder(folder: Path, n: int = 160) -> Path:

@@ -27,7 +27,10 @@ from robustmsa.evaluation.missing_protocol import (
     standardize,
     subsample,
     sweep_missing,
+    sweep_report,
 )
+from robustmsa.evaluation.protocols import mean_std
+from robustmsa.evaluation.report import write_json
 from robustmsa.method import Method
 from robustmsa.metrics import regression_metrics
 from robustmsa.models.base import Backbone
@@ -196,3 +199,48 @@ def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
     bad.write_text("data: {name: synthetic}\nmodels: {a: {name: lnln}}\nrates: [0.0]\nseeds: [0]\nsensitivty: {}\n")
     with pytest.raises(ConfigError, match="sensitivty"):
         load_sweep_config(bad)
+
+
+def _fake_sweep(out: Path, maes: dict[str, list[float]], reference: str | None = None, **changes: object) -> Path:
+    """A sweep folder whose results.json holds ``maes[model][seed]`` (other metrics fixed), as sweep_missing writes it."""
+    metrics = regression_metrics(np.array([0.1, -0.2, 0.3]), np.array([0.0, -1.0, 1.0]))
+    per_seed = {str(seed): {m: {"mean": {**metrics, "MAE": v[seed]}, "rates": {"0.0": {**metrics, "MAE": v[seed]}}} for m, v in maes.items()} for seed in range(len(next(iter(maes.values()))))}
+    config = MissingSweepConfig.model_validate({"data": {"name": "toy"}, "models": {m: {"name": "missing_robust"} for m in maes}, "reference": reference, **changes})
+    results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config.model_dump(mode="json")}
+    results.update(rates=[0.0], data={"name": "toy", "sizes": {}})
+    out.mkdir(parents=True)
+    write_json(out / "results.json", results)
+    return out
+
+
+def _mae_cell(report: str, reference: str, row: str) -> str:
+    paired = report.split(f"## Paired with {reference}")[1].split("## ")[0]
+    assert f"| {reference} |" not in paired
+    return next(x for x in paired.splitlines() if x.startswith(f"| {row} |")).split(" | ")[7]  # the MAE column
+
+
+def test_report_pairs_every_model_with_the_reference_seed_by_seed(tmp_path: Path) -> None:
+    maes = {"plain": [0.6, 0.9], "tcmr": [0.5, 0.8], "lnln": [0.7, 0.7]}
+    for reference, shown, row, cell in (("plain", "plain", "tcmr", "-0.100 ± 0.000 (2/2)"), ("lnln", "lnln", "plain", "0.050 ± 0.212 (1/2)"), (None, "plain", "lnln", "-0.050 ± 0.212 (1/2)")):
+        results = json.loads((_fake_sweep(tmp_path / str(reference), maes, reference) / "results.json").read_text())
+        assert _mae_cell(sweep_report(results, "regression"), shown, row) == cell
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {name: synthetic}\nmodels: {tcmr: {name: tcmr}}\nreference: tcmx\n")
+    with pytest.raises(ConfigError, match="reference.*'tcmx' is not one of the models"):
+        load_sweep_config(bad)
+
+
+def test_combine_adds_models_run_later_on_the_same_seeds(tmp_path: Path) -> None:
+    first = _fake_sweep(tmp_path / "first", {"plain": [0.6, 0.9], "lnln": [0.7, 0.7]})
+    later = _fake_sweep(tmp_path / "later", {"tcmr": [0.5, 0.8]})
+    merged = combine_sweeps([first, later], tmp_path / "all")
+    assert list(merged["config"]["models"]) == ["plain", "lnln", "tcmr"] and merged["seeds"] == [0, 1]
+    assert merged["aggregate"]["tcmr"]["mean"]["MAE"]["mean"] == pytest.approx(0.65)
+    assert _mae_cell((tmp_path / "all" / "report.md").read_text(), "plain", "tcmr") == "-0.100 ± 0.000 (2/2)"
+    with pytest.raises(DataError, match="seed 1 has no results of model 'tcmr'"):
+        combine_sweeps([first, _fake_sweep(tmp_path / "one_seed", {"tcmr": [0.5]})], tmp_path / "x")
+    with pytest.raises(DataError, match="config.models.lnln.*configured differently"):
+        combine_sweeps([first, _fake_sweep(tmp_path / "renamed", {"lnln": [0.5, 0.8]}, models={"lnln": {"name": "lnln"}})], tmp_path / "x")
+    with pytest.raises(DataError, match="'train'.*differs"):
+        combine_sweeps([first, _fake_sweep(tmp_path / "longer", {"tcmr": [0.5, 0.8]}, train={"max_epochs": 99})], tmp_path / "x")
+    assert not (tmp_path / "x").exists()

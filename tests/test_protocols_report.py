@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import mean_std, run_seeds
+from robustmsa.evaluation.protocols import mean_std, paired_differences, run_seeds
 from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json
 
 
@@ -28,6 +28,23 @@ def test_run_seeds_calls_each_seed() -> None:
     assert out["aggregate"]["m"]["mean"] == 2.0
     with pytest.raises(ValueError):
         run_seeds(lambda seed: {}, [])
+
+
+def test_paired_differences_subtract_the_reference_seed_by_seed() -> None:
+    # seed 1 is harder for both models: paired, the shared shift cancels
+    per_seed = {
+        "0": {"base": {"mean": {"MAE": 0.50, "Acc": 0.80}}, "new": {"mean": {"MAE": 0.45, "Acc": 0.79}}},
+        "1": {"base": {"mean": {"MAE": 0.70, "Acc": 0.60}}, "new": {"mean": {"MAE": 0.66, "Acc": 0.62}}},
+        "2": {"base": {"mean": {"MAE": 0.60, "Acc": None}}, "new": {"mean": {"MAE": 0.61, "Acc": 0.70}}},
+    }
+    out = paired_differences(per_seed, "base", ["MAE", "Acc"])
+    assert set(out) == {"new"}
+    assert out["new"]["MAE"]["mean"] == pytest.approx((-0.05 - 0.04 + 0.01) / 3)
+    assert out["new"]["MAE"]["std"] == pytest.approx(0.0321455, rel=1e-4)
+    assert out["new"]["MAE"]["better"] == 2  # lower MAE is better
+    assert out["new"]["Acc"]["better"] == 1 and math.isnan(out["new"]["Acc"]["mean"])  # undefined on seed 2
+    with pytest.raises(ValueError, match="reference model 'other'"):
+        paired_differences(per_seed, "other", ["MAE"])
 
 
 def test_prepare_out_dir_never_overwrites_results(tmp_path: Path) -> None:

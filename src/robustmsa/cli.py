@@ -134,6 +134,19 @@ def sweep_evaluate(
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
 
+@app.command("sweep-combine")
+def sweep_combine(
+    run: Annotated[list[Path], typer.Option("--run", help="A finished sweep folder (repeat): other seeds, or other models on the same seeds.")],
+    out: Out = Path("runs/missing_combined"),
+    overwrite: Overwrite = False,
+) -> None:
+    """Merge missing-rate sweeps run separately (per seed, or a model added later) into one report, paired by seed."""
+    from robustmsa.evaluation.missing_protocol import combine_sweeps
+
+    combine_sweeps(run, out, overwrite=overwrite)
+    console.print(f"[green]Report[/green]: {out / 'report.md'}")
+
+
 @app.command("image-text")
 def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds = None, overwrite: Overwrite = False) -> None:
     """Base, MID, MCTD, MME-JD and MRID on an image-text task, with router analysis and cost (configs/image_text/)."""

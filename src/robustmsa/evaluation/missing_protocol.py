@@ -29,14 +29,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from robustmsa.config import ComponentConfig, ExperimentConfig, TrainSection, _Strict, load_config
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError
-from robustmsa.evaluation.protocols import mean_std, run_seeds
-from robustmsa.evaluation.report import bar_plot, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.evaluation.protocols import mean_std, paired_differences, run_seeds
+from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.experiment import build_method
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import REGRESSION_METRICS, task_metrics
@@ -69,11 +69,23 @@ class MissingSweepConfig(_Strict):
     views: list[ComponentConfig] = Field(default_factory=list)  # applied in order; names in VIEWS
     backbone: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="text_centric"))
     models: dict[str, ComponentConfig]
+    reference: str | None = None  # the model the others are compared with, seed by seed (default: the first)
     train: SweepTrainSection = Field(default_factory=SweepTrainSection)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     rates: list[float] = Field(default_factory=lambda: list(EVAL_RATES))
     eval_split: str = "test"
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_is_a_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        models = info.data.get("models", {})
+        if value is not None and value not in models:
+            raise ValueError(f"'{value}' is not one of the models {sorted(models)}")
+        return value
+
+    def reference_model(self) -> str:
+        return self.reference or next(iter(self.models))
 
 
 def load_sweep_config(path: Path | str) -> MissingSweepConfig:
@@ -337,7 +349,7 @@ def sweep_missing(
 
     per_seed = run_seeds(one_seed, seeds)["per_seed"]
     data = {"name": bundle.name, "sizes": {n: len(s) for n, s in bundle.splits.items()}, "views": [v.name for v in config.views], "split": config.eval_split}
-    return _write_sweep(out, per_seed, {"config": config.model_dump(mode="json"), "rates": rates}, data, overwrite=True)  # out was checked above
+    return _write_sweep(out, per_seed, config.model_dump(mode="json"), rates, data, overwrite=True)  # out was checked above
 
 
 def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle | None = None) -> tuple[Method, DataBundle]:
@@ -360,10 +372,13 @@ def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle |
     return method, bundle
 
 
+#: Settings that sweeps must share to be combined (models and seeds may differ).
+_SHARED_SETTINGS = ("data", "views", "backbone", "train", "eval_split")
+
+
 def _read_sweeps(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
-    """``(folder, results.json)`` of sweeps run with the same models, rates and data; each seed in one of them only."""
+    """``(folder, results.json)`` of sweeps run with the same data, backbone, training and rates."""
     parts: list[tuple[Path, dict[str, Any]]] = []
-    seen: set[str] = set()
     for run in map(Path, run_dirs):
         path = run / "results.json"
         if not path.is_file():
@@ -371,21 +386,40 @@ def _read_sweeps(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
         part = json.loads(path.read_text(encoding="utf-8"))
         if parts:
             first = parts[0][1]
-            if part["config"]["models"] != first["config"]["models"] or part["rates"] != first["rates"] or part["data"] != first["data"]:
-                raise DataError(run, "config", "was run with other models, rates or data than the first run; cannot combine")
-        repeated = seen & set(part["per_seed"])
-        if repeated:
-            raise DataError(run, "per_seed", f"seed {sorted(repeated)[0]} appears in more than one run")
-        seen |= set(part["per_seed"])
+            differs = [k for k in _SHARED_SETTINGS if part["config"].get(k) != first["config"].get(k)] + [k for k in ("rates", "data") if part[k] != first[k]]
+            if differs:
+                raise DataError(path, differs[0], f"differs from {parts[0][0] / 'results.json'}; sweeps run with other settings cannot be combined")
         parts.append((run, part))
     if not parts:
         raise ConfigError("no sweep folders given")
     return parts
 
 
-def _write_sweep(out_dir: Path, per_seed: dict[str, Any], first: dict[str, Any], data: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
+def _pool(parts: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The per-seed results of several sweeps in one grid (every seed x every model, each from one run only) and
+    the config with every model."""
+    models: dict[str, Any] = {}
+    pooled: dict[str, dict[str, Any]] = {}
+    for run, part in parts:
+        for model, component in part["config"]["models"].items():
+            if models.setdefault(model, component) != component:
+                raise DataError(run / "results.json", f"config.models.{model}", "is configured differently in another run; give it another name")
+        for seed, results in part["per_seed"].items():
+            for model, result in results.items():
+                if model in pooled.setdefault(seed, {}):
+                    raise DataError(run / "results.json", "per_seed", f"seed {seed} of model '{model}' appears in more than one run")
+                pooled[seed][model] = result
+    for seed in pooled:
+        lacking = [m for m in models if m not in pooled[seed]]
+        if lacking:
+            raise DataError(parts[0][0], "per_seed", f"seed {seed} has no results of model '{lacking[0]}'; every seed needs every model")
+    per_seed = {seed: {m: pooled[seed][m] for m in models} for seed in sorted(pooled, key=int)}
+    return per_seed, {**parts[0][1]["config"], "models": models}
+
+
+def _write_sweep(out_dir: Path, per_seed: dict[str, Any], config: dict[str, Any], rates: list[float], data: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
     """Aggregate per-seed results (mean +- std over seeds) and write results.json, report.md and the plots."""
-    results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": first["config"], "rates": first["rates"], "data": data}
+    results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config, "rates": rates, "data": data}
     out = prepare_out_dir(out_dir, overwrite)
     kind = "regression" if "MAE" in next(iter(results["aggregate"].values()))["mean"] else "classification"
     write_json(out / "results.json", results)
@@ -395,15 +429,18 @@ def _write_sweep(out_dir: Path, per_seed: dict[str, Any], first: dict[str, Any],
 
 
 def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool = False) -> dict[str, Any]:
-    """Merge sweeps of the same config run separately (e.g. one process per seed) into one result.
+    """Merge sweeps run separately into one result: other seeds of the same models (e.g. one process per seed),
+    other models on the same seeds (a variant added later), or both.
 
-    The per-seed results are pooled (a seed may appear once), re-aggregated
-    (mean +- std over seeds) and written with the report and plots to ``out_dir``.
+    The runs must share data, backbone, training settings and rates; each
+    (seed, model) may come from one run only and every seed needs every model.
+    The pooled results are re-aggregated (mean +- std over seeds) and written
+    with the report and plots to ``out_dir``.
     """
     parts = _read_sweeps(run_dirs)
-    pooled = {seed: result for _, part in parts for seed, result in part["per_seed"].items()}
-    per_seed = {seed: pooled[seed] for seed in sorted(pooled, key=int)}
-    return _write_sweep(out_dir, per_seed, parts[0][1], parts[0][1]["data"], overwrite=overwrite)
+    per_seed, config = _pool(parts)
+    first = parts[0][1]
+    return _write_sweep(out_dir, per_seed, config, first["rates"], first["data"], overwrite=overwrite)
 
 
 def evaluate_sweep(run_dirs: Sequence[Path], split: str, out_dir: Path, *, overwrite: bool = False, bundle: DataBundle | None = None) -> dict[str, Any]:
@@ -411,20 +448,19 @@ def evaluate_sweep(run_dirs: Sequence[Path], split: str, out_dir: Path, *, overw
 
     Nothing is retrained and the sweep folders are left untouched; the result
     (same layout as :func:`sweep_missing`'s, ``data.split`` = ``split``) is
-    written to ``out_dir``.
+    written to ``out_dir``. The runs are pooled as by :func:`combine_sweeps`.
     """
     parts = _read_sweeps(run_dirs)
+    _pool(parts)  # refuse an incomplete or ambiguous grid before evaluating anything
     first = parts[0][1]
-    config = MissingSweepConfig.model_validate(first["config"])
-    bundle = bundle if bundle is not None else load_sweep_data(config)
+    bundle = bundle if bundle is not None else load_sweep_data(MissingSweepConfig.model_validate(first["config"]))
     target = bundle[split]
-    per_seed = {}
+    evaluated = []
     for run, part in parts:
-        for seed in part["per_seed"]:
-            methods = {model: load_sweep_method(run, model, int(seed), bundle)[0] for model in config.models}
-            per_seed[seed] = {model: evaluate_missing(method, target, first["rates"], int(seed)) for model, method in methods.items()}
-    per_seed = {seed: per_seed[seed] for seed in sorted(per_seed, key=int)}
-    return _write_sweep(out_dir, per_seed, first, {**first["data"], "split": split}, overwrite=overwrite)
+        per_seed = {seed: {m: evaluate_missing(load_sweep_method(run, m, int(seed), bundle)[0], target, first["rates"], int(seed)) for m in models} for seed, models in part["per_seed"].items()}
+        evaluated.append((run, {"config": part["config"], "per_seed": per_seed}))
+    per_seed, config = _pool(evaluated)
+    return _write_sweep(out_dir, per_seed, config, first["rates"], {**first["data"], "split": split}, overwrite=overwrite)
 
 
 def sweep_report(results: dict[str, Any], kind: str) -> str:
@@ -435,6 +471,12 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
     lines = [f"# Missing-rate sweep on {results['data']['name']}{split}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
     lines.append("## Mean over missing rates\n")
     lines.append(markdown_table({name: agg["mean"] for name, agg in aggregate.items()}, columns))
+    if len(aggregate) > 1:
+        reference = MissingSweepConfig.model_validate(results["config"]).reference_model()
+        paired = paired_differences(results["per_seed"], reference, columns)
+        lines.append(f"\n## Paired with {reference}, seed by seed (mean over r)\n")
+        lines.append(f"Model minus {reference} on the same seed and masks: mean ± std of the difference over seeds; in brackets, on how many seeds the model is better.\n")
+        lines.append(markdown_table({name: {c: f"{format_value(d[c], c)} ({d[c]['better']}/{d[c]['n']})" for c in columns} for name, d in paired.items()}, columns))
     for name, agg in aggregate.items():
         lines.append(f"\n## {name}\n")
         lines.append(markdown_table(agg["rates"], columns, row_header="r"))

@@ -6,12 +6,15 @@ A protocol returns plain nested dicts ``{row: {column: value}}`` so that
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 Nested = Mapping[str, Any]
+
+#: Metrics for which a lower value is better (every other metric: higher is better).
+LOWER_IS_BETTER = frozenset({"MAE"})
 
 
 def mean_std(runs: Iterable[Nested]) -> dict[str, Any]:
@@ -46,3 +49,31 @@ def run_seeds(run: Callable[[int], Nested], seeds: Iterable[int]) -> dict[str, A
         raise ValueError("run_seeds needs at least one seed")
     per_seed = {str(seed): run(seed) for seed in seeds}
     return {"seeds": seeds, "per_seed": per_seed, "aggregate": mean_std(per_seed.values())}
+
+
+def paired_differences(per_seed: Mapping[str, Mapping[str, Nested]], reference: str, metrics: Sequence[str], key: str = "mean") -> dict[str, dict[str, Any]]:
+    """Every model minus ``reference``, seed by seed, on ``per_seed[seed][model][key][metric]``.
+
+    The two models of a pair saw the same seed, data and masks, so the
+    seed-to-seed spread they share cancels. Returns ``{model: {metric: {'mean',
+    'std', 'n', 'better'}}}``: mean +- std (ddof=1) of the differences over the
+    seeds and on how many seeds the model beat the reference (lower for
+    :data:`LOWER_IS_BETTER`, higher otherwise).
+    """
+    seeds = list(per_seed)
+    if not seeds or any(reference not in per_seed[s] for s in seeds):
+        raise ValueError(f"reference model '{reference}' is missing from some seed")
+    out: dict[str, dict[str, Any]] = {}
+    for model in per_seed[seeds[0]]:
+        if model == reference:
+            continue
+        diffs = [{m: _number(per_seed[s][model][key].get(m)) - _number(per_seed[s][reference][key].get(m)) for m in metrics} for s in seeds]
+        out[model] = mean_std(diffs)
+        for m in metrics:
+            out[model][m]["better"] = sum((d[m] < 0) if m in LOWER_IS_BETTER else (d[m] > 0) for d in diffs)
+    return out
+
+
+def _number(value: Any) -> float:
+    """A metric read back from JSON: NaN where it was undefined (written as null) or absent."""
+    return float("nan") if value is None else float(value)

@@ -8,6 +8,7 @@ their needs through ``training_loss``, ``phases`` and ``active_phases``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +64,12 @@ class MethodModule(L.LightningModule):
         if self.automatic_optimization or self.optim.lr_schedule == "constant":
             return
         schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
+        with warnings.catch_warnings():
+            # The schedule follows the epoch for every optimiser, also one that has not stepped yet
+            # (e.g. ConfNet before TCMR's ConfNet-later switch); torch warns about that order.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
 
     def on_train_epoch_start(self) -> None:
         self.method.on_train_epoch_start(self.current_epoch)

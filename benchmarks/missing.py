@@ -12,6 +12,12 @@ Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged 
 
     python benchmarks/missing.py combine --out runs/missing_synthetic --runs runs/s0 runs/s1 runs/s2
 
+The same command puts models run separately on the same seeds into one report, each paired seed by seed with
+the first model (benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing +
+ablations; missing_synthetic_all_ood: the same from their _ood folders):
+
+    python benchmarks/missing.py combine --out runs/all --runs runs/missing_synthetic runs/tcmr_blend runs/ablations
+
 The trained checkpoints of such runs can be evaluated on another split (no retraining), e.g. the generated
 corpus's OOD test, whose topic words contradict the label (the text shortcut reversed):
 

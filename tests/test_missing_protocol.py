@@ -201,13 +201,13 @@ def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
         load_sweep_config(bad)
 
 
-def _fake_sweep(out: Path, maes: dict[str, list[float]], reference: str | None = None, **changes: object) -> Path:
+def _fake_sweep(out: Path, maes: dict[str, list[float]], reference: str | None = None, split: str | None = None, **changes: object) -> Path:
     """A sweep folder whose results.json holds ``maes[model][seed]`` (other metrics fixed), as sweep_missing writes it."""
     metrics = regression_metrics(np.array([0.1, -0.2, 0.3]), np.array([0.0, -1.0, 1.0]))
     per_seed = {str(seed): {m: {"mean": {**metrics, "MAE": v[seed]}, "rates": {"0.0": {**metrics, "MAE": v[seed]}}} for m, v in maes.items()} for seed in range(len(next(iter(maes.values()))))}
     config = MissingSweepConfig.model_validate({"data": {"name": "toy"}, "models": {m: {"name": "missing_robust"} for m in maes}, "reference": reference, **changes})
     results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config.model_dump(mode="json")}
-    results.update(rates=[0.0], data={"name": "toy", "sizes": {}})
+    results.update(rates=[0.0], data={"name": "toy", "sizes": {}, **({"split": split} if split else {})})  # no split: an older results.json
     out.mkdir(parents=True)
     write_json(out / "results.json", results)
     return out
@@ -241,6 +241,9 @@ def test_combine_adds_models_run_later_on_the_same_seeds(tmp_path: Path) -> None
         combine_sweeps([first, _fake_sweep(tmp_path / "one_seed", {"tcmr": [0.5]})], tmp_path / "x")
     with pytest.raises(DataError, match="config.models.lnln.*configured differently"):
         combine_sweeps([first, _fake_sweep(tmp_path / "renamed", {"lnln": [0.5, 0.8]}, models={"lnln": {"name": "lnln"}})], tmp_path / "x")
+    assert combine_sweeps([first, _fake_sweep(tmp_path / "split", {"tcmr": [0.5, 0.8]}, split="test")], tmp_path / "s")["data"]["split"] == "test"
+    with pytest.raises(DataError, match="'data'.*differs"):
+        combine_sweeps([first, _fake_sweep(tmp_path / "valid", {"tcmr": [0.5, 0.8]}, split="valid")], tmp_path / "x")
     with pytest.raises(DataError, match="'train'.*differs"):
         combine_sweeps([first, _fake_sweep(tmp_path / "longer", {"tcmr": [0.5, 0.8]}, train={"max_epochs": 99})], tmp_path / "x")
     assert not (tmp_path / "x").exists()

@@ -384,6 +384,7 @@ def _read_sweeps(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
         if not path.is_file():
             raise DataError(path, None, "file not found")
         part = json.loads(path.read_text(encoding="utf-8"))
+        part["data"].setdefault("split", part["config"].get("eval_split", "test"))  # results written before 'split' was recorded
         if parts:
             first = parts[0][1]
             differs = [k for k in _SHARED_SETTINGS if part["config"].get(k) != first["config"].get(k)] + [k for k in ("rates", "data") if part[k] != first[k]]

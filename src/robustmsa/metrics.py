@@ -115,5 +115,8 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, kind: str, num_classes: in
     }
 
 
+#: Metrics (and the training loss) for which a lower value is better; every other metric: higher is better.
+LOWER_IS_BETTER = frozenset({"MAE", "loss"})
+
 #: Validation metric used for model selection by default, and whether larger is better.
 DEFAULT_MONITOR = {"regression": ("MAE", "min"), "classification": ("Weighted_F1", "max"), "multilabel": ("Macro_F1", "max")}

@@ -38,6 +38,7 @@ from robustmsa.debias.counterfactual import CounterfactualMethod, subtract_count
 from robustmsa.debias.text_cf import counterfactual_batch
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, Supervised, scores_from_logits
+from robustmsa.metrics import LOWER_IS_BETTER
 from robustmsa.models.base import Backbone, Output
 from robustmsa.registry import METHODS
 
@@ -116,7 +117,7 @@ def tune_weights(method: CounterfactualMethod, bundle: DataBundle, space: Mappin
     if not space:
         return {}
     metric = settings.metric_for(method.task.kind)
-    direction = "minimize" if metric == "MAE" else "maximize"
+    direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
     result = tune_inference_params(method, bundle[settings.split], space, mode=mode, metric=metric, direction=direction, search="optuna", n_trials=settings.n_trials, seed=settings.seed)
     return {**result.params, "metric": metric, "value": result.value, "split": settings.split, "trials": len(result.trials)}
 

@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 
-Nested = Mapping[str, Any]
+from robustmsa.metrics import LOWER_IS_BETTER
 
-#: Metrics for which a lower value is better (every other metric: higher is better).
-LOWER_IS_BETTER = frozenset({"MAE"})
+Nested = Mapping[str, Any]
 
 
 def mean_std(runs: Iterable[Nested]) -> dict[str, Any]:
@@ -58,7 +57,7 @@ def paired_differences(per_seed: Mapping[str, Mapping[str, Nested]], reference: 
     seed-to-seed spread they share cancels. Returns ``{model: {metric: {'mean',
     'std', 'n', 'better'}}}``: mean +- std (ddof=1) of the differences over the
     seeds and on how many seeds the model beat the reference (lower for
-    :data:`LOWER_IS_BETTER`, higher otherwise).
+    :data:`robustmsa.metrics.LOWER_IS_BETTER`, higher otherwise).
     """
     seeds = list(per_seed)
     if not seeds or any(reference not in per_seed[s] for s in seeds):

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, make_loader
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, target_of
-from robustmsa.metrics import DEFAULT_MONITOR, task_metrics
+from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, task_metrics
 from robustmsa.training.module import LR_SCHEDULES, MethodModule, OptimConfig
 
 
@@ -59,7 +59,7 @@ class TrainConfig:
         metric, mode = DEFAULT_MONITOR[task_kind]
         if self.monitor is not None:
             metric = self.monitor
-            mode = self.monitor_mode or ("min" if metric in ("MAE", "loss") else "max")
+            mode = self.monitor_mode or ("min" if metric in LOWER_IS_BETTER else "max")
         return metric, mode
 
 

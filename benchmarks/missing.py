@@ -13,10 +13,17 @@ Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged 
     python benchmarks/missing.py combine --out runs/missing_synthetic --runs runs/s0 runs/s1 runs/s2
 
 The same command puts models run separately on the same seeds into one report, each paired seed by seed with
-the first model (benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing +
+the first model (benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing + lnln_tuned +
 ablations; missing_synthetic_all_ood: the same from their _ood folders):
 
     python benchmarks/missing.py combine --out runs/all --runs runs/missing_synthetic runs/tcmr_blend runs/ablations
+
+Model-specific training parameters can be searched on validation data first (Optuna; configs/missing/search/*.yaml;
+several processes can work on one study with --worker 0, 1, ...); the tuned model is then swept like any other:
+
+    python benchmarks/missing.py search_lnln --out runs/search_lnln [--worker 1]
+    python benchmarks/missing.py synthetic --config runs/search_lnln/best_sweep.yaml --out runs/lnln_tuned
+    python benchmarks/missing.py lnln_tuned --out runs/lnln_tuned    # the shipped result of that search
 
 The trained checkpoints of such runs can be evaluated on another split (no retraining), e.g. the generated
 corpus's OOD test, whose topic words contradict the label (the text shortcut reversed):
@@ -37,6 +44,7 @@ import torch
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, combine_sweeps, evaluate_sweep, load_sweep_config, sweep_missing
+from robustmsa.tuning.sweep import load_search_config, search_sweep_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -44,14 +52,16 @@ CONFIGS = {
     "ablations": ROOT / "configs/missing/tcmr_ablations.yaml",
     "tcmr_blend_missing": ROOT / "configs/missing/tcmr_blend_missing.yaml",
     "lnln_blend_missing": ROOT / "configs/missing/lnln_blend_missing.yaml",
+    "lnln_tuned": ROOT / "configs/missing/lnln_tuned.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",
 }
+SEARCHES = {"search_lnln": ROOT / "configs/missing/search/lnln.yaml"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=[*sorted(CONFIGS), "combine", "evaluate"])
+    parser.add_argument("which", choices=[*sorted(CONFIGS), *sorted(SEARCHES), "combine", "evaluate"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", type=Path, default=None, help="override the sweep YAML")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
@@ -59,6 +69,7 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="with 'combine' / 'evaluate': the sweep folders")
     parser.add_argument("--split", default="test_ood", help="with 'evaluate': the split to evaluate the checkpoints on")
+    parser.add_argument("--worker", type=int, default=0, help="with search_*: this process's worker number (own sampler seed)")
     args = parser.parse_args()
     if args.which == "combine":
         summarise(combine_sweeps(args.runs, args.out, overwrite=args.overwrite))
@@ -70,6 +81,11 @@ def main() -> None:
             parser.error("evaluate needs --runs")
         config = MissingSweepConfig.model_validate(json.loads((args.runs[0] / "results.json").read_text(encoding="utf-8"))["config"])
         summarise(evaluate_sweep(args.runs, args.split, args.out, overwrite=args.overwrite, bundle=corpus(config)))
+        return
+    if args.which in SEARCHES:
+        search, sweep = load_search_config(args.config or SEARCHES[args.which])
+        result = search_sweep_model(search, sweep, args.out, worker=args.worker, overwrite=args.overwrite, bundle=corpus(sweep))
+        print(f"best trial {result['best']['number']}: {result['best']['value']:.4f} {result['best']['params']}; {args.out / 'best_sweep.yaml'}")
         return
     config = load_sweep_config(args.config or CONFIGS[args.which])
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None

@@ -1,4 +1,4 @@
-"""The protocol sub-commands of the CLI (split-ood, clue, sweep-missing, image-text), end to end on tiny data."""
+"""The protocol sub-commands of the CLI (split-ood, clue, sweep-missing, sweep-search, image-text), end to end on tiny data."""
 
 from __future__ import annotations
 
@@ -69,6 +69,29 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     again = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood"), "--overwrite", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "ood" / "results.json").read_text())["per_seed"] == ood["per_seed"]
+
+
+def test_sweep_search_command_then_sweep_of_the_tuned_model(tmp_path: Path) -> None:
+    (tmp_path / "sweep.yaml").write_text(
+        f"data: {{name: synthetic, params: {SMALL}}}\n"
+        "backbone: {name: text_centric, params: {dim: 8, heads: 2, av_tokens: 2, levels: 1}}\n"
+        "models: {baseline: {name: missing_robust}, lnln: {name: lnln}}\n"
+        "train: {max_epochs: 1}\nseeds: [0]\nrates: [0.0, 0.5]\nsensitivity: {enabled: false}\n"
+    )
+    search = tmp_path / "search.yaml"
+    search.write_text("sweep: sweep.yaml\nmodel: lnln\nn_trials: 2\nstartup_trials: 2\nspace: {w_reconstruction: {low: 0.01, high: 1.0, log: true}}\n")
+    done = _cli("sweep-search", "--config", str(search), "--out", str(tmp_path / "s"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert len(found["trials"]) == 2 and "Best" in done.stdout + done.stderr
+    swept = _cli("sweep-missing", "--config", str(tmp_path / "s" / "best_sweep.yaml"), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert swept.returncode == 0, swept.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["config"]["models"]["lnln_tuned"]["params"]["w_reconstruction"] == found["best"]["params"]["w_reconstruction"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweep: sweep.yaml\nmodel: tcmr\nspace: {w_reconstruction: {low: 0.01, high: 1.0}}\n")
+    refused = _cli("sweep-search", "--config", str(bad), "--out", str(tmp_path / "b"), cwd=tmp_path)
+    assert refused.returncode == 2 and "field 'model'" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def _mmsd2_folder(folder: Path, n: int = 160) -> Path:

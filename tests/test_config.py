@@ -56,6 +56,7 @@ def test_every_shipped_config_is_valid() -> None:
     from robustmsa.evaluation.clue_protocol import CLUEProtocolConfig
     from robustmsa.evaluation.mid_protocol import ImageTextProtocolConfig
     from robustmsa.evaluation.missing_protocol import MissingSweepConfig
+    from robustmsa.tuning.sweep import load_search_config
 
     kinds = {
         "backbones": lambda p: load_config(p),
@@ -63,6 +64,7 @@ def test_every_shipped_config_is_valid() -> None:
         "clue": lambda p: load_config(p, CLUEProtocolConfig),
         "image_text": lambda p: load_config(p, ImageTextProtocolConfig),
         "missing": lambda p: load_config(p, MissingSweepConfig),
+        "search": load_search_config,  # configs/missing/search/: a sweep model's training-parameter search
         "data": SyntheticConfig.from_yaml,
     }
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))

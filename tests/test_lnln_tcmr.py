@@ -198,3 +198,30 @@ def test_complete_text_bundle_drops_text_missing_by_nature(toy_bundle: DataBundl
     empty = [dataclasses.replace(s, text=np.zeros_like(s.text)) for s in train]
     with pytest.raises(DataError):
         complete_text_bundle(DataBundle({**toy_bundle.splits, "train": type(toy_bundle["train"])(empty, name="train", source="toy", task=toy_bundle.task)}, toy_bundle.task))
+
+
+def test_estimates_report_completeness_and_confidence_against_their_targets(toy_bundle: DataBundle) -> None:
+    from robustmsa.evaluation.missing_protocol import evaluate_missing
+
+    batch = collate(toy_bundle["test"].samples[:16])
+    lnln = _build("lnln", toy_bundle).eval()
+    with torch.no_grad():
+        clean, heavy = lnln.estimates(corrupt_batch(batch, 0.0, seed=0)), lnln.estimates(corrupt_batch(batch, 0.9, seed=0))
+        _, _, w, _ = lnln.represent(corrupt_batch(batch, 0.9, seed=0))
+    assert set(heavy) == {"completeness", "completeness_target", "completeness_error"}
+    assert torch.all(clean["completeness_target"] == 1.0) and heavy["completeness_target"].mean() < 0.3
+    assert torch.allclose(heavy["completeness_error"], (heavy["completeness"] - heavy["completeness_target"]).abs())
+    assert torch.equal(heavy["completeness"], w)  # the w the model blends with
+    assert set(lnln.estimates(batch)) == {"completeness"}  # an uncorrupted batch records no missing rate: no target
+    tcmr = _build("tcmr", toy_bundle)
+    tcmr.prepare(toy_bundle, FAST, seed=0)
+    tcmr.eval()
+    noisy = corrupt_batch(batch, 0.5, seed=0)
+    with torch.no_grad():
+        got = tcmr.estimates(noisy)
+        assert torch.allclose(got["confidence_target"], tcmr.confidence_target(noisy))
+    assert set(got) == {"confidence", "confidence_target", "confidence_error", "ipfg_alpha"}
+    assert torch.all((got["ipfg_alpha"] >= 0) & (got["ipfg_alpha"] <= 1))
+    swept = evaluate_missing(lnln, toy_bundle["test"], [0.0, 0.9], seed=0)
+    assert swept["estimates"]["0.0"]["completeness_target"] == 1.0 and swept["estimates"]["0.9"]["completeness_target"] < 0.3
+    assert "estimates" not in evaluate_missing(_build("missing_robust", toy_bundle), toy_bundle["test"], [0.0], seed=0)

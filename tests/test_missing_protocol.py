@@ -185,6 +185,7 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
     assert shifted["per_seed"]["0"]["baseline"]["mean"]["MAE"] == pytest.approx(expected, rel=1e-5)
     assert expected != pytest.approx(reloaded["mean"]["MAE"], rel=1e-3)
     assert "(valid split)" in (tmp_path / "valid" / "report.md").read_text() and (tmp_path / "sweep" / "results.json").read_bytes() == before
+    assert shifted["per_seed"]["0"]["baseline"]["best_valid"] == saved["per_seed"]["0"]["baseline"]["best_valid"]  # what selected it
     with pytest.raises(DataError, match="no split named"):
         evaluate_sweep([tmp_path / "sweep"], "test_od", tmp_path / "typo", bundle=toy_bundle)
 
@@ -201,10 +202,14 @@ def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
         load_sweep_config(bad)
 
 
-def _fake_sweep(out: Path, maes: dict[str, list[float]], reference: str | None = None, split: str | None = None, **changes: object) -> Path:
-    """A sweep folder whose results.json holds ``maes[model][seed]`` (other metrics fixed), as sweep_missing writes it."""
+def _fake_sweep(out: Path, maes: dict[str, list[float]], reference: str | None = None, split: str | None = None, valid: dict[str, list[float]] | None = None, **changes: object) -> Path:
+    """A sweep folder whose results.json holds ``maes[model][seed]`` (other metrics fixed) and, if given, the
+    validation scores ``valid[model][seed]`` of the checkpoints, as sweep_missing writes it."""
     metrics = regression_metrics(np.array([0.1, -0.2, 0.3]), np.array([0.0, -1.0, 1.0]))
-    per_seed = {str(seed): {m: {"mean": {**metrics, "MAE": v[seed]}, "rates": {"0.0": {**metrics, "MAE": v[seed]}}} for m, v in maes.items()} for seed in range(len(next(iter(maes.values()))))}
+    per_seed = {
+        str(seed): {m: {"mean": {**metrics, "MAE": v[seed]}, "rates": {"0.0": {**metrics, "MAE": v[seed]}}, **({"best_valid": valid[m][seed]} if valid else {})} for m, v in maes.items()}
+        for seed in range(len(next(iter(maes.values()))))
+    }
     config = MissingSweepConfig.model_validate({"data": {"name": "toy"}, "models": {m: {"name": "missing_robust"} for m in maes}, "reference": reference, **changes})
     results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config.model_dump(mode="json")}
     results.update(rates=[0.0], data={"name": "toy", "sizes": {}, **({"split": split} if split else {})})  # no split: an older results.json
@@ -228,6 +233,15 @@ def test_report_pairs_every_model_with_the_reference_seed_by_seed(tmp_path: Path
     bad.write_text("data: {name: synthetic}\nmodels: {tcmr: {name: tcmr}}\nreference: tcmx\n")
     with pytest.raises(ConfigError, match="reference.*'tcmx' is not one of the models"):
         load_sweep_config(bad)
+
+
+def test_report_shows_the_validation_score_models_are_selected_by(tmp_path: Path) -> None:
+    results = json.loads((_fake_sweep(tmp_path / "v", {"plain": [0.6, 0.9], "tcmr": [0.5, 0.8]}, valid={"plain": [0.7, 0.5], "tcmr": [0.4, 0.4]}) / "results.json").read_text())
+    table = sweep_report(results, "regression").split("## Mean over missing rates")[1].split("## ")[0]
+    assert "| model | valid MAE (selection) | Has0_acc_2 |" in table and "never by the test columns" in table
+    assert "| plain | 0.600 ± 0.141 |" in table and "| tcmr | 0.400 ± 0.000 |" in table
+    older = json.loads((_fake_sweep(tmp_path / "old", {"plain": [0.6, 0.9]}) / "results.json").read_text())  # no validation record
+    assert "(selection)" not in sweep_report(older, "regression")
 
 
 def test_combine_adds_models_run_later_on_the_same_seeds(tmp_path: Path) -> None:

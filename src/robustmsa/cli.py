@@ -147,6 +147,22 @@ def sweep_combine(
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
 
+@app.command("sweep-search")
+def sweep_search(
+    config: Annotated[Path, typer.Option("--config", help="Search YAML: a sweep, one of its models and a space (configs/missing/search/*.yaml).")],
+    out: Out = Path("runs/missing_search"),
+    worker: Annotated[int, typer.Option(min=0, help="Run more processes on the same --out with worker 1, 2, ... (own sampler seeds).")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Search one sweep model's training parameters on validation data (Optuna); resumes or joins the study in --out."""
+    from robustmsa.tuning.sweep import load_search_config, search_sweep_model
+
+    search, sweep = load_search_config(config)
+    result = search_sweep_model(search, sweep, out, worker=worker, overwrite=overwrite)
+    console.print(f"[green]Best[/green] (trial {result['best']['number']}, {result['metric']} = {result['best']['value']:.4f}): {result['best']['params']}")
+    console.print(f"[green]Report[/green]: {out / 'search.md'}; tuned sweep config: {out / 'best_sweep.yaml'}")
+
+
 @app.command("image-text")
 def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds = None, overwrite: Overwrite = False) -> None:
     """Base, MID, MCTD, MME-JD and MRID on an image-text task, with router analysis and cost (configs/image_text/)."""

@@ -42,7 +42,7 @@ from robustmsa.method import Method, target_of
 from robustmsa.metrics import REGRESSION_METRICS, task_metrics
 from robustmsa.reconstruct.corruption import EVAL_RATES, corrupt_batch, drop_positions
 from robustmsa.registry import DATASETS
-from robustmsa.training.fit import fit, load_checkpoint_state
+from robustmsa.training.fit import FitResult, fit, load_checkpoint_state
 
 # --------------------------------------------------------------------------
 # Configuration
@@ -215,24 +215,34 @@ def _check_rates(rates: Sequence[float]) -> list[float]:
 
 @torch.no_grad()
 def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[float], seed: int, batch_size: int = 128) -> dict[str, Any]:
-    """``{'rates': {'0.0': metrics, ...}, 'mean': metrics averaged over r}`` with every modality corrupted at r."""
+    """``{'rates': {'0.0': metrics, ...}, 'mean': metrics averaged over r}`` with every modality corrupted at r;
+    for methods that estimate something from the input (``estimates``, e.g. LNLN's completeness, TCMR's
+    confidence) also ``'estimates': {'0.0': {name: mean over the samples}, ...}``."""
     rates = _check_rates(rates)
     task = method.task
     was_training = method.training
     method.eval()
     preds: dict[float, list[torch.Tensor]] = {r: [] for r in rates}
+    estimates: dict[float, list[dict[str, torch.Tensor]]] = {r: [] for r in rates}
+    estimate = getattr(method, "estimates", None)
     truth = []
     try:
         for batch in make_loader(split, batch_size):
             truth.append(target_of(batch, task))
             for r in rates:
-                preds[r].append(method.predict(corrupt_batch(batch, r, seed), "factual").cpu())
+                corrupted = corrupt_batch(batch, r, seed)
+                preds[r].append(method.predict(corrupted, "factual").cpu())
+                if estimate is not None:
+                    estimates[r].append(estimate(corrupted))
     finally:
         method.train(was_training)
     y = torch.cat(truth).numpy()
     per_rate = {f"{r:.1f}": task_metrics(torch.cat(preds[r]).numpy(), y, task.kind, task.num_classes) for r in rates}
     mean = {k: float(np.mean([m[k] for m in per_rate.values()])) for k in next(iter(per_rate.values()))}
-    return {"rates": per_rate, "mean": mean}
+    result: dict[str, Any] = {"rates": per_rate, "mean": mean}
+    if estimates[rates[0]] and estimates[rates[0]][0]:
+        result["estimates"] = {f"{r:.1f}": {k: float(torch.cat([e[k] for e in estimates[r]]).mean()) for k in estimates[r][0]} for r in rates}
+    return result
 
 
 def _polarity(pred: torch.Tensor, task: TaskSpec) -> torch.Tensor:
@@ -314,6 +324,15 @@ def _columns(kind: str) -> list[str]:
     return list(REGRESSION_METRICS) if kind == "regression" else ["Acc", "F1", "Macro_F1", "Weighted_F1"]
 
 
+def train_sweep_model(config: MissingSweepConfig, name: str, component: ComponentConfig, bundle: DataBundle, seed: int, out_dir: Path | None) -> tuple[Method, FitResult]:
+    """Build ``component`` (shown as ``name``) on the sweep's backbone and train it with the sweep's settings;
+    the checkpoint is selected on validation (``config.train``), never on a test set."""
+    experiment = ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train, seeds=[seed])
+    method = build_method(experiment, bundle, seed)
+    fitted = fit(method, bundle, config.train.to_train_config(), seed=seed, out_dir=out_dir, config={"sweep_model": name, **experiment.model_dump(mode="json")})
+    return method, fitted
+
+
 def sweep_missing(
     config: MissingSweepConfig,
     out_dir: Path,
@@ -334,14 +353,11 @@ def sweep_missing(
     out = prepare_out_dir(out_dir, overwrite)
     bundle = bundle if bundle is not None else load_sweep_data(config)
     split = bundle[config.eval_split]
-    train_cfg = config.train.to_train_config()
 
     def one_seed(seed: int) -> dict[str, Any]:
         results: dict[str, Any] = {}
         for name, component in config.models.items():
-            experiment = ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train, seeds=[seed])
-            method = build_method(experiment, bundle, seed)
-            fitted = fit(method, bundle, train_cfg, seed=seed, out_dir=out / f"seed_{seed}" / name, config={"sweep_model": name, **experiment.model_dump(mode="json")})
+            method, fitted = train_sweep_model(config, name, component, bundle, seed, out / f"seed_{seed}" / name)
             results[name] = {**evaluate_missing(method, split, rates, seed), "best_valid": fitted.best_score, "epochs": fitted.epochs}
             if config.sensitivity.enabled and seed == seeds[0]:
                 results[name]["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
@@ -458,22 +474,43 @@ def evaluate_sweep(run_dirs: Sequence[Path], split: str, out_dir: Path, *, overw
     target = bundle[split]
     evaluated = []
     for run, part in parts:
-        per_seed = {seed: {m: evaluate_missing(load_sweep_method(run, m, int(seed), bundle)[0], target, first["rates"], int(seed)) for m in models} for seed, models in part["per_seed"].items()}
+        per_seed = {
+            seed: {m: {**evaluate_missing(load_sweep_method(run, m, int(seed), bundle)[0], target, first["rates"], int(seed)), **_training_record(res)} for m, res in models.items()}
+            for seed, models in part["per_seed"].items()
+        }
         evaluated.append((run, {"config": part["config"], "per_seed": per_seed}))
     per_seed, config = _pool(evaluated)
     return _write_sweep(out_dir, per_seed, config, first["rates"], {**first["data"], "split": split}, overwrite=overwrite)
 
 
+def _training_record(result: dict[str, Any]) -> dict[str, Any]:
+    """What a sweep result keeps of the training run (the validation score of the checkpoint, the epochs)."""
+    return {k: result[k] for k in ("best_valid", "epochs") if k in result}
+
+
 def sweep_report(results: dict[str, Any], kind: str) -> str:
-    """Markdown: mean over r per model, then per model the metrics at each r (mean +- std over seeds)."""
+    """Markdown: mean over r per model (with the validation score each checkpoint was selected by), then per model
+    the metrics at each r (mean +- std over seeds)."""
     aggregate = results["aggregate"]
     columns = _columns(kind)
+    config = MissingSweepConfig.model_validate(results["config"])
+    monitor = config.train.to_train_config().monitor_spec(kind)[0]
     split = f" ({results['data']['split']} split)" if "split" in results["data"] else ""
     lines = [f"# Missing-rate sweep on {results['data']['name']}{split}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
     lines.append("## Mean over missing rates\n")
-    lines.append(markdown_table({name: agg["mean"] for name, agg in aggregate.items()}, columns))
+    selection = f"valid {monitor} (selection)"
+    if all("best_valid" in agg for agg in aggregate.values()):
+        lines.append(
+            f"'{selection}': the validation score each checkpoint was selected by ({config.train.valid_mode} mode; "
+            "'missing': corrupted at the method's valid_missing_rate, 0.5 by default), mean over seeds. "
+            "Choose between models or variants by this column, never by the test columns.\n"
+        )
+        rows = {name: {selection: format_value(agg["best_valid"], monitor), **agg["mean"]} for name, agg in aggregate.items()}
+        lines.append(markdown_table(rows, [selection, *columns]))
+    else:
+        lines.append(markdown_table({name: agg["mean"] for name, agg in aggregate.items()}, columns))
     if len(aggregate) > 1:
-        reference = MissingSweepConfig.model_validate(results["config"]).reference_model()
+        reference = config.reference_model()
         paired = paired_differences(results["per_seed"], reference, columns)
         lines.append(f"\n## Paired with {reference}, seed by seed (mean over r)\n")
         lines.append(f"Model minus {reference} on the same seed and masks: mean ± std of the difference over seeds; in brackets, on how many seeds the model is better.\n")
@@ -481,6 +518,9 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
     for name, agg in aggregate.items():
         lines.append(f"\n## {name}\n")
         lines.append(markdown_table(agg["rates"], columns, row_header="r"))
+        if "estimates" in agg:
+            lines.append(f"\nWhat {name} estimates from the corrupted input, mean over the samples (target: what it is trained towards; error: mean |estimate - target|):\n")
+            lines.append(markdown_table(agg["estimates"], list(next(iter(agg["estimates"].values()))), row_header="r"))
     first = results["per_seed"][str(results["seeds"][0])]
     for name, res in first.items():
         if "sensitivity" in res:

@@ -71,6 +71,11 @@ class MissingAwareMethod(Method):
         """(B, out_dim) logits of the method on ``batch`` as given."""
         raise NotImplementedError
 
+    def estimates(self, batch: Batch) -> dict[str, Tensor]:
+        """Per-sample (B,) quantities the method estimates from ``batch`` as given (e.g. text completeness), with
+        their targets and absolute errors where the batch records them; reported per missing rate by the sweep."""
+        return {}
+
     def predict(self, batch: Batch, mode: str = "factual") -> Tensor:
         self.check_mode(mode)
         if mode == "missing":
@@ -97,6 +102,14 @@ def blend_text(batch: Batch, text_tokens: Tensor, proxy: Tensor, weight: Tensor,
         w = torch.where(missing_positions(batch, "text"), w, torch.ones_like(w))
     w = w.unsqueeze(-1)
     return w * text_tokens + (1.0 - w) * proxy
+
+
+def with_target(name: str, estimate: Tensor, target: Tensor | None) -> dict[str, Tensor]:
+    """``{name, name_target, name_error}`` (B,) for :meth:`MissingAwareMethod.estimates` (the estimate alone without a target)."""
+    if target is None:
+        return {name: estimate}
+    target = target.to(estimate)
+    return {name: estimate, f"{name}_target": target, f"{name}_error": (estimate - target).abs()}
 
 
 def token_dim(backbone: Backbone) -> int:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from robustmsa.data.batch import Batch
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
-from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, token_dim
+from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, token_dim, with_target
 from robustmsa.reconstruct.proxy import FrameReconstructor, GradReverse, ProxyGenerator
 from robustmsa.registry import METHODS
 
@@ -60,11 +60,14 @@ class LNLN(MissingAwareMethod):
         self.discriminator = mlp(dim, dim, 1, dropout)
         self.reconstructor = FrameReconstructor(backbone.dims, dim, heads, proxy_layers, dropout)
 
+    def _completeness(self, enc: dict[str, Tensor]) -> Tensor:
+        return torch.sigmoid(self.completeness(masked_mean(enc["text_tokens"], enc["text_mask"])))[:, 0]
+
     def represent(self, batch: Batch) -> tuple[dict[str, Tensor], Output, Tensor, Tensor]:
         """(encoded tokens, fused output, completeness w (B,), proxy H_p (B, Lt, d)) of ``batch``."""
         enc = self.backbone.encode(batch)
         mask = enc["text_mask"]
-        w = torch.sigmoid(self.completeness(masked_mean(enc["text_tokens"], mask)))[:, 0]
+        w = self._completeness(enc)
         h_p, _ = self.proxy(mask, enc)
         h = blend_text(batch, enc["text_tokens"], h_p, w, self.blend)
         out = self.backbone.fuse(h, enc["audio_tokens"], enc["vision_tokens"], {m: enc[f"{m}_mask"] for m in ("text", "audio", "vision")})
@@ -72,6 +75,11 @@ class LNLN(MissingAwareMethod):
 
     def logits(self, batch: Batch) -> Tensor:
         return self.represent(batch)[1].logits
+
+    def estimates(self, batch: Batch) -> dict[str, Tensor]:
+        """The completeness w against 1 - the text's missing rate (when the batch was corrupted by the protocol)."""
+        rate = batch.extras.get("missing_rate_text")
+        return with_target("completeness", self._completeness(self.backbone.encode(batch)), None if rate is None else 1.0 - rate)
 
     def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
         noisy = self.corrupt(batch)

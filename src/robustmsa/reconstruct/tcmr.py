@@ -63,7 +63,7 @@ from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.method import Supervised, target_of
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
-from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, token_dim
+from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, token_dim, with_target
 from robustmsa.reconstruct.proxy import FrameReconstructor, ProxyGenerator, masked_mse
 from robustmsa.registry import METHODS
 
@@ -261,10 +261,21 @@ class TCMR(MissingAwareMethod):
     def _fuse(self, h: Tensor, enc: dict[str, Tensor]) -> Output:
         return self.backbone.fuse(h, enc["audio_tokens"], enc["vision_tokens"], {m: enc[f"{m}_mask"] for m in ("text", "audio", "vision")})
 
+    def _confidence(self, enc: dict[str, Tensor]) -> Tensor:
+        return self.confnet(masked_mean(enc["text_tokens"], enc["text_mask"]))[:, 0]
+
     def logits(self, batch: Batch) -> Tensor:
         enc = self.backbone.encode(batch)
-        c = self.confnet(masked_mean(enc["text_tokens"], enc["text_mask"]))[:, 0]
-        return self._fuse(self.reconstruct(enc, c, batch)[0], enc).logits
+        return self._fuse(self.reconstruct(enc, self._confidence(enc), batch)[0], enc).logits
+
+    def estimates(self, batch: Batch) -> dict[str, Tensor]:
+        """ConfNet's confidence c against its pseudo-label (``confidence_target``) and, with IPFG, the gate alpha
+        (the audio share of the proxy)."""
+        enc = self.backbone.encode(batch)
+        has_target = self.confidence == "tce" or "missing_rate_text" in batch.extras
+        out = with_target("confidence", self._confidence(enc), self.confidence_target(batch) if has_target else None)
+        gate = self.proxy(enc["text_mask"], enc)[1]
+        return out if gate is None else {**out, "ipfg_alpha": gate}
 
     def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
         if not bool(self.teachers_ready):
@@ -275,7 +286,7 @@ class TCMR(MissingAwareMethod):
         combined = len(self.phases) == 1
         summary = masked_mean(enc["text_tokens"], mask)
         if combined or (phase == "confidence" and self._text_encoder_in("confidence")):
-            c = self.confnet(summary)[:, 0]
+            c = self._confidence(enc)
         else:  # ConfNet learns in the confidence phase only; the text encoder in the phases text_encoder_phase names
             c = self.confnet(summary.detach())[:, 0]
             if phase == "main":

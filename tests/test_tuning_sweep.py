@@ -1,0 +1,79 @@
+"""The validation search over a sweep model's training parameters (robustmsa.tuning.sweep)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robustmsa.data.dataset import DataBundle
+from robustmsa.errors import ConfigError
+from robustmsa.evaluation.missing_protocol import MissingSweepConfig, load_sweep_config, train_sweep_model
+from robustmsa.tuning.sweep import SweepSearchConfig, load_search_config, search_sweep_model
+
+SWEEP = {
+    "data": {"name": "toy"},
+    "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
+    "models": {"baseline": {"name": "missing_robust"}, "lnln": {"name": "lnln", "params": {"w_adversarial": 0.3}}},
+    "train": {"max_epochs": 1, "batch_size": 64},
+    "seeds": [0],
+}
+SPACE = {"w_completeness": {"low": 0.01, "high": 1.0, "log": True}, "blend": {"choices": ["sample", "missing"]}}
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_search_config_names_the_file_and_the_field(tmp_path: Path) -> None:
+    (tmp_path / "sweeps").mkdir()
+    _write(tmp_path / "sweeps" / "sweep.yaml", SWEEP)
+    good = {"sweep": "sweeps/sweep.yaml", "model": "lnln", "space": SPACE}
+    search, sweep = load_search_config(_write(tmp_path / "search.yaml", good))  # the sweep path is relative to the search file
+    assert search.model == "lnln" and set(sweep.models) == {"baseline", "lnln"}
+    for change, message in (
+        ({"model": "lnnl"}, "field 'model': 'lnnl' is not a model"),
+        ({"space": {"w_completeness": {"low": 1.0, "high": 0.1}}}, "low .* must be below high"),
+        ({"space": {"w_completeness": {"low": 0.0, "high": 1.0, "log": True}}}, "log range needs low > 0"),
+        ({"space": {"blend": {"choices": []}}}, "space.blend.*non-empty .choices."),
+        ({"space": {"blend": {"low": 0.1}}}, "give .low. and .high."),
+        ({"space": {}}, "space"),
+        ({"n_trails": 3}, "n_trails"),
+        ({"sweep": "nowhere.yaml"}, "nowhere.yaml: config file not found"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_search_config(_write(tmp_path / "bad.yaml", {**good, **change}))
+
+
+def test_search_trains_on_validation_resumes_joins_and_writes_the_tuned_sweep(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    sweep = MissingSweepConfig.model_validate(SWEEP)
+    search = SweepSearchConfig.model_validate({"sweep": "sweep.yaml", "model": "lnln", "space": SPACE, "n_trials": 2, "startup_trials": 2, "seeds": [1, 2]})
+    out = tmp_path / "search"
+    result = search_sweep_model(search, sweep, out, bundle=toy_bundle)
+    values = [t["value"] for t in result["trials"]]
+    assert len(values) == 2 and result["direction"] == "minimize" and result["best"]["value"] == min(values)
+    assert values[0] != values[1]
+    # the score is the sweep's checkpoint criterion for that seed: retraining with the best parameters reproduces it
+    tuned = load_sweep_config(out / "best_sweep.yaml")
+    assert list(tuned.models) == ["lnln_tuned"] and tuned.train == sweep.train and tuned.backbone == sweep.backbone
+    params = tuned.models["lnln_tuned"].params
+    assert params["w_adversarial"] == 0.3 and {k: params[k] for k in SPACE} == result["best"]["params"]
+    best = next(t for t in result["trials"] if t["number"] == result["best"]["number"])
+    assert set(best["per_seed"]) == {"1", "2"} and best["value"] == pytest.approx(sum(best["per_seed"].values()) / 2)
+    _, fitted = train_sweep_model(tuned, "lnln_tuned", tuned.models["lnln_tuned"], toy_bundle, 2, None)
+    assert fitted.best_score == pytest.approx(best["per_seed"]["2"], rel=1e-6)
+    # a second process (worker 1) joins the study and adds trials up to the new total; an unchanged total adds none
+    more = search_sweep_model(search.model_copy(update={"n_trials": 3}), sweep, out, worker=1, bundle=toy_bundle)
+    assert [t["number"] for t in more["trials"]] == [0, 1, 2] and more["trials"][:2] == result["trials"]
+    assert search_sweep_model(search.model_copy(update={"n_trials": 3}), sweep, out, bundle=toy_bundle)["trials"] == more["trials"]
+    assert json.loads((out / "search.json").read_text())["best"] == more["best"]
+    assert "| trial " in (out / "search.md").read_text()
+    # other settings never mix into an existing study; --overwrite starts afresh
+    other = SweepSearchConfig.model_validate({**search.model_dump(), "space": {"w_completeness": SPACE["w_completeness"]}})
+    with pytest.raises(ConfigError, match="search_config.json: this folder holds a search with other settings"):
+        search_sweep_model(other, sweep, out, bundle=toy_bundle)
+    fresh = search_sweep_model(other.model_copy(update={"n_trials": 1}), sweep, out, overwrite=True, bundle=toy_bundle)
+    assert len(fresh["trials"]) == 1 and set(fresh["best"]["params"]) == {"w_completeness"}

@@ -77,3 +77,22 @@ def test_search_trains_on_validation_resumes_joins_and_writes_the_tuned_sweep(to
         search_sweep_model(other, sweep, out, bundle=toy_bundle)
     fresh = search_sweep_model(other.model_copy(update={"n_trials": 1}), sweep, out, overwrite=True, bundle=toy_bundle)
     assert len(fresh["trials"]) == 1 and set(fresh["best"]["params"]) == {"w_completeness"}
+
+
+def test_diverged_trials_fail_and_count_towards_the_budget(toy_bundle: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustmsa.training.fit import FitResult
+    from robustmsa.tuning import sweep as module
+
+    calls = []
+
+    def diverged(*args: object) -> tuple[None, FitResult]:
+        calls.append(args)
+        if len(calls) > 5:
+            raise AssertionError("the search kept going after its budget")
+        return None, FitResult(best_path=None, best_score=float("nan"), monitor="val/MAE", epochs=1)
+
+    monkeypatch.setattr(module, "train_sweep_model", diverged)
+    search = SweepSearchConfig.model_validate({"sweep": "sweep.yaml", "model": "lnln", "space": SPACE, "n_trials": 2})
+    with pytest.raises(ConfigError, match="no trial of the study finished \\(2 failed"):
+        search_sweep_model(search, MissingSweepConfig.model_validate(SWEEP), tmp_path / "nan", bundle=toy_bundle)
+    assert len(calls) == 2

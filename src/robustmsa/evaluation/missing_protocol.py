@@ -232,15 +232,15 @@ def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[flo
             for r in rates:
                 corrupted = corrupt_batch(batch, r, seed)
                 preds[r].append(method.predict(corrupted, "factual").cpu())
-                if estimate is not None:
-                    estimates[r].append(estimate(corrupted))
+                if estimate is not None and (values := estimate(corrupted)):
+                    estimates[r].append(values)
     finally:
         method.train(was_training)
     y = torch.cat(truth).numpy()
     per_rate = {f"{r:.1f}": task_metrics(torch.cat(preds[r]).numpy(), y, task.kind, task.num_classes) for r in rates}
     mean = {k: float(np.mean([m[k] for m in per_rate.values()])) for k in next(iter(per_rate.values()))}
     result: dict[str, Any] = {"rates": per_rate, "mean": mean}
-    if estimates[rates[0]] and estimates[rates[0]][0]:
+    if estimates[rates[0]]:
         result["estimates"] = {f"{r:.1f}": {k: float(torch.cat([e[k] for e in estimates[r]]).mean()) for k in estimates[r][0]} for r in rates}
     return result
 

@@ -16,10 +16,11 @@ model's parameters::
 Each trial trains the model with the sampled parameters (over the sweep's own
 ones) on each of ``seeds`` and scores it by the sweep's checkpoint criterion on
 the validation split (by default the MAE at r = 0.5), averaged over the seeds:
-a test split is never seen. The
-study lives in an Optuna journal file (``study.log``) in the output folder, so
-an interrupted search resumes, and several processes (``worker`` 1, 2, ...,
-each with its own sampler seed) can run trials of the same study at once.
+a test split is never seen. A trial whose score is not finite (a diverged
+run) fails and still counts towards ``n_trials``. The study lives in an Optuna
+journal file (``study.log``) in the output folder, so an interrupted search
+resumes, and several processes (``worker`` 1, 2, ..., each with its own sampler
+seed) can run trials of the same study at once.
 
 Outputs: ``search.json`` (every trial, the best one), ``search.md`` and
 ``best_sweep.yaml``, the sweep config with only the tuned model, named
@@ -125,8 +126,8 @@ def search_sweep_model(
     overwrite: bool = False,
     bundle: DataBundle | None = None,
 ) -> dict[str, Any]:
-    """Run trials until the study in ``out_dir`` has ``search.n_trials`` finished or running ones; write the
-    outputs (see module doc) and return the content of ``search.json``."""
+    """Run trials until the study in ``out_dir`` has ``search.n_trials`` finished, failed or running ones; write
+    the outputs (see module doc) and return the content of ``search.json``."""
     out = Path(out_dir)
     bundle = bundle if bundle is not None else load_sweep_data(sweep)
     metric, mode = sweep.train.to_train_config().monitor_spec(bundle.task.kind)
@@ -144,7 +145,7 @@ def search_sweep_model(
         trial.set_user_attr("per_seed", scores)
         return sum(scores.values()) / len(scores)
 
-    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)
     while len(study.get_trials(deepcopy=False, states=counted)) < search.n_trials:
         study.optimize(objective, n_trials=1)
     return write_search(out, study, search, sweep, metric)
@@ -154,7 +155,8 @@ def write_search(out: Path, study: optuna.Study, search: SweepSearchConfig, swee
     """``search.json``, ``search.md`` and ``best_sweep.yaml`` from the finished trials of ``study``."""
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not done:
-        raise ConfigError(f"{out}: the study has no finished trial yet")
+        failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
+        raise ConfigError(f"{out}: no trial of the study finished ({failed} failed: no finite validation '{metric}')")
     trials = [{"number": t.number, "params": t.params, "value": t.value, "per_seed": t.user_attrs.get("per_seed")} for t in done]
     best = study.best_trial
     tuned = f"{search.model}_tuned"

@@ -4,6 +4,7 @@
     python benchmarks/missing.py ablations --out runs/missing_ablations          # TCMR variants / ablations
     python benchmarks/missing.py tcmr_blend_missing --out runs/tcmr_blend        # TCMR / LNLN, proxy blended into missing
     python benchmarks/missing.py lnln_blend_missing --out runs/lnln_blend        #   tokens only
+    python benchmarks/missing.py lnln_latent --out runs/lnln_latent              # LNLN reconstructing encoder tokens
     python benchmarks/missing.py cmu --out runs/missing_mmmo                     # ../shared/data/cmu_mfn (MMMO)
     python benchmarks/missing.py mmsd2 --out runs/missing_mmsd2                  # ../shared/data/mmsd2
 
@@ -14,9 +15,12 @@ Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged 
 
 The same command puts models run separately on the same seeds into one report, each paired seed by seed with
 the first model (benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing + lnln_tuned +
-ablations; missing_synthetic_all_ood: the same from their _ood folders):
+lnln_latent + ablations; missing_synthetic_all_ood: the same from their _ood folders):
 
     python benchmarks/missing.py combine --out runs/all --runs runs/missing_synthetic runs/tcmr_blend runs/ablations
+
+benchmarks/results/missing_synthetic_5seeds (and _ood) add seeds 3 and 4 (``--seeds 3``, ``--seeds 4`` of synthetic,
+tcmr_blend_missing and lnln_latent) to the 3-seed runs of those three configs, for the models they share.
 
 Model-specific training parameters can be searched on validation data first (Optuna; configs/missing/search/*.yaml;
 several processes can work on one study with --worker 0, 1, ...); the tuned model is then swept like any other:
@@ -53,6 +57,7 @@ CONFIGS = {
     "tcmr_blend_missing": ROOT / "configs/missing/tcmr_blend_missing.yaml",
     "lnln_blend_missing": ROOT / "configs/missing/lnln_blend_missing.yaml",
     "lnln_tuned": ROOT / "configs/missing/lnln_tuned.yaml",
+    "lnln_latent": ROOT / "configs/missing/lnln_latent.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",
 }

@@ -13,7 +13,7 @@ from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.reconstruct.base import blend_text
 from robustmsa.reconstruct.corruption import corrupt_batch, missing_positions
-from robustmsa.reconstruct.proxy import GradReverse, ProxyGenerator
+from robustmsa.reconstruct.proxy import GradReverse, LatentReconstructor, ProxyGenerator
 from robustmsa.reconstruct.tcmr import complete_text_bundle, polarity_classes
 from robustmsa.registry import BACKBONES, METHODS
 from robustmsa.training.fit import TrainConfig, fit, predict, seeded
@@ -62,9 +62,9 @@ def test_proxy_queries_use_text_tokens_only_when_asked(query: str) -> None:
     assert torch.allclose(a, b) == (query == "position")
 
 
-@pytest.mark.parametrize("blend", ["sample", "missing"])
-def test_lnln_loss_terms_and_gradients(toy_bundle: DataBundle, blend: str) -> None:
-    method = _build("lnln", toy_bundle, blend=blend)
+@pytest.mark.parametrize(("blend", "reconstruction"), [("sample", "frames"), ("missing", "frames"), ("sample", "latent")])
+def test_lnln_loss_terms_and_gradients(toy_bundle: DataBundle, blend: str, reconstruction: str) -> None:
+    method = _build("lnln", toy_bundle, blend=blend, reconstruction=reconstruction)
     batch = collate(toy_bundle["train"].samples[:16])
     losses = method.training_loss(batch)
     assert set(losses) == {"task", "completeness", "adversarial", "reconstruction", "loss"}
@@ -77,6 +77,28 @@ def test_lnln_loss_terms_and_gradients(toy_bundle: DataBundle, blend: str) -> No
     assert method.training_loss(batch)["loss"].item() == pytest.approx(epoch0)
     method.on_train_epoch_start(1)  # corruption redrawn
     assert method.training_loss(batch)["loss"].item() != pytest.approx(epoch0, abs=1e-6)
+
+
+def test_latent_reconstruction_targets_the_real_complete_tokens_only(toy_bundle: DataBundle) -> None:
+    torch.manual_seed(0)
+    rec = LatentReconstructor(8, 2, dropout=0.0)
+    lengths = {"text": 5, "audio": 3, "vision": 3}
+    enc = {f"{m}_tokens": torch.randn(2, n, 8) for m, n in lengths.items()}
+    enc.update({f"{m}_mask": torch.ones(2, n, dtype=torch.bool) for m, n in lengths.items()})
+    enc["text_mask"][1, 3:] = False  # the second text is padded after 3 tokens
+    clean = {k: v.clone() for k, v in enc.items()}
+    loss = rec(enc, clean)
+    expected = sum(((rec.out[m](rec.attend[m](enc[f"{m}_tokens"], enc[f"{m}_mask"])) - clean[f"{m}_tokens"]) ** 2)[enc[f"{m}_mask"]].mean() for m in lengths)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    clean["text_tokens"][1, 4] += 100.0  # a padded position: ignored
+    assert rec(enc, clean).item() == pytest.approx(loss.item(), rel=1e-6)
+    clean["text_tokens"][1, 0] += 1.0  # a real one: counted
+    assert rec(enc, clean).item() > loss.item()
+    clean = {k: v.requires_grad_() if v.is_floating_point() else v for k, v in clean.items()}
+    rec(enc, clean).backward()
+    assert all(clean[f"{m}_tokens"].grad is None for m in lengths)  # a stop-gradient target
+    with pytest.raises(ConfigError, match="reconstruction must be 'frames' or 'latent'"):
+        _build("lnln", toy_bundle, reconstruction="pixels")
 
 
 def test_polarity_classes_by_hand() -> None:

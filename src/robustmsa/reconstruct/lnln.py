@@ -9,10 +9,12 @@ On a composable text-centric backbone (``encode`` / ``fuse``), per batch:
    generated from audio and vision; the corrected text H = w * H_t + (1 - w) * H_p
    (``blend='missing'``: at the missing text positions only, see :func:`.base.blend_text`);
 3. text-guided fusion of (H, audio, vision) by the backbone's ``fuse``;
-4. auxiliary reconstruction of the clean audio and vision frames, and an
-   adversarial term on the proxy: a discriminator tells the clean text
-   representation from H_p while the generator, through a gradient reversal
-   layer, learns to fool it (one optimiser).
+4. auxiliary reconstruction, and an adversarial term on the proxy: a
+   discriminator tells the clean text representation from H_p while the
+   generator, through a gradient reversal layer, learns to fool it (one
+   optimiser). ``reconstruction='frames'`` (default): the clean audio and vision
+   frames; ``'latent'``: the encoder tokens of the complete text, audio and
+   vision, as the authors' released code does (:class:`.proxy.LatentReconstructor`).
 
 Loss = w_task * task + w_completeness * MSE(w, 1 - r_text) + w_adversarial * adv + w_reconstruction * rec.
 """
@@ -26,9 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustmsa.data.batch import Batch
+from robustmsa.errors import ConfigError
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
 from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, token_dim, with_target
-from robustmsa.reconstruct.proxy import FrameReconstructor, GradReverse, ProxyGenerator
+from robustmsa.reconstruct.proxy import FrameReconstructor, GradReverse, LatentReconstructor, ProxyGenerator
 from robustmsa.registry import METHODS
 
 
@@ -48,6 +51,7 @@ class LNLN(MissingAwareMethod):
         proxy_layers: int = 1,
         proxy_query: str = "position",
         blend: str = "sample",
+        reconstruction: str = "frames",
         dropout: float = 0.1,
         **base: Any,
     ) -> None:
@@ -58,7 +62,13 @@ class LNLN(MissingAwareMethod):
         self.completeness = mlp(dim, dim, 1, dropout)
         self.proxy = ProxyGenerator(dim, heads, proxy_layers, dropout, kind="joint", query=proxy_query)
         self.discriminator = mlp(dim, dim, 1, dropout)
-        self.reconstructor = FrameReconstructor(backbone.dims, dim, heads, proxy_layers, dropout)
+        if reconstruction not in ("frames", "latent"):
+            raise ConfigError(f"lnln reconstruction must be 'frames' or 'latent', got '{reconstruction}'")
+        self.reconstruction = reconstruction
+        if reconstruction == "frames":
+            self.reconstructor: FrameReconstructor | LatentReconstructor = FrameReconstructor(backbone.dims, dim, heads, proxy_layers, dropout)
+        else:
+            self.reconstructor = LatentReconstructor(dim, heads, proxy_layers, dropout)
 
     def _completeness(self, enc: dict[str, Tensor]) -> Tensor:
         return torch.sigmoid(self.completeness(masked_mean(enc["text_tokens"], enc["text_mask"])))[:, 0]
@@ -86,15 +96,15 @@ class LNLN(MissingAwareMethod):
         enc, out, w, h_p = self.represent(noisy)
         mask = enc["text_mask"]
         with torch.no_grad():
-            h_clean = self.backbone.encode(batch)["text_tokens"]
-        real = self.discriminator(masked_mean(h_clean, mask))
+            clean = self.backbone.encode(batch)
+        real = self.discriminator(masked_mean(clean["text_tokens"], mask))
         fake = self.discriminator(masked_mean(GradReverse.apply(h_p), mask))
         adversarial = 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
         terms = {
             "task": self.task_term(out.logits, noisy),
             "completeness": F.mse_loss(w, 1.0 - noisy.extras["missing_rate_text"].to(w)),
             "adversarial": adversarial,
-            "reconstruction": self.reconstructor(enc, batch),
+            "reconstruction": self.reconstructor(enc, batch if self.reconstruction == "frames" else clean),
         }
         losses = {name: self.weights[name] * value for name, value in terms.items()}
         losses["loss"] = torch.stack(list(losses.values())).sum()

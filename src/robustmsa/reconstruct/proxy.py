@@ -10,6 +10,9 @@
   and a per-sample gate, H_p = alpha * H_at + (1 - alpha) * H_vt).
 * :class:`FrameReconstructor`: auxiliary reconstruction of the clean audio and
   vision frames from the tokens encoded from the corrupted input.
+* :class:`LatentReconstructor`: auxiliary reconstruction, in the encoder's token
+  space, of the complete input's text, audio and vision tokens from the
+  corrupted input's tokens (what the LNLN authors' released code trains).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from robustmsa.models.attention import TransformerStack, sinusoidal_positions
 from robustmsa.models.base import masked_mean, mlp
 
 SOURCES = ("audio", "vision")
+MODALITIES = ("text", *SOURCES)
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -111,4 +115,25 @@ class FrameReconstructor(nn.Module):
         for m, decoder in self.decoders.items():
             mask = clean.mask(m)
             total = total + masked_mse(decoder(mask, enc[f"{m}_tokens"], enc[f"{m}_mask"]), getattr(clean, m), mask)
+        return total
+
+
+class LatentReconstructor(nn.Module):
+    """Auxiliary reconstruction of the complete input's encoded tokens from the corrupted input's (see module doc).
+
+    Per modality a self-attention stack and a linear map over the corrupted tokens; the MSE to the complete tokens
+    (a stop-gradient target, so that the encoder cannot shrink its clean representation to ease the loss) over the
+    real positions, summed over text, audio and vision.
+    """
+
+    def __init__(self, dim: int, heads: int, layers: int = 1, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.attend = nn.ModuleDict({m: TransformerStack(dim, heads, layers, dropout) for m in MODALITIES})
+        self.out = nn.ModuleDict({m: nn.Linear(dim, dim) for m in MODALITIES})
+
+    def forward(self, enc: dict[str, Tensor], clean: dict[str, Tensor]) -> Tensor:
+        total = torch.zeros((), device=enc["text_tokens"].device)
+        for m in MODALITIES:
+            tokens, mask = enc[f"{m}_tokens"], enc[f"{m}_mask"]
+            total = total + masked_mse(self.out[m](self.attend[m](tokens, mask)), clean[f"{m}_tokens"].detach(), clean[f"{m}_mask"])
         return total

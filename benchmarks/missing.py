@@ -21,6 +21,10 @@ lnln_latent + ablations; missing_synthetic_all_ood: the same from their _ood fol
 
 benchmarks/results/missing_synthetic_5seeds (and _ood) add seeds 3 and 4 (``--seeds 3``, ``--seeds 4`` of synthetic,
 tcmr_blend_missing and lnln_latent) to the 3-seed runs of those three configs, for the models they share.
+benchmarks/results/missing_synthetic_test4000: baseline, TCMR and LNLN-latent (seeds 0-4) evaluated on a 4000-clip IID
+test split of the same corpus (training and validation data unchanged; one model per call, then combine):
+
+    python benchmarks/missing.py evaluate --split test --data n_test=4000 --models baseline --runs runs/s0 ... --out runs/b
 
 Model-specific training parameters can be searched on validation data first (Optuna; configs/missing/search/*.yaml;
 several processes can work on one study with --worker 0, 1, ...); the tuned model is then swept like any other:
@@ -44,6 +48,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
@@ -74,6 +79,8 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="with 'combine' / 'evaluate': the sweep folders")
     parser.add_argument("--split", default="test_ood", help="with 'evaluate': the split to evaluate the checkpoints on")
+    parser.add_argument("--models", nargs="*", default=None, help="with 'evaluate': only these models of the runs")
+    parser.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE", help="with 'evaluate': data parameters changed for it, e.g. n_test=4000")
     parser.add_argument("--worker", type=int, default=0, help="with search_*: this process's worker number (own sampler seed)")
     args = parser.parse_args()
     if args.which == "combine":
@@ -85,7 +92,11 @@ def main() -> None:
         if not args.runs:
             parser.error("evaluate needs --runs")
         config = MissingSweepConfig.model_validate(json.loads((args.runs[0] / "results.json").read_text(encoding="utf-8"))["config"])
-        summarise(evaluate_sweep(args.runs, args.split, args.out, overwrite=args.overwrite, bundle=corpus(config)))
+        pairs = [item.partition("=") for item in args.data]
+        if any(not sep or not key for key, sep, _ in pairs):
+            parser.error("--data expects KEY=VALUE items")
+        data_params = {key: yaml.safe_load(value) for key, _, value in pairs}
+        summarise(evaluate_sweep(args.runs, args.split, args.out, overwrite=args.overwrite, bundle=corpus(config), data_params=data_params, models=args.models))
         return
     if args.which in SEARCHES:
         search, sweep = load_search_config(args.config or SEARCHES[args.which])

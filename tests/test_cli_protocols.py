@@ -69,6 +69,16 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     again = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood"), "--overwrite", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "ood" / "results.json").read_text())["per_seed"] == ood["per_seed"]
+    # a larger test split of the same generated corpus (training and validation data unchanged); other data refused
+    larger = _cli("sweep-evaluate", "--run", str(tmp_path / "run"), "--split", "test", "--data", "n_test=60", "--model", "baseline", "--out", str(tmp_path / "big"), cwd=tmp_path)
+    assert larger.returncode == 0, larger.stderr
+    big = json.loads((tmp_path / "big" / "results.json").read_text())
+    assert big["data"]["sizes"]["test"] == 60 and results["data"]["sizes"]["test"] == 30 and big["data"]["data_params"] == {"n_test": 60}
+    assert big["per_seed"]["0"]["baseline"]["best_valid"] == results["per_seed"]["0"]["baseline"]["best_valid"]
+    assert big["per_seed"]["0"]["baseline"]["mean"] != results["per_seed"]["0"]["baseline"]["mean"]
+    assert "{'n_test': 60} changed" in (tmp_path / "big" / "report.md").read_text()
+    moved = _cli("sweep-evaluate", "--run", str(tmp_path / "run"), "--split", "test", "--data", "n_train=100", "--out", str(tmp_path / "m"), cwd=tmp_path)
+    assert moved.returncode == 2 and "'train' split" in moved.stderr and "Traceback" not in moved.stderr and not (tmp_path / "m").exists()
 
 
 def test_sweep_search_command_then_sweep_of_the_tuned_model(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from robustmsa.data.batch import Sample, collate
+from robustmsa.data.dataset import MultimodalSplit, TaskSpec
 
 
 def _sample(i: int, lt: int, la: int, lv: int, **kw: object) -> Sample:
@@ -96,3 +97,14 @@ def test_batch_replace_and_to() -> None:
 def test_collate_empty_list() -> None:
     with pytest.raises(ValueError):
         collate([])
+
+
+def test_split_fingerprint_changes_with_any_content() -> None:
+    def split(audio_value: float = 1.0, label: float = 0.5, ids: tuple[str, ...] = ("a", "b"), audio_shape: tuple[int, int] = (2, 3)) -> MultimodalSplit:
+        samples = [Sample(id=i, text=np.zeros((2, 4), np.float32), audio=np.full(audio_shape, audio_value, np.float32), label=label) for i in ids]
+        return MultimodalSplit(samples, name="s", source="test", task=TaskSpec())
+
+    reference = split().fingerprint()
+    assert split().fingerprint() == reference  # same content, same digest
+    for other in (split(audio_value=1.5), split(label=0.4), split(ids=("a", "c")), split(ids=("b", "a")), split(audio_shape=(3, 2)), split(ids=("a",))):
+        assert other.fingerprint() != reference

@@ -16,6 +16,7 @@ from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.evaluation.missing_protocol import (
     MissingSweepConfig,
+    _only_models,
     combine_sweeps,
     evaluate_missing,
     evaluate_sweep,
@@ -216,6 +217,17 @@ def _fake_sweep(out: Path, maes: dict[str, list[float]], reference: str | None =
     out.mkdir(parents=True)
     write_json(out / "results.json", results)
     return out
+
+
+def test_evaluate_sweep_restricted_to_some_models(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    run = _fake_sweep(tmp_path / "run", {"plain": [0.6, 0.5], "lnln": [0.7, 0.4]})
+    part = json.loads((run / "results.json").read_text())
+    only = _only_models(run, part, ["lnln"])
+    assert list(only["config"]["models"]) == ["lnln"] and all(list(res) == ["lnln"] for res in only["per_seed"].values())
+    assert list(part["config"]["models"]) == ["plain", "lnln"]  # the run's results are not modified
+    with pytest.raises(DataError, match="has no model 'tcmr'"):
+        evaluate_sweep([run], "test", tmp_path / "x", bundle=toy_bundle, models=["lnln", "tcmr"])
+    assert not (tmp_path / "x").exists()
 
 
 def _mae_cell(report: str, reference: str, row: str) -> str:

@@ -125,12 +125,14 @@ def sweep_evaluate(
     run: Annotated[list[Path], typer.Option("--run", help="A finished sweep-missing folder (repeat for sweeps run per seed).")],
     split: Annotated[str, typer.Option(help="The split to evaluate, e.g. test_ood.")],
     out: Out = Path("runs/missing_eval"),
+    data: Annotated[list[str] | None, typer.Option("--data", help="Data parameter KEY=VALUE changed for this evaluation, repeatable; e.g. n_test=4000 (refused if training data change).")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Evaluate this model only (repeatable; default: every model of the runs).")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Evaluate the best checkpoints of finished missing-rate sweeps on another split (same rates and masks, no retraining)."""
     from robustmsa.evaluation.missing_protocol import evaluate_sweep
 
-    evaluate_sweep(run, split, out, overwrite=overwrite)
+    evaluate_sweep(run, split, out, overwrite=overwrite, data_params=_pairs(data, "--data"), models=model or None)
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
 

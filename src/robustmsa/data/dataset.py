@@ -9,6 +9,7 @@ tensor op.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -65,6 +66,18 @@ class MultimodalSplit(Dataset[Sample]):
     @property
     def ids(self) -> list[str]:
         return [s.id for s in self.samples]
+
+    def fingerprint(self) -> str:
+        """sha256 hex digest of the split's contents (ids, arrays with their shapes, labels): equal digests, same data."""
+        digest = hashlib.sha256()
+        for s in self.samples:
+            digest.update(f"{s.id}\x1f{s.label!r}\x1f{s.label_class!r}".encode())
+            for name in ("text", "text_special", "text_ids", "audio", "vision", "image", "label_multi"):
+                array = getattr(s, name)
+                digest.update(f"\x1e{name}:{None if array is None else (array.shape, array.dtype.str)}".encode())
+                if array is not None:
+                    digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> MultimodalSplit:
         return MultimodalSplit([self.samples[i] for i in indices], name=name or self.name, source=self.source, task=self.task)

@@ -460,17 +460,38 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     return _write_sweep(out_dir, per_seed, config, first["rates"], first["data"], overwrite=overwrite)
 
 
-def evaluate_sweep(run_dirs: Sequence[Path], split: str, out_dir: Path, *, overwrite: bool = False, bundle: DataBundle | None = None) -> dict[str, Any]:
+def evaluate_sweep(
+    run_dirs: Sequence[Path],
+    split: str,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    bundle: DataBundle | None = None,
+    data_params: dict[str, Any] | None = None,
+    models: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Evaluate the best checkpoints of finished sweeps on another ``split`` (e.g. ``test_ood``), same rates and masks.
 
     Nothing is retrained and the sweep folders are left untouched; the result
     (same layout as :func:`sweep_missing`'s, ``data.split`` = ``split``) is
     written to ``out_dir``. The runs are pooled as by :func:`combine_sweeps`.
+    ``bundle``: the sweeps' data (default: loaded from their config).
+    ``data_params``: data-source parameters changed for this evaluation only
+    (e.g. ``{"n_test": 4000}``: a larger test split of the generated corpus),
+    see :func:`evaluation_data`; recorded as ``data.data_params``.
+    ``models``: evaluate these models only (default: every model of the runs).
     """
     parts = _read_sweeps(run_dirs)
+    if models is not None:
+        parts = [(run, _only_models(run, part, models)) for run, part in parts]
     _pool(parts)  # refuse an incomplete or ambiguous grid before evaluating anything
     first = parts[0][1]
-    bundle = bundle if bundle is not None else load_sweep_data(MissingSweepConfig.model_validate(first["config"]))
+    sweep = MissingSweepConfig.model_validate(first["config"])
+    bundle = bundle if bundle is not None else load_sweep_data(sweep)
+    data = {**first["data"], "split": split}
+    if data_params:
+        bundle = evaluation_data(sweep, bundle, data_params)
+        data.update(sizes={n: len(s) for n, s in bundle.splits.items()}, data_params=dict(data_params))
     target = bundle[split]
     evaluated = []
     for run, part in parts:
@@ -480,7 +501,35 @@ def evaluate_sweep(run_dirs: Sequence[Path], split: str, out_dir: Path, *, overw
         }
         evaluated.append((run, {"config": part["config"], "per_seed": per_seed}))
     per_seed, config = _pool(evaluated)
-    return _write_sweep(out_dir, per_seed, config, first["rates"], {**first["data"], "split": split}, overwrite=overwrite)
+    return _write_sweep(out_dir, per_seed, config, first["rates"], data, overwrite=overwrite)
+
+
+def _only_models(run: Path, part: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
+    """``part`` (a results.json) restricted to ``models`` (DataError for a name no model of the run has)."""
+    unknown = [m for m in models if m not in part["config"]["models"]]
+    if unknown:
+        raise DataError(run / "results.json", "config.models", f"has no model '{unknown[0]}' (it has {sorted(part['config']['models'])})")
+    keep = dict.fromkeys(models)
+    config = {**part["config"], "models": {m: c for m, c in part["config"]["models"].items() if m in keep}}
+    return {**part, "config": config, "per_seed": {seed: {m: r for m, r in res.items() if m in keep} for seed, res in part["per_seed"].items()}}
+
+
+def evaluation_data(config: MissingSweepConfig, trained_on: DataBundle, data_params: dict[str, Any]) -> DataBundle:
+    """The sweep's data source with ``data_params`` changed, to evaluate its checkpoints on other data.
+
+    Refused (ConfigError) when that changes the training split or the
+    validation split the checkpoints were selected on (compared by content,
+    :meth:`MultimodalSplit.fingerprint`): only the other splits may differ.
+    """
+    changed = config.model_copy(update={"data": config.data.model_copy(update={"params": {**config.data.params, **data_params}})})
+    bundle = load_sweep_data(changed)
+    for name in dict.fromkeys(("train", config.train.valid_split)):
+        if name in trained_on.splits and (name not in bundle.splits or bundle[name].fingerprint() != trained_on[name].fingerprint()):
+            raise ConfigError(
+                f"data parameters {dict(data_params)} change the '{name}' split the checkpoints were trained or selected on; "
+                "only the other splits may change (e.g. the size of the test split)"
+            )
+    return bundle
 
 
 def _training_record(result: dict[str, Any]) -> dict[str, Any]:
@@ -497,6 +546,8 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
     monitor = config.train.to_train_config().monitor_spec(kind)[0]
     split = f" ({results['data']['split']} split)" if "split" in results["data"] else ""
     lines = [f"# Missing-rate sweep on {results['data']['name']}{split}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
+    if results["data"].get("data_params"):
+        lines.append(f"Evaluated with the data parameters {results['data']['data_params']} changed (training and validation data unchanged).\n")
     lines.append("## Mean over missing rates\n")
     selection = f"valid {monitor} (selection)"
     if all("best_valid" in agg for agg in aggregate.values()):

@@ -48,8 +48,8 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
+from robustmsa.config import parse_pairs
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, combine_sweeps, evaluate_sweep, load_sweep_config, sweep_missing
@@ -92,10 +92,7 @@ def main() -> None:
         if not args.runs:
             parser.error("evaluate needs --runs")
         config = MissingSweepConfig.model_validate(json.loads((args.runs[0] / "results.json").read_text(encoding="utf-8"))["config"])
-        pairs = [item.partition("=") for item in args.data]
-        if any(not sep or not key for key, sep, _ in pairs):
-            parser.error("--data expects KEY=VALUE items")
-        data_params = {key: yaml.safe_load(value) for key, _, value in pairs}
+        data_params = parse_pairs(args.data, "--data")
         summarise(evaluate_sweep(args.runs, args.split, args.out, overwrite=args.overwrite, bundle=corpus(config), data_params=data_params, models=args.models))
         return
     if args.which in SEARCHES:

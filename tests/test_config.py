@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from robustmsa.config import dump_config, load_config, parse_config
+from robustmsa.config import dump_config, load_config, parse_config, parse_pairs
 from robustmsa.errors import ConfigError
 
 GOOD = """
@@ -72,3 +72,11 @@ def test_every_shipped_config_is_valid() -> None:
     for path in configs:
         assert path.parent.name in kinds, f"{path}: no config kind known for folder '{path.parent.name}'"
         kinds[path.parent.name](path)
+
+
+def test_parse_pairs_yaml_values_and_errors() -> None:
+    assert parse_pairs(["n_test=4000", " name = a=b", "flag=true", "empty="], "--data") == {"n_test": 4000, "name": "a=b", "flag": True, "empty": None}
+    assert parse_pairs(None, "--data") == {}
+    for bad in ("n_test", "=3"):
+        with pytest.raises(ConfigError, match="--data expects KEY=VALUE"):
+            parse_pairs([bad], "--data")

@@ -83,10 +83,11 @@ def split_ood(
     overwrite: Overwrite = False,
 ) -> None:
     """Anneal an IID/OOD split (CLUE's Algorithm 1); writes split.json and label_ratios.png."""
+    from robustmsa.config import parse_pairs
     from robustmsa.data.ood_split import split_ood as run_split
 
     paths = run_split(
-        source, out, rounds=rounds, temperature=temperature, decay=decay, seed=seed, scheme=scheme, source_params=_pairs(param, "--param"), overwrite=overwrite, **_pairs(anneal, "--anneal")
+        source, out, rounds=rounds, temperature=temperature, decay=decay, seed=seed, scheme=scheme, source_params=parse_pairs(param, "--param"), overwrite=overwrite, **parse_pairs(anneal, "--anneal")
     )
     console.print(f"[green]Split[/green]: {paths['split']}; figure: {paths['figure']}")
 
@@ -130,9 +131,10 @@ def sweep_evaluate(
     overwrite: Overwrite = False,
 ) -> None:
     """Evaluate the best checkpoints of finished missing-rate sweeps on another split (same rates and masks, no retraining)."""
+    from robustmsa.config import parse_pairs
     from robustmsa.evaluation.missing_protocol import evaluate_sweep
 
-    evaluate_sweep(run, split, out, overwrite=overwrite, data_params=_pairs(data, "--data"), models=model or None)
+    evaluate_sweep(run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None)
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
 
@@ -172,19 +174,6 @@ def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds 
 
     run_image_text_protocol(config, out, _seeds(seeds) if seeds else None, overwrite=overwrite)
     console.print(f"[green]Results[/green] in {out}")
-
-
-def _pairs(items: list[str] | None, option: str) -> dict[str, object]:
-    """``KEY=VALUE`` options as a dict (values parsed as YAML scalars)."""
-    import yaml
-
-    out: dict[str, object] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"{option} expects KEY=VALUE, got '{item}'")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def _seeds(text: str) -> tuple[int, ...]:

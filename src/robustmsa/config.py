@@ -17,6 +17,7 @@ the file and the field.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -120,3 +121,14 @@ def load_config(path: Path | str, model: type[M] = ExperimentConfig) -> M:  # ty
 def dump_config(config: ExperimentConfig) -> str:
     """The config as YAML text (round-trips through :func:`parse_config`)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_pairs(items: Sequence[str] | None, option: str) -> dict[str, Any]:
+    """Command-line ``KEY=VALUE`` items as a dict, values parsed as YAML scalars (ConfigError naming ``option``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} expects KEY=VALUE, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

@@ -201,4 +201,10 @@ def test_protocol_with_an_annealed_split(small: DataBundle, tmp_path) -> None:
     assert results["sizes"] == split["sizes"]
     assert (tmp_path / "label_ratios.png").is_file()
     with pytest.raises(ConfigError, match="nope"):
-        parse_protocol_config({"data": {"name": "x"}, "backbone": {"name": "y"}, "nope": 1})
+        parse_protocol_config({"data": {"name": "synthetic"}, "backbone": {"name": "text_only"}, "nope": 1})
+    for change, message in (  # CLUE's parameters and each ablation's are checked when the config is read
+        ({"clue": {"alpah": 1.0}}, r"field 'clue': method 'clue': unknown parameter\(s\) 'alpah'"),
+        ({"ablations": {"w/o KL": {"gama": 0.0}}}, r"field 'ablations.w/o KL': method 'clue': unknown parameter\(s\) 'gama'"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_protocol_config({"data": {"name": "synthetic"}, "backbone": {"name": "text_only"}, **change})

@@ -29,10 +29,15 @@ def test_load_and_round_trip(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("data: {name: x}\nbackbone: {name: y}\ntrain: {max_epoch: 3}\n", "field 'train.max_epoch'"),
-        ("data: {name: x}\nbackbone: {name: y}\ntrain: {lr: -1}\n", "field 'train.lr'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {max_epoch: 3}\n", "field 'train.max_epoch'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {lr: -1}\n", "field 'train.lr'"),
         ("data: {name: x}\n", "field 'backbone'"),
-        ("data: {name: x}\nbackbone: {name: y}\nseeds: []\n", "field 'seeds'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\nseeds: []\n", "field 'seeds'"),
+        # components are checked against their registry when the config is read, not when a run reaches them
+        ("data: {name: x}\nbackbone: {name: y}\n", "field 'backbone': unknown backbone 'y'"),
+        ("data: {name: x}\nbackbone: {name: tfn, params: {hiden: 8}}\n", "field 'backbone': backbone 'tfn': unknown parameter(s) 'hiden' (parameters: text_hidden"),
+        ("data: {name: x}\nbackbone: {name: tfn}\nmethod: {name: lnln, params: {w_tsk: 1}}\n", "field 'method': method 'lnln': unknown parameter(s) 'w_tsk'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\nmethod: {name: lnln, params: {complete_share: 0.2}}\nseeds: [0, x]\n", "field 'seeds.1'"),
         ("- a\n- b\n", "expected a mapping"),
         ("data: {name: [unclosed\n", "not valid YAML"),
     ],

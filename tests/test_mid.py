@@ -309,6 +309,13 @@ def test_protocol_configs_and_train_limit(toy: DataBundle, tmp_path: Path) -> No
     bad.write_text("data: {name: mvsa}\nmethods: {n_trials: 80}\n")
     with pytest.raises(ConfigError, match="n_trials"):
         load_protocol_config(bad)
+    for text, message in (  # checked when the config is read, not after the base model was trained
+        ("methods: {router: {hiden: 8}}", "field 'methods.router': router config: .*hiden"),
+        ("backbone: {name: image_text, params: {hiden: 8}}", r"field 'backbone': backbone 'image_text': unknown parameter\(s\) 'hiden'"),
+    ):
+        bad.write_text(f"data: {{name: mvsa}}\n{text}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_protocol_config(bad)
     small = limit_train(toy, 50)
     assert len(small["train"]) == 50 and small["test"] is toy["test"] and small.meta["train_size_full"] == len(toy["train"])
     assert set(small["train"].ids) <= set(toy["train"].ids) and limit_train(toy, 50)["train"].ids == small["train"].ids

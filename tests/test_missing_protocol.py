@@ -201,6 +201,19 @@ def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
     bad.write_text("data: {name: synthetic}\nmodels: {a: {name: lnln}}\nrates: [0.0]\nseeds: [0]\nsensitivty: {}\n")
     with pytest.raises(ConfigError, match="sensitivty"):
         load_sweep_config(bad)
+    # a typo in any model's, the backbone's or a view's parameters fails when the config is read, before any training
+    for text, message in (
+        ("models: {a: {name: missing_robust}, b: {name: lnln, params: {w_tsk: 1.0}}}", r"field 'models.b': method 'lnln': unknown parameter\(s\) 'w_tsk'"),
+        ("models: {a: {name: lnnl}}", "field 'models.a': unknown method 'lnnl'"),
+        ("models: {}", "field 'models'"),
+        ("models: {a: {name: lnln}}\nbackbone: {name: text_centric, params: {dimm: 8}}", r"field 'backbone': backbone 'text_centric': unknown parameter\(s\) 'dimm'"),
+        ("models: {a: {name: lnln}}\nviews: [{name: subsample, params: {max_per_split: 3}}, {name: standardise}]", "field 'views.1': unknown data view 'standardise'"),
+        ("models: {a: {name: lnln}}\nviews: [{name: natural_missing_text, params: {train_shar: 0.5}}]", r"field 'views.0': data view 'natural_missing_text': unknown parameter\(s\) 'train_shar'"),
+        ("models: {a: {name: lnln}}\nseeds: []", "field 'seeds'"),
+    ):
+        bad.write_text(f"data: {{name: synthetic}}\n{text}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_sweep_config(bad)
 
 
 def _fake_sweep(out: Path, maes: dict[str, list[float]], reference: str | None = None, split: str | None = None, valid: dict[str, list[float]] | None = None, **changes: object) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from robustmsa.errors import ConfigError
-from robustmsa.registry import BACKBONES, METHODS, Registry
+from robustmsa.registry import BACKBONES, DATASETS, METHODS, Registry
 
 
 def test_builtins_are_registered() -> None:
@@ -32,7 +32,7 @@ def test_errors_inside_a_factory_are_not_relabelled() -> None:
 
     with pytest.raises(TypeError, match="a bug inside"):
         registry.build("broken", 1)
-    with pytest.raises(ConfigError, match="thing 'broken'.*parameters: x"):
+    with pytest.raises(ConfigError, match="thing 'broken': takes 1 positional argument"):
         registry.build("broken", 1, 2)
 
 
@@ -41,3 +41,49 @@ def test_double_registration_is_refused() -> None:
     registry.register("a")(int)
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("A")(float)
+
+
+class _Base:
+    def __init__(self, *, shared: int = 0) -> None:
+        self.shared = shared
+
+
+class _Child(_Base):
+    def __init__(self, needed: int, *, own: int = 1, **base: int) -> None:
+        super().__init__(**base)
+
+
+def test_parameters_passed_on_to_a_base_class_or_a_forwarded_callable_are_accepted_and_others_refused() -> None:
+    registry: Registry = Registry("thing")
+    registry.register("child")(_Child)
+    registry.check("child", {"own": 2, "shared": 3}, supplied=1)
+    assert registry.build("child", 1, shared=3).shared == 3
+    with pytest.raises(ConfigError, match=r"thing 'child': unknown parameter\(s\) 'shraed' \(parameters: own, shared\)"):
+        registry.check("child", {"shraed": 3}, supplied=1)
+    with pytest.raises(ConfigError, match=r"missing required parameter\(s\) 'needed'"):
+        registry.check("child", {})
+
+    def reader(path: str, limit: int | None = None) -> str:
+        return path
+
+    @registry.register("wrapped", forwards=reader)
+    def wrapped(path: str, **kwargs: int) -> str:
+        return reader(path, **kwargs)
+
+    @registry.register("open")
+    def open_ended(**kwargs: int) -> dict:
+        return kwargs
+
+    registry.check("wrapped", {"path": "p", "limit": 2})
+    with pytest.raises(ConfigError, match="unknown parameter.*'limt'"):
+        registry.build("wrapped", path="p", limt=2)
+    assert registry.build("open", anything=1) == {"anything": 1}
+
+
+def test_data_source_parameters_are_checked_before_reading(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"dataset 'mosi_csv': unknown parameter\(s\) 'text_encodr' \(parameters: path, text_encoder"):
+        DATASETS.build("mosi_csv", path=tmp_path / "absent.csv", text_encodr="hash")
+    with pytest.raises(ConfigError, match="dataset 'synthetic': unknown parameter.*'n_trian'"):
+        DATASETS.build("synthetic", n_trian=10)
+    with pytest.raises(ConfigError, match=r"method 'lnln': unknown parameter\(s\) 'w_tsk'"):
+        METHODS.check("lnln", {"w_tsk": 1.0, "complete_share": 0.2}, supplied=1)

@@ -41,6 +41,7 @@ def test_search_config_names_the_file_and_the_field(tmp_path: Path) -> None:
         ({"space": {"blend": {"choices": []}}}, "space.blend.*non-empty .choices."),
         ({"space": {"blend": {"low": 0.1}}}, "give .low. and .high."),
         ({"space": {}}, "space"),
+        ({"space": {"w_completness": {"low": 0.1, "high": 1.0}}}, r"field 'space': method 'lnln': unknown parameter\(s\) 'w_completness'"),
         ({"n_trails": 3}, "n_trails"),
         ({"sweep": "nowhere.yaml"}, "nowhere.yaml: config file not found"),
     ):

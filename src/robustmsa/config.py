@@ -17,14 +17,15 @@ the file and the field.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from robustmsa.errors import ConfigError
+from robustmsa.registry import BACKBONES, METHODS, Registry
 from robustmsa.training.fit import TrainConfig
 
 
@@ -40,6 +41,33 @@ class ComponentConfig(_Strict):
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+def checked(check: Callable[[Any], None]) -> AfterValidator:
+    """A validator running ``check`` on a field's value when a config is read; its ConfigError becomes an error of
+    that field, so that a typo fails at once, naming the file and the field, instead of deep inside a run."""
+
+    def validate(value: Any) -> Any:
+        try:
+            check(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    return AfterValidator(validate)
+
+
+def _registered(registry: Registry[Any], supplied: int) -> AfterValidator:
+    """The component names a factory of ``registry`` whose signature takes its parameters after the ``supplied``
+    positional arguments the framework passes (:meth:`Registry.check`)."""
+    return checked(lambda component: registry.check(component.name, component.params, supplied))
+
+
+#: A backbone (``BACKBONES``, given the modality dims and the task) and a method (``METHODS``, given the backbone),
+#: checked against its factory's parameters when the config is read. (A data source is checked when it is built,
+#: which is the first step of every run; a bundle may also be given directly, under any name.)
+BackboneComponent = Annotated[ComponentConfig, _registered(BACKBONES, 2)]
+MethodComponent = Annotated[ComponentConfig, _registered(METHODS, 1)]
 
 
 class TrainSection(_Strict):
@@ -76,18 +104,11 @@ class EvalSection(_Strict):
 
 class ExperimentConfig(_Strict):
     data: ComponentConfig
-    backbone: ComponentConfig
-    method: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="supervised"))
+    backbone: BackboneComponent
+    method: MethodComponent = Field(default_factory=lambda: ComponentConfig(name="supervised"))
     train: TrainSection = Field(default_factory=TrainSection)
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     eval: EvalSection = Field(default_factory=EvalSection)
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds_not_empty(cls, value: list[int]) -> list[int]:
-        if not value:
-            raise ValueError("at least one seed is required")
-        return value
 
 
 # Keep TrainSection and TrainConfig in step (a mismatch is a programming error).
@@ -103,7 +124,7 @@ def parse_config(data: Any, source: str = "<config>", model: type[M] = Experimen
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "<top>"
-        raise ConfigError(f"{source}: field '{where}': {first['msg']}") from None
+        raise ConfigError(f"{source}: field '{where}': {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def load_config(path: Path | str, model: type[M] = ExperimentConfig) -> M:  # type: ignore[assignment]

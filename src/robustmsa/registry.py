@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from robustmsa.errors import ConfigError
@@ -24,12 +24,16 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, *, forwards: Callable[..., Any] | None = None) -> Callable[[T], T]:
+        """Decorator registering a factory; ``forwards``: the callable a factory's ``**kwargs`` are passed on to
+        (their names are then accepted parameters, see :func:`check_parameters`)."""
         key = name.lower()
 
         def decorator(obj: T) -> T:
             if key in self._items and self._items[key] is not obj:
                 raise ValueError(f"{self.kind} '{key}' is registered twice")
+            if forwards is not None:
+                obj.forwards = forwards  # type: ignore[attr-defined]
             self._items[key] = obj
             return obj
 
@@ -42,15 +46,15 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} '{name}'; available: {', '.join(self.names())}")
         return self._items[key]
 
+    def check(self, name: str, params: Mapping[str, Any], supplied: int = 0) -> None:
+        """ConfigError unless ``name`` is registered and its factory, given ``supplied`` positional arguments,
+        accepts the keyword ``params`` (names and required ones; values are the factory's to check)."""
+        check_parameters(self.get(name), params, supplied, f"{self.kind} '{name}'")
+
     def build(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Call the factory; parameters that do not fit its signature are a ConfigError naming them (other errors pass through)."""
-        factory = self.get(name)
-        try:
-            inspect.signature(factory).bind(*args, **kwargs)
-        except TypeError as exc:
-            accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "args", "kwargs")]
-            raise ConfigError(f"{self.kind} '{name}': {exc} (parameters: {', '.join(accepted)})") from None
-        return factory(*args, **kwargs)
+        """Call the factory after :meth:`check` (errors raised inside the factory pass through unchanged)."""
+        self.check(name, kwargs, len(args))
+        return self.get(name)(*args, **kwargs)
 
     def names(self) -> list[str]:
         load_builtins()
@@ -59,6 +63,50 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         load_builtins()
         return name.lower() in self._items
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _signatures(factory: Callable[..., Any]) -> tuple[list[inspect.Signature], bool]:
+    """The signatures whose named parameters a call of ``factory`` accepts as keywords, and whether it accepts
+    any name at all. While a signature takes ``**kwargs``: a class's next ``__init__`` up its hierarchy
+    (``object`` and torch's base classes take none of ours), a function's ``forwards``."""
+    if inspect.isclass(factory):
+        inits = [c.__dict__["__init__"] for c in factory.__mro__ if "__init__" in c.__dict__ and c is not object and c.__module__.split(".")[0] != "torch"]
+    else:
+        inits = [factory]
+        if getattr(factory, "forwards", None) is not None:
+            inits.append(factory.forwards)  # type: ignore[attr-defined]
+    signatures = []
+    for init in inits:
+        signatures.append(inspect.signature(init))
+        if not any(p.kind is p.VAR_KEYWORD for p in signatures[-1].parameters.values()):
+            return signatures, False
+    # every signature takes **kwargs: a class's chain has ended (the bases left take none of ours); a function's
+    # last callable takes any name
+    return signatures, not signatures or not inspect.isclass(factory)
+
+
+def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], supplied: int, what: str) -> None:
+    """ConfigError naming ``what`` when ``factory(<supplied positional arguments>, **params)`` would not fit its
+    signature: too many positional arguments, unknown keyword names (see :func:`_signatures`), missing required ones."""
+    signatures, open_ended = _signatures(factory)
+    own = [p for p in inspect.signature(factory).parameters.values() if p.name != "self"]
+    positional = [p for p in own if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    accepted = list(dict.fromkeys(p.name for sig in signatures for p in sig.parameters.values() if p.kind in _NAMED and p.name != "self"))
+    problems = []
+    if supplied > len(positional) and not any(p.kind is p.VAR_POSITIONAL for p in own):
+        problems.append(f"takes {len(positional)} positional argument(s), got {supplied}")
+    taken = {p.name for p in positional[:supplied]}
+    if not open_ended and (unknown := [k for k in params if k not in accepted or k in taken]):
+        problems.append(f"unknown parameter(s) {', '.join(map(repr, unknown))}")
+    missing = [p.name for p in own[supplied:] if p.kind in _NAMED and p.default is p.empty and p.name not in params]
+    if missing:
+        problems.append(f"missing required parameter(s) {', '.join(map(repr, missing))}")
+    if problems:
+        names = [n for n in accepted if n not in taken]
+        raise ConfigError(f"{what}: {'; '.join(problems)} (parameters: {', '.join(names) or 'none'})")
 
 
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")

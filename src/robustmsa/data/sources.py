@@ -12,29 +12,30 @@ from typing import Any
 from robustmsa.data.cmu_h5 import read_cmu_h5
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.mmsa import read_mmsa_pickle
+from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
 from robustmsa.data.text_corpora import read_mmsd2, read_mosi_csv, read_mvsa, read_vader
 from robustmsa.registry import DATASETS
 
 
-@DATASETS.register("mmsa_pickle")
+@DATASETS.register("mmsa_pickle", forwards=read_mmsa_pickle)
 def mmsa_pickle(path: str | Path, **kwargs: Any) -> DataBundle:
     """MMSA feature pickle (MOSI/MOSEI/SIMS ``aligned_50.pkl``/``unaligned_50.pkl``); see :func:`read_mmsa_pickle`."""
     return read_mmsa_pickle(path, **kwargs)
 
 
-@DATASETS.register("cmu_mfn")
+@DATASETS.register("cmu_mfn", forwards=read_cmu_h5)
 def cmu_mfn(folder: str | Path, dataset: str = "youtube", **kwargs: Any) -> DataBundle:
     """CMU word-aligned h5 features of YouTube, MMMO or POM; see :func:`read_cmu_h5`."""
     return read_cmu_h5(folder, dataset, **kwargs)  # type: ignore[arg-type]
 
 
-@DATASETS.register("mosi_csv")
+@DATASETS.register("mosi_csv", forwards=read_mosi_csv)
 def mosi_csv(path: str | Path, **kwargs: Any) -> DataBundle:
     """CMU-MOSI transcripts with labels and the standard split; see :func:`read_mosi_csv`."""
     return read_mosi_csv(path, **kwargs)
 
 
-@DATASETS.register("mmsd2")
+@DATASETS.register("mmsd2", forwards=read_mmsd2)
 def mmsd2(folder: str | Path, image_folder: str | Path | None = None, **kwargs: Any) -> DataBundle:
     """MMSD2.0 multimodal sarcasm (text + image attribute words); see :func:`read_mmsd2`.
 
@@ -50,21 +51,19 @@ def mmsd2(folder: str | Path, image_folder: str | Path | None = None, **kwargs: 
     return with_image_folder(bundle, image_folder, build_image_encoder(kwargs.get("cache_dir")))
 
 
-@DATASETS.register("mvsa")
+@DATASETS.register("mvsa", forwards=read_mvsa)
 def mvsa(folder: str | Path, **kwargs: Any) -> DataBundle:
     """MVSA-Single tweet sentiment (3 classes); see :func:`read_mvsa`."""
     return read_mvsa(folder, **kwargs)
 
 
-@DATASETS.register("vader")
+@DATASETS.register("vader", forwards=read_vader)
 def vader(path: str | Path, domain: str = "tweets", **kwargs: Any) -> DataBundle:
     """VADER human-rated sentiment (a file, or the folder plus ``domain``); see :func:`read_vader`."""
     return read_vader(path, domain=domain, **kwargs)
 
 
-@DATASETS.register("synthetic")
+@DATASETS.register("synthetic", forwards=SyntheticConfig)
 def synthetic(**kwargs: Any) -> DataBundle:
     """The generated corpus with a planted text bias; keyword arguments are :class:`SyntheticConfig` fields."""
-    from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
-
     return generate_corpus(SyntheticConfig.from_dict(kwargs))

@@ -196,10 +196,7 @@ def build_clue(bundle: DataBundle, backbone_name: str, backbone_params: Mapping[
     """A fresh CLUE around a registered backbone, initialised under ``seed``."""
     with seeded(seed):
         backbone = BACKBONES.build(backbone_name, bundle.dims(), bundle.task, **dict(backbone_params or {}))
-        try:
-            return CLUE(backbone, **clue_params)
-        except TypeError as exc:
-            raise ConfigError(f"clue: {exc}") from None
+        return METHODS.build("clue", backbone, **clue_params)
 
 
 def train_clue(

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
 
-from robustmsa.config import ComponentConfig, TrainSection, _Strict, load_config, parse_config
+from robustmsa.config import BackboneComponent, ComponentConfig, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.labels import MMSA_NAMES, SCHEMES, to_classification
 from robustmsa.data.ood_split import AnnealParams, SplitSource, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
@@ -38,7 +38,7 @@ from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import run_seeds
 from robustmsa.evaluation.report import _save, markdown_table, plt, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Supervised
-from robustmsa.registry import BACKBONES, DATASETS
+from robustmsa.registry import BACKBONES, DATASETS, METHODS
 from robustmsa.training.fit import evaluate, fit, predict, seeded
 
 #: Table columns (MMSA names) -> (scheme, metric of the classification run).
@@ -62,19 +62,23 @@ class CaseStudySection(_Strict):
     seed: int | None = None  # default: the first seed
 
 
+#: Parameters of the ``clue`` method (or an ablation's changes to them), checked when the config is read.
+CLUEParams = Annotated[dict[str, Any], checked(lambda params: METHODS.check("clue", params, 1))]
+
+
 class CLUEProtocolConfig(_Strict):
     """The CLUE protocol config (YAML; see configs/clue/)."""
 
     name: str = "clue"
     data: ComponentConfig
     split: SplitSection | None = None
-    backbone: ComponentConfig
-    clue: dict[str, Any] = Field(default_factory=dict)
+    backbone: BackboneComponent
+    clue: CLUEParams = Field(default_factory=dict)
     schemes: list[str] | None = None  # default: has0, non0, 7class (regression data) or classes
-    ablations: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_ABLATIONS))
+    ablations: dict[str, CLUEParams] = Field(default_factory=lambda: dict(DEFAULT_ABLATIONS))
     ablation_schemes: list[str] = Field(default_factory=lambda: ["has0", "classes"])
     train: TrainSection = Field(default_factory=lambda: TrainSection(max_epochs=12, patience=4, progress=False))
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     iid_test: str = "test"
     ood_test: str = "test_ood"
     case_study: CaseStudySection = Field(default_factory=CaseStudySection)
@@ -91,11 +95,7 @@ def load_protocol_config(path: str | Path) -> CLUEProtocolConfig:
 
 
 def load_data(config: CLUEProtocolConfig) -> DataBundle:
-    """The configured data source (``synthetic`` falls back to the generator when not registered)."""
-    if config.data.name == "synthetic" and "synthetic" not in DATASETS:
-        from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
-
-        return generate_corpus(SyntheticConfig.from_dict(config.data.params))
+    """The configured data source."""
     return DATASETS.build(config.data.name, **config.data.params)
 
 

@@ -30,12 +30,12 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field
 
-from robustmsa.config import ComponentConfig, TrainSection, _Strict, load_config
+from robustmsa.config import BackboneComponent, ComponentConfig, TrainSection, _Strict, checked, load_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.debias.categorize import category_counts
 from robustmsa.debias.counterfactual import collect_components
@@ -97,7 +97,7 @@ class MethodsSection(_Strict):
     mme_range: tuple[float, float] = (0.0, 2.0)
     cf_weight: float = Field(1.0, ge=0)
     finetune: TrainSection | None = None  # MCTD and the debiasing experts (default: the base's training settings)
-    router: dict[str, Any] = Field(default_factory=dict)
+    router: Annotated[dict[str, Any], checked(as_router_config)] = Field(default_factory=dict)  # RouterConfig fields
     tune_metric: str | None = None  # default F1
     n_trials: int = Field(50, ge=1, le=50)
 
@@ -106,7 +106,7 @@ class ImageTextProtocolConfig(_Strict):
     """The protocol config (YAML: ``configs/image_text/*.yaml``)."""
 
     data: ComponentConfig
-    backbone: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="image_text"))
+    backbone: BackboneComponent = Field(default_factory=lambda: ComponentConfig(name="image_text"))
     train: TrainSection = Field(default_factory=TrainSection)
     counterfactual: CounterfactualSection = Field(default_factory=CounterfactualSection)
     methods: MethodsSection = Field(default_factory=MethodsSection)

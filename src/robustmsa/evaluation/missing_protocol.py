@@ -25,13 +25,13 @@ import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from robustmsa.config import ComponentConfig, ExperimentConfig, TrainSection, _Strict, load_config
+from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, TrainSection, _Strict, checked, load_config
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError
@@ -41,7 +41,7 @@ from robustmsa.experiment import build_method
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import REGRESSION_METRICS, task_metrics
 from robustmsa.reconstruct.corruption import EVAL_RATES, corrupt_batch, drop_positions
-from robustmsa.registry import DATASETS
+from robustmsa.registry import DATASETS, check_parameters
 from robustmsa.training.fit import FitResult, fit, load_checkpoint_state
 
 # --------------------------------------------------------------------------
@@ -62,16 +62,26 @@ class SweepTrainSection(TrainSection):
     progress: bool = False
 
 
+def _check_view(view: ComponentConfig) -> None:
+    if view.name not in VIEWS:
+        raise ConfigError(f"unknown data view '{view.name}'; choose one of {sorted(VIEWS)}")
+    check_parameters(VIEWS[view.name], view.params, 1, f"data view '{view.name}'")
+
+
+#: A data view (:data:`VIEWS`, given the bundle), checked against its parameters when the config is read.
+ViewComponent = Annotated[ComponentConfig, checked(_check_view)]
+
+
 class MissingSweepConfig(_Strict):
     """A missing-rate sweep: one data set and backbone, several methods (display name -> method)."""
 
     data: ComponentConfig
-    views: list[ComponentConfig] = Field(default_factory=list)  # applied in order; names in VIEWS
-    backbone: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="text_centric"))
-    models: dict[str, ComponentConfig]
+    views: list[ViewComponent] = Field(default_factory=list)  # applied in order; names in VIEWS
+    backbone: BackboneComponent = Field(default_factory=lambda: ComponentConfig(name="text_centric"))
+    models: dict[str, MethodComponent] = Field(min_length=1)
     reference: str | None = None  # the model the others are compared with, seed by seed (default: the first)
     train: SweepTrainSection = Field(default_factory=SweepTrainSection)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     rates: list[float] = Field(default_factory=lambda: list(EVAL_RATES))
     eval_split: str = "test"
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)
@@ -191,13 +201,8 @@ VIEWS: dict[str, Callable[..., DataBundle]] = {"natural_missing_text": natural_m
 def load_sweep_data(config: MissingSweepConfig) -> DataBundle:
     """The configured data source, through its views in order."""
     bundle = DATASETS.build(config.data.name, **config.data.params)
-    for view in config.views:
-        if view.name not in VIEWS:
-            raise ConfigError(f"unknown data view '{view.name}'; choose one of {sorted(VIEWS)}")
-        try:
-            bundle = VIEWS[view.name](bundle, **view.params)
-        except TypeError as exc:
-            raise ConfigError(f"data view '{view.name}': {exc}") from None
+    for view in config.views:  # names and parameters were checked with the config
+        bundle = VIEWS[view.name](bundle, **view.params)
     return bundle
 
 

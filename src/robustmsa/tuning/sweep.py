@@ -43,6 +43,7 @@ from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, load_sweep_config, load_sweep_data, train_sweep_model
 from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
+from robustmsa.registry import METHODS
 
 
 class Param(_Strict):
@@ -87,6 +88,10 @@ def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSwee
     sweep = load_sweep_config(sweep_path)
     if search.model not in sweep.models:
         raise ConfigError(f"{path}: field 'model': '{search.model}' is not a model of {sweep_path} ({sorted(sweep.models)})")
+    try:
+        METHODS.check(sweep.models[search.model].name, _tuned_component(sweep, search.model, dict(search.space)).params, 1)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: field 'space': {exc}") from None
     return search, sweep
 
 

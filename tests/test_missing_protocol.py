@@ -145,6 +145,38 @@ def test_image_as_vision_moves_image_tokens() -> None:
     assert small["train"].ids == subsample(bundle, 3, seed=0)["train"].ids
 
 
+def test_a_stopped_sweep_resumes_with_the_finished_models_and_refuses_other_settings(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    config = MissingSweepConfig.model_validate(
+        {
+            "data": {"name": "toy"},
+            "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
+            "models": {"a": {"name": "missing_robust"}, "b": {"name": "missing_robust", "params": {"complete_share": 0.5}}},
+            "train": {"max_epochs": 1, "batch_size": 64},
+            "sensitivity": {"enabled": False},
+        }
+    )
+    out = tmp_path / "sweep"
+    first = sweep_missing(config, out, seeds=[0, 1], rates=[0.0, 0.9], bundle=toy_bundle)
+    # stopped while training b on seed 1: no results.json, no record of (1, b)
+    (out / "results.json").unlink()
+    (out / "seed_1" / "b" / "sweep_result.json").unlink()
+    kept = {(seed, m): (out / f"seed_{seed}" / m / "best.ckpt").stat().st_mtime_ns for seed in (0, 1) for m in ("a", "b")}
+    resumed = sweep_missing(config, out, seeds=[0, 1], rates=[0.0, 0.9], bundle=toy_bundle)
+    assert resumed["per_seed"] == json.loads(json.dumps(first["per_seed"]))  # b retrained on seed 1 gives the same numbers
+    after = {key: (out / f"seed_{key[0]}" / key[1] / "best.ckpt").stat().st_mtime_ns for key in kept}
+    assert [key for key in kept if after[key] != kept[key]] == [(1, "b")]  # only the unfinished model was trained again
+    # other settings in that folder are refused before anything is trained; --overwrite trains afresh
+    (out / "results.json").unlink()
+    with pytest.raises(ConfigError, match="seed_0/a/sweep_result.json: this folder holds a sweep run with other settings"):
+        sweep_missing(config, out, seeds=[0, 1], rates=[0.0, 0.5], bundle=toy_bundle)
+    assert (out / "seed_0" / "a" / "best.ckpt").stat().st_mtime_ns == after[0, "a"] and not (out / "results.json").exists()
+    (out / "seed_0" / "a" / "sweep_result.json").write_text("{not json")
+    with pytest.raises(DataError, match="sweep_result.json.*cannot be read as JSON"):
+        sweep_missing(config, out, seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
+    again = sweep_missing(config, out, seeds=[0], rates=[0.0, 0.5], bundle=toy_bundle, overwrite=True)
+    assert again["rates"] == [0.0, 0.5] and json.loads((out / "seed_0" / "a" / "sweep_result.json").read_text())["settings"]["rates"] == [0.0, 0.5]
+
+
 def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path: Path) -> None:
     config = MissingSweepConfig.model_validate(
         {

@@ -109,7 +109,10 @@ def sweep_missing(
     rates: Annotated[str | None, typer.Option(help="Comma-separated missing rates (default: the config's, 0.0 ... 0.9).")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Train every model of a sweep config and evaluate it at every missing rate (configs/missing/)."""
+    """Train every model of a sweep config and evaluate it at every missing rate (configs/missing/).
+
+    Run again into the same --out folder, a sweep that stopped part-way keeps the (seed, model) results it had
+    finished and trains only the others; --overwrite trains everything afresh."""
     from robustmsa.evaluation.missing_protocol import load_sweep_config
     from robustmsa.evaluation.missing_protocol import sweep_missing as run_sweep
 

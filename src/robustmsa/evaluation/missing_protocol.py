@@ -6,7 +6,11 @@
   with every modality corrupted at r = 0.0, 0.1, ..., 0.9 (the same masks for
   every model: mask seed = training seed); the mean over r; mean +- std over
   seeds. Writes ``results.json``, ``report.md`` and ``missing_<metric>.png``
-  (metric vs r, one curve per model).
+  (metric vs r, one curve per model). Each finished (seed, model) is also
+  recorded in ``seed_<k>/<model>/sweep_result.json`` with the settings it was
+  made with, so a sweep that stopped part-way resumes where it stopped when
+  run again into the same folder with the same settings (another setting is
+  refused there unless ``overwrite``).
 * :func:`sentiment_clue_sensitivity`: mask one text token at a time in the
   correctly classified test texts and count, per token, how often the polarity
   of the prediction flips (``sensitivity_<model>.png``: the most
@@ -338,6 +342,34 @@ def train_sweep_model(config: MissingSweepConfig, name: str, component: Componen
     return method, fitted
 
 
+#: A finished (seed, model) of a sweep: its settings and its result (see module doc).
+RECORD = "sweep_result.json"
+
+
+def _settings(config: MissingSweepConfig, name: str, data: dict[str, str], rates: list[float], seed: int, first_seed: bool) -> dict[str, Any]:
+    """Everything a (seed, model) result of a sweep depends on; ``data``: the content fingerprints of the splits used."""
+    shared = config.model_dump(mode="json", include={"data", "views", "backbone", "train", "eval_split"})
+    sensitivity = config.sensitivity.model_dump(mode="json") if config.sensitivity.enabled and first_seed else None
+    return {**shared, "splits": data, "model": name, "method": config.models[name].model_dump(mode="json"), "seed": seed, "rates": rates, "sensitivity": sensitivity}
+
+
+def _finished(out: Path, seed: int, name: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded result of (seed, model) in ``out`` if there is one; a ConfigError if it was made with other
+    settings (the folder holds another sweep's work, which is never overwritten silently)."""
+    path = out / f"seed_{seed}" / name / RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(str(path), None, f"cannot be read as JSON ({exc}); delete it to run that model again") from None
+    if not isinstance(record, dict) or not isinstance(record.get("result"), dict):
+        raise DataError(str(path), "result", "missing; expected a record written by sweep-missing")
+    if record.get("settings") != json.loads(json.dumps(settings)):
+        raise ConfigError(f"{path}: this folder holds a sweep run with other settings; choose another --out folder or pass --overwrite")
+    return record["result"]
+
+
 def sweep_missing(
     config: MissingSweepConfig,
     out_dir: Path,
@@ -358,14 +390,21 @@ def sweep_missing(
     out = prepare_out_dir(out_dir, overwrite)
     bundle = bundle if bundle is not None else load_sweep_data(config)
     split = bundle[config.eval_split]
+    data = {name: bundle[name].fingerprint() for name in dict.fromkeys(["train", config.train.valid_split, config.eval_split])}
+    settings = {(seed, name): _settings(config, name, data, rates, seed, seed == seeds[0]) for seed in seeds for name in config.models}
+    finished = {} if overwrite else {key: result for key, value in settings.items() if (result := _finished(out, *key, value)) is not None}
 
     def one_seed(seed: int) -> dict[str, Any]:
         results: dict[str, Any] = {}
         for name, component in config.models.items():
+            if (seed, name) in finished:
+                results[name] = finished[seed, name]
+                continue
             method, fitted = train_sweep_model(config, name, component, bundle, seed, out / f"seed_{seed}" / name)
             results[name] = {**evaluate_missing(method, split, rates, seed), "best_valid": fitted.best_score, "epochs": fitted.epochs}
             if config.sensitivity.enabled and seed == seeds[0]:
                 results[name]["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
+            write_json(out / f"seed_{seed}" / name / RECORD, {"settings": settings[seed, name], "result": results[name]})
         return results
 
     per_seed = run_seeds(one_seed, seeds)["per_seed"]

@@ -6,6 +6,7 @@
     python benchmarks/missing.py lnln_blend_missing --out runs/lnln_blend        #   tokens only
     python benchmarks/missing.py lnln_latent --out runs/lnln_latent              # LNLN reconstructing encoder tokens
     python benchmarks/missing.py cmu --out runs/missing_mmmo                     # ../shared/data/cmu_mfn (MMMO)
+    python benchmarks/missing.py cmu_youtube --out runs/missing_youtube          # ../shared/data/cmu_mfn (YouTube)
     python benchmarks/missing.py mmsd2 --out runs/missing_mmsd2                  # ../shared/data/mmsd2
 
 Each run writes results.json, report.md and the PNG plots (see robustmsa.evaluation.missing_protocol).
@@ -42,7 +43,6 @@ corpus's OOD test, whose topic words contradict the label (the text shortcut rev
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -52,7 +52,7 @@ import torch
 from robustmsa.config import parse_pairs
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
-from robustmsa.evaluation.missing_protocol import MissingSweepConfig, combine_sweeps, evaluate_sweep, load_sweep_config, sweep_missing
+from robustmsa.evaluation.missing_protocol import MissingSweepConfig, combine_sweeps, evaluate_sweep, load_sweep_config, read_sweep_results, sweep_config_of, sweep_missing
 from robustmsa.tuning.sweep import load_search_config, search_sweep_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +64,7 @@ CONFIGS = {
     "lnln_tuned": ROOT / "configs/missing/lnln_tuned.yaml",
     "lnln_latent": ROOT / "configs/missing/lnln_latent.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",
+    "cmu_youtube": ROOT / "configs/missing/cmu_youtube.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",
 }
 SEARCHES = {"search_lnln": ROOT / "configs/missing/search/lnln.yaml"}
@@ -91,7 +92,7 @@ def main() -> None:
     if args.which == "evaluate":
         if not args.runs:
             parser.error("evaluate needs --runs")
-        config = MissingSweepConfig.model_validate(json.loads((args.runs[0] / "results.json").read_text(encoding="utf-8"))["config"])
+        config = sweep_config_of(read_sweep_results(args.runs[0]))
         data_params = parse_pairs(args.data, "--data")
         summarise(evaluate_sweep(args.runs, args.split, args.out, overwrite=args.overwrite, bundle=corpus(config), data_params=data_params, models=args.models))
         return

@@ -275,6 +275,23 @@ def test_evaluate_sweep_restricted_to_some_models(toy_bundle: DataBundle, tmp_pa
     assert not (tmp_path / "x").exists()
 
 
+def test_a_damaged_results_file_is_named_with_its_field(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    run = _fake_sweep(tmp_path / "run", {"plain": [0.6, 0.5]})
+    good = json.loads((run / "results.json").read_text())
+    for content, error, message in (
+        ("{not json", DataError, "results.json: is not valid JSON"),
+        ("[1, 2]", DataError, "results.json: holds a list"),
+        (json.dumps({k: v for k, v in good.items() if k != "per_seed"}), DataError, "field 'per_seed': is missing"),
+        (json.dumps({**good, "per_seed": {"0": [1]}}), DataError, "field 'per_seed.0': is not a mapping"),
+        (json.dumps({**good, "config": {**good["config"], "models": {"plain": {"name": "lnnl"}}}}), ConfigError, "results.json \\(config\\): field 'models.plain': unknown method 'lnnl'"),
+    ):
+        (run / "results.json").write_text(content)
+        for call in (lambda: combine_sweeps([run], tmp_path / "out"), lambda: evaluate_sweep([run], "test", tmp_path / "out", bundle=toy_bundle)):
+            with pytest.raises(error, match=message):
+                call()
+    assert not (tmp_path / "out").exists()
+
+
 def _mae_cell(report: str, reference: str, row: str) -> str:
     paired = report.split(f"## Paired with {reference}")[1].split("## ")[0]
     assert f"| {reference} |" not in paired

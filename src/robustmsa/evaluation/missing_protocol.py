@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, TrainSection, _Strict, checked, load_config
+from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError
@@ -417,9 +417,7 @@ def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle |
     :func:`sentiment_clue_sensitivity` on another split."""
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise DataError(results_path, None, "file not found (not a sweep folder?)")
-    config = MissingSweepConfig.model_validate(json.loads(results_path.read_text(encoding="utf-8"))["config"])
+    config = sweep_config_of(read_sweep_results(run_dir))
     if model not in config.models:
         raise ConfigError(f"{results_path}: no model '{model}'; the sweep has {sorted(config.models)}")
     checkpoint = run_dir / f"seed_{seed}" / model / "best.ckpt"
@@ -432,6 +430,34 @@ def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle |
     return method, bundle
 
 
+def read_sweep_results(run_dir: Path) -> dict[str, Any]:
+    """The ``results.json`` of a finished sweep folder, checked for what combining and re-evaluating read from it
+    (DataError naming the file and the field; the stored config must be a valid sweep config)."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise DataError(path, None, "file not found (not a sweep folder?)")
+    try:
+        part = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, None, f"is not valid JSON ({exc}); expected the results.json a sweep writes") from None
+    if not isinstance(part, dict):
+        raise DataError(path, None, f"holds a {type(part).__name__}; expected the mapping a sweep writes")
+    for field, kind in (("config", dict), ("per_seed", dict), ("rates", list), ("data", dict)):
+        if not isinstance(part.get(field), kind):
+            raise DataError(path, field, f"is missing or not a {kind.__name__}; expected the results.json a sweep writes")
+    bad = next((seed for seed, models in part["per_seed"].items() if not isinstance(models, dict)), None)
+    if bad is not None:
+        raise DataError(path, f"per_seed.{bad}", "is not a mapping of model -> results")
+    part["config"] = parse_config(part["config"], f"{path} (config)", MissingSweepConfig).model_dump(mode="json")
+    part["data"].setdefault("split", part["config"]["eval_split"])  # results written before 'split' was recorded
+    return part
+
+
+def sweep_config_of(results: dict[str, Any]) -> MissingSweepConfig:
+    """The sweep config stored in a results.json read by :func:`read_sweep_results`."""
+    return MissingSweepConfig.model_validate(results["config"])
+
+
 #: Settings that sweeps must share to be combined (models and seeds may differ).
 _SHARED_SETTINGS = ("data", "views", "backbone", "train", "eval_split")
 
@@ -441,10 +467,7 @@ def _read_sweeps(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
     parts: list[tuple[Path, dict[str, Any]]] = []
     for run in map(Path, run_dirs):
         path = run / "results.json"
-        if not path.is_file():
-            raise DataError(path, None, "file not found")
-        part = json.loads(path.read_text(encoding="utf-8"))
-        part["data"].setdefault("split", part["config"].get("eval_split", "test"))  # results written before 'split' was recorded
+        part = read_sweep_results(run)
         if parts:
             first = parts[0][1]
             differs = [k for k in _SHARED_SETTINGS if part["config"].get(k) != first["config"].get(k)] + [k for k in ("rates", "data") if part[k] != first[k]]
@@ -530,7 +553,7 @@ def evaluate_sweep(
         parts = [(run, _only_models(run, part, models)) for run, part in parts]
     _pool(parts)  # refuse an incomplete or ambiguous grid before evaluating anything
     first = parts[0][1]
-    sweep = MissingSweepConfig.model_validate(first["config"])
+    sweep = sweep_config_of(first)
     bundle = bundle if bundle is not None else load_sweep_data(sweep)
     data = {**first["data"], "split": split}
     if data_params:

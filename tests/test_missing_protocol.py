@@ -13,7 +13,7 @@ from torch import Tensor
 
 from robustmsa.data.batch import Batch, Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
-from robustmsa.errors import ConfigError, DataError
+from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.missing_protocol import (
     MissingSweepConfig,
     _only_models,
@@ -175,6 +175,37 @@ def test_a_stopped_sweep_resumes_with_the_finished_models_and_refuses_other_sett
         sweep_missing(config, out, seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
     again = sweep_missing(config, out, seeds=[0], rates=[0.0, 0.5], bundle=toy_bundle, overwrite=True)
     assert again["rates"] == [0.0, 0.5] and json.loads((out / "seed_0" / "a" / "sweep_result.json").read_text())["settings"]["rates"] == [0.0, 0.5]
+
+
+def test_a_diverging_model_does_not_stop_the_others_and_is_named(toy_bundle: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustmsa.evaluation import missing_protocol as module
+
+    config = MissingSweepConfig.model_validate(
+        {
+            "data": {"name": "toy"},
+            "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
+            "models": {"bad": {"name": "missing_robust", "params": {"complete_share": 0.5}}, "good": {"name": "missing_robust"}},
+            "train": {"max_epochs": 1, "batch_size": 64},
+            "sensitivity": {"enabled": False},
+        }
+    )
+    train = module.train_sweep_model
+
+    def diverging(config: MissingSweepConfig, name: str, *args: object):  # type: ignore[no-untyped-def]
+        if name == "bad":
+            raise TrainingDiverged("diverged")
+        return train(config, name, *args)
+
+    monkeypatch.setattr(module, "train_sweep_model", diverging)
+    out = tmp_path / "sweep"
+    with pytest.raises(ConfigError, match="training diverged .* for 'bad' on seed 0, 'bad' on seed 1; no results.json"):
+        sweep_missing(config, out, seeds=[0, 1], rates=[0.0], bundle=toy_bundle)
+    assert not (out / "results.json").exists() and all((out / f"seed_{s}" / "good" / "sweep_result.json").is_file() for s in (0, 1))
+    monkeypatch.setattr(module, "train_sweep_model", train)
+    good = {s: (out / f"seed_{s}" / "good" / "best.ckpt").stat().st_mtime_ns for s in (0, 1)}
+    results = sweep_missing(config, out, seeds=[0, 1], rates=[0.0], bundle=toy_bundle)  # resumes: only 'bad' trains
+    assert set(results["per_seed"]["1"]) == {"bad", "good"}
+    assert good == {s: (out / f"seed_{s}" / "good" / "best.ckpt").stat().st_mtime_ns for s in (0, 1)}
 
 
 def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path: Path) -> None:

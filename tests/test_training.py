@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from robustmsa.data.batch import Batch
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.method import Method, Supervised, task_loss
 from robustmsa.models.lf_dnn import LFDNN
 from robustmsa.models.text_only import TextOnly
@@ -60,6 +60,30 @@ def test_early_stopping_stops_before_max_epochs(toy_bundle) -> None:
     # a learning rate of 0 cannot improve the validation metric, so patience 1 stops after 2 epochs
     result = fit(method, toy_bundle, TrainConfig(max_epochs=20, patience=1, lr=1e-12, progress=False), seed=0)
     assert result.epochs < 20
+
+
+class DivergesAt(Supervised):
+    """A supervised model whose predictions turn NaN from epoch ``at`` on (a run that diverges)."""
+
+    def __init__(self, backbone: LFDNN, at: int) -> None:
+        super().__init__(backbone)
+        self.at = at
+
+    def predict(self, batch: Batch, mode: str = "factual") -> Tensor:
+        scores = super().predict(batch, mode)
+        return scores * float("nan") if self.epoch >= self.at else scores
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_finite_epoch_or_is_a_clear_error(toy_bundle) -> None:
+    with seeded(0):
+        late = DivergesAt(LFDNN(toy_bundle.dims(), toy_bundle.task, hidden=16), at=2)
+    result = fit(late, toy_bundle, dataclasses.replace(FAST, patience=10), seed=0)
+    assert result.epochs < 10 and len(result.history["val/MAE"]) == 3  # epochs 0 and 1 finite, epoch 2 NaN stops training
+    assert result.best_score == pytest.approx(min(result.history["val/MAE"][:2]))
+    with seeded(0):
+        at_once = DivergesAt(LFDNN(toy_bundle.dims(), toy_bundle.task, hidden=16), at=0)
+    with pytest.raises(TrainingDiverged, match="DivergesAt \\(seed 0\\) diverged: no epoch reached a finite validation MAE"):
+        fit(at_once, toy_bundle, FAST, seed=0)
 
 
 class TwoPhase(Method):

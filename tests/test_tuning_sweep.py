@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from robustmsa.data.dataset import DataBundle
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, load_sweep_config, train_sweep_model
 from robustmsa.tuning.sweep import SweepSearchConfig, load_search_config, search_sweep_model
 
@@ -90,6 +90,8 @@ def test_diverged_trials_fail_and_count_towards_the_budget(toy_bundle: DataBundl
         calls.append(args)
         if len(calls) > 5:
             raise AssertionError("the search kept going after its budget")
+        if len(calls) == 1:  # fit found no finite epoch at all
+            raise TrainingDiverged("diverged")
         return None, FitResult(best_path=None, best_score=float("nan"), monitor="val/MAE", epochs=1)
 
     monkeypatch.setattr(module, "train_sweep_model", diverged)

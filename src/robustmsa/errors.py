@@ -25,3 +25,7 @@ class DataError(RobustMSAError):
 
 class ConfigError(RobustMSAError):
     """Bad configuration value or file."""
+
+
+class TrainingDiverged(ConfigError):
+    """No epoch of a training run reached a finite validation score (its predictions became NaN or infinite)."""

@@ -38,7 +38,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
-from robustmsa.errors import ConfigError, DataError
+from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.protocols import mean_std, paired_differences, run_seeds
 from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.experiment import build_method
@@ -394,13 +394,19 @@ def sweep_missing(
     settings = {(seed, name): _settings(config, name, data, rates, seed, seed == seeds[0]) for seed in seeds for name in config.models}
     finished = {} if overwrite else {key: result for key, value in settings.items() if (result := _finished(out, *key, value)) is not None}
 
+    diverged: list[str] = []
+
     def one_seed(seed: int) -> dict[str, Any]:
         results: dict[str, Any] = {}
         for name, component in config.models.items():
             if (seed, name) in finished:
                 results[name] = finished[seed, name]
                 continue
-            method, fitted = train_sweep_model(config, name, component, bundle, seed, out / f"seed_{seed}" / name)
+            try:
+                method, fitted = train_sweep_model(config, name, component, bundle, seed, out / f"seed_{seed}" / name)
+            except TrainingDiverged:  # the other models still train
+                diverged.append(f"'{name}' on seed {seed}")
+                continue
             results[name] = {**evaluate_missing(method, split, rates, seed), "best_valid": fitted.best_score, "epochs": fitted.epochs}
             if config.sensitivity.enabled and seed == seeds[0]:
                 results[name]["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
@@ -408,6 +414,11 @@ def sweep_missing(
         return results
 
     per_seed = run_seeds(one_seed, seeds)["per_seed"]
+    if diverged:
+        raise ConfigError(
+            f"{out}: training diverged (no epoch with a finite validation score) for {', '.join(diverged)}; no results.json "
+            "was written. The finished models are recorded there and reused when the sweep runs again with the same settings"
+        )
     data = {"name": bundle.name, "sizes": {n: len(s) for n, s in bundle.splits.items()}, "views": [v.name for v in config.views], "split": config.eval_split}
     return _write_sweep(out, per_seed, config.model_dump(mode="json"), rates, data, overwrite=True)  # out was checked above
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -25,7 +26,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, make_loader
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, task_metrics
 from robustmsa.training.module import LR_SCHEDULES, MethodModule, OptimConfig
@@ -149,7 +150,8 @@ def load_checkpoint_state(path: Path) -> dict[str, Any]:
 def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, out_dir: Path | None = None, config: dict[str, Any] | None = None) -> FitResult:
     """Train ``method`` on ``bundle['train']``, select on ``bundle[cfg.valid_split]``.
 
-    The best weights (by ``cfg.monitor``) are loaded back into ``method``.
+    The best weights (by ``cfg.monitor``) are loaded back into ``method``. Validation predictions that become NaN
+    or infinite stop training (the best earlier epoch is kept); TrainingDiverged when no epoch had finite ones.
     With ``out_dir`` the checkpoint ``best.ckpt`` and logs are kept there;
     without, they live in a temporary directory. Earlier stages of multi-stage
     methods (``method.prepare``, e.g. frozen teachers) run first.
@@ -210,6 +212,11 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
             module.load_state_dict(state["state_dict"])
         score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
         method.cpu()
+        if score is not None and not math.isfinite(score):
+            raise TrainingDiverged(
+                f"training of {type(method).__name__} (seed {seed}) diverged: no epoch reached a finite validation {metric} "
+                f"(its predictions became NaN or infinite); lower train.lr or check the inputs"
+            )
         return FitResult(best if out_dir is not None else None, score, metric, trainer.current_epoch, history.values)
 
 

@@ -40,7 +40,7 @@ from pydantic import Field, model_validator
 
 from robustmsa.config import ComponentConfig, _Strict, load_config
 from robustmsa.data.dataset import DataBundle
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, load_sweep_config, load_sweep_data, train_sweep_model
 from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
 from robustmsa.registry import METHODS
@@ -143,7 +143,10 @@ def search_sweep_model(
         component = _tuned_component(sweep, search.model, _suggest(trial, search.space))
         scores = {}
         for seed in search.seeds:
-            fitted = train_sweep_model(sweep, f"{search.model}_trial{trial.number}", component, bundle, seed, None)[1]
+            try:
+                fitted = train_sweep_model(sweep, f"{search.model}_trial{trial.number}", component, bundle, seed, None)[1]
+            except TrainingDiverged:
+                return float("nan")  # Optuna records the trial as failed
             if fitted.best_score is None:
                 raise ConfigError(f"trial {trial.number}: training recorded no validation '{metric}'")
             scores[str(seed)] = float(fitted.best_score)

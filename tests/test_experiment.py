@@ -38,6 +38,23 @@ def test_run_experiment_writes_results_and_reloadable_models(toy_bundle, tmp_pat
         run_experiment(cfg, tmp_path / "run", bundle=toy_bundle)
 
 
+def test_a_stopped_run_resumes_with_its_finished_seeds(toy_bundle, tmp_path: Path) -> None:
+    cfg = parse_config(CONFIG)
+    out = tmp_path / "run"
+    first = run_experiment(cfg, out, bundle=toy_bundle)
+    (out / "results.json").unlink()  # stopped while training seed 1
+    (out / "seed_1" / "result.json").unlink()
+    kept = {seed: (out / f"seed_{seed}" / "model.pt").stat().st_mtime_ns for seed in (0, 1)}
+    again = run_experiment(cfg, out, bundle=toy_bundle)
+    assert again["per_seed"] == json.loads(json.dumps(first["per_seed"]))
+    assert (out / "seed_0" / "model.pt").stat().st_mtime_ns == kept[0] and (out / "seed_1" / "model.pt").stat().st_mtime_ns != kept[1]
+    (out / "results.json").unlink()
+    other = parse_config({**CONFIG, "train": {**CONFIG["train"], "lr": 0.001}})
+    with pytest.raises(ConfigError, match="seed_0/result.json: this folder holds a run made with other settings"):
+        run_experiment(other, out, bundle=toy_bundle)
+    assert "lr: 0.005" in (out / "config.yaml").read_text()  # the stopped run's config is left as it was
+
+
 def test_missing_model_file(toy_bundle, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model file not found"):
         load_model(tmp_path / "nope.pt", parse_config(CONFIG), toy_bundle)

@@ -34,7 +34,7 @@ def demo(out: Out = Path("demo_out"), overwrite: Overwrite = False, seeds: Annot
 
 @app.command()
 def train(config: Annotated[Path, typer.Option("--config", help="Experiment YAML (see configs/).")], out: Out = Path("runs/experiment"), overwrite: Overwrite = False) -> None:
-    """Train and evaluate an experiment config over its seeds."""
+    """Train and evaluate an experiment config over its seeds (run again into the same --out, a stopped run resumes)."""
     from robustmsa.config import load_config
     from robustmsa.experiment import run_experiment
 

@@ -5,6 +5,7 @@ Output folder layout (``out_dir``)::
     config.yaml           the resolved config
     seed_<k>/best.ckpt    best checkpoint by validation (Lightning, weights only)
     seed_<k>/model.pt     final weights + inference parameters + config (atomic)
+    seed_<k>/result.json  that seed's metrics and the settings they were made with (a stopped run resumes)
     results.json          per-seed metrics and mean +- std over seeds
     report.md             Markdown tables
 """
@@ -20,7 +21,7 @@ import torch
 from robustmsa.config import ExperimentConfig, dump_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import run_seeds
+from robustmsa.evaluation.protocols import read_record, run_seeds, write_record
 from robustmsa.evaluation.report import markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Method
 from robustmsa.metrics import REGRESSION_METRICS
@@ -85,21 +86,33 @@ def evaluate_method(method: Method, bundle: DataBundle, splits: list[str], modes
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool = False, bundle: DataBundle | None = None) -> dict[str, Any]:
-    """Train and evaluate ``config`` for each of its seeds; write results.json and report.md."""
+    """Train and evaluate ``config`` for each of its seeds; write results.json and report.md.
+
+    Each finished seed is recorded in ``seed_<k>/result.json`` with the config and the content fingerprints of the
+    splits it used, so a run that stopped part-way resumes with the seeds it had finished when run again into the
+    same folder (one made with other settings is refused unless ``overwrite``)."""
     out = prepare_out_dir(out_dir, overwrite)
-    write_text_atomic(out / "config.yaml", dump_config(config))
     bundle = bundle if bundle is not None else load_data(config)
     splits = evaluation_splits(config, bundle)
     train_cfg = config.train.to_train_config()
+    prints = {name: bundle[name].fingerprint() for name in dict.fromkeys(["train", train_cfg.valid_split, *splits])}
+    settings = {seed: {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints, "seed": seed} for seed in config.seeds}
+    records = {seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}
+    finished = {} if overwrite else {seed: result for seed, path in records.items() if (result := read_record(path, settings[seed])) is not None}
+    write_text_atomic(out / "config.yaml", dump_config(config))
 
     def one_seed(seed: int) -> dict[str, Any]:
-        method = build_method(config, bundle, seed)
         seed_dir = out / f"seed_{seed}"
+        if seed in finished and (seed_dir / "model.pt").is_file():
+            return finished[seed]
+        method = build_method(config, bundle, seed)
         result = fit(method, bundle, train_cfg, seed=seed, out_dir=seed_dir, config=config.model_dump(mode="json"))
         chosen = method.calibrate(bundle)
         save_model(method, seed_dir / "model.pt", config, seed)
         metrics = evaluate_method(method, bundle, splits, config.eval.modes)
-        return {"metrics": metrics, "best_valid": result.best_score, "epochs": result.epochs, "calibration": chosen}
+        record = {"metrics": metrics, "best_valid": result.best_score, "epochs": result.epochs, "calibration": chosen}
+        write_record(records[seed], settings[seed], record)
+        return record
 
     results = run_seeds(one_seed, config.seeds)
     results["config"] = config.model_dump(mode="json")

@@ -39,7 +39,7 @@ from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfi
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
-from robustmsa.evaluation.protocols import mean_std, paired_differences, run_seeds
+from robustmsa.evaluation.protocols import mean_std, paired_differences, read_record, run_seeds, write_record
 from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.experiment import build_method
 from robustmsa.method import Method, target_of
@@ -353,23 +353,6 @@ def _settings(config: MissingSweepConfig, name: str, data: dict[str, str], rates
     return {**shared, "splits": data, "model": name, "method": config.models[name].model_dump(mode="json"), "seed": seed, "rates": rates, "sensitivity": sensitivity}
 
 
-def _finished(out: Path, seed: int, name: str, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The recorded result of (seed, model) in ``out`` if there is one; a ConfigError if it was made with other
-    settings (the folder holds another sweep's work, which is never overwritten silently)."""
-    path = out / f"seed_{seed}" / name / RECORD
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(str(path), None, f"cannot be read as JSON ({exc}); delete it to run that model again") from None
-    if not isinstance(record, dict) or not isinstance(record.get("result"), dict):
-        raise DataError(str(path), "result", "missing; expected a record written by sweep-missing")
-    if record.get("settings") != json.loads(json.dumps(settings)):
-        raise ConfigError(f"{path}: this folder holds a sweep run with other settings; choose another --out folder or pass --overwrite")
-    return record["result"]
-
-
 def sweep_missing(
     config: MissingSweepConfig,
     out_dir: Path,
@@ -392,7 +375,8 @@ def sweep_missing(
     split = bundle[config.eval_split]
     data = {name: bundle[name].fingerprint() for name in dict.fromkeys(["train", config.train.valid_split, config.eval_split])}
     settings = {(seed, name): _settings(config, name, data, rates, seed, seed == seeds[0]) for seed in seeds for name in config.models}
-    finished = {} if overwrite else {key: result for key, value in settings.items() if (result := _finished(out, *key, value)) is not None}
+    records = {key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}
+    finished = {} if overwrite else {key: result for key, path in records.items() if (result := read_record(path, settings[key])) is not None}
 
     diverged: list[str] = []
 
@@ -410,7 +394,7 @@ def sweep_missing(
             results[name] = {**evaluate_missing(method, split, rates, seed), "best_valid": fitted.best_score, "epochs": fitted.epochs}
             if config.sensitivity.enabled and seed == seeds[0]:
                 results[name]["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
-            write_json(out / f"seed_{seed}" / name / RECORD, {"settings": settings[seed, name], "result": results[name]})
+            write_record(records[seed, name], settings[seed, name], results[name])
         return results
 
     per_seed = run_seeds(one_seed, seeds)["per_seed"]

@@ -6,11 +6,15 @@ A protocol returns plain nested dicts ``{row: {column: value}}`` so that
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from robustmsa.errors import ConfigError, DataError
+from robustmsa.evaluation.report import write_json
 from robustmsa.metrics import LOWER_IS_BETTER
 
 Nested = Mapping[str, Any]
@@ -76,3 +80,24 @@ def paired_differences(per_seed: Mapping[str, Mapping[str, Nested]], reference: 
 def _number(value: Any) -> float:
     """A metric read back from JSON: NaN where it was undefined (written as null) or absent."""
     return float("nan") if value is None else float(value)
+
+
+def write_record(path: Path, settings: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+    """Record a finished unit of a long run (a seed, a seed's model) with the settings it was made with (atomic)."""
+    write_json(path, {"settings": settings, "result": result})
+
+
+def read_record(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The result recorded at ``path`` by :func:`write_record` if there is one, so that a run that stopped resumes;
+    a ConfigError if it was made with other ``settings`` (another run's work is never overwritten silently)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(str(path), None, f"cannot be read as JSON ({exc}); delete it to run that part again") from None
+    if not isinstance(record, dict) or not isinstance(record.get("result"), dict):
+        raise DataError(str(path), "result", "missing; expected a record of a finished run")
+    if record.get("settings") != json.loads(json.dumps(settings)):
+        raise ConfigError(f"{path}: this folder holds a run made with other settings; choose another --out folder or pass --overwrite")
+    return record["result"]

@@ -155,7 +155,7 @@ def test_regression_variant_and_demo_entry(small: DataBundle) -> None:
     assert evaluate(again, small["test_ood"], ("tie",))["tie"] == scores["tie"]  # deterministic per seed
 
 
-def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path) -> None:
+def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = parse_protocol_config(
         {
             "data": {"name": "synthetic", "params": {}},
@@ -180,6 +180,21 @@ def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path) -> N
     assert (tmp_path / "case_study.png").stat().st_size > 1000
     with pytest.raises(ConfigError, match="already exists"):
         run_clue_protocol(config, tmp_path, bundle=small)
+    # a run that stopped before results.json resumes from its records (seed_<k>/<scheme>.json), training nothing again
+    from robustmsa.evaluation import clue_protocol
+
+    (tmp_path / "results.json").unlink()
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished (scheme, seed) was trained again")
+
+    monkeypatch.setattr(clue_protocol, "fit", no_training)
+    monkeypatch.setattr(clue_protocol, "train_clue", no_training)
+    again = run_clue_protocol(config, tmp_path, bundle=small)
+    assert again["schemes"] == json.loads(json.dumps(results["schemes"])) and (tmp_path / "results.json").is_file()
+    (tmp_path / "results.json").unlink()
+    with pytest.raises(ConfigError, match="seed_0/has0.json: this folder holds a run made with other settings"):
+        run_clue_protocol(config.model_copy(update={"ablations": {}}), tmp_path, bundle=small)
 
 
 def test_protocol_with_an_annealed_split(small: DataBundle, tmp_path) -> None:

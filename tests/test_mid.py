@@ -241,7 +241,7 @@ def test_mctd_loss_uses_only_selected_counterfactuals() -> None:
     assert "cf_text" not in warm.training_loss(collate(samples))
 
 
-def test_protocol_end_to_end(tmp_path: Path) -> None:
+def test_protocol_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     toy = toy_image_text_bundle(tmp_path / "cf", image_cf=False)  # the protocol makes the image counterfactuals with each seed's base
     cfg = ImageTextProtocolConfig.model_validate(
         {
@@ -275,6 +275,13 @@ def test_protocol_end_to_end(tmp_path: Path) -> None:
     assert "Oracle router" in report and "ΔF1" in report
     with pytest.raises(ConfigError, match="already exists"):
         run_image_text_protocol(cfg, tmp_path, bundle=toy)
+    # a run that stopped before its results file resumes from the seed records, training nothing again
+    from robustmsa.evaluation import mid_protocol
+
+    (tmp_path / "image_text_toy.json").unlink()
+    monkeypatch.setattr(mid_protocol, "_run_seed", lambda *args: pytest.fail("a finished seed was run again"))
+    again = run_image_text_protocol(cfg, tmp_path, bundle=toy)
+    assert again["per_seed"] == json.loads(json.dumps(results["per_seed"]))
 
 
 def test_protocol_makes_attribution_text_counterfactuals_with_the_base_model(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import torch
 from robustmsa.config import ExperimentConfig, dump_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import read_record, run_seeds, write_record
+from robustmsa.evaluation.protocols import finished_records, run_seeds, split_fingerprints, write_record
 from robustmsa.evaluation.report import markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Method
 from robustmsa.metrics import REGRESSION_METRICS
@@ -95,10 +95,10 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     bundle = bundle if bundle is not None else load_data(config)
     splits = evaluation_splits(config, bundle)
     train_cfg = config.train.to_train_config()
-    prints = {name: bundle[name].fingerprint() for name in dict.fromkeys(["train", train_cfg.valid_split, *splits])}
+    prints = split_fingerprints(bundle, ["train", train_cfg.valid_split, *splits])
     settings = {seed: {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints, "seed": seed} for seed in config.seeds}
     records = {seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}
-    finished = {} if overwrite else {seed: result for seed, path in records.items() if (result := read_record(path, settings[seed])) is not None}
+    finished = finished_records(records, settings, overwrite)
     write_text_atomic(out / "config.yaml", dump_config(config))
 
     def one_seed(seed: int) -> dict[str, Any]:

@@ -17,6 +17,8 @@ split file, or one annealed here (:mod:`robustmsa.data.ood_split`). Results:
 F1, Acc-7), ``case_study.json`` / ``case_study.png`` (CLUE's figure 6: branch
 probabilities, TE, TIE and the training label ratio of each word of chosen OOD
 samples) and, when annealed here, ``split.json`` / ``label_ratios.png``.
+Each finished (scheme, seed) is recorded in ``seed_<k>/<scheme>.json`` with the
+settings it was made with, so a run that stopped part-way resumes there.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from robustmsa.data.ood_split import AnnealParams, SplitSource, anneal_split, ap
 from robustmsa.debias.clue import CLUE, train_clue
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import run_seeds
+from robustmsa.evaluation.protocols import finished_records, run_seeds, split_fingerprints, write_record
 from robustmsa.evaluation.report import _save, markdown_table, plt, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Supervised
 from robustmsa.registry import BACKBONES, DATASETS, METHODS
@@ -148,25 +150,37 @@ def run_clue_protocol(
     case_seed = seeds[0] if config.case_study.seed is None else config.case_study.seed
     train_cfg = config.train.to_train_config()
     results: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"), "sizes": {n: len(s) for n, s in bundle.splits.items()}, "schemes": {}}
+    views = {scheme: _views(bundle, scheme) for scheme in schemes}
+    shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "case_study": [case_scheme, case_seed]}
+    settings = {(scheme, seed): {**shared, "splits": split_fingerprints(views[scheme], views[scheme].splits), "scheme": scheme, "seed": seed} for scheme in schemes for seed in seeds}
+    records = {key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}
+    finished = finished_records(records, settings, overwrite)
+
+    def train_row(scheme: str, seed: int) -> dict[str, Any]:
+        """Base, +CLUE and the ablations trained and evaluated for one scheme and seed."""
+        data = views[scheme]
+        with seeded(seed):
+            base = Supervised(BACKBONES.build(config.backbone.name, data.dims(), data.task, **config.backbone.params))
+        fit(base, data, train_cfg, seed=seed)
+        row: dict[str, Any] = {"base": _evaluate(base, data, config, ("factual", "factual"))}
+        clue, chosen = train_clue(data, config.backbone.name, config.backbone.params, train_cfg, seed, **config.clue)
+        row["clue"] = {**_evaluate(clue, data, config, ("te", "tie")), "tau": chosen["tau"], "calibration": chosen}
+        if scheme in config.ablation_schemes:
+            for label, change in config.ablations.items():
+                ablated, info = train_clue(data, config.backbone.name, config.backbone.params, train_cfg, seed, **{**config.clue, **change})
+                row[label] = {**_evaluate(ablated, data, config, ("te", "tie")), "tau": info["tau"]}
+        if scheme == case_scheme and seed == case_seed and config.case_study.n:
+            row["case_study"] = case_study(clue, base, data, config.ood_test, out, n=config.case_study.n)
+        return row
+
+    def row_of(scheme: str, seed: int) -> dict[str, Any]:
+        if (scheme, seed) not in finished:
+            finished[scheme, seed] = train_row(scheme, seed)
+            write_record(records[scheme, seed], settings[scheme, seed], finished[scheme, seed])
+        return finished[scheme, seed]
+
     for scheme in schemes:
-        data = _views(bundle, scheme)
-
-        def one_seed(seed: int, data: DataBundle = data, scheme: str = scheme) -> dict[str, Any]:
-            with seeded(seed):
-                base = Supervised(BACKBONES.build(config.backbone.name, data.dims(), data.task, **config.backbone.params))
-            fit(base, data, train_cfg, seed=seed)
-            row: dict[str, Any] = {"base": _evaluate(base, data, config, ("factual", "factual"))}
-            clue, chosen = train_clue(data, config.backbone.name, config.backbone.params, train_cfg, seed, **config.clue)
-            row["clue"] = {**_evaluate(clue, data, config, ("te", "tie")), "tau": chosen["tau"], "calibration": chosen}
-            if scheme in config.ablation_schemes:
-                for label, change in config.ablations.items():
-                    ablated, info = train_clue(data, config.backbone.name, config.backbone.params, train_cfg, seed, **{**config.clue, **change})
-                    row[label] = {**_evaluate(ablated, data, config, ("te", "tie")), "tau": info["tau"]}
-            if scheme == case_scheme and seed == case_seed and config.case_study.n:
-                row["case_study"] = case_study(clue, base, data, config.ood_test, out, n=config.case_study.n)
-            return row
-
-        results["schemes"][scheme] = run_seeds(one_seed, seeds)
+        results["schemes"][scheme] = run_seeds(lambda seed, scheme=scheme: row_of(scheme, seed), seeds)
     results["seeds"] = seeds
     write_json(out / "results.json", results)
     write_text_atomic(out / "report.md", protocol_report(results, config, bundle))

@@ -39,7 +39,7 @@ from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfi
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
-from robustmsa.evaluation.protocols import mean_std, paired_differences, read_record, run_seeds, write_record
+from robustmsa.evaluation.protocols import finished_records, mean_std, paired_differences, run_seeds, split_fingerprints, write_record
 from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.experiment import build_method
 from robustmsa.method import Method, target_of
@@ -373,10 +373,10 @@ def sweep_missing(
     out = prepare_out_dir(out_dir, overwrite)
     bundle = bundle if bundle is not None else load_sweep_data(config)
     split = bundle[config.eval_split]
-    data = {name: bundle[name].fingerprint() for name in dict.fromkeys(["train", config.train.valid_split, config.eval_split])}
+    data = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
     settings = {(seed, name): _settings(config, name, data, rates, seed, seed == seeds[0]) for seed in seeds for name in config.models}
     records = {key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}
-    finished = {} if overwrite else {key: result for key, path in records.items() if (result := read_record(path, settings[key])) is not None}
+    finished = finished_records(records, settings, overwrite)
 
     diverged: list[str] = []
 

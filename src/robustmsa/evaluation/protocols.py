@@ -87,6 +87,19 @@ def write_record(path: Path, settings: Mapping[str, Any], result: Mapping[str, A
     write_json(path, {"settings": settings, "result": result})
 
 
+def finished_records(records: Mapping[Any, Path], settings: Mapping[Any, Mapping[str, Any]], overwrite: bool = False) -> dict[Any, dict[str, Any]]:
+    """The results already recorded for the units (keys) of a run, read before anything trains so that a folder
+    holding another run's work is refused at once (see :func:`read_record`); none with ``overwrite``."""
+    if overwrite:
+        return {}
+    return {key: result for key, path in records.items() if (result := read_record(path, settings[key])) is not None}
+
+
+def split_fingerprints(bundle: Any, names: Iterable[str]) -> dict[str, str]:
+    """Content fingerprints of a bundle's splits (the data a recorded result depends on)."""
+    return {name: bundle[name].fingerprint() for name in dict.fromkeys(names)}
+
+
 def read_record(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
     """The result recorded at ``path`` by :func:`write_record` if there is one, so that a run that stopped resumes;
     a ConfigError if it was made with other ``settings`` (another run's work is never overwritten silently)."""

@@ -273,6 +273,8 @@ def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
         ("models: {a: {name: lnln}}\nviews: [{name: subsample, params: {max_per_split: 3}}, {name: standardise}]", "field 'views.1': unknown data view 'standardise'"),
         ("models: {a: {name: lnln}}\nviews: [{name: natural_missing_text, params: {train_shar: 0.5}}]", r"field 'views.0': data view 'natural_missing_text': unknown parameter\(s\) 'train_shar'"),
         ("models: {a: {name: lnln}}\nseeds: []", "field 'seeds'"),
+        ("models: {a: {name: lnln}}\nrates: [0.0, 0.5, 0.5]", r"field 'rates': missing rates must be a non-empty list of distinct values in \[0, 1\]"),
+        ("models: {a: {name: lnln}}\nrates: [0.0, 1.5]", "field 'rates': missing rates"),
     ):
         bad.write_text(f"data: {{name: synthetic}}\n{text}\n")
         with pytest.raises(ConfigError, match=message):

@@ -66,6 +66,13 @@ class SweepTrainSection(TrainSection):
     progress: bool = False
 
 
+def _check_rates(rates: Sequence[float]) -> list[float]:
+    rates = [float(r) for r in rates]
+    if not rates or any(not 0.0 <= r <= 1.0 for r in rates) or len(set(rates)) < len(rates):
+        raise ConfigError(f"missing rates must be a non-empty list of distinct values in [0, 1], got {rates}")
+    return rates
+
+
 def _check_view(view: ComponentConfig) -> None:
     if view.name not in VIEWS:
         raise ConfigError(f"unknown data view '{view.name}'; choose one of {sorted(VIEWS)}")
@@ -86,7 +93,7 @@ class MissingSweepConfig(_Strict):
     reference: str | None = None  # the model the others are compared with, seed by seed (default: the first)
     train: SweepTrainSection = Field(default_factory=SweepTrainSection)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    rates: list[float] = Field(default_factory=lambda: list(EVAL_RATES))
+    rates: Annotated[list[float], checked(_check_rates)] = Field(default_factory=lambda: list(EVAL_RATES))
     eval_split: str = "test"
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)
 
@@ -213,13 +220,6 @@ def load_sweep_data(config: MissingSweepConfig) -> DataBundle:
 # --------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------
-
-
-def _check_rates(rates: Sequence[float]) -> list[float]:
-    rates = [float(r) for r in rates]
-    if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
-        raise ConfigError(f"missing rates must be a non-empty list of values in [0, 1], got {rates}")
-    return rates
 
 
 @torch.no_grad()

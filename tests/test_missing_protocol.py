@@ -85,6 +85,12 @@ def test_evaluate_missing_clean_rate_matches_plain_metrics_and_is_deterministic(
     assert evaluate_missing(method, split, [0.5], seed=3)["rates"]["0.5"] == out["rates"]["0.5"]  # batch size does not matter
     with pytest.raises(ConfigError):
         evaluate_missing(method, split, [1.5], seed=0)
+    # a finer grid keeps one entry per rate (0.05 and 0.25 once shared the keys of 0.1 and 0.2)
+    fine = evaluate_missing(method, split, [0.0, 0.05, 0.1, 0.2, 0.25], seed=3)
+    assert list(fine["rates"]) == ["0.0", "0.05", "0.1", "0.2", "0.25"]
+    assert fine["mean"]["MAE"] == pytest.approx(np.mean([m["MAE"] for m in fine["rates"].values()]))
+    with pytest.raises(ConfigError, match="distinct"):
+        evaluate_missing(method, split, [0.1, 0.1], seed=0)
 
 
 def _cmu_like() -> DataBundle:

@@ -66,9 +66,15 @@ class SweepTrainSection(TrainSection):
     progress: bool = False
 
 
+def rate_key(rate: float) -> str:
+    """How a missing rate names its results: '0.0', '0.1', ..., with the decimals a finer rate needs ('0.05')."""
+    digits = next((d for d in range(1, 10) if abs(round(rate, d) - rate) < 1e-12), 12)
+    return f"{rate:.{digits}f}"
+
+
 def _check_rates(rates: Sequence[float]) -> list[float]:
     rates = [float(r) for r in rates]
-    if not rates or any(not 0.0 <= r <= 1.0 for r in rates) or len(set(rates)) < len(rates):
+    if not rates or any(not 0.0 <= r <= 1.0 for r in rates) or len({rate_key(r) for r in rates}) < len(rates):
         raise ConfigError(f"missing rates must be a non-empty list of distinct values in [0, 1], got {rates}")
     return rates
 
@@ -246,11 +252,11 @@ def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[flo
     finally:
         method.train(was_training)
     y = torch.cat(truth).numpy()
-    per_rate = {f"{r:.1f}": task_metrics(torch.cat(preds[r]).numpy(), y, task.kind, task.num_classes) for r in rates}
+    per_rate = {rate_key(r): task_metrics(torch.cat(preds[r]).numpy(), y, task.kind, task.num_classes) for r in rates}
     mean = {k: float(np.mean([m[k] for m in per_rate.values()])) for k in next(iter(per_rate.values()))}
     result: dict[str, Any] = {"rates": per_rate, "mean": mean}
     if estimates[rates[0]]:
-        result["estimates"] = {f"{r:.1f}": {k: float(torch.cat([e[k] for e in estimates[r]]).mean()) for k in estimates[r][0]} for r in rates}
+        result["estimates"] = {rate_key(r): {k: float(torch.cat([e[k] for e in estimates[r]]).mean()) for k in estimates[r][0]} for r in rates}
     return result
 
 
@@ -652,7 +658,7 @@ def write_sweep_plots(out: Path, results: dict[str, Any], kind: str) -> list[Pat
     for metric in ("MAE", "Non0_acc_2", "Mult_acc_7", "Corr") if kind == "regression" else ("Acc", "F1", "Macro_F1"):
         curves, errors = {}, {}
         for name, agg in results["aggregate"].items():
-            cells = [agg["rates"][f"{r:.1f}"][metric] for r in rates]
+            cells = [agg["rates"][rate_key(r)][metric] for r in rates]
             curves[name] = (rates, [c["mean"] for c in cells])
             errors[name] = [c["std"] for c in cells]
         paths.append(line_plot(out / f"missing_{metric}.png", curves, xlabel="missing rate r", ylabel=metric, title=f"{metric} vs missing rate{where}", errors=errors))

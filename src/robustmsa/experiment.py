@@ -21,7 +21,7 @@ import torch
 from robustmsa.config import ExperimentConfig, dump_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import finished_records, run_seeds, split_fingerprints, write_record
+from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Method
 from robustmsa.metrics import REGRESSION_METRICS
@@ -97,24 +97,19 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     train_cfg = config.train.to_train_config()
     prints = split_fingerprints(bundle, ["train", train_cfg.valid_split, *splits])
     settings = {seed: {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints, "seed": seed} for seed in config.seeds}
-    records = {seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}
-    finished = finished_records(records, settings, overwrite)
+    units = Resumable({seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}, settings, overwrite)
     write_text_atomic(out / "config.yaml", dump_config(config))
 
     def one_seed(seed: int) -> dict[str, Any]:
-        seed_dir = out / f"seed_{seed}"
-        if seed in finished and (seed_dir / "model.pt").is_file():
-            return finished[seed]
         method = build_method(config, bundle, seed)
+        seed_dir = out / f"seed_{seed}"
         result = fit(method, bundle, train_cfg, seed=seed, out_dir=seed_dir, config=config.model_dump(mode="json"))
         chosen = method.calibrate(bundle)
         save_model(method, seed_dir / "model.pt", config, seed)
         metrics = evaluate_method(method, bundle, splits, config.eval.modes)
-        record = {"metrics": metrics, "best_valid": result.best_score, "epochs": result.epochs, "calibration": chosen}
-        write_record(records[seed], settings[seed], record)
-        return record
+        return {"metrics": metrics, "best_valid": result.best_score, "epochs": result.epochs, "calibration": chosen}
 
-    results = run_seeds(one_seed, config.seeds)
+    results = run_seeds(lambda seed: units.run(seed, lambda: one_seed(seed)), config.seeds)
     results["config"] = config.model_dump(mode="json")
     write_json(out / "results.json", results)
     write_text_atomic(out / "report.md", experiment_report(config, results))

@@ -37,7 +37,7 @@ from robustmsa.data.ood_split import AnnealParams, SplitSource, anneal_split, ap
 from robustmsa.debias.clue import CLUE, train_clue
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import finished_records, run_seeds, split_fingerprints, write_record
+from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import _save, markdown_table, plt, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Supervised
 from robustmsa.registry import BACKBONES, DATASETS, METHODS
@@ -153,8 +153,7 @@ def run_clue_protocol(
     views = {scheme: _views(bundle, scheme) for scheme in schemes}
     shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "case_study": [case_scheme, case_seed]}
     settings = {(scheme, seed): {**shared, "splits": split_fingerprints(views[scheme], views[scheme].splits), "scheme": scheme, "seed": seed} for scheme in schemes for seed in seeds}
-    records = {key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}
-    finished = finished_records(records, settings, overwrite)
+    units = Resumable({key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}, settings, overwrite)
 
     def train_row(scheme: str, seed: int) -> dict[str, Any]:
         """Base, +CLUE and the ablations trained and evaluated for one scheme and seed."""
@@ -173,14 +172,8 @@ def run_clue_protocol(
             row["case_study"] = case_study(clue, base, data, config.ood_test, out, n=config.case_study.n)
         return row
 
-    def row_of(scheme: str, seed: int) -> dict[str, Any]:
-        if (scheme, seed) not in finished:
-            finished[scheme, seed] = train_row(scheme, seed)
-            write_record(records[scheme, seed], settings[scheme, seed], finished[scheme, seed])
-        return finished[scheme, seed]
-
     for scheme in schemes:
-        results["schemes"][scheme] = run_seeds(lambda seed, scheme=scheme: row_of(scheme, seed), seeds)
+        results["schemes"][scheme] = run_seeds(lambda seed, scheme=scheme: units.run((scheme, seed), lambda: train_row(scheme, seed)), seeds)
     results["seeds"] = seeds
     write_json(out / "results.json", results)
     write_text_atomic(out / "report.md", protocol_report(results, config, bundle))

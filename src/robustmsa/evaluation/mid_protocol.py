@@ -21,8 +21,9 @@ choice on validation data):
 
 Results: ``<out>/image_text_<dataset>.json`` (per seed + mean +- std) and
 ``.md``; each finished seed is recorded in ``<out>/seed_<k>.json`` with the
-settings it was made with, so a run that stopped part-way resumes there. Data without a visual modality (MVSA) is run text-only: the image
-counterfactual, the image expert and the image strategies are dropped.
+settings it was made with, so a run that stopped part-way resumes there. Data
+without a visual modality (MVSA) is run text-only: the image counterfactual,
+the image expert and the image strategies are dropped.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from robustmsa.debias.router import oracle_bound, router_analysis
 from robustmsa.debias.text_cf import AttributionExtractor, LexiconPosExtractor, LocalLMExtractor, make_counterfactual_bundle, mask_embedding
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.cost import COST_COLUMNS, CostMeter, cost_table
-from robustmsa.evaluation.protocols import finished_records, run_seeds, split_fingerprints, write_record
+from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import format_value, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.features.text import TextEncoder, build_text_encoder
 from robustmsa.method import Method, Supervised
@@ -278,16 +279,8 @@ def run_image_text_protocol(
     seeds = list(seeds if seeds is not None else cfg.seeds)
     prints = split_fingerprints(data, data.splits)
     settings = {seed: {"config": cfg.model_dump(mode="json", exclude={"seeds"}), "splits": prints, "seed": seed} for seed in seeds}
-    records = {seed: out / f"seed_{seed}.json" for seed in seeds}
-    finished = finished_records(records, settings, overwrite)
-
-    def one_seed(seed: int) -> dict[str, Any]:
-        if seed not in finished:
-            finished[seed] = _run_seed(cfg, data, seed)
-            write_record(records[seed], settings[seed], finished[seed])
-        return finished[seed]
-
-    results = run_seeds(one_seed, seeds)
+    units = Resumable({seed: out / f"seed_{seed}.json" for seed in seeds}, settings, overwrite)
+    results = run_seeds(lambda seed: units.run(seed, lambda: _run_seed(cfg, data, seed)), seeds)
     results["config"] = cfg.model_dump(mode="json")
     results["data"] = {"name": data.name, "sizes": {k: len(v) for k, v in data.splits.items()}, "modalities": sorted(data.dims()), "meta": _plain(data.meta)}
     write_json(out / f"{stem}.json", results)

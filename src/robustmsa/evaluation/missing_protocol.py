@@ -39,7 +39,7 @@ from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfi
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
-from robustmsa.evaluation.protocols import finished_records, mean_std, paired_differences, run_seeds, split_fingerprints, write_record
+from robustmsa.evaluation.protocols import Resumable, mean_std, paired_differences, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.experiment import build_method
 from robustmsa.method import Method, target_of
@@ -381,26 +381,23 @@ def sweep_missing(
     split = bundle[config.eval_split]
     data = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
     settings = {(seed, name): _settings(config, name, data, rates, seed, seed == seeds[0]) for seed in seeds for name in config.models}
-    records = {key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}
-    finished = finished_records(records, settings, overwrite)
-
+    units = Resumable({key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}, settings, overwrite)
     diverged: list[str] = []
+
+    def train_and_evaluate(seed: int, name: str) -> dict[str, Any]:
+        method, fitted = train_sweep_model(config, name, config.models[name], bundle, seed, out / f"seed_{seed}" / name)
+        result = {**evaluate_missing(method, split, rates, seed), "best_valid": fitted.best_score, "epochs": fitted.epochs}
+        if config.sensitivity.enabled and seed == seeds[0]:
+            result["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
+        return result
 
     def one_seed(seed: int) -> dict[str, Any]:
         results: dict[str, Any] = {}
-        for name, component in config.models.items():
-            if (seed, name) in finished:
-                results[name] = finished[seed, name]
-                continue
+        for name in config.models:
             try:
-                method, fitted = train_sweep_model(config, name, component, bundle, seed, out / f"seed_{seed}" / name)
+                results[name] = units.run((seed, name), lambda name=name: train_and_evaluate(seed, name))
             except TrainingDiverged:  # the other models still train
                 diverged.append(f"'{name}' on seed {seed}")
-                continue
-            results[name] = {**evaluate_missing(method, split, rates, seed), "best_valid": fitted.best_score, "epochs": fitted.epochs}
-            if config.sensitivity.enabled and seed == seeds[0]:
-                results[name]["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
-            write_record(records[seed, name], settings[seed, name], results[name])
         return results
 
     per_seed = run_seeds(one_seed, seeds)["per_seed"]

@@ -82,17 +82,22 @@ def _number(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
-def write_record(path: Path, settings: Mapping[str, Any], result: Mapping[str, Any]) -> None:
-    """Record a finished unit of a long run (a seed, a seed's model) with the settings it was made with (atomic)."""
-    write_json(path, {"settings": settings, "result": result})
+class Resumable:
+    """The units of a long run (a seed; a seed's scheme or model), each recorded at ``records[key]`` with the
+    ``settings[key]`` it is made with once finished, so that a run that stopped resumes with the units it had
+    finished. The records are read at once, before anything trains: a folder holding work made with other settings
+    is refused (:func:`read_record`); ``overwrite`` ignores them."""
 
+    def __init__(self, records: Mapping[Any, Path], settings: Mapping[Any, Mapping[str, Any]], overwrite: bool = False) -> None:
+        self.records, self.settings = dict(records), dict(settings)
+        self.finished = {} if overwrite else {key: result for key, path in self.records.items() if (result := read_record(path, self.settings[key])) is not None}
 
-def finished_records(records: Mapping[Any, Path], settings: Mapping[Any, Mapping[str, Any]], overwrite: bool = False) -> dict[Any, dict[str, Any]]:
-    """The results already recorded for the units (keys) of a run, read before anything trains so that a folder
-    holding another run's work is refused at once (see :func:`read_record`); none with ``overwrite``."""
-    if overwrite:
-        return {}
-    return {key: result for key, path in records.items() if (result := read_record(path, settings[key])) is not None}
+    def run(self, key: Any, compute: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
+        """The recorded result of ``key``, or ``compute()`` recorded (atomically) before it is returned."""
+        if key not in self.finished:
+            self.finished[key] = dict(compute())
+            write_json(self.records[key], {"settings": self.settings[key], "result": self.finished[key]})
+        return self.finished[key]
 
 
 def split_fingerprints(bundle: Any, names: Iterable[str]) -> dict[str, str]:
@@ -101,7 +106,7 @@ def split_fingerprints(bundle: Any, names: Iterable[str]) -> dict[str, str]:
 
 
 def read_record(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The result recorded at ``path`` by :func:`write_record` if there is one, so that a run that stopped resumes;
+    """The result recorded at ``path`` by :class:`Resumable` if there is one, so that a run that stopped resumes;
     a ConfigError if it was made with other ``settings`` (another run's work is never overwritten silently)."""
     if not path.is_file():
         return None

@@ -1,16 +1,17 @@
-"""Benchmark CLUE: base vs +CLUE on IID and OOD tests (the CLUE protocol of robustmsa.evaluation.clue_protocol).
+"""Benchmark CLUE and CLEF: base vs +method on IID and OOD tests (the protocol of robustmsa.evaluation.clue_protocol).
 
-Runs, with the configs in ``configs/clue/``:
+Runs, with the configs in ``configs/clue/`` and ``configs/clef/``:
 
 * ``synthetic``: the generated default corpus (its own OOD pool), LF-DNN, 3 seeds;
 * ``synthetic_tau_ood``: the same with tau chosen on the OOD-validation split (disjoint from the OOD test);
 * ``mosi``: CMU-MOSI transcripts with an OOD split annealed by CLUE's Algorithm 1, text-only backbone;
-* ``mmsd2``: MMSD2.0 text + image attribute words with an annealed OOD split, image-text backbone.
+* ``mmsd2``: MMSD2.0 text + image attribute words with an annealed OOD split, image-text backbone;
+* ``clef_synthetic``: CLEF on the generated context-aware emotion corpus (its own OOD pool), two-stream backbone.
 
-For each it writes ``benchmarks/results/clue_<name>.json`` (per seed, mean +- std,
-chosen tau, the split's energy) and ``clue_<name>.md`` (the tables), and keeps
+For each it writes ``benchmarks/results/<method>_<name>.json`` (per seed, mean +- std,
+chosen tau, the split's energy) and ``<method>_<name>.md`` (the tables), and keeps
 the protocol's own output folder (case study, split file, figures) under
-``benchmarks/results/clue_<name>/``. Real-data runs are skipped when
+``benchmarks/results/<method>_<name>/``. Real-data runs are skipped when
 ``../shared/data`` is absent.
 
 Usage::
@@ -18,6 +19,7 @@ Usage::
     python benchmarks/clue.py                       # all four
     python benchmarks/clue.py synthetic --seeds 0,1,2
     python benchmarks/clue.py mosi --epochs 8
+    python benchmarks/clue.py clef_synthetic
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from robustmsa.evaluation.clue_protocol import load_protocol_config, run_clue_pr
 from robustmsa.evaluation.report import write_json, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = {"synthetic": None, "synthetic_tau_ood": None, "mosi": "mosi", "mmsd2": "mmsd2"}  # name -> folder needed under ../shared/data
+#: name -> (config under configs/, folder needed under ../shared/data)
+RUNS = {
+    "synthetic": ("clue/synthetic", None),
+    "synthetic_tau_ood": ("clue/synthetic_tau_ood", None),
+    "mosi": ("clue/mosi", "mosi"),
+    "mmsd2": ("clue/mmsd2", "mmsd2"),
+    "clef_synthetic": ("clef/synthetic", None),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,16 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)  # configs name data relative to the repository root
     torch.set_num_threads(1)
     for name in args.runs:
-        needed = RUNS[name]
+        config_name, needed = RUNS[name]
+        stem = config_name.replace("/", "_")
         if needed is not None and not (ROOT.parent / "shared" / "data" / needed).is_dir():
             print(f"skip {name}: ../shared/data/{needed} is absent", file=sys.stderr)
             continue
-        config = load_protocol_config(ROOT / "configs" / "clue" / f"{name}.yaml")
+        config = load_protocol_config(ROOT / "configs" / f"{config_name}.yaml")
         if args.epochs is not None:
             config = config.model_copy(update={"train": config.train.model_copy(update={"max_epochs": args.epochs})})
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
         start = time.perf_counter()
-        run_dir = args.out / f"clue_{name}"
+        run_dir = args.out / stem
         results = run_clue_protocol(config, run_dir, seeds, overwrite=True)
         results["seconds"] = time.perf_counter() - start
         results["command"] = f"python benchmarks/clue.py {name}" + (f" --seeds {args.seeds}" if args.seeds else "") + (f" --epochs {args.epochs}" if args.epochs else "")
@@ -66,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             import json
 
             results["split"] = {k: v for k, v in json.loads(split.read_text()).items() if k in ("source", "params", "energy", "sizes", "class_counts")}
-        write_json(args.out / f"clue_{name}.json", results)
+        write_json(args.out / f"{stem}.json", results)
         report = (run_dir / "report.md").read_text(encoding="utf-8")
-        extra = f"\nCommand: `{results['command']}`; wall time {results['seconds']:.0f} s on CPU (1 thread). Case study and figures: `clue_{name}/`.\n"
-        write_text_atomic(args.out / f"clue_{name}.md", report + extra)
-        print(f"{name}: {args.out / f'clue_{name}.md'} ({results['seconds']:.0f} s)", file=sys.stderr)
+        extra = f"\nCommand: `{results['command']}`; wall time {results['seconds']:.0f} s on CPU (1 thread). Protocol output: `{stem}/`.\n"
+        write_text_atomic(args.out / f"{stem}.md", report + extra)
+        print(f"{name}: {args.out / f'{stem}.md'} ({results['seconds']:.0f} s)", file=sys.stderr)
     return 0
 
 

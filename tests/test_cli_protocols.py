@@ -1,4 +1,4 @@
-"""The protocol sub-commands of the CLI (split-ood, clue, sweep-missing, sweep-search, image-text), end to end on tiny data."""
+"""The protocol sub-commands of the CLI (split-ood, clue, clef, sweep-missing, sweep-search, image-text), end to end on tiny data."""
 
 from __future__ import annotations
 
@@ -42,6 +42,24 @@ def test_clue_command(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["seeds"] == [1] and set(results["schemes"]["has0"]["per_seed"]["1"]) >= {"base", "clue"}
     assert "+CLUE — OOD test (TIE)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_clef_command(tmp_path: Path) -> None:
+    config = tmp_path / "clef.yaml"
+    config.write_text(
+        "method: clef\n"
+        "data: {name: synthetic_context, params: {n_train: 120, n_valid: 30, n_test: 30, n_valid_ood: 30, n_test_ood: 30}}\n"
+        "backbone: {name: two_stream, params: {hidden: 8}}\n"
+        "clef: {context_branch: {hidden: 8}, tau_split: valid_ood}\n"
+        "ablations: {}\ntrain: {max_epochs: 1, patience: 1, progress: false}\nseeds: [0]\n"
+    )
+    done = _cli("clef", "--config", str(config), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["schemes"]["classes"]["per_seed"]["0"]) == {"base", "clef"}
+    assert "+CLEF — OOD test (TIE)" in (tmp_path / "run" / "report.md").read_text()
+    wrong = _cli("clue", "--config", str(config), "--out", str(tmp_path / "other"), cwd=tmp_path)  # a CLEF config given to `clue`
+    assert wrong.returncode == 2 and "run this config with `robustmsa clef`" in wrong.stderr and not (tmp_path / "other").exists()
 
 
 def test_sweep_missing_command(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from robustmsa.data.batch import collate
 from robustmsa.data.dataset import DataBundle, TaskSpec
 from robustmsa.data.labels import to_classification
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
-from robustmsa.debias.clue import CLUE, build_clue, demo_entry, fuse, train_clue
+from robustmsa.debias.clue import CLUE, build_clue, demo_entry, train_clue
 from robustmsa.debias.counterfactual import collect_components
+from robustmsa.debias.direct_effect import fuse
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.clue_protocol import parse_protocol_config, run_clue_protocol
 from robustmsa.registry import BACKBONES, METHODS
@@ -189,7 +190,7 @@ def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path, monk
         raise AssertionError("a finished (scheme, seed) was trained again")
 
     monkeypatch.setattr(clue_protocol, "fit", no_training)
-    monkeypatch.setattr(clue_protocol, "train_clue", no_training)
+    monkeypatch.setattr(clue_protocol, "train_debiased", no_training)
     again = run_clue_protocol(config, tmp_path, bundle=small)
     assert again["schemes"] == json.loads(json.dumps(results["schemes"])) and (tmp_path / "results.json").is_file()
     (tmp_path / "results.json").unlink()
@@ -219,7 +220,8 @@ def test_protocol_with_an_annealed_split(small: DataBundle, tmp_path) -> None:
         parse_protocol_config({"data": {"name": "synthetic"}, "backbone": {"name": "text_only"}, "nope": 1})
     for change, message in (  # CLUE's parameters and each ablation's are checked when the config is read
         ({"clue": {"alpah": 1.0}}, r"field 'clue': method 'clue': unknown parameter\(s\) 'alpah'"),
-        ({"ablations": {"w/o KL": {"gama": 0.0}}}, r"field 'ablations.w/o KL': method 'clue': unknown parameter\(s\) 'gama'"),
+        ({"clue": {"text_branch": {"inptu": "hash"}}}, r"field 'clue': method 'clue': 'text_branch': unknown parameter\(s\) 'inptu'"),
+        ({"ablations": {"w/o KL": {"gama": 0.0}}}, r"field 'ablations': 'w/o KL': method 'clue': unknown parameter\(s\) 'gama'"),
     ):
         with pytest.raises(ConfigError, match=message):
             parse_protocol_config({"data": {"name": "synthetic"}, "backbone": {"name": "text_only"}, **change})

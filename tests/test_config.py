@@ -67,6 +67,7 @@ def test_every_shipped_config_is_valid() -> None:
         "backbones": lambda p: load_config(p),
         "mmsa": lambda p: load_config(p),
         "clue": lambda p: load_config(p, CLUEProtocolConfig),
+        "clef": lambda p: load_config(p, CLUEProtocolConfig),
         "image_text": lambda p: load_config(p, ImageTextProtocolConfig),
         "missing": lambda p: load_config(p, MissingSweepConfig),
         "search": load_search_config,  # configs/missing/search/: a sweep model's training-parameter search

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from robustmsa.errors import ConfigError
-from robustmsa.registry import BACKBONES, DATASETS, METHODS, Registry
+from robustmsa.registry import BACKBONES, DATASETS, METHODS, Registry, check_parameters
 
 
 def test_builtins_are_registered() -> None:
@@ -87,3 +87,20 @@ def test_data_source_parameters_are_checked_before_reading(tmp_path) -> None:
         DATASETS.build("synthetic", n_trian=10)
     with pytest.raises(ConfigError, match=r"method 'lnln': unknown parameter\(s\) 'w_tsk'"):
         METHODS.check("lnln", {"w_tsk": 1.0, "complete_share": 0.2}, supplied=1)
+
+
+def test_parameters_of_a_part_the_factory_builds_are_checked_too() -> None:
+    class Part:
+        def __init__(self, width: int, *, depth: int = 1) -> None:
+            self.width, self.depth = width, depth
+
+    class Whole:
+        nested_parameters = {"part": (Part, 1)}
+
+        def __init__(self, part: dict | None = None, scale: float = 1.0) -> None:
+            self.part = Part(3, **(part or {}))
+
+    check_parameters(Whole, {"part": {"depth": 2}, "scale": 2.0}, 0, "whole")
+    with pytest.raises(ConfigError, match=r"whole: 'part': unknown parameter\(s\) 'dpth' \(parameters: depth\)"):
+        check_parameters(Whole, {"part": {"dpth": 2}}, 0, "whole")
+    check_parameters(Whole, {"part": None}, 0, "whole")  # not a mapping: nothing nested to check

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from robustmsa.errors import RobustMSAError
+from robustmsa.errors import ConfigError, RobustMSAError
 
 app = typer.Typer(help="Robust multimodal sentiment and affect analysis.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console(stderr=True)
@@ -95,9 +95,22 @@ def split_ood(
 @app.command()
 def clue(config: Config, out: Out = Path("runs/clue"), seeds: Seeds = None, overwrite: Overwrite = False) -> None:
     """Base vs base + CLUE on IID and OOD tests, with ablations and the case study (configs/clue/)."""
+    _debias_protocol("clue", config, out, seeds, overwrite)
+
+
+@app.command()
+def clef(config: Config, out: Out = Path("runs/clef"), seeds: Seeds = None, overwrite: Overwrite = False) -> None:
+    """Base vs base + CLEF (scene-context debiasing) on IID and OOD tests, with ablations (configs/clef/)."""
+    _debias_protocol("clef", config, out, seeds, overwrite)
+
+
+def _debias_protocol(method: str, config: Path, out: Path, seeds: str | None, overwrite: bool) -> None:
     from robustmsa.evaluation.clue_protocol import load_protocol_config, run_clue_protocol
 
-    run_clue_protocol(load_protocol_config(config), out, _seeds(seeds) if seeds else None, overwrite=overwrite)
+    parsed = load_protocol_config(config)
+    if parsed.method != method:
+        raise ConfigError(f"{config}: field 'method' is '{parsed.method}'; run this config with `robustmsa {parsed.method}`")
+    run_clue_protocol(parsed, out, _seeds(seeds) if seeds else None, overwrite=overwrite)
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
 

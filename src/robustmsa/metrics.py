@@ -15,7 +15,7 @@ F1 scores are weighted F1 computed as scikit-learn defines it, truth first.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, fbeta_score, precision_recall_fscore_support, precision_score, recall_score
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support, precision_score, recall_score
 
 REGRESSION_METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr")
 
@@ -106,13 +106,28 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, kind: str, num_classes: in
         return regression_metrics(pred, truth)
     if kind == "classification":
         return classification_metrics(np.asarray(pred).argmax(axis=-1), truth, num_classes)
-    decisions = (np.asarray(pred) >= 0.5).astype(np.int64)
+    scores = np.asarray(pred, dtype=np.float64)
+    decisions = (scores >= 0.5).astype(np.int64)
     truth = np.asarray(truth).astype(np.int64)
     return {
         "Acc": float(np.mean(decisions == truth)),
         "Micro_F1": float(f1_score(truth, decisions, average="micro", zero_division=0)),
         "Macro_F1": float(f1_score(truth, decisions, average="macro", zero_division=0)),
+        "mAP": mean_average_precision(scores, truth),
     }
+
+
+def mean_average_precision(scores: object, truth: object) -> float:
+    """Mean over labels of the average precision of (N, K) scores against (N, K) 0/1 truth (EMOTIC's mAP).
+
+    Labels without a positive sample have no defined average precision and are left out of the mean (NaN if none has one).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(truth).astype(np.int64)
+    if s.ndim != 2 or s.shape != t.shape or s.shape[0] == 0:
+        raise ValueError(f"scores and truth must be non-empty (N, K) arrays of one shape, got {s.shape} and {t.shape}")
+    present = [k for k in range(t.shape[1]) if t[:, k].any()]
+    return float(np.mean([average_precision_score(t[:, k], s[:, k]) for k in present])) if present else float("nan")
 
 
 #: Metrics (and the training loss) for which a lower value is better; every other metric: higher is better.

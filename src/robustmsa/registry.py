@@ -90,11 +90,13 @@ def _signatures(factory: Callable[..., Any]) -> tuple[list[inspect.Signature], b
 
 def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], supplied: int, what: str) -> None:
     """ConfigError naming ``what`` when ``factory(<supplied positional arguments>, **params)`` would not fit its
-    signature: too many positional arguments, unknown keyword names (see :func:`_signatures`), missing required ones."""
+    signature: too many positional arguments, unknown keyword names (see :func:`_signatures`; a class lists the
+    base-class parameters that it fills itself in ``internal_parameters``), missing required ones."""
     signatures, open_ended = _signatures(factory)
     own = [p for p in inspect.signature(factory).parameters.values() if p.name != "self"]
     positional = [p for p in own if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    accepted = list(dict.fromkeys(p.name for sig in signatures for p in sig.parameters.values() if p.kind in _NAMED and p.name != "self"))
+    internal = {"self", *getattr(factory, "internal_parameters", ())}
+    accepted = list(dict.fromkeys(p.name for sig in signatures for p in sig.parameters.values() if p.kind in _NAMED and p.name not in internal))
     problems = []
     if supplied > len(positional) and not any(p.kind is p.VAR_POSITIONAL for p in own):
         problems.append(f"takes {len(positional)} positional argument(s), got {supplied}")
@@ -107,6 +109,17 @@ def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], sup
     if problems:
         names = [n for n in accepted if n not in taken]
         raise ConfigError(f"{what}: {'; '.join(problems)} (parameters: {', '.join(names) or 'none'})")
+    # a mapping passed on as the keyword arguments of a part the factory builds (``nested_parameters``:
+    # name -> (the part's factory, how many positional arguments the factory gives it))
+    for name, (part, part_supplied) in getattr(factory, "nested_parameters", {}).items():
+        if isinstance(params.get(name), Mapping):
+            check_parameters(part, params[name], part_supplied, f"{what}: '{name}'")
+
+
+def build_part(factory: Callable[..., Any], params: Mapping[str, Any] | None, *args: Any, what: str) -> Any:
+    """``factory(*args, **params)`` after :func:`check_parameters` (a part a component builds from a nested mapping)."""
+    check_parameters(factory, dict(params or {}), len(args), what)
+    return factory(*args, **dict(params or {}))
 
 
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from robustmsa.data.cmu_h5 import read_cmu_h5
+from robustmsa.data.context_synthetic import ContextCorpusConfig, generate_context_corpus
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.mmsa import read_mmsa_pickle
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
@@ -67,3 +68,10 @@ def vader(path: str | Path, domain: str = "tweets", **kwargs: Any) -> DataBundle
 def synthetic(**kwargs: Any) -> DataBundle:
     """The generated corpus with a planted text bias; keyword arguments are :class:`SyntheticConfig` fields."""
     return generate_corpus(SyntheticConfig.from_dict(kwargs))
+
+
+@DATASETS.register("synthetic_context", forwards=ContextCorpusConfig)
+def synthetic_context(**kwargs: Any) -> DataBundle:
+    """The generated context-aware emotion corpus with a planted scene bias; keyword arguments are
+    :class:`ContextCorpusConfig` fields."""
+    return generate_context_corpus(ContextCorpusConfig.from_dict(kwargs))

@@ -27,7 +27,6 @@ Everything is drawn from ``numpy.random.default_rng`` streams derived from
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ import numpy as np
 
 from robustmsa.data.batch import Sample
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+from robustmsa.data.settings import GeneratorSettings
 from robustmsa.errors import ConfigError
 
 # --------------------------------------------------------------------------
@@ -134,19 +134,11 @@ _STRENGTH_BINS = ((2.2, 3.0), (1.0, 2.2), (0.0, 1.0))  # |valence| ranges: stron
 # --------------------------------------------------------------------------
 
 
-def _range(name: str, value: Any, lo: int) -> tuple[int, int]:
-    try:
-        a, b = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"synthetic: '{name}' must be a pair (min, max) of integers, got {value!r}") from None
-    if not lo <= a <= b:
-        raise ConfigError(f"synthetic: '{name}' must satisfy {lo} <= min <= max, got {value!r}")
-    return a, b
-
-
 @dataclass(frozen=True)
-class SyntheticConfig:
+class SyntheticConfig(GeneratorSettings):
     """Knobs of the generated corpus (see configs/data/synthetic_default.yaml for their documentation)."""
+
+    label = "synthetic"
 
     n_train: int = 1600
     n_valid: int = 300
@@ -173,27 +165,14 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_train", "n_valid", "n_test", "n_test_ood"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"synthetic: '{name}' must be >= 1, got {getattr(self, name)}")
-        if int(self.n_valid_ood) < 0:
-            raise ConfigError(f"synthetic: 'n_valid_ood' must be >= 0, got {self.n_valid_ood}")
-        for name in ("bias_strength", "ood_shift", "weak_share", "mixed_share", "neutral_share", "negation_rate"):
-            value = float(getattr(self, name))
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"synthetic: '{name}' must be in [0, 1], got {value}")
+        self.require(("n_train", "n_valid", "n_test", "n_test_ood", "audio_dim", "vision_dim"), at_least=1)
+        self.require(("n_valid_ood",), at_least=0)
+        self.require(("bias_strength", "ood_shift", "weak_share", "mixed_share", "neutral_share", "negation_rate"), unit=True)
         if self.weak_share + self.neutral_share + self.mixed_share > 1.0:
             raise ConfigError("synthetic: 'weak_share' + 'neutral_share' + 'mixed_share' must be <= 1")
-        for name in ("label_noise", "audio_noise", "vision_noise", "label_step"):
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value >= 0.0):
-                raise ConfigError(f"synthetic: '{name}' must be a finite number >= 0, got {value}")
-        for name in ("audio_dim", "vision_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"synthetic: '{name}' must be >= 1, got {getattr(self, name)}")
-        object.__setattr__(self, "audio_len", _range("audio_len", self.audio_len, 1))
-        object.__setattr__(self, "vision_len", _range("vision_len", self.vision_len, 1))
-        object.__setattr__(self, "clips_per_video", _range("clips_per_video", self.clips_per_video, 1))
+        self.require(("label_noise", "audio_noise", "vision_noise", "label_step"), nonnegative=True)
+        for name in ("audio_len", "vision_len", "clips_per_video"):
+            object.__setattr__(self, name, self.int_pair(name, 1))
         if self.text_encoder not in ("minilm", "static", "hash"):
             raise ConfigError(f"synthetic: 'text_encoder' must be 'minilm', 'static' or 'hash', got {self.text_encoder!r}")
 
@@ -202,18 +181,6 @@ class SyntheticConfig:
         """A ~200-sample corpus with the hash text encoder, for fast tests."""
         base = {"n_train": 120, "n_valid": 30, "n_test": 30, "n_test_ood": 30, "n_valid_ood": 20, "text_encoder": "hash", "audio_len": (8, 16), "vision_len": (6, 12)}
         return cls(**{**base, **changes})
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> SyntheticConfig:
-        """Build from a plain mapping (YAML), rejecting unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"synthetic: unknown settings {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"synthetic: {exc}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SyntheticConfig:
@@ -231,8 +198,6 @@ class SyntheticConfig:
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
 
 
 # --------------------------------------------------------------------------

@@ -1,3 +1,3 @@
 """Imports every built-in debiasing method so that it registers itself."""
 
-from robustmsa.debias import clue, experts, mctd, mid, mrid  # noqa: F401  (experts registers mme_jd)
+from robustmsa.debias import clef, clue, experts, mctd, mid, mrid  # noqa: F401  (experts registers mme_jd)

@@ -1,41 +1,47 @@
-"""The CLUE protocol: a backbone vs the same backbone + CLUE on IID and OOD tests, ablations, case study.
+"""The debiasing protocol of CLUE and CLEF: a backbone vs the same backbone + the method on IID and OOD tests.
 
-For every label scheme (``has0``, ``non0``, ``7class`` on continuous labels;
-``classes`` for data that already has classes) and every seed:
+``method`` is ``clue`` (the text shortcut, default) or ``clef`` (the scene-context
+shortcut); its parameters sit under the key of the same name. For every label
+scheme (``has0``, ``non0``, ``7class`` on continuous labels; ``classes`` for
+data that already has classes) and every seed:
 
 * **Base**: the backbone trained with the plain supervised method (checkpoint
   chosen on IID validation), evaluated on the IID test and the OOD test.
-* **+CLUE**: the backbone wrapped by CLUE (checkpoint chosen on IID validation
-  with TE, tau chosen on ``clue.tau_split``, a validation split), evaluated
-  with TE on the IID test and TIE on the OOD test (every mode is recorded).
-* **Ablations** (for ``ablation_schemes``): CLUE with configuration changes
-  (without text branch, without multimodal branch, without KL).
+* **+CLUE / +CLEF**: the backbone wrapped by the method (checkpoint chosen on
+  IID validation with TE, tau chosen on ``<method>.tau_split``, a validation
+  split), evaluated with TE on the IID test and TIE on the OOD test (every
+  mode is recorded).
+* **Ablations** (for ``ablation_schemes``): the method with configuration
+  changes (default, CLUE: without text branch, without multimodal branch,
+  without KL; CLEF: without context branch, without KL, without masking).
 
-The OOD split is the bundle's own ``test_ood`` (the generated corpus), a
+The OOD split is the bundle's own ``test_ood`` (the generated corpora), a
 split file, or one annealed here (:mod:`robustmsa.data.ood_split`). Results:
 ``results.json`` (per seed + mean +- std), ``report.md`` (Has0/Non0 Acc-2 and
-F1, Acc-7), ``case_study.json`` / ``case_study.png`` (CLUE's figure 6: branch
-probabilities, TE, TIE and the training label ratio of each word of chosen OOD
-samples) and, when annealed here, ``split.json`` / ``label_ratios.png``.
-Each finished (scheme, seed) is recorded in ``seed_<k>/<scheme>.json`` with the
-settings it was made with, so a run that stopped part-way resumes there.
+F1, Acc-7; Acc and F1 for class data), for CLUE ``case_study.json`` /
+``case_study.png`` (CLUE's figure 6: branch probabilities, TE, TIE and the
+training label ratio of each word of chosen OOD samples) and, when annealed
+here, ``split.json`` / ``label_ratios.png``. Each finished (scheme, seed) is
+recorded in ``seed_<k>/<scheme>.json`` with the settings it was made with, so
+a run that stopped part-way resumes there.
 """
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from robustmsa.config import BackboneComponent, ComponentConfig, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.labels import MMSA_NAMES, SCHEMES, to_classification
 from robustmsa.data.ood_split import AnnealParams, SplitSource, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
-from robustmsa.debias.clue import CLUE, train_clue
+from robustmsa.debias.clue import CLUE
 from robustmsa.debias.counterfactual import collect_components
+from robustmsa.debias.direct_effect import train_debiased
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import _save, markdown_table, plt, prepare_out_dir, write_json, write_text_atomic
@@ -46,7 +52,12 @@ from robustmsa.training.fit import evaluate, fit, predict, seeded
 #: Table columns (MMSA names) -> (scheme, metric of the classification run).
 COLUMNS = {column: (scheme, metric) for scheme, names in MMSA_NAMES.items() for metric, column in names.items()}
 CLASS_COLUMNS = {"Acc": ("classes", "Acc"), "F1": ("classes", "F1"), "Macro_F1": ("classes", "Macro_F1"), "Weighted_F1": ("classes", "Weighted_F1")}
-DEFAULT_ABLATIONS = {"w/o text branch": {"use_text": False}, "w/o multimodal branch": {"use_multimodal": False}, "w/o KL": {"gamma": 0.0}}
+#: The ablations run when a config names none, per method.
+DEFAULT_ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "clue": {"w/o text branch": {"use_text": False}, "w/o multimodal branch": {"use_multimodal": False}, "w/o KL": {"gamma": 0.0}},
+    "clef": {"w/o context branch": {"use_context": False}, "w/o KL": {"gamma": 0.0}, "w/o masking": {"context_branch": {"input": "full"}}},
+}
+METHOD_LABELS = {"clue": "CLUE", "clef": "CLEF"}
 
 
 class SplitSection(_Strict):
@@ -64,26 +75,59 @@ class CaseStudySection(_Strict):
     seed: int | None = None  # default: the first seed
 
 
-#: Parameters of the ``clue`` method (or an ablation's changes to them), checked when the config is read.
+#: Parameters of the ``clue`` / ``clef`` method, checked when the config is read.
 CLUEParams = Annotated[dict[str, Any], checked(lambda params: METHODS.check("clue", params, 1))]
+CLEFParams = Annotated[dict[str, Any], checked(lambda params: METHODS.check("clef", params, 1))]
 
 
 class CLUEProtocolConfig(_Strict):
-    """The CLUE protocol config (YAML; see configs/clue/)."""
+    """The debiasing protocol config (YAML; see configs/clue/ and configs/clef/)."""
 
     name: str = "clue"
+    method: Literal["clue", "clef"] = "clue"
     data: ComponentConfig
     split: SplitSection | None = None
     backbone: BackboneComponent
     clue: CLUEParams = Field(default_factory=dict)
+    clef: CLEFParams = Field(default_factory=dict)
     schemes: list[str] | None = None  # default: has0, non0, 7class (regression data) or classes
-    ablations: dict[str, CLUEParams] = Field(default_factory=lambda: dict(DEFAULT_ABLATIONS))
+    ablations: dict[str, dict[str, Any]] | None = None  # default: DEFAULT_ABLATIONS[method]
     ablation_schemes: list[str] = Field(default_factory=lambda: ["has0", "classes"])
     train: TrainSection = Field(default_factory=lambda: TrainSection(max_epochs=12, patience=4, progress=False))
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     iid_test: str = "test"
     ood_test: str = "test_ood"
     case_study: CaseStudySection = Field(default_factory=CaseStudySection)
+
+    @field_validator("clue", "clef")
+    @classmethod
+    def _only_the_methods_parameters(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        method = info.data.get("method")
+        if value and method is not None and info.field_name != method:
+            raise ValueError(f"parameters of '{info.field_name}' given, but the protocol's method is '{method}'")
+        return value
+
+    @field_validator("ablations")
+    @classmethod
+    def _ablations_fit_the_method(cls, value: dict[str, dict[str, Any]] | None, info: ValidationInfo) -> dict[str, dict[str, Any]] | None:
+        method = info.data.get("method")
+        for label, change in (value or {}).items():
+            if method is not None:
+                try:
+                    METHODS.check(method, {**info.data.get(method, {}), **change}, 1)
+                except ConfigError as exc:
+                    raise ValueError(f"'{label}': {exc}") from None
+        return value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters of the protocol's method."""
+        return self.clef if self.method == "clef" else self.clue
+
+    @property
+    def method_ablations(self) -> dict[str, dict[str, Any]]:
+        """The ablations to run: the configured ones, or the method's defaults."""
+        return DEFAULT_ABLATIONS[self.method] if self.ablations is None else self.ablations
 
 
 def parse_protocol_config(data: Any, source: str = "<config>") -> CLUEProtocolConfig:
@@ -139,7 +183,7 @@ def _views(bundle: DataBundle, scheme: str) -> DataBundle:
 def run_clue_protocol(
     config: CLUEProtocolConfig, out_dir: str | Path, seeds: list[int] | None = None, *, overwrite: bool = False, bundle: DataBundle | None = None
 ) -> dict[str, Any]:
-    """Run base vs +CLUE (and ablations) over schemes and seeds; write results.json, report.md and the case study."""
+    """Run base vs +method (and ablations) over schemes and seeds; write results.json, report.md and CLUE's case study."""
     out = prepare_out_dir(Path(out_dir), overwrite)
     bundle = prepare_bundle(config, bundle if bundle is not None else load_data(config), out)
     seeds = list(seeds or config.seeds)
@@ -156,20 +200,20 @@ def run_clue_protocol(
     units = Resumable({key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}, settings, overwrite)
 
     def train_row(scheme: str, seed: int) -> dict[str, Any]:
-        """Base, +CLUE and the ablations trained and evaluated for one scheme and seed."""
+        """Base, +method and the ablations trained and evaluated for one scheme and seed."""
         data = views[scheme]
         with seeded(seed):
             base = Supervised(BACKBONES.build(config.backbone.name, data.dims(), data.task, **config.backbone.params))
         fit(base, data, train_cfg, seed=seed)
         row: dict[str, Any] = {"base": _evaluate(base, data, config, ("factual", "factual"))}
-        clue, chosen = train_clue(data, config.backbone.name, config.backbone.params, train_cfg, seed, **config.clue)
-        row["clue"] = {**_evaluate(clue, data, config, ("te", "tie")), "tau": chosen["tau"], "calibration": chosen}
+        debiased, chosen = train_debiased(config.method, data, config.backbone.name, config.backbone.params, train_cfg, seed, **config.params)
+        row[config.method] = {**_evaluate(debiased, data, config, ("te", "tie")), "tau": chosen["tau"], "calibration": chosen}
         if scheme in config.ablation_schemes:
-            for label, change in config.ablations.items():
-                ablated, info = train_clue(data, config.backbone.name, config.backbone.params, train_cfg, seed, **{**config.clue, **change})
+            for label, change in config.method_ablations.items():
+                ablated, info = train_debiased(config.method, data, config.backbone.name, config.backbone.params, train_cfg, seed, **{**config.params, **change})
                 row[label] = {**_evaluate(ablated, data, config, ("te", "tie")), "tau": info["tau"]}
-        if scheme == case_scheme and seed == case_seed and config.case_study.n:
-            row["case_study"] = case_study(clue, base, data, config.ood_test, out, n=config.case_study.n)
+        if isinstance(debiased, CLUE) and scheme == case_scheme and seed == case_seed and config.case_study.n:
+            row["case_study"] = case_study(debiased, base, data, config.ood_test, out, n=config.case_study.n)
         return row
 
     for scheme in schemes:
@@ -186,11 +230,12 @@ def _evaluate(method: Any, data: DataBundle, config: CLUEProtocolConfig, modes: 
     return {"iid": every[config.iid_test][modes[0]], "ood": every[config.ood_test][modes[1]], "all_modes": every}
 
 
-def table_rows(results: dict[str, Any], ablations: list[str]) -> dict[str, dict[str, Any]]:
+def table_rows(results: dict[str, Any], ablations: list[str], method: str = "clue") -> dict[str, dict[str, Any]]:
     """Markdown rows ``{row: {column: {'mean', 'std', 'n'}}}`` from the aggregated results."""
     rows: dict[str, dict[str, Any]] = {}
     columns = COLUMNS if "classes" not in results["schemes"] else CLASS_COLUMNS
-    models = {"base": "Base", "clue": "+CLUE", **{a: f"+CLUE {a}" for a in ablations}}
+    shown = METHOD_LABELS[method]
+    models = {"base": "Base", method: f"+{shown}", **{a: f"+{shown} {a}" for a in ablations}}
     for key, label in models.items():
         for part, title in (("iid", "IID test (TE)" if key != "base" else "IID test"), ("ood", "OOD test (TIE)" if key != "base" else "OOD test")):
             row: dict[str, Any] = {}
@@ -206,25 +251,26 @@ def table_rows(results: dict[str, Any], ablations: list[str]) -> dict[str, dict[
 
 def protocol_report(results: dict[str, Any], config: CLUEProtocolConfig, bundle: DataBundle) -> str:
     """Markdown report: the main table, OOD gains and chosen tau per scheme."""
-    rows = table_rows(results, list(config.ablations))
+    method, shown = config.method, METHOD_LABELS[config.method]
+    rows = table_rows(results, list(config.method_ablations), method)
     columns = list(CLASS_COLUMNS if "classes" in results["schemes"] else COLUMNS)
     lines = [
-        f"# CLUE protocol: {config.backbone.name} vs {config.backbone.name} + CLUE on {bundle.name}",
+        f"# {shown} protocol: {config.backbone.name} vs {config.backbone.name} + {shown} on {bundle.name}",
         "",
         f"Splits: {results['sizes']}. Seeds {results['seeds']} (mean ± std). Accuracy and F1 in % (F1 weighted, as MMSA).",
-        "Checkpoints are chosen on IID validation; CLUE's tau on "
-        f"'{config.clue.get('tau_split', 'valid')}' (validation only). IID test: TE; OOD test: TIE.",
+        f"Checkpoints are chosen on IID validation; {shown}'s tau on "
+        f"'{config.params.get('tau_split', 'valid')}' (validation only). IID test: TE; OOD test: TIE.",
         "",
         markdown_table(rows, columns, row_header="model — test set"),
-        "## OOD gain of +CLUE over the base (points, mean over seeds)",
+        f"## OOD gain of +{shown} over the base (points, mean over seeds)",
         "",
-        "| scheme | IID base | IID +CLUE (TE) | OOD base | OOD +CLUE (TIE) | OOD gain | IID change | tau per seed |",
+        f"| scheme | IID base | IID +{shown} (TE) | OOD base | OOD +{shown} (TIE) | OOD gain | IID change | tau per seed |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for scheme, res in results["schemes"].items():
         agg = res["aggregate"]
-        values = [100 * agg[m][p]["Acc"]["mean"] for m, p in (("base", "iid"), ("clue", "iid"), ("base", "ood"), ("clue", "ood"))]
-        taus = [res["per_seed"][str(s)]["clue"]["tau"] for s in res["seeds"]]
+        values = [100 * agg[m][p]["Acc"]["mean"] for m, p in (("base", "iid"), (method, "iid"), ("base", "ood"), (method, "ood"))]
+        taus = [res["per_seed"][str(s)][method]["tau"] for s in res["seeds"]]
         lines.append(f"| {scheme} | {values[0]:.2f} | {values[1]:.2f} | {values[2]:.2f} | {values[3]:.2f} | {values[3] - values[2]:+.2f} | {values[1] - values[0]:+.2f} | {taus} |")
     lines.append("")
     return "\n".join(lines)

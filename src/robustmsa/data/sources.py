@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from robustmsa.data.caer import read_caer_s
 from robustmsa.data.cmu_h5 import read_cmu_h5
 from robustmsa.data.context_synthetic import ContextCorpusConfig, generate_context_corpus
 from robustmsa.data.dataset import DataBundle
+from robustmsa.data.emotic import read_emotic
 from robustmsa.data.mmsa import read_mmsa_pickle
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
 from robustmsa.data.text_corpora import read_mmsd2, read_mosi_csv, read_mvsa, read_vader
@@ -75,3 +77,15 @@ def synthetic_context(**kwargs: Any) -> DataBundle:
     """The generated context-aware emotion corpus with a planted scene bias; keyword arguments are
     :class:`ContextCorpusConfig` fields."""
     return generate_context_corpus(ContextCorpusConfig.from_dict(kwargs))
+
+
+@DATASETS.register("emotic", forwards=read_emotic)
+def emotic(folder: str | Path, **kwargs: Any) -> DataBundle:
+    """EMOTIC from its official release folder (multi-label, body crop + masked context tokens); see :func:`read_emotic`."""
+    return read_emotic(folder, **kwargs)
+
+
+@DATASETS.register("caer_s", forwards=read_caer_s)
+def caer_s(folder: str | Path, boxes: str | Path, **kwargs: Any) -> DataBundle:
+    """CAER-S from its release folder and a face-box CSV (7 classes, face crop + face-masked frame tokens); see :func:`read_caer_s`."""
+    return read_caer_s(folder, boxes, **kwargs)

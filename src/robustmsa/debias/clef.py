@@ -18,6 +18,11 @@ branch also sees the person: no masking, so it captures more than the
 context's direct effect). Multi-label tasks (EMOTIC's 26 categories) use the
 additive fusion with binary cross-entropy, single-label ones (CAER-S) any
 fusion with cross-entropy.
+
+Data: the person's tokens in ``vision`` and the masked scene's in ``image``,
+as the sources ``synthetic_context`` (a generated corpus with a known scene
+bias), ``emotic`` and ``caer_s`` give them; ``robustmsa clef`` runs the
+protocol (base vs +CLEF, TE and TIE, ablations).
 """
 
 from __future__ import annotations

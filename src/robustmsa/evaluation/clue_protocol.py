@@ -52,6 +52,7 @@ from robustmsa.training.fit import evaluate, fit, predict, seeded
 #: Table columns (MMSA names) -> (scheme, metric of the classification run).
 COLUMNS = {column: (scheme, metric) for scheme, names in MMSA_NAMES.items() for metric, column in names.items()}
 CLASS_COLUMNS = {"Acc": ("classes", "Acc"), "F1": ("classes", "F1"), "Macro_F1": ("classes", "Macro_F1"), "Weighted_F1": ("classes", "Weighted_F1")}
+LABEL_COLUMNS = {"mAP": ("classes", "mAP"), "Macro_F1": ("classes", "Macro_F1"), "Micro_F1": ("classes", "Micro_F1"), "Acc": ("classes", "Acc")}  # multi-label
 #: The ablations run when a config names none, per method.
 DEFAULT_ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {
     "clue": {"w/o text branch": {"use_text": False}, "w/o multimodal branch": {"use_multimodal": False}, "w/o KL": {"gamma": 0.0}},
@@ -165,7 +166,7 @@ def prepare_bundle(config: CLUEProtocolConfig, bundle: DataBundle, out: Path) ->
 
 
 def schemes_of(config: CLUEProtocolConfig, bundle: DataBundle) -> list[str]:
-    if bundle.task.kind == "classification":
+    if bundle.task.kind in ("classification", "multilabel"):
         if config.schemes not in (None, ["classes"]):
             raise ConfigError(f"data '{bundle.name}' has class labels; schemes must be ['classes'] (or left out), got {config.schemes}")
         return ["classes"]
@@ -230,14 +231,27 @@ def _evaluate(method: Any, data: DataBundle, config: CLUEProtocolConfig, modes: 
     return {"iid": every[config.iid_test][modes[0]], "ood": every[config.ood_test][modes[1]], "all_modes": every}
 
 
-def table_rows(results: dict[str, Any], ablations: list[str], method: str = "clue") -> dict[str, dict[str, Any]]:
+def columns_of(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The table's columns: MMSA's for continuous labels, class or multi-label metrics for data with classes."""
+    if "classes" not in results["schemes"]:
+        return COLUMNS
+    first = results["schemes"]["classes"].get("aggregate", {}).get("base", {}).get("iid", {})
+    return LABEL_COLUMNS if "mAP" in first else CLASS_COLUMNS
+
+
+def split_titles(config: CLUEProtocolConfig) -> tuple[str, str]:
+    """How the report names the two tests: 'IID test' and 'OOD test', or the split's name when both are one split."""
+    return ("IID test", "OOD test") if config.iid_test != config.ood_test else (config.iid_test, config.ood_test)
+
+
+def table_rows(results: dict[str, Any], ablations: list[str], method: str = "clue", tests: tuple[str, str] = ("IID test", "OOD test")) -> dict[str, dict[str, Any]]:
     """Markdown rows ``{row: {column: {'mean', 'std', 'n'}}}`` from the aggregated results."""
     rows: dict[str, dict[str, Any]] = {}
-    columns = COLUMNS if "classes" not in results["schemes"] else CLASS_COLUMNS
+    columns = columns_of(results)
     shown = METHOD_LABELS[method]
     models = {"base": "Base", method: f"+{shown}", **{a: f"+{shown} {a}" for a in ablations}}
     for key, label in models.items():
-        for part, title in (("iid", "IID test (TE)" if key != "base" else "IID test"), ("ood", "OOD test (TIE)" if key != "base" else "OOD test")):
+        for part, title in (("iid", f"{tests[0]} (TE)" if key != "base" else tests[0]), ("ood", f"{tests[1]} (TIE)" if key != "base" else tests[1])):
             row: dict[str, Any] = {}
             for column, (scheme, metric) in columns.items():
                 agg = results["schemes"].get(scheme, {}).get("aggregate", {})
@@ -252,24 +266,26 @@ def table_rows(results: dict[str, Any], ablations: list[str], method: str = "clu
 def protocol_report(results: dict[str, Any], config: CLUEProtocolConfig, bundle: DataBundle) -> str:
     """Markdown report: the main table, OOD gains and chosen tau per scheme."""
     method, shown = config.method, METHOD_LABELS[config.method]
-    rows = table_rows(results, list(config.method_ablations), method)
-    columns = list(CLASS_COLUMNS if "classes" in results["schemes"] else COLUMNS)
+    iid, ood = split_titles(config)
+    rows = table_rows(results, list(config.method_ablations), method, (iid, ood))
+    columns = list(columns_of(results))
+    headline = "mAP" if "mAP" in columns else "Acc"
     lines = [
         f"# {shown} protocol: {config.backbone.name} vs {config.backbone.name} + {shown} on {bundle.name}",
         "",
-        f"Splits: {results['sizes']}. Seeds {results['seeds']} (mean ± std). Accuracy and F1 in % (F1 weighted, as MMSA).",
+        f"Splits: {results['sizes']}. Seeds {results['seeds']} (mean ± std). Metrics in % (MMSA's F1 is weighted; Macro/Micro as named).",
         f"Checkpoints are chosen on IID validation; {shown}'s tau on "
-        f"'{config.params.get('tau_split', 'valid')}' (validation only). IID test: TE; OOD test: TIE.",
+        f"'{config.params.get('tau_split', 'valid')}' (validation only). {iid}: TE; {ood}: TIE.",
         "",
         markdown_table(rows, columns, row_header="model — test set"),
-        f"## OOD gain of +{shown} over the base (points, mean over seeds)",
+        f"## Gain of +{shown} over the base ({headline}, points, mean over seeds)",
         "",
-        f"| scheme | IID base | IID +{shown} (TE) | OOD base | OOD +{shown} (TIE) | OOD gain | IID change | tau per seed |",
+        f"| scheme | {iid} base | {iid} +{shown} (TE) | {ood} base | {ood} +{shown} (TIE) | TIE gain | TE change | tau per seed |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for scheme, res in results["schemes"].items():
         agg = res["aggregate"]
-        values = [100 * agg[m][p]["Acc"]["mean"] for m, p in (("base", "iid"), (method, "iid"), ("base", "ood"), (method, "ood"))]
+        values = [100 * agg[m][p][headline]["mean"] for m, p in (("base", "iid"), (method, "iid"), ("base", "ood"), (method, "ood"))]
         taus = [res["per_seed"][str(s)][method]["tau"] for s in res["seeds"]]
         lines.append(f"| {scheme} | {values[0]:.2f} | {values[1]:.2f} | {values[2]:.2f} | {values[3]:.2f} | {values[3] - values[2]:+.2f} | {values[1] - values[0]:+.2f} | {taus} |")
     lines.append("")

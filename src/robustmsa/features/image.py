@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +156,75 @@ class ImageEncoder:
             if not path.is_file():
                 raise DataError(path, None, "image file not found")
         keys = [content_key(self.key, file_digest(p))[:40] for p in paths]
+        return self.encode_cached(keys, lambda index: np.stack([load_image(paths[i]) for i in index]))
+
+    def encode_cached(self, keys: Sequence[str], pixels_of: Callable[[list[int]], np.ndarray]) -> list[np.ndarray]:
+        """Tokens (K, 1280) of items named by their cache ``keys``; ``pixels_of(indices)`` gives the (n, 3, 224, 224)
+        pixels in [0, 1] of the items at those positions that are not cached yet (each distinct key is computed once)."""
         found = self.cache.get(keys)
-        missing = list(dict.fromkeys((k, p) for k, p in zip(keys, paths) if k not in found))
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start : start + self.batch_size]
-            tokens = self.encode_pixels(np.stack([load_image(p) for _, p in chunk]))
-            computed = {k: CachedText(t, np.zeros(t.shape[0], bool), []) for (k, _), t in zip(chunk, tokens)}
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in found:
+                first.setdefault(key, i)
+        todo = list(first.values())
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            tokens = self.encode_pixels(pixels_of(chunk))
+            computed = {keys[i]: CachedText(t, np.zeros(t.shape[0], bool), []) for i, t in zip(chunk, tokens)}
             self.cache.put(computed)
             found.update(computed)
         return [found[k].features for k in keys]
+
+
+def person_views(path: str | Path, box: Sequence[float], size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """The two views of a person in an image, each (3, size, size) float32 in [0, 1]: the body crop (``box`` =
+    ``x1, y1, x2, y2`` in pixels, clipped to the image), and the scene with that box blacked out (the context).
+
+    DataError naming the file when it cannot be read or the box holds no pixel of the image."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "image file not found")
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(path, None, f"cannot read the image ({exc})") from None
+    width, height = rgb.size
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, x2 = max(0, min(x1, width)), max(0, min(x2, width))
+    y1, y2 = max(0, min(y1, height)), max(0, min(y2, height))
+    if x2 <= x1 or y2 <= y1:
+        raise DataError(path, "box", f"box {list(box)} holds no pixel of the {width} x {height} image")
+    body = rgb.crop((x1, y1, x2, y2)).resize((size, size), Image.Resampling.BICUBIC)
+    scene = np.asarray(rgb, dtype=np.float32).copy()
+    scene[y1:y2, x1:x2] = 0.0
+    context = Image.fromarray(scene.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+
+    def pixels(view: Image.Image) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(view, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+
+    return pixels(body), pixels(context)
+
+
+def encode_person_views(encoder: ImageEncoder, items: Sequence[tuple[str | Path, Sequence[float]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(body tokens, context tokens) of each (image file, person box), cached by file content, box and view."""
+    paths = [Path(p) for p, _ in items]
+    digests = {p: file_digest(p) for p in dict.fromkeys(paths) if p.is_file()}
+    keys = []
+    for (_, box), p in zip(items, paths):
+        if p not in digests:
+            raise DataError(p, None, "image file not found")
+        for view in ("body", "context"):
+            keys.append(content_key(encoder.key, digests[p], view, ",".join(f"{float(v):g}" for v in box))[:40])
+
+    def pixels_of(index: list[int]) -> np.ndarray:
+        views = {i // 2: person_views(paths[i // 2], items[i // 2][1]) for i in index}  # each image read once per chunk
+        return np.stack([views[i // 2][i % 2] for i in index])
+
+    tokens = encoder.encode_cached(keys, pixels_of)
+    return [(tokens[2 * i], tokens[2 * i + 1]) for i in range(len(items))]
 
 
 def build_image_encoder(cache_dir: str | Path | None = None, **kwargs: Any) -> ImageEncoder:

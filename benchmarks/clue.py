@@ -6,7 +6,8 @@ Runs, with the configs in ``configs/clue/`` and ``configs/clef/``:
 * ``synthetic_tau_ood``: the same with tau chosen on the OOD-validation split (disjoint from the OOD test);
 * ``mosi``: CMU-MOSI transcripts with an OOD split annealed by CLUE's Algorithm 1, text-only backbone;
 * ``mmsd2``: MMSD2.0 text + image attribute words with an annealed OOD split, image-text backbone;
-* ``clef_synthetic``: CLEF on the generated context-aware emotion corpus (its own OOD pool), two-stream backbone.
+* ``clef_synthetic``: CLEF on the generated context-aware emotion corpus (its own OOD pool), two-stream backbone (CAER-Net style);
+* ``clef_synthetic_concat``: the same around the EMOTIC baseline (two streams, concatenation fusion).
 
 For each it writes ``benchmarks/results/<method>_<name>.json`` (per seed, mean +- std,
 chosen tau, the split's energy) and ``<method>_<name>.md`` (the tables), and keeps
@@ -43,6 +44,7 @@ RUNS = {
     "mosi": ("clue/mosi", "mosi"),
     "mmsd2": ("clue/mmsd2", "mmsd2"),
     "clef_synthetic": ("clef/synthetic", None),
+    "clef_synthetic_concat": ("clef/synthetic_concat", None),
 }
 
 

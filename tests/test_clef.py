@@ -83,6 +83,13 @@ def test_two_stream_backbone_shapes_fusion_weights_and_padding(small: DataBundle
     torch.testing.assert_close(alone[0], out.logits[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(ConfigError, match="needs modalities"):
         BACKBONES.build("two_stream", {"vision": 16}, small.task)
+    with seeded(0):  # the EMOTIC baseline: plain concatenation, no guidance
+        concat = BACKBONES.build("two_stream", small.dims(), small.task, hidden=16, guided=False, fusion="concat").eval()
+    out = concat(batch)
+    assert concat.guide is None and concat.stream_scores is None and torch.all(out.extras["fusion_weights"] == 1)
+    torch.testing.assert_close(out.fused, torch.cat([out.modality["subject"], out.modality["context"]], dim=-1))
+    with pytest.raises(ConfigError, match="fusion must be 'adaptive' or 'concat'"):
+        BACKBONES.build("two_stream", small.dims(), small.task, fusion="sum")
 
 
 def test_context_branch_sees_only_the_masked_scene_unless_asked(small: DataBundle) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -256,3 +258,17 @@ def test_protocol_on_multilabel_data_with_one_test_split(tmp_path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "| model — test set | mAP | Macro_F1 | Micro_F1 | Acc |" in report
     assert "+CLEF — test (TIE)" in report and "## Gain of +CLEF over the base (mAP" in report and "OOD" not in report
+
+
+def test_a_missing_calibration_split_fails_before_training(small: DataBundle) -> None:
+    without = DataBundle({name: split for name, split in small.splits.items() if name != "valid_ood"}, small.task)
+    method = build_debiased("clef", without, "two_stream", {"hidden": 8}, context_branch={"hidden": 8}, tau_split="valid_ood")
+    assert method.calibration_splits() == ("valid_ood",)
+    before = [p.detach().clone() for p in method.parameters()]
+    with pytest.raises(DataError, match="no split named 'valid_ood'"):
+        train_debiased("clef", without, "two_stream", {"hidden": 8}, FAST, 0, context_branch={"hidden": 8}, tau_split="valid_ood")
+    from robustmsa.training.fit import fit
+
+    with pytest.raises(DataError, match="no split named 'valid_ood'"):
+        fit(method, without, dataclasses.replace(FAST, valid_mode="te"))
+    assert all(torch.equal(a, b) for a, b in zip(before, method.parameters()))  # nothing was trained

@@ -120,6 +120,10 @@ class Method(nn.Module):
         """
         return {}
 
+    def calibration_splits(self) -> tuple[str, ...]:
+        """The validation splits :meth:`calibrate` reads (``fit`` checks they exist before training). Default: none."""
+        return ()
+
     def extra_state(self) -> dict[str, Any]:
         return {"inference_params": dict(self.inference_params)}
 

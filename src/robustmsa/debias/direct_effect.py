@@ -184,6 +184,9 @@ class DirectEffectDebiasing(CounterfactualMethod):
         return losses
 
     # --- inference parameters ----------------------------------------------
+    def calibration_splits(self) -> tuple[str, ...]:
+        return (self.tau_split,)
+
     def calibrate(self, bundle: DataBundle) -> dict[str, Any]:
         """Choose tau for the ``tie`` mode on ``bundle[tau_split]`` (a validation split) over ``tau_grid``."""
         from robustmsa.tuning.inference import tune_inference_params

@@ -170,6 +170,9 @@ class MID(CounterfactualMethod, Supervised):
         used = {CF_WEIGHT[m]: components[CF_COMPONENT[m]] for m in self.modalities}
         return subtract_counterfactuals(components["p0"], used, {name: float(params.get(name, 0.0)) for name in used})
 
+    def calibration_splits(self) -> tuple[str, ...]:
+        return (self.tune.split,)
+
     def calibrate(self, bundle: DataBundle) -> dict[str, Any]:
         """Search alpha (image) and beta (text) of the used modalities on the validation split."""
         space = {CF_WEIGHT[m]: self.ranges[CF_WEIGHT[m]] for m in self.modalities}

@@ -110,6 +110,9 @@ class RoutedDebiasing(RoutedMethod, Supervised):
         """Around the trained backbone of ``base`` (shared), optionally with an already trained router."""
         return cls(base.backbone, router, **params)
 
+    def calibration_splits(self) -> tuple[str, ...]:
+        return (self.tune.split,)
+
     def calibrate(self, bundle: DataBundle) -> dict[str, Any]:
         """Train the router if there is none, then search the strategy weights on the validation split."""
         record: dict[str, Any] = {}

@@ -160,6 +160,8 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
         raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got '{cfg.lr_schedule}'")
     if cfg.valid_mode not in method.modes:
         raise ConfigError(f"valid_mode '{cfg.valid_mode}' is not an inference mode of {type(method).__name__}: {list(method.modes)}")
+    for name in dict.fromkeys(("train", cfg.valid_split, *method.calibration_splits())):
+        bundle[name]  # a missing split fails now, naming it, not after training
     metric, mode = cfg.monitor_spec(bundle.task.kind)
     method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
     config = {"train": asdict(cfg), "seed": seed, **(config or {})}

@@ -10,13 +10,13 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from robustmsa.data.batch import Sample, collate
-from robustmsa.data.context_synthetic import ContextCorpusConfig, generate_context_corpus, typical_scene
+from robustmsa.data.context_synthetic import EMOTIONS, ContextCorpusConfig, generate_context_corpus, typical_scene
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.debias.clef import CLEF
 from robustmsa.debias.direct_effect import build_debiased, train_debiased
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.evaluation.clue_protocol import parse_protocol_config, run_clue_protocol
-from robustmsa.metrics import mean_average_precision, task_metrics
+from robustmsa.metrics import mean_average_precision, per_class_results, task_metrics
 from robustmsa.registry import BACKBONES, DATASETS, METHODS
 from robustmsa.training.fit import TrainConfig, evaluate, seeded
 
@@ -183,6 +183,14 @@ def test_mean_average_precision_matches_scikit_learn_and_skips_labels_without_po
     assert np.isnan(mean_average_precision(scores, np.zeros_like(truth)))
     with pytest.raises(ValueError, match="one shape"):
         mean_average_precision(scores, truth[:, :2])
+    names = ["a", "b", "c"]
+    by_label = {name: average_precision_score(truth[:, k], scores[:, k]) for k, name in enumerate(names[:2])}
+    assert per_class_results(scores, truth, "multilabel", names) == pytest.approx(by_label)  # 'c' has no positive
+    classes = np.array([0, 0, 1, 1, 1])
+    votes = np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0], [1, 0, 0]], dtype=float)
+    assert per_class_results(votes, classes, "classification", names) == {"a": 0.5, "b": 2 / 3}  # 'c' has no sample
+    with pytest.raises(ValueError, match="class labels"):
+        per_class_results(votes[:, 0], classes, "regression", names)
 
 
 def test_clef_removes_the_scene_shortcut_on_the_ood_test() -> None:
@@ -221,6 +229,9 @@ def test_protocol_runs_clef_with_its_ablations(small: DataBundle, tmp_path) -> N
     assert row["clef"]["calibration"]["split"] == "valid_ood"
     report = (tmp_path / "report.md").read_text()
     assert "# CLEF protocol: two_stream vs two_stream + CLEF" in report and "+CLEF w/o masking — OOD test (TIE)" in report
+    per_class = row["per_class"]
+    assert set(per_class) == {"base", "clef"} and set(per_class["clef"]) <= set(EMOTIONS) and all(0 <= v <= 1 for v in per_class["base"].values())
+    assert "## Per class on OOD test (recall, %, mean over seeds)" in report and "| happy |" in report
 
 
 @pytest.mark.parametrize(
@@ -258,6 +269,7 @@ def test_protocol_on_multilabel_data_with_one_test_split(tmp_path) -> None:
     report = (tmp_path / "report.md").read_text()
     assert "| model — test set | mAP | Macro_F1 | Micro_F1 | Acc |" in report
     assert "+CLEF — test (TIE)" in report and "## Gain of +CLEF over the base (mAP" in report and "OOD" not in report
+    assert "## Per class on test (average precision" in report
 
 
 def test_a_missing_calibration_split_fails_before_training(small: DataBundle) -> None:

@@ -56,7 +56,7 @@ def test_clef_command(tmp_path: Path) -> None:
     done = _cli("clef", "--config", str(config), "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert set(results["schemes"]["classes"]["per_seed"]["0"]) == {"base", "clef"}
+    assert set(results["schemes"]["classes"]["per_seed"]["0"]) == {"base", "clef", "per_class"}
     assert "+CLEF — OOD test (TIE)" in (tmp_path / "run" / "report.md").read_text()
     wrong = _cli("clue", "--config", str(config), "--out", str(tmp_path / "other"), cwd=tmp_path)  # a CLEF config given to `clue`
     assert wrong.returncode == 2 and "run this config with `robustmsa clef`" in wrong.stderr and not (tmp_path / "other").exists()

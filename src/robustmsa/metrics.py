@@ -14,6 +14,8 @@ F1 scores are weighted F1 computed as scikit-learn defines it, truth first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support, precision_score, recall_score
 
@@ -117,17 +119,33 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, kind: str, num_classes: in
     }
 
 
-def mean_average_precision(scores: object, truth: object) -> float:
-    """Mean over labels of the average precision of (N, K) scores against (N, K) 0/1 truth (EMOTIC's mAP).
-
-    Labels without a positive sample have no defined average precision and are left out of the mean (NaN if none has one).
-    """
+def average_precisions(scores: object, truth: object) -> dict[int, float]:
+    """Label index -> average precision of (N, K) scores against (N, K) 0/1 truth, for labels with a positive sample
+    (the others have no defined average precision)."""
     s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(truth).astype(np.int64)
     if s.ndim != 2 or s.shape != t.shape or s.shape[0] == 0:
         raise ValueError(f"scores and truth must be non-empty (N, K) arrays of one shape, got {s.shape} and {t.shape}")
-    present = [k for k in range(t.shape[1]) if t[:, k].any()]
-    return float(np.mean([average_precision_score(t[:, k], s[:, k]) for k in present])) if present else float("nan")
+    return {k: float(average_precision_score(t[:, k], s[:, k])) for k in range(t.shape[1]) if t[:, k].any()}
+
+
+def mean_average_precision(scores: object, truth: object) -> float:
+    """Mean over labels of the average precision (EMOTIC's mAP); labels without a positive sample are left out
+    (NaN if none has one)."""
+    per_label = average_precisions(scores, truth)
+    return float(np.mean(list(per_label.values()))) if per_label else float("nan")
+
+
+def per_class_results(scores: object, truth: object, kind: str, names: Sequence[str]) -> dict[str, float]:
+    """Class name -> its recall (the share of its samples predicted as it; ``classification``, from (N, C) scores and
+    (N,) classes) or its average precision (``multilabel``); classes absent from ``truth`` are left out."""
+    if kind == "multilabel":
+        return {names[k]: value for k, value in average_precisions(scores, truth).items()}
+    if kind != "classification":
+        raise ValueError(f"per-class results need class labels, not a {kind} task")
+    t = np.asarray(truth).reshape(-1).astype(np.int64)
+    decisions = np.asarray(scores).argmax(axis=-1)
+    return {names[k]: float(np.mean(decisions[t == k] == k)) for k in range(len(names)) if np.any(t == k)}
 
 
 #: Metrics (and the training loss) for which a lower value is better; every other metric: higher is better.

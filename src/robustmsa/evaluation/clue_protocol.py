@@ -18,7 +18,9 @@ data that already has classes) and every seed:
 The OOD split is the bundle's own ``test_ood`` (the generated corpora), a
 split file, or one annealed here (:mod:`robustmsa.data.ood_split`). Results:
 ``results.json`` (per seed + mean +- std), ``report.md`` (Has0/Non0 Acc-2 and
-F1, Acc-7; Acc and F1 for class data), for CLUE ``case_study.json`` /
+F1, Acc-7; Acc and F1 for class data, mAP for multi-label data; for data with
+classes also the base and +method per class on the OOD test: recall, or
+average precision), for CLUE ``case_study.json`` /
 ``case_study.png`` (CLUE's figure 6: branch probabilities, TE, TIE and the
 training label ratio of each word of chosen OOD samples) and, when annealed
 here, ``split.json`` / ``label_ratios.png``. Each finished (scheme, seed) is
@@ -46,6 +48,7 @@ from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import _save, markdown_table, plt, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Supervised
+from robustmsa.metrics import per_class_results
 from robustmsa.registry import BACKBONES, DATASETS, METHODS
 from robustmsa.training.fit import evaluate, fit, predict, seeded
 
@@ -213,6 +216,8 @@ def run_clue_protocol(
             for label, change in config.method_ablations.items():
                 ablated, info = train_debiased(config.method, data, config.backbone.name, config.backbone.params, train_cfg, seed, **{**config.params, **change})
                 row[label] = {**_evaluate(ablated, data, config, ("te", "tie")), "tau": info["tau"]}
+        if scheme == "classes":  # which classes the debiasing helps on the OOD test (CLEF's per-category analysis)
+            row["per_class"] = {"base": per_class(base, data, config.ood_test, "factual"), config.method: per_class(debiased, data, config.ood_test, "tie")}
         if isinstance(debiased, CLUE) and scheme == case_scheme and seed == case_seed and config.case_study.n:
             row["case_study"] = case_study(debiased, base, data, config.ood_test, out, n=config.case_study.n)
         return row
@@ -242,6 +247,31 @@ def columns_of(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
 def split_titles(config: CLUEProtocolConfig) -> tuple[str, str]:
     """How the report names the two tests: 'IID test' and 'OOD test', or the split's name when both are one split."""
     return ("IID test", "OOD test") if config.iid_test != config.ood_test else (config.iid_test, config.ood_test)
+
+
+def per_class(method: Any, data: DataBundle, split: str, mode: str) -> dict[str, float]:
+    """Per class on ``split`` in ``mode``: recall for class data, average precision for multi-label data."""
+    names = list(data.task.class_names) or [str(k) for k in range(data.task.num_classes)]
+    return per_class_results(predict(method, data[split], mode), data[split].labels(), data.task.kind, names)
+
+
+def per_class_table(results: dict[str, Any], method: str, ood: str) -> list[str]:
+    """Report lines: per class, the base and +method on the OOD test (mean over seeds) and the gain, largest first."""
+    agg = results["schemes"].get("classes", {}).get("aggregate", {}).get("per_class")
+    if not agg or method not in agg:
+        return []
+    multilabel = "mAP" in columns_of(results)
+    shown = METHOD_LABELS[method]
+    gains = {name: 100 * (agg[method][name]["mean"] - value["mean"]) for name, value in agg["base"].items() if name in agg[method]}
+    lines = [
+        f"## Per class on {ood} ({'average precision' if multilabel else 'recall'}, %, mean over seeds)",
+        "",
+        f"| class | base | +{shown} (TIE) | gain |",
+        "|---|---|---|---|",
+    ]
+    for name in sorted(gains, key=gains.get, reverse=True):
+        lines.append(f"| {name} | {100 * agg['base'][name]['mean']:.2f} | {100 * agg[method][name]['mean']:.2f} | {gains[name]:+.2f} |")
+    return [*lines, ""]
 
 
 def table_rows(results: dict[str, Any], ablations: list[str], method: str = "clue", tests: tuple[str, str] = ("IID test", "OOD test")) -> dict[str, dict[str, Any]]:
@@ -289,6 +319,7 @@ def protocol_report(results: dict[str, Any], config: CLUEProtocolConfig, bundle:
         taus = [res["per_seed"][str(s)][method]["tau"] for s in res["seeds"]]
         lines.append(f"| {scheme} | {values[0]:.2f} | {values[1]:.2f} | {values[2]:.2f} | {values[3]:.2f} | {values[3] - values[2]:+.2f} | {values[1] - values[0]:+.2f} | {taus} |")
     lines.append("")
+    lines += per_class_table(results, method, ood)
     return "\n".join(lines)
 
 

@@ -97,6 +97,9 @@ def test_person_views_crop_the_body_and_black_it_out_of_the_scene(release: Path)
 
 def test_bad_releases_are_named(release: Path, tmp_path: Path) -> None:
     mat = release / "Annotations" / "Annotations.mat"
+    (release / "emotic" / "mscoco" / "images" / "im3.jpg").unlink()
+    with pytest.raises(DataError, match=r"im3.jpg.*image file not found"):
+        read_emotic(release, cache_dir=tmp_path / "cache")
     with pytest.raises(DataError, match="annotation file not found"):
         read_emotic_annotations(tmp_path / "nope.mat")
     savemat(mat, {"train": _split([("im0.jpg", [([1, 2, 3], ["Anger"])])], False)})

@@ -76,3 +76,15 @@ def test_model_file_without_state_dict(toy_bundle, tmp_path: Path) -> None:
     torch.save({"x": 1}, path)
     with pytest.raises(DataError, match=r"foreign\.pt: field 'state_dict'"):
         load_model(path, parse_config(CONFIG), toy_bundle)
+
+
+def test_an_unknown_evaluation_mode_fails_before_training(toy_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustmsa import experiment
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained before the evaluation modes were checked")
+
+    monkeypatch.setattr(experiment, "fit", no_training)
+    cfg = parse_config({**CONFIG, "eval": {"modes": ["factual", "tie"]}})
+    with pytest.raises(ConfigError, match="Supervised has no inference mode 'tie'"):
+        run_experiment(cfg, tmp_path / "run", bundle=toy_bundle)

@@ -102,6 +102,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
 
     def one_seed(seed: int) -> dict[str, Any]:
         method = build_method(config, bundle, seed)
+        for mode in config.eval.modes or ():
+            method.check_mode(mode)  # an unknown evaluation mode fails before training, not after it
         seed_dir = out / f"seed_{seed}"
         result = fit(method, bundle, train_cfg, seed=seed, out_dir=seed_dir, config=config.model_dump(mode="json"))
         chosen = method.calibrate(bundle)

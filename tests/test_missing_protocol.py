@@ -214,6 +214,25 @@ def test_a_diverging_model_does_not_stop_the_others_and_is_named(toy_bundle: Dat
     assert good == {s: (out / f"seed_{s}" / "good" / "best.ckpt").stat().st_mtime_ns for s in (0, 1)}
 
 
+def test_a_model_without_the_sweeps_modes_fails_before_any_training(toy_bundle: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustmsa.evaluation import missing_protocol as module
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model trained before every model was checked")
+
+    monkeypatch.setattr(module, "fit", no_training)
+    config = MissingSweepConfig.model_validate(
+        {
+            "data": {"name": "toy"},
+            "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
+            "models": {"baseline": {"name": "missing_robust"}, "odd": {"name": "clue", "params": {"text_branch": {"input": "features"}}}},
+            "sensitivity": {"enabled": False},
+        }
+    )
+    with pytest.raises(ConfigError, match="sweep model 'odd': CLUE has no inference mode 'missing'"):
+        sweep_missing(config, tmp_path / "sweep", seeds=[0], rates=[0.0], bundle=toy_bundle)
+
+
 def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path: Path) -> None:
     config = MissingSweepConfig.model_validate(
         {

@@ -348,6 +348,18 @@ def train_sweep_model(config: MissingSweepConfig, name: str, component: Componen
     return method, fitted
 
 
+def check_sweep_models(config: MissingSweepConfig, bundle: DataBundle) -> None:
+    """Build every model once and check it has the modes the sweep uses (``train.valid_mode`` for the checkpoint,
+    ``factual`` on the corrupted inputs), so that a model unfit for the sweep fails before any training."""
+    for name, component in config.models.items():
+        method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train), bundle, 0)
+        try:
+            for mode in (config.train.valid_mode, "factual"):
+                method.check_mode(mode)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep model '{name}': {exc}") from None
+
+
 #: A finished (seed, model) of a sweep: its settings and its result (see module doc).
 RECORD = "sweep_result.json"
 
@@ -382,6 +394,7 @@ def sweep_missing(
     data = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
     settings = {(seed, name): _settings(config, name, data, rates, seed, seed == seeds[0]) for seed in seeds for name in config.models}
     units = Resumable({key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}, settings, overwrite)
+    check_sweep_models(config, bundle)
     diverged: list[str] = []
 
     def train_and_evaluate(seed: int, name: str) -> dict[str, Any]:

@@ -181,6 +181,9 @@ def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path, monk
     assert (tmp_path / "case_study.png").stat().st_size > 1000
     with pytest.raises(ConfigError, match="already exists"):
         run_clue_protocol(config, tmp_path, bundle=small)
+    for case in ({"n": 2, "scheme": "non0"}, {"n": 2, "seed": 5}):  # a case study that would never run is refused at once
+        with pytest.raises(ConfigError, match="case_study: scheme .* must be among the run's schemes"):
+            run_clue_protocol(config.model_copy(update={"case_study": config.case_study.model_copy(update=case)}), tmp_path / "other", bundle=small)
     # a run that stopped before results.json resumes from its records (seed_<k>/<scheme>.json), training nothing again
     from robustmsa.evaluation import clue_protocol
 

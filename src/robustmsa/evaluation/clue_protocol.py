@@ -196,6 +196,8 @@ def run_clue_protocol(
     schemes = schemes_of(config, bundle)
     case_scheme = config.case_study.scheme or schemes[0]
     case_seed = seeds[0] if config.case_study.seed is None else config.case_study.seed
+    if config.case_study.n and config.method == "clue" and (case_scheme not in schemes or case_seed not in seeds):
+        raise ConfigError(f"case_study: scheme '{case_scheme}' and seed {case_seed} must be among the run's schemes {schemes} and seeds {seeds}")
     train_cfg = config.train.to_train_config()
     results: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"), "sizes": {n: len(s) for n, s in bundle.splits.items()}, "schemes": {}}
     views = {scheme: _views(bundle, scheme) for scheme in schemes}

@@ -144,8 +144,9 @@ def per_class_results(scores: object, truth: object, kind: str, names: Sequence[
     if kind != "classification":
         raise ValueError(f"per-class results need class labels, not a {kind} task")
     t = np.asarray(truth).reshape(-1).astype(np.int64)
-    decisions = np.asarray(scores).argmax(axis=-1)
-    return {names[k]: float(np.mean(decisions[t == k] == k)) for k in range(len(names)) if np.any(t == k)}
+    present = [k for k in range(len(names)) if np.any(t == k)]
+    recall = per_class_scores(np.asarray(scores).argmax(axis=-1), t, present)["recall"]
+    return {names[k]: float(r) for k, r in zip(present, recall)}
 
 
 #: Metrics (and the training loss) for which a lower value is better; every other metric: higher is better.

@@ -238,12 +238,9 @@ def _evaluate(method: Any, data: DataBundle, config: CLUEProtocolConfig, modes: 
     return {"iid": every[config.iid_test][modes[0]], "ood": every[config.ood_test][modes[1]], "all_modes": every}
 
 
-def columns_of(results: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """The table's columns: MMSA's for continuous labels, class or multi-label metrics for data with classes."""
-    if "classes" not in results["schemes"]:
-        return COLUMNS
-    first = results["schemes"]["classes"].get("aggregate", {}).get("base", {}).get("iid", {})
-    return LABEL_COLUMNS if "mAP" in first else CLASS_COLUMNS
+def columns_of(kind: str) -> dict[str, tuple[str, str]]:
+    """The table's columns for a task kind: MMSA's for continuous labels, class or multi-label metrics otherwise."""
+    return {"regression": COLUMNS, "classification": CLASS_COLUMNS, "multilabel": LABEL_COLUMNS}[kind]
 
 
 def split_titles(config: CLUEProtocolConfig) -> tuple[str, str]:
@@ -257,12 +254,11 @@ def per_class(method: Any, data: DataBundle, split: str, mode: str) -> dict[str,
     return per_class_results(predict(method, data[split], mode), data[split].labels(), data.task.kind, names)
 
 
-def per_class_table(results: dict[str, Any], method: str, ood: str) -> list[str]:
+def per_class_table(results: dict[str, Any], method: str, ood: str, multilabel: bool) -> list[str]:
     """Report lines: per class, the base and +method on the OOD test (mean over seeds) and the gain, largest first."""
     agg = results["schemes"].get("classes", {}).get("aggregate", {}).get("per_class")
     if not agg or method not in agg:
         return []
-    multilabel = "mAP" in columns_of(results)
     shown = METHOD_LABELS[method]
     gains = {name: 100 * (agg[method][name]["mean"] - value["mean"]) for name, value in agg["base"].items() if name in agg[method]}
     lines = [
@@ -276,10 +272,12 @@ def per_class_table(results: dict[str, Any], method: str, ood: str) -> list[str]
     return [*lines, ""]
 
 
-def table_rows(results: dict[str, Any], ablations: list[str], method: str = "clue", tests: tuple[str, str] = ("IID test", "OOD test")) -> dict[str, dict[str, Any]]:
-    """Markdown rows ``{row: {column: {'mean', 'std', 'n'}}}`` from the aggregated results."""
+def table_rows(
+    results: dict[str, Any], ablations: list[str], method: str = "clue", tests: tuple[str, str] = ("IID test", "OOD test"), kind: str = "regression"
+) -> dict[str, dict[str, Any]]:
+    """Markdown rows ``{row: {column: {'mean', 'std', 'n'}}}`` from the aggregated results (``kind``: the task's)."""
     rows: dict[str, dict[str, Any]] = {}
-    columns = columns_of(results)
+    columns = columns_of(kind)
     shown = METHOD_LABELS[method]
     models = {"base": "Base", method: f"+{shown}", **{a: f"+{shown} {a}" for a in ablations}}
     for key, label in models.items():
@@ -299,8 +297,9 @@ def protocol_report(results: dict[str, Any], config: CLUEProtocolConfig, bundle:
     """Markdown report: the main table, OOD gains and chosen tau per scheme."""
     method, shown = config.method, METHOD_LABELS[config.method]
     iid, ood = split_titles(config)
-    rows = table_rows(results, list(config.method_ablations), method, (iid, ood))
-    columns = list(columns_of(results))
+    kind = bundle.task.kind
+    rows = table_rows(results, list(config.method_ablations), method, (iid, ood), kind)
+    columns = list(columns_of(kind))
     headline = "mAP" if "mAP" in columns else "Acc"
     lines = [
         f"# {shown} protocol: {config.backbone.name} vs {config.backbone.name} + {shown} on {bundle.name}",
@@ -321,7 +320,7 @@ def protocol_report(results: dict[str, Any], config: CLUEProtocolConfig, bundle:
         taus = [res["per_seed"][str(s)][method]["tau"] for s in res["seeds"]]
         lines.append(f"| {scheme} | {values[0]:.2f} | {values[1]:.2f} | {values[2]:.2f} | {values[3]:.2f} | {values[3] - values[2]:+.2f} | {values[1] - values[0]:+.2f} | {taus} |")
     lines.append("")
-    lines += per_class_table(results, method, ood)
+    lines += per_class_table(results, method, ood, kind == "multilabel")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
@@ -85,3 +86,14 @@ def test_cli_train_then_evaluate(tmp_path: Path) -> None:
     assert metrics["0"]["test_ood"]["factual"]["MAE"] == pytest.approx(saved["per_seed"]["0"]["metrics"]["test_ood"]["factual"]["MAE"], rel=1e-5)
     again = _cli("train", "--config", str(config), "--out", str(run), cwd=tmp_path)
     assert again.returncode == 2 and "already exists" in again.stderr
+    written = _cli("evaluate", "--run", str(run), "--split", "test_ood", "--predictions", str(tmp_path / "pred"), cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    table = np.loadtxt(tmp_path / "pred" / "seed_0" / "test_ood.csv", delimiter=",", skiprows=1, usecols=(2, 3))
+    assert table.shape == (20, 2)
+    assert np.abs(table[:, 1] - table[:, 0]).mean() == pytest.approx(json.loads(written.stdout)["0"]["test_ood"]["factual"]["MAE"], rel=1e-4)
+    kept = (tmp_path / "pred" / "seed_0" / "test_ood.csv").read_bytes()
+    refused = _cli("evaluate", "--run", str(run), "--split", "test_ood", "--predictions", str(tmp_path / "pred"), cwd=tmp_path)
+    assert refused.returncode == 2 and "test_ood.csv already exists" in refused.stderr and "Traceback" not in refused.stderr
+    assert (tmp_path / "pred" / "seed_0" / "test_ood.csv").read_bytes() == kept
+    replaced = _cli("evaluate", "--run", str(run), "--split", "test_ood", "--predictions", str(tmp_path / "pred"), "--overwrite", cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr

@@ -48,21 +48,16 @@ def evaluate(
     run: Annotated[Path, typer.Option("--run", help="Folder written by `robustmsa train`.")],
     split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to evaluate (default: the config's test splits).")] = None,
     mode: Annotated[list[str] | None, typer.Option("--mode", help="Inference mode(s) (default: all of the method).")] = None,
+    predictions: Annotated[Path | None, typer.Option("--predictions", help="Also write each sample's prediction per mode: <folder>/seed_<k>/<split>.csv.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow replacing prediction files that already exist.")] = False,
 ) -> None:
     """Evaluate the saved models of a training run (every seed) and print the metrics as JSON."""
     import json
 
-    from robustmsa.config import load_config
-    from robustmsa.experiment import evaluate_method, evaluation_splits, load_data, load_model
+    from robustmsa.experiment import evaluate_run
 
-    cfg = load_config(run / "config.yaml")
-    bundle = load_data(cfg)
-    splits = list(split) if split else evaluation_splits(cfg, bundle)
-    out = {}
-    for seed in cfg.seeds:
-        method = load_model(run / f"seed_{seed}" / "model.pt", cfg, bundle)
-        out[str(seed)] = evaluate_method(method, bundle, splits, list(mode) if mode else cfg.eval.modes)
-    typer.echo(json.dumps(out, indent=2))
+    metrics = evaluate_run(run, splits=split, modes=mode, predictions=predictions, overwrite=overwrite)
+    typer.echo(json.dumps(metrics, indent=2))
 
 
 Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds (default: the config's).")]

@@ -73,8 +73,9 @@ def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Meth
     return method
 
 
-def evaluation_splits(config: ExperimentConfig, bundle: DataBundle) -> list[str]:
-    splits = config.eval.splits or bundle.test_splits()
+def evaluation_splits(config: ExperimentConfig, bundle: DataBundle, requested: list[str] | None = None) -> list[str]:
+    """The splits to evaluate (``requested``, else the config's, else the bundle's test splits), checked to exist."""
+    splits = list(requested or config.eval.splits or bundle.test_splits())
     for name in splits:
         bundle[name]  # raises a DataError naming the split if absent
     return splits
@@ -83,6 +84,35 @@ def evaluation_splits(config: ExperimentConfig, bundle: DataBundle) -> list[str]
 def evaluate_method(method: Method, bundle: DataBundle, splits: list[str], modes: list[str] | None) -> dict[str, Any]:
     """``{split: {mode: metrics}}`` for the given test splits."""
     return {name: evaluate(method, bundle[name], tuple(modes) if modes else None) for name in splits}
+
+
+def evaluate_run(
+    run: Path, *, splits: list[str] | None = None, modes: list[str] | None = None, predictions: Path | None = None, overwrite: bool = False
+) -> dict[str, Any]:
+    """Metrics ``{seed: {split: {mode: metrics}}}`` of every saved model of a :func:`run_experiment` folder.
+
+    With ``predictions``, each sample's prediction per mode is also written to ``<predictions>/seed_<k>/<split>.csv``
+    (see :mod:`robustmsa.evaluation.predictions`); existing files are refused, before anything is computed, unless
+    ``overwrite``."""
+    from robustmsa.config import load_config
+    from robustmsa.evaluation.predictions import write_predictions
+
+    run = Path(run)
+    config = load_config(run / "config.yaml")
+    bundle = load_data(config)
+    splits = evaluation_splits(config, bundle, splits)
+    files = {(seed, name): Path(predictions) / f"seed_{seed}" / f"{name}.csv" for seed in config.seeds for name in splits} if predictions else {}
+    existing = [str(path) for path in files.values() if path.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{existing[0]} already exists ({len(existing)} prediction file(s) in all); choose another --predictions folder or pass --overwrite")
+    out = {}
+    for seed in config.seeds:
+        method = load_model(run / f"seed_{seed}" / "model.pt", config, bundle)
+        chosen = list(modes or config.eval.modes or method.modes)
+        out[str(seed)] = evaluate_method(method, bundle, splits, chosen)
+        for name in splits if files else ():
+            write_predictions(files[seed, name], method, bundle[name], chosen)
+    return out
 
 
 def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool = False, bundle: DataBundle | None = None) -> dict[str, Any]:

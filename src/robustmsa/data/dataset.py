@@ -43,6 +43,11 @@ class TaskSpec:
     def out_dim(self) -> int:
         return 1 if self.kind == "regression" else self.num_classes
 
+    @property
+    def label_names(self) -> list[str]:
+        """The class (or label) names; the indices as strings where the source names none."""
+        return list(self.class_names) if len(self.class_names) == self.num_classes else [str(k) for k in range(self.num_classes)]
+
 
 class MultimodalSplit(Dataset[Sample]):
     """A named list of samples from one source, validated on construction."""

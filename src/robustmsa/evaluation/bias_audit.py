@@ -74,7 +74,7 @@ def bias_audit(
     data = bundle[split]
     if bundle.task.kind != "classification":
         raise ConfigError(f"the bias audit needs a classification task, '{bundle.name}' is {bundle.task.kind}")
-    names = list(bundle.task.class_names) or [str(k) for k in range(bundle.task.num_classes)]
+    names = bundle.task.label_names
     missing = [s.id for s in data if s.raw_text is None]
     if missing:
         raise DataError(f"{bundle.name} [{split}]", "raw_text", f"{len(missing)} samples have no text, e.g. {missing[:3]}")

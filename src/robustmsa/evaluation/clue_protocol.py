@@ -250,7 +250,7 @@ def split_titles(config: CLUEProtocolConfig) -> tuple[str, str]:
 
 def per_class(method: Any, data: DataBundle, split: str, mode: str) -> dict[str, float]:
     """Per class on ``split`` in ``mode``: recall for class data, average precision for multi-label data."""
-    names = list(data.task.class_names) or [str(k) for k in range(data.task.num_classes)]
+    names = data.task.label_names
     return per_class_results(predict(method, data[split], mode), data[split].labels(), data.task.kind, names)
 
 

@@ -1,0 +1,63 @@
+"""Per-sample predictions of a trained method as a CSV table, for a user's own error analysis.
+
+One row per sample, in the split's order: ``id``, ``group``, ``truth``, then per inference mode the prediction:
+
+- regression: the score (``<mode>``);
+- classification: the predicted class (``<mode>``) and each class's probability (``<mode>:p(<class>)``);
+- multi-label: each label's probability (``<mode>:p(<label>)``); ``truth`` lists the positive labels, ``;``-joined.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from robustmsa.data.dataset import MultimodalSplit
+from robustmsa.evaluation.report import write_text_atomic
+from robustmsa.method import Method
+from robustmsa.training.fit import predict
+
+
+def _number(value: float) -> str:
+    return f"{float(value):.6g}"
+
+
+def prediction_table(method: Method, split: MultimodalSplit, modes: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)`` of the CSV described in the module docstring."""
+    task = split.task
+    names = task.label_names
+    truth = split.labels()
+    if task.kind == "regression":
+        truth_text = [_number(v) for v in truth]
+    elif task.kind == "classification":
+        truth_text = [names[int(v)] for v in truth]
+    else:
+        truth_text = [";".join(n for n, on in zip(names, row) if on > 0.5) for row in truth]
+    header = ["id", "group", "truth"]
+    columns: list[list[str]] = [split.ids, [s.group or "" for s in split], truth_text]
+    for mode in modes:
+        pred = predict(method, split, mode)
+        if task.kind == "regression":
+            header.append(mode)
+            columns.append([_number(v) for v in pred])
+            continue
+        if task.kind == "classification":
+            header.append(mode)
+            columns.append([names[int(k)] for k in np.argmax(pred, axis=1)])
+        header += [f"{mode}:p({n})" for n in names]
+        columns += [[_number(v) for v in pred[:, k]] for k in range(len(names))]
+    return header, [list(row) for row in zip(*columns)]
+
+
+def write_predictions(path: Path, method: Method, split: MultimodalSplit, modes: Sequence[str]) -> Path:
+    """Write :func:`prediction_table` to ``path`` atomically."""
+    header, rows = prediction_table(method, split, modes)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text_atomic(Path(path), buffer.getvalue())

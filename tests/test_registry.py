@@ -36,11 +36,22 @@ def test_errors_inside_a_factory_are_not_relabelled() -> None:
         registry.build("broken", 1, 2)
 
 
-def test_double_registration_is_refused() -> None:
+def test_double_registration_is_refused_but_a_rerun_definition_replaces_itself() -> None:
     registry: Registry = Registry("thing")
     registry.register("a")(int)
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(ValueError, match="thing 'a' is registered twice: by builtins.int and by builtins.float"):
         registry.register("A")(float)
+
+    def define(value: int):  # the same cell of a notebook run twice: a new class of the same module and name
+        class Cell:
+            answer = value
+
+        return registry.register("cell")(Cell)
+
+    define(1)
+    assert registry.get("cell").answer == 1
+    define(2)
+    assert registry.get("cell").answer == 2
 
 
 class _Base:

@@ -25,6 +25,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from robustmsa.errors import ConfigError
+from robustmsa.plugins import import_plugins
 from robustmsa.registry import BACKBONES, METHODS, Registry
 from robustmsa.training.fit import TrainConfig
 
@@ -84,7 +85,7 @@ class TrainSection(_Strict):
     monitor: str | None = None
     monitor_mode: str | None = None
     valid_split: str = "valid"
-    valid_mode: str = "factual"
+    valid_mode: str | None = None  # default: the method's first inference mode (factual; te for CLUE / CLEF)
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"
@@ -102,7 +103,14 @@ class EvalSection(_Strict):
     modes: list[str] | None = None  # default: every inference mode of the method
 
 
-class ExperimentConfig(_Strict):
+class PluginConfig(_Strict):
+    """A whole config file. ``plugins``: modules that register a user's own components, imported before the rest
+    of the file is read so that it can name them (see :mod:`robustmsa.plugins`)."""
+
+    plugins: list[str] = Field(default_factory=list)
+
+
+class ExperimentConfig(PluginConfig):
     data: ComponentConfig
     backbone: BackboneComponent
     method: MethodComponent = Field(default_factory=lambda: ComponentConfig(name="supervised"))
@@ -115,10 +123,21 @@ class ExperimentConfig(_Strict):
 assert set(TrainSection.model_fields) == {f.name for f in dataclasses.fields(TrainConfig)}, "TrainSection and TrainConfig differ"
 
 
-def parse_config(data: Any, source: str = "<config>", model: type[M] = ExperimentConfig) -> M:  # type: ignore[assignment]
-    """Validate a mapping as an :class:`ExperimentConfig` (or another config ``model``; ConfigError naming source and field)."""
+def parse_config(data: Any, source: str = "<config>", model: type[M] = ExperimentConfig, base: Path | None = None) -> M:  # type: ignore[assignment]
+    """Validate a mapping as an :class:`ExperimentConfig` (or another config ``model``; ConfigError naming source and field).
+
+    The ``plugins`` of a :class:`PluginConfig` are imported first (``.py`` files relative to ``base``, default the
+    working directory)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    if issubclass(model, PluginConfig) and "plugins" in data:
+        plugins = data["plugins"]
+        if not isinstance(plugins, list) or not all(isinstance(p, str) and p.strip() for p in plugins):
+            raise ConfigError(f"{source}: field 'plugins': expected a list of .py files or module names, got {plugins!r}")
+        try:
+            data = {**data, "plugins": import_plugins(plugins, base)}
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: field 'plugins': {exc}") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -136,7 +155,7 @@ def load_config(path: Path | str, model: type[M] = ExperimentConfig) -> M:  # ty
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_config(data, str(path), model)
+    return parse_config(data, str(path), model, base=path.parent)
 
 
 def dump_config(config: ExperimentConfig) -> str:

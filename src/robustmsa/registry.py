@@ -30,8 +30,10 @@ class Registry(Generic[T]):
         key = name.lower()
 
         def decorator(obj: T) -> T:
-            if key in self._items and self._items[key] is not obj:
-                raise ValueError(f"{self.kind} '{key}' is registered twice")
+            known = self._items.get(key)
+            # the same definition run again (a notebook cell, a reloaded module) replaces itself; another one is refused
+            if known is not None and known is not obj and _origin(known) != _origin(obj):
+                raise ValueError(f"{self.kind} '{key}' is registered twice: by {'.'.join(_origin(known))} and by {'.'.join(_origin(obj))}")
             if forwards is not None:
                 obj.forwards = forwards  # type: ignore[attr-defined]
             self._items[key] = obj
@@ -43,7 +45,7 @@ class Registry(Generic[T]):
         load_builtins()
         key = name.lower()
         if key not in self._items:
-            raise ConfigError(f"unknown {self.kind} '{name}'; available: {', '.join(self.names())}")
+            raise ConfigError(f"unknown {self.kind} '{name}'; available: {', '.join(self.names())} (a {self.kind} of your own: list its module under 'plugins:' in the config)")
         return self._items[key]
 
     def check(self, name: str, params: Mapping[str, Any], supplied: int = 0) -> None:
@@ -63,6 +65,10 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         load_builtins()
         return name.lower() in self._items
+
+
+def _origin(obj: Callable[..., Any]) -> tuple[str, str]:
+    return getattr(obj, "__module__", "?"), getattr(obj, "__qualname__", repr(obj))
 
 
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

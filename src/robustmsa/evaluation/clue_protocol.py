@@ -37,7 +37,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
 
-from robustmsa.config import BackboneComponent, ComponentConfig, TrainSection, _Strict, checked, load_config, parse_config
+from robustmsa.config import BackboneComponent, ComponentConfig, PluginConfig, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.labels import MMSA_NAMES, SCHEMES, to_classification
 from robustmsa.data.ood_split import AnnealParams, SplitSource, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
@@ -84,7 +84,7 @@ CLUEParams = Annotated[dict[str, Any], checked(lambda params: METHODS.check("clu
 CLEFParams = Annotated[dict[str, Any], checked(lambda params: METHODS.check("clef", params, 1))]
 
 
-class CLUEProtocolConfig(_Strict):
+class CLUEProtocolConfig(PluginConfig):
     """The debiasing protocol config (YAML; see configs/clue/ and configs/clef/)."""
 
     name: str = "clue"

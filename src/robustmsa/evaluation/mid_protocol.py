@@ -37,7 +37,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from robustmsa.config import BackboneComponent, ComponentConfig, TrainSection, _Strict, checked, load_config
+from robustmsa.config import BackboneComponent, ComponentConfig, PluginConfig, TrainSection, _Strict, checked, load_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.debias.categorize import category_counts
 from robustmsa.debias.counterfactual import collect_components
@@ -104,7 +104,7 @@ class MethodsSection(_Strict):
     n_trials: int = Field(50, ge=1, le=50)
 
 
-class ImageTextProtocolConfig(_Strict):
+class ImageTextProtocolConfig(PluginConfig):
     """The protocol config (YAML: ``configs/image_text/*.yaml``)."""
 
     data: ComponentConfig

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, TrainSection, _Strict, checked, load_config, parse_config
+from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, PluginConfig, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
@@ -89,7 +89,7 @@ def _check_view(view: ComponentConfig) -> None:
 ViewComponent = Annotated[ComponentConfig, checked(_check_view)]
 
 
-class MissingSweepConfig(_Strict):
+class MissingSweepConfig(PluginConfig):
     """A missing-rate sweep: one data set and backbone, several methods (display name -> method)."""
 
     data: ComponentConfig

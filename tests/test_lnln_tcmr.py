@@ -247,3 +247,36 @@ def test_estimates_report_completeness_and_confidence_against_their_targets(toy_
     swept = evaluate_missing(lnln, toy_bundle["test"], [0.0, 0.9], seed=0)
     assert swept["estimates"]["0.0"]["completeness_target"] == 1.0 and swept["estimates"]["0.9"]["completeness_target"] < 0.3
     assert "estimates" not in evaluate_missing(_build("missing_robust", toy_bundle), toy_bundle["test"], [0.0], seed=0)
+
+
+def test_a_user_backbone_that_breaks_the_composable_contract_is_named(toy_bundle: DataBundle) -> None:
+    from robustmsa.models.text_centric import TextCentric
+
+    class NoAudioMask(TextCentric):
+        def encode(self, batch):
+            enc = super().encode(batch)
+            del enc["audio_mask"]
+            return enc
+
+    class Wider(TextCentric):
+        def encode(self, batch):
+            enc = super().encode(batch)
+            return {**enc, "vision_tokens": torch.cat([enc["vision_tokens"], enc["vision_tokens"]], dim=-1)}
+
+    batch = collate(toy_bundle["train"].samples[:4])
+    for cls, message in ((NoAudioMask, "must return a dict with tensors 'audio_tokens' and 'audio_mask'"), (Wider, r"'vision_tokens'\] has shape \(4, 2, 16\); expected .*dim 8")):
+        with seeded(0):
+            method = METHODS.build("lnln", cls(toy_bundle.dims(), toy_bundle.task, **SMALL), heads=2)
+        with pytest.raises(ConfigError, match=rf"backbone {cls.__name__}: encode\(\)(\[)?.*{message}"):
+            method.training_loss(batch)
+
+    class OneArgument(torch.nn.Module):
+        dim = 8
+
+        def forward(self, x):
+            return x
+
+    backbone = BACKBONES.build("text_centric", toy_bundle.dims(), toy_bundle.task, **SMALL)
+    backbone.text_encoder = OneArgument()
+    with pytest.raises(ConfigError, match=r"TCMR calls TextCentric.text_encoder\(features, mask\); its forward\(x\) does not take"):
+        METHODS.build("tcmr", backbone, heads=2)

@@ -15,6 +15,7 @@ from robustmsa.errors import ConfigError
 from robustmsa.method import Supervised
 from robustmsa.metrics import regression_metrics
 from robustmsa.models.align import resample
+from robustmsa.models.base import Backbone, Output
 from robustmsa.models.misa import cmd, soft_orthogonality
 from robustmsa.registry import BACKBONES
 from robustmsa.training.fit import TrainConfig, fit, predict, seeded
@@ -178,3 +179,32 @@ def test_text_centric_fuse_uses_the_given_text_tokens() -> None:
         assert same.extras["text_tokens"] is enc["text_tokens"]
         replaced = model.fuse(torch.zeros_like(enc["text_tokens"]), enc["audio_tokens"], enc["vision_tokens"], masks)
     assert not torch.allclose(replaced.logits, same.logits)
+
+
+class _Flat(Backbone):
+    """A user backbone with a common mistake: (B,) regression logits, or a tuple instead of an Output."""
+
+    def __init__(self, dims: dict[str, int], task: TaskSpec, as_tuple: bool = False) -> None:
+        super().__init__(dims, task)
+        self.proj = torch.nn.Linear(dims["text"], 1)
+        self.as_tuple = as_tuple
+
+    def forward(self, batch):
+        fused = batch.text.mean(dim=1)
+        score = self.proj(fused)[:, 0]
+        return (score, fused) if self.as_tuple else Output(logits=score, fused=fused)
+
+
+def test_a_backbone_output_of_the_wrong_shape_or_type_is_refused_at_once() -> None:
+    from robustmsa.debias.clue import CLUE
+
+    split = make_toy_split(6, "test", 0)
+    batch = collate(split.samples)
+    flat = _Flat(split.dims(), REGRESSION)
+    with pytest.raises(ConfigError, match=r"backbone _Flat: forward returned logits of shape \(6,\); expected .* \(6, 1\)"):
+        flat(batch)
+    # wrapped by CLUE, (B,) against the text branch's (B, 1) would broadcast to (B, B) without the check
+    with pytest.raises(ConfigError, match="forward returned logits of shape"):
+        CLUE(flat).predict(batch, "te")
+    with pytest.raises(ConfigError, match="forward returned a tuple; expected a robustmsa.models.base.Output"):
+        _Flat(split.dims(), REGRESSION, as_tuple=True)(batch)

@@ -10,6 +10,7 @@ where ``dims`` maps modality name to feature width (from the data) and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +55,7 @@ class Backbone(nn.Module):
         self.dims = dict(dims)
         self.task = task
         self.out_dim = task.out_dim
+        self.register_forward_hook(_check_output)
 
     def forward(self, batch: Batch) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -61,6 +63,39 @@ class Backbone(nn.Module):
     def auxiliary_losses(self, batch: Batch, output: Output) -> dict[str, Tensor]:
         """Extra weighted training losses of this model (name -> scalar)."""
         return {}
+
+
+class ComposableBackbone(Protocol):
+    """What LNLN and TCMR need beyond :class:`Backbone`: a backbone split into encoding and fusion, so that they can
+    replace the text tokens before fusion (the built-in one is ``text_centric``).
+
+    * ``dim``: the token width.
+    * ``encode(batch) -> dict``: for m in text, audio, vision, ``{m}_tokens`` (B, L_m, dim) and a bool mask
+      ``{m}_mask`` (B, L_m) (True at real positions).
+    * ``fuse(text_tokens, audio_tokens, vision_tokens, masks) -> Output``: ``masks`` keyed text / audio / vision;
+      ``forward(batch)`` must equal ``fuse`` of ``encode(batch)``.
+    * TCMR also needs ``text_encoder``: a module called as ``text_encoder(features (B, L, D_text), mask (B, L))`` that
+      returns (B, L, dim); it is copied into TCMR's text teachers.
+    """
+
+    dim: int
+
+    def encode(self, batch: Batch) -> dict[str, Tensor]: ...
+
+    def fuse(self, text_tokens: Tensor, audio_tokens: Tensor, vision_tokens: Tensor, masks: dict[str, Tensor]) -> Output: ...
+
+
+def _check_output(module: Backbone, args: tuple[object, ...], output: object) -> None:
+    """Refuse a ``forward`` result that is not an :class:`Output` with (B, out_dim) logits.
+
+    A wrong shape would otherwise broadcast silently inside a method (e.g. (B,) against (B, 1) gives (B, B))."""
+    name = type(module).__name__
+    if not isinstance(output, Output):
+        raise ConfigError(f"backbone {name}: forward returned a {type(output).__name__}; expected a robustmsa.models.base.Output")
+    batch = args[0] if args else None
+    expected = (len(batch), module.out_dim) if isinstance(batch, Batch) else (output.logits.shape[0], module.out_dim)
+    if tuple(output.logits.shape) != expected:
+        raise ConfigError(f"backbone {name}: forward returned logits of shape {tuple(output.logits.shape)}; expected (batch size, out_dim) = {expected} for this {module.task.kind} task")
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

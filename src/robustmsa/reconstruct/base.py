@@ -115,11 +115,32 @@ def with_target(name: str, estimate: Tensor, target: Tensor | None) -> dict[str,
 def token_dim(backbone: Backbone) -> int:
     """Width of the token representations of a composable text-centric backbone (ConfigError otherwise)."""
     if not (hasattr(backbone, "encode") and hasattr(backbone, "fuse")):
-        raise ConfigError(f"LNLN/TCMR need a composable text-centric backbone with encode() and fuse() (e.g. 'text_centric'), got {type(backbone).__name__}")
+        raise ConfigError(
+            f"LNLN/TCMR need a composable backbone with encode() and fuse() (e.g. 'text_centric'; see robustmsa.models.base.ComposableBackbone), got {type(backbone).__name__}"
+        )
     dim = getattr(backbone, "dim", None) or getattr(getattr(backbone, "text_encoder", None), "dim", None)
     if not isinstance(dim, int):
         raise ConfigError(f"cannot tell the token width of backbone {type(backbone).__name__}")
     return dim
+
+
+def encode_checked(backbone: Backbone, batch: Batch) -> dict[str, Tensor]:
+    """``backbone.encode(batch)``, checked against the composable contract (see
+    :class:`robustmsa.models.base.ComposableBackbone`): for m in text, audio, vision, ``{m}_tokens`` (B, L_m, dim)
+    and a bool ``{m}_mask`` (B, L_m). A user backbone that breaks it fails here, naming what is wrong."""
+    enc = backbone.encode(batch)  # type: ignore[operator]
+    dim, name = token_dim(backbone), type(backbone).__name__
+    if not isinstance(enc, dict):
+        raise ConfigError(f"backbone {name}: encode() returned a {type(enc).__name__}; expected a dict of tensors")
+    for m in ("text", "audio", "vision"):
+        tokens, mask = enc.get(f"{m}_tokens"), enc.get(f"{m}_mask")
+        if not isinstance(tokens, Tensor) or not isinstance(mask, Tensor):
+            raise ConfigError(f"backbone {name}: encode() must return a dict with tensors '{m}_tokens' and '{m}_mask'")
+        if tokens.dim() != 3 or tokens.shape[0] != len(batch) or tokens.shape[2] != dim:
+            raise ConfigError(f"backbone {name}: encode()['{m}_tokens'] has shape {tuple(tokens.shape)}; expected (batch size {len(batch)}, length, dim {dim})")
+        if mask.dtype != torch.bool or tuple(mask.shape) != tuple(tokens.shape[:2]):
+            raise ConfigError(f"backbone {name}: encode()['{m}_mask'] must be a bool tensor of shape {tuple(tokens.shape[:2])}, got {mask.dtype} {tuple(mask.shape)}")
+    return enc
 
 
 @METHODS.register("missing_robust")

@@ -30,7 +30,7 @@ from torch import Tensor
 from robustmsa.data.batch import Batch
 from robustmsa.errors import ConfigError
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
-from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, token_dim, with_target
+from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, encode_checked, token_dim, with_target
 from robustmsa.reconstruct.proxy import FrameReconstructor, GradReverse, LatentReconstructor, ProxyGenerator
 from robustmsa.registry import METHODS
 
@@ -75,7 +75,7 @@ class LNLN(MissingAwareMethod):
 
     def represent(self, batch: Batch) -> tuple[dict[str, Tensor], Output, Tensor, Tensor]:
         """(encoded tokens, fused output, completeness w (B,), proxy H_p (B, Lt, d)) of ``batch``."""
-        enc = self.backbone.encode(batch)
+        enc = encode_checked(self.backbone, batch)
         mask = enc["text_mask"]
         w = self._completeness(enc)
         h_p, _ = self.proxy(mask, enc)
@@ -89,14 +89,14 @@ class LNLN(MissingAwareMethod):
     def estimates(self, batch: Batch) -> dict[str, Tensor]:
         """The completeness w against 1 - the text's missing rate (when the batch was corrupted by the protocol)."""
         rate = batch.extras.get("missing_rate_text")
-        return with_target("completeness", self._completeness(self.backbone.encode(batch)), None if rate is None else 1.0 - rate)
+        return with_target("completeness", self._completeness(encode_checked(self.backbone, batch)), None if rate is None else 1.0 - rate)
 
     def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
         noisy = self.corrupt(batch)
         enc, out, w, h_p = self.represent(noisy)
         mask = enc["text_mask"]
         with torch.no_grad():
-            clean = self.backbone.encode(batch)
+            clean = encode_checked(self.backbone, batch)
         real = self.discriminator(masked_mean(clean["text_tokens"], mask))
         fake = self.discriminator(masked_mean(GradReverse.apply(h_p), mask))
         adversarial = 0.5 * (F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.method import Supervised, target_of
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
-from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, token_dim, with_target
+from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, encode_checked, token_dim, with_target
 from robustmsa.reconstruct.proxy import FrameReconstructor, ProxyGenerator, masked_mse
 from robustmsa.registry import METHODS
 
@@ -160,8 +161,15 @@ class TCMR(MissingAwareMethod):
             raise ConfigError(f"tcmr text_encoder_phase must be one of {list(TEXT_ENCODER_PHASES)}, got '{text_encoder_phase}'")
         if switch_epoch < 0:
             raise ConfigError(f"tcmr switch_epoch must be >= 0, got {switch_epoch}")
-        if not hasattr(backbone, "text_encoder"):
+        encoder = getattr(backbone, "text_encoder", None)
+        if not isinstance(encoder, nn.Module):
             raise ConfigError(f"TCMR needs a backbone with a 'text_encoder' module (e.g. 'text_centric'), got {type(backbone).__name__}")
+        try:  # the teachers call it as text_encoder(features (B, L, D), mask (B, L)) -> (B, L, dim)
+            inspect.signature(encoder.forward).bind(None, None)
+        except TypeError:
+            raise ConfigError(
+                f"TCMR calls {type(backbone).__name__}.text_encoder(features, mask); its forward{inspect.signature(encoder.forward)} does not take those two arguments"
+            ) from None
         dim = token_dim(backbone)
         self.weights = {"confidence": float(alpha), "text_reconstruction": float(beta), "av_reconstruction": float(gamma), "task": float(sigma)}
         self.schedule = schedule
@@ -265,13 +273,13 @@ class TCMR(MissingAwareMethod):
         return self.confnet(masked_mean(enc["text_tokens"], enc["text_mask"]))[:, 0]
 
     def logits(self, batch: Batch) -> Tensor:
-        enc = self.backbone.encode(batch)
+        enc = encode_checked(self.backbone, batch)
         return self._fuse(self.reconstruct(enc, self._confidence(enc), batch)[0], enc).logits
 
     def estimates(self, batch: Batch) -> dict[str, Tensor]:
         """ConfNet's confidence c against its pseudo-label (``confidence_target``) and, with IPFG, the gate alpha
         (the audio share of the proxy)."""
-        enc = self.backbone.encode(batch)
+        enc = encode_checked(self.backbone, batch)
         has_target = self.confidence == "tce" or "missing_rate_text" in batch.extras
         out = with_target("confidence", self._confidence(enc), self.confidence_target(batch) if has_target else None)
         gate = self.proxy(enc["text_mask"], enc)[1]
@@ -281,7 +289,7 @@ class TCMR(MissingAwareMethod):
         if not bool(self.teachers_ready):
             raise ConfigError("TCMR's stage-1 models are not trained: train it with robustmsa.training.fit.fit (which runs TCMR.prepare)")
         noisy = self.corrupt(batch)
-        enc = self.backbone.encode(noisy)
+        enc = encode_checked(self.backbone, noisy)
         mask = enc["text_mask"]
         combined = len(self.phases) == 1
         summary = masked_mean(enc["text_tokens"], mask)

@@ -78,6 +78,16 @@ def test_model_file_without_state_dict(toy_bundle, tmp_path: Path) -> None:
         load_model(path, parse_config(CONFIG), toy_bundle)
 
 
+def test_model_file_with_a_bad_structure(toy_bundle, tmp_path: Path) -> None:
+    path = tmp_path / "odd.pt"
+    torch.save({"state_dict": {}, "structure": ["router"]}, path)
+    with pytest.raises(DataError, match=r"odd\.pt: field 'structure': is a list"):
+        load_model(path, parse_config(CONFIG), toy_bundle)
+    torch.save({"state_dict": {}, "structure": {"router": {}}}, path)  # a supervised model has no parts built later
+    with pytest.raises(DataError, match=r"odd\.pt: field 'structure': cannot rebuild"):
+        load_model(path, parse_config(CONFIG), toy_bundle)
+
+
 def test_an_unknown_evaluation_mode_fails_before_training(toy_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from robustmsa import experiment
 

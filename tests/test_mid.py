@@ -149,6 +149,24 @@ def test_mid_runs_on_counterfactual_inputs_and_tunes_on_validation_only(toy: Dat
         MID(base.backbone, n_trials=51)
 
 
+def test_methods_refuse_data_without_their_counterfactual_inputs_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustmsa.debias.mctd import MCTD
+    from robustmsa.debias.mrid import MRID
+    from robustmsa.training import fit as fit_module
+
+    plain = toy_image_text_bundle(tmp_path, sizes=(20, 10, 10), text_cf=False, image_cf=False)
+    monkeypatch.setattr(fit_module.L, "Trainer", None)  # any training attempt would fail with a TypeError
+    for method, split in ((MID(tiny_backbone(plain)), "valid"), (MRID(tiny_backbone(plain)), "train"), (MCTD(tiny_backbone(plain)), "train")):
+        with pytest.raises(ConfigError, match=rf"{type(method).__name__} needs 'image_cf' in the extras of every sample of split '{split}' .*make_counterfactual_bundle"):
+            fit(method, plain, QUICK)
+    # mode factual is the base model itself: it predicts without counterfactual inputs (MRID without a router too)
+    base = tiny_backbone(plain)
+    expected = predict(Supervised(base), plain["test"])
+    for method in (MID(base), MRID(base)):
+        np.testing.assert_array_equal(predict(method, plain["test"], "factual"), expected)
+    assert MCTD(base, cf_weight=0.0).required_extras("train") == () and MID(base).required_extras("train") == ()
+
+
 def test_optuna_search_starts_at_no_debiasing(toy: DataBundle) -> None:
     from robustmsa.tuning.inference import tune_inference_params
 

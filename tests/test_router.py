@@ -84,6 +84,9 @@ def test_train_router_learns_and_selects_by_validation_f05() -> None:
     keep = vc != EXCLUDED
     assert np.mean(routed[keep] == vc[keep]) > 0.9
     assert torch.allclose(result.router.route(vx[:3]).sum(dim=-1), torch.ones(3))
+    one_category = router_bundle((tx, np.where(tc == EXCLUDED, EXCLUDED, 2)), (vx, vc), (0, 1, 2, 3))
+    constant = train_router(one_category, (0, 1, 2, 3), RouterConfig(losses=("plain",), max_epochs=10, lr=0.01), seed=0).router.eval()
+    assert (constant.route(vx).argmax(dim=-1) == 2).all()  # one category in train: every sample is routed there
 
 
 def test_router_analysis_hand_computed() -> None:
@@ -138,7 +141,17 @@ def test_mrid_strategy_scores_and_routing(tmp_path: Path) -> None:
     assert torch.equal(mrid.combine(components, "factual", params), components["p0"])
     record = mrid.calibrate(bundle)
     assert record["split"] == "valid" and all(0.0 <= mrid.inference_params[k] <= 1.0 for k in params)
-    assert predict(mrid, bundle["test"], "routed").shape == (len(bundle["test"]), 2)
+    routed_pred = predict(mrid, bundle["test"], "routed")
+    assert routed_pred.shape == (len(bundle["test"]), 2)
+    # a saved MRID is rebuilt with its fitted router (structure) before its weights are loaded
+    reloaded = MRID.from_base(Supervised(tiny_backbone(bundle)), n_trials=4)
+    assert mrid.structure()["router"]["strategies"] == list(result.router.strategies) and reloaded.structure() == {}
+    reloaded.rebuild(mrid.structure())
+    reloaded.load_state_dict(mrid.state_dict())
+    reloaded.inference_params.update(mrid.inference_params)
+    np.testing.assert_array_equal(predict(reloaded, bundle["test"], "routed"), routed_pred)
+    with pytest.raises(ValueError, match="unknown parts"):
+        reloaded.rebuild({"routr": {}})
     assert MRID.from_base(base).router is None
     with pytest.raises(ConfigError, match="no trained router"):
         MRID.from_base(base).components(collate(bundle["test"].samples[:2]))

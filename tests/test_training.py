@@ -158,3 +158,15 @@ def test_classification_training(toy_bundle) -> None:
     scores = predict(method, bundle["test"])
     assert scores.shape == (60, 2) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-5)
     assert evaluate(method, bundle["test"])["factual"]["Acc"] >= 0.8
+
+
+def test_a_classifier_with_one_class_in_train_is_refused_before_training() -> None:
+    from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+    from tests.conftest import make_toy_split
+
+    task = TaskSpec(kind="classification", num_classes=2, label_range=None, class_names=("no", "yes"))
+    splits = {name: make_toy_split(20, name, seed, task=task) for name, seed in (("train", 0), ("valid", 1))}
+    one_class = [dataclasses.replace(s, label_class=1) for s in splits["train"]]
+    bundle = DataBundle({**splits, "train": MultimodalSplit(one_class, name="train", source="toy", task=task)}, task, name="toy")
+    with pytest.raises(ConfigError, match=r"toy: split 'train' holds only class 'yes' \(20 samples\); a classifier needs at least two"):
+        fit(Supervised(LFDNN(bundle.dims(), task, hidden=8)), bundle, TrainConfig(max_epochs=1, progress=False))

@@ -23,7 +23,7 @@ from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import markdown_table, prepare_out_dir, write_json, write_text_atomic
-from robustmsa.method import Method
+from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import REGRESSION_METRICS
 from robustmsa.registry import BACKBONES, DATASETS, METHODS
 from robustmsa.training.fit import evaluate, fit, load_checkpoint_state, seeded
@@ -43,7 +43,13 @@ def build_method(config: ExperimentConfig, bundle: DataBundle, seed: int) -> Met
 def save_model(method: Method, path: Path, config: ExperimentConfig, seed: int) -> Path:
     """Save weights, inference parameters and the config atomically."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    payload = {"state_dict": method.state_dict(), "inference_params": dict(method.inference_params), "config": config.model_dump(mode="json"), "seed": seed}
+    payload = {
+        "state_dict": method.state_dict(),
+        "inference_params": dict(method.inference_params),
+        "structure": method.structure(),
+        "config": config.model_dump(mode="json"),
+        "seed": seed,
+    }
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
@@ -64,7 +70,14 @@ def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Meth
     params = state.get("inference_params", {})
     if not isinstance(params, dict):
         raise DataError(str(path), "inference_params", f"is a {type(params).__name__}; expected a mapping")
+    structure = state.get("structure", {})
+    if not isinstance(structure, dict):
+        raise DataError(str(path), "structure", f"is a {type(structure).__name__}; expected a mapping")
     method = build_method(config, bundle, seed)
+    try:
+        method.rebuild(structure)
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise DataError(str(path), "structure", f"cannot rebuild the saved model's parts: {exc}") from None
     try:
         method.load_state_dict(state["state_dict"])
     except (RuntimeError, TypeError, ValueError, KeyError) as exc:
@@ -134,6 +147,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
         method = build_method(config, bundle, seed)
         for mode in config.eval.modes or ():
             method.check_mode(mode)  # an unknown evaluation mode fails before training, not after it
+        check_required_extras(method, bundle, splits)
         seed_dir = out / f"seed_{seed}"
         result = fit(method, bundle, train_cfg, seed=seed, out_dir=seed_dir, config=config.model_dump(mode="json"))
         chosen = method.calibrate(bundle)

@@ -17,7 +17,7 @@ live in ``inference_params`` and are set after training on validation data by
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ class Method(nn.Module):
 
     phases: tuple[str, ...] = ("main",)
     modes: tuple[str, ...] = ("factual",)
+    #: Whether ``fit`` may train this classification method on a train split of a single class (refused by default:
+    #: it is usually a data mistake, e.g. a reader's ``limit`` keeping items that all share a label).
+    one_class_ok: bool = False
 
     def __init__(self, backbone: Backbone) -> None:
         super().__init__()
@@ -124,8 +127,30 @@ class Method(nn.Module):
         """The validation splits :meth:`calibrate` reads (``fit`` checks they exist before training). Default: none."""
         return ()
 
+    def required_extras(self, split: str) -> tuple[str, ...]:
+        """``Sample.extras`` keys every sample of ``split`` must carry for this method to train, calibrate or predict on it.
+
+        ``fit`` checks them on the splits it reads before training, ``run_experiment`` on its test splits too.
+        Default: none."""
+        return ()
+
+    #: How a user provides the extras of :meth:`required_extras` (completes the error message).
+    extras_hint: str = ""
+
     def extra_state(self) -> dict[str, Any]:
         return {"inference_params": dict(self.inference_params)}
+
+    def structure(self) -> dict[str, Any]:
+        """Settings (plain values) of parts built after construction, e.g. a router fitted in :meth:`calibrate`.
+
+        A saved model stores them so that :meth:`rebuild` can recreate those parts before its weights are loaded.
+        Default: none."""
+        return {}
+
+    def rebuild(self, structure: Mapping[str, Any]) -> None:
+        """Recreate the parts described by :meth:`structure` (untrained; the saved weights are loaded next)."""
+        if structure:
+            raise ValueError(f"{type(self).__name__} has no parts built after construction, got {sorted(structure)}")
 
 
 @METHODS.register("supervised")
@@ -148,3 +173,15 @@ class Supervised(Method):
     def predict(self, batch: Batch, mode: str = "factual") -> Tensor:
         self.check_mode(mode)
         return scores_from_logits(self.backbone(batch).logits, self.task)
+
+
+def check_required_extras(method: Method, bundle: DataBundle, splits: Iterable[str]) -> None:
+    """ConfigError, before any training, if a sample of one of ``splits`` lacks an extra the method needs there."""
+    for name in dict.fromkeys(splits):
+        keys = method.required_extras(name)
+        lacking = next(((s.id, k) for s in bundle[name] for k in keys if k not in s.extras), None)
+        if lacking is not None:
+            raise ConfigError(
+                f"{type(method).__name__} needs '{lacking[1]}' in the extras of every sample of split '{name}' ({bundle.name}); "
+                f"sample '{lacking[0]}' has none. {method.extras_hint}".rstrip()
+            )

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from robustmsa.data.dataset import MultimodalSplit, make_loader
-from robustmsa.method import Method
+from robustmsa.method import Method, scores_from_logits
 
 
 def subtract_counterfactuals(factual: Tensor, counterfactuals: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
@@ -44,8 +44,14 @@ class CounterfactualMethod(Method):
         """Prediction (B,) or (B, C) of inference ``mode`` from components and parameters."""
         raise NotImplementedError
 
+    #: Whether mode ``factual`` is the wrapped backbone's own prediction; it is then made without the components
+    #: (no counterfactual input needed), e.g. to select checkpoints while training on data without counterfactuals.
+    factual_is_backbone: bool = False
+
     def predict(self, batch, mode: str = "factual") -> Tensor:
         self.check_mode(mode)
+        if mode == "factual" and self.factual_is_backbone:
+            return scores_from_logits(self.backbone(batch).logits, self.task)
         return self.combine(self.components(batch), mode, self.inference_params)
 
 

@@ -39,7 +39,7 @@ from torch import Tensor
 from robustmsa.data.batch import Batch
 from robustmsa.debias.categorize import DEBIASABLE, shortcut_mask
 from robustmsa.debias.mid import debiased_modalities
-from robustmsa.debias.text_cf import counterfactual_batch
+from robustmsa.debias.text_cf import COUNTERFACTUAL_HINT, counterfactual_batch, counterfactual_keys
 from robustmsa.errors import ConfigError
 from robustmsa.method import Supervised, task_loss
 from robustmsa.models.base import Backbone
@@ -76,6 +76,12 @@ class MCTD(Supervised):
         self.cf_weight = float(cf_weight)
         self.eps = float(eps)
         self.warmup_epochs = int(warmup_epochs)
+
+    extras_hint = COUNTERFACTUAL_HINT
+
+    def required_extras(self, split: str) -> tuple[str, ...]:
+        """Counterfactual inputs on the training split (inference is factual)."""
+        return counterfactual_keys(self.modalities) if split == "train" and self.cf_weight else ()
 
     def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
         out = self.backbone(batch)

@@ -7,9 +7,12 @@ removed, its context kept; :mod:`robustmsa.debias.text_cf`,
 what the context alone makes the model say; subtracting them removes that
 part. ``alpha`` and ``beta`` are searched on validation data with Optuna
 (TPE, at most 50 trials) by :meth:`MID.calibrate`; the test set is never
-used. Training is the base model's plain supervised training, so
-``MID(backbone)`` trained with :func:`~robustmsa.training.fit.fit` *is* the
-base model, and :meth:`MID.from_base` wraps an already trained one.
+used. Training is the base model's plain supervised training: train a
+:class:`~robustmsa.method.Supervised` base on the plain data and wrap it with
+:meth:`MID.from_base` (mode ``factual`` is that base model and needs no
+counterfactual input). ``fit(MID(backbone), bundle)`` trains the same, but
+refuses, before training, a bundle whose tuning split lacks the counterfactual
+inputs that :meth:`MID.calibrate` will need.
 
 Modalities: ``modalities`` names the counterfactuals used; a modality the
 data lacks is dropped (MVSA has no image: MID reduces to text-only
@@ -35,7 +38,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import DataBundle
 from robustmsa.debias.categorize import DEBIASABLE, check_modalities
 from robustmsa.debias.counterfactual import CounterfactualMethod, subtract_counterfactuals
-from robustmsa.debias.text_cf import counterfactual_batch
+from robustmsa.debias.text_cf import COUNTERFACTUAL_HINT, counterfactual_batch, counterfactual_keys
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, Supervised, scores_from_logits
 from robustmsa.metrics import LOWER_IS_BETTER
@@ -134,6 +137,7 @@ class MID(CounterfactualMethod, Supervised):
     """The base model plus counterfactual subtraction at inference; modes ``factual`` (p0) and ``mid``."""
 
     modes = ("factual", "mid")
+    factual_is_backbone = True
 
     def __init__(
         self,
@@ -158,6 +162,12 @@ class MID(CounterfactualMethod, Supervised):
     def from_base(cls, base: Method, **params: Any) -> MID:
         """MID around the (trained) backbone of ``base``; the backbone is shared, not copied."""
         return cls(base.backbone, **params)
+
+    extras_hint = COUNTERFACTUAL_HINT
+
+    def required_extras(self, split: str) -> tuple[str, ...]:
+        """Counterfactual inputs wherever MID is calibrated or evaluated; its training is the base model's (none on train)."""
+        return () if split == "train" else counterfactual_keys(self.modalities)
 
     def components(self, batch: Batch) -> dict[str, Tensor]:
         return mid_components(self.backbone, batch, self.modalities)

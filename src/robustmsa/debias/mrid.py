@@ -25,6 +25,7 @@ from robustmsa.debias.categorize import DEBIASABLE, categorize, category_counts,
 from robustmsa.debias.counterfactual import collect_components, subtract_counterfactuals
 from robustmsa.debias.mid import CF_COMPONENT, CF_WEIGHT, MID, TuneSettings, check_range, debiased_modalities, mid_components, tune_weights
 from robustmsa.debias.router import RoutedMethod, Router, RouterConfig, RouterFit, router_bundle, strategy_weights, train_router
+from robustmsa.debias.text_cf import COUNTERFACTUAL_HINT, counterfactual_keys
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, Supervised
 from robustmsa.models.base import Backbone
@@ -109,6 +110,13 @@ class RoutedDebiasing(RoutedMethod, Supervised):
     def from_base(cls, base: Method, router: Router | None = None, **params: Any) -> RoutedDebiasing:
         """Around the trained backbone of ``base`` (shared), optionally with an already trained router."""
         return cls(base.backbone, router, **params)
+
+    extras_hint = COUNTERFACTUAL_HINT
+
+    def required_extras(self, split: str) -> tuple[str, ...]:
+        """Counterfactual inputs everywhere: the router learns from train's sample categories, the weights are tuned on
+        validation and routed inference needs them."""
+        return counterfactual_keys(self.modalities)
 
     def calibration_splits(self) -> tuple[str, ...]:
         return (self.tune.split,)

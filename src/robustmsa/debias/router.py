@@ -52,6 +52,7 @@ class RouterNet(Backbone):
 
     def __init__(self, dims: dict[str, int], task: TaskSpec, in_dim: int, hidden: int = 64, dropout: float = 0.1) -> None:
         super().__init__(dims, task)
+        self.in_dim, self.hidden, self.dropout = in_dim, hidden, dropout
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("std", torch.ones(in_dim))
         self.net = mlp(in_dim, hidden, self.out_dim, dropout)
@@ -71,6 +72,8 @@ class RouterNet(Backbone):
 
 class Router(Method):
     """Strategy classifier; ``loss`` in plain / weighted / focal."""
+
+    one_class_ok = True  # training samples that all fall in one category make a router that sends every sample there
 
     def __init__(self, backbone: RouterNet, strategies: Sequence[int], loss: str = "plain", class_weights: Sequence[float] | None = None, gamma: float = 2.0) -> None:
         super().__init__(backbone)
@@ -99,6 +102,17 @@ class Router(Method):
     def predict(self, batch: Batch, mode: str = "factual") -> Tensor:
         self.check_mode(mode)
         return scores_from_logits(self.backbone(batch).logits, self.task)
+
+    def spec(self) -> dict[str, Any]:
+        """What :meth:`from_spec` needs to rebuild this router (its weights, normalisation and class weights are state)."""
+        net = self.backbone
+        return {"strategies": list(self.strategies), "in_dim": net.in_dim, "hidden": net.hidden, "dropout": net.dropout, "loss": self.loss, "gamma": self.gamma}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Router:
+        strategies = [int(c) for c in spec["strategies"]]
+        net = RouterNet({}, router_task(strategies), in_dim=int(spec["in_dim"]), hidden=int(spec["hidden"]), dropout=float(spec["dropout"]))
+        return cls(net, strategies, loss=str(spec["loss"]), gamma=float(spec["gamma"]))
 
     def route(self, features: Tensor) -> Tensor:
         """(B, 4) routing probabilities over strategies 0..3 (0 for strategies the router does not have)."""
@@ -148,9 +162,14 @@ def _router_split(features: Tensor, category: np.ndarray, strategies: Sequence[i
     return MultimodalSplit(samples, name=name, source="router", task=task)
 
 
+def router_task(strategies: Sequence[int]) -> TaskSpec:
+    """The router's classification task: one class per strategy."""
+    return TaskSpec(kind="classification", num_classes=len(strategies), label_range=None, class_names=tuple(CATEGORIES[c] for c in strategies))
+
+
 def router_bundle(train: tuple[Tensor, np.ndarray], valid: tuple[Tensor, np.ndarray], strategies: Sequence[int]) -> DataBundle:
     """Router data: (features (N, F), categories (N,)) of train and valid; excluded samples dropped."""
-    task = TaskSpec(kind="classification", num_classes=len(strategies), label_range=None, class_names=tuple(CATEGORIES[c] for c in strategies))
+    task = router_task(strategies)
     splits = {"train": _router_split(*train, strategies, "train", task), "valid": _router_split(*valid, strategies, "valid", task)}
     return DataBundle(splits, task, name="router")
 
@@ -208,6 +227,7 @@ class RoutedMethod(CounterfactualMethod):
     """
 
     modes = ("factual", "routed")
+    factual_is_backbone = True  # strategy 0 with no weights: p0
 
     def __init__(self, backbone: Backbone, router: Router | None, strategies: Sequence[int]) -> None:
         super().__init__(backbone)
@@ -218,6 +238,16 @@ class RoutedMethod(CounterfactualMethod):
     def strategy_scores(self, components: Mapping[str, Tensor], strategy: int, params: Mapping[str, float]) -> Tensor:  # pragma: no cover - abstract
         """(B, C) scores of one strategy."""
         raise NotImplementedError
+
+    def structure(self) -> dict[str, Any]:
+        return {"router": self.router.spec()} if self.router is not None else {}
+
+    def rebuild(self, structure: Mapping[str, Any]) -> None:
+        unknown = set(structure) - {"router"}
+        if unknown:
+            raise ValueError(f"unknown parts {sorted(unknown)}")
+        if "router" in structure:
+            self.router = Router.from_spec(structure["router"])
 
     def require_router(self) -> Router:
         if self.router is None:

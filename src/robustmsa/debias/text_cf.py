@@ -627,6 +627,15 @@ def make_counterfactual_bundle(
     return DataBundle(new_splits, bundle.task, name=bundle.name, meta={**bundle.meta, "counterfactual": info})
 
 
+#: Completes the error of a method whose data lacks counterfactual inputs (see :func:`robustmsa.method.check_required_extras`).
+COUNTERFACTUAL_HINT = "Build the counterfactual inputs with robustmsa.debias.text_cf.make_counterfactual_bundle; `robustmsa image-text` does it for you."
+
+
+def counterfactual_keys(modalities: Sequence[str]) -> tuple[str, ...]:
+    """The ``extras`` keys holding the counterfactual inputs of ``modalities`` ('text_cf', 'image_cf')."""
+    return tuple(f"{m}_cf" for m in modalities)
+
+
 def has_counterfactual(batch: Batch, which: str) -> bool:
     """Whether ``batch`` carries the counterfactual inputs of ``which`` ('text', 'image' or 'both')."""
     wanted = {"text": ("text_cf",), "image": ("image_cf",), "both": ("text_cf", "image_cf")}.get(which)

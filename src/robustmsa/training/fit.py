@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, make_loader
 from robustmsa.errors import ConfigError, TrainingDiverged
-from robustmsa.method import Method, target_of
+from robustmsa.method import Method, check_required_extras, target_of
 from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, task_metrics
 from robustmsa.training.module import LR_SCHEDULES, MethodModule, OptimConfig
 
@@ -47,7 +47,7 @@ class TrainConfig:
     monitor: str | None = None  # default: MAE (regression) or Weighted_F1 (classification)
     monitor_mode: str | None = None  # "min" / "max"; default from the metric
     valid_split: str = "valid"
-    valid_mode: str = "factual"
+    valid_mode: str | None = None  # inference mode scored on valid_split; default: the method's first (factual; te for CLUE / CLEF)
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"
@@ -158,15 +158,24 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
     """
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got '{cfg.lr_schedule}'")
-    if cfg.valid_mode not in method.modes:
-        raise ConfigError(f"valid_mode '{cfg.valid_mode}' is not an inference mode of {type(method).__name__}: {list(method.modes)}")
-    for name in dict.fromkeys(("train", cfg.valid_split, *method.calibration_splits())):
+    valid_mode = cfg.valid_mode or method.modes[0]
+    if valid_mode not in method.modes:
+        raise ConfigError(f"valid_mode '{valid_mode}' is not an inference mode of {type(method).__name__}: {list(method.modes)}")
+    read = ("train", cfg.valid_split, *method.calibration_splits())
+    for name in dict.fromkeys(read):
         bundle[name]  # a missing split fails now, naming it, not after training
+    check_required_extras(method, bundle, read)
+    if bundle.task.kind == "classification" and not method.one_class_ok and len(classes := np.unique(bundle["train"].labels())) < 2:
+        names = bundle.task.label_names
+        raise ConfigError(
+            f"{bundle.name}: split 'train' holds only class '{names[int(classes[0])]}' ({len(bundle['train'])} samples); a classifier needs at least two "
+            "(a reader's 'limit' keeps the first items of each file, which may all share a class)"
+        )
     metric, mode = cfg.monitor_spec(bundle.task.kind)
     method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
     config = {"train": asdict(cfg), "seed": seed, **(config or {})}
     optim = OptimConfig(cfg.lr, cfg.weight_decay, cfg.grad_clip, lr_schedule=cfg.lr_schedule, max_epochs=cfg.max_epochs)
-    module = MethodModule(method, optim, valid_mode=cfg.valid_mode, config=config)
+    module = MethodModule(method, optim, valid_mode=valid_mode, config=config)
     with contextlib.ExitStack() as stack:
         if out_dir is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="robustmsa-")))

@@ -119,3 +119,27 @@ def test_detect_faces_command_never_overwrites_and_writes_the_box_file(release: 
     done = _cli("detect-faces", "--folder", str(root), "--out", str(tmp_path / "detected.csv"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "0 of 28 images" in done.stdout + done.stderr and read_face_boxes(tmp_path / "detected.csv") == {}  # noise frames hold no face
+
+
+def test_face_box_files_that_are_odd(release: tuple[Path, Path], tmp_path: Path) -> None:
+    root, boxes = release
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + boxes.read_bytes())  # as spreadsheet programs write UTF-8
+    assert read_face_boxes(bom) == read_face_boxes(boxes)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"image,x1,y1,x2,y2\ntrain/Anger/caf\xe9.png,1,2,30,40\n")
+    with pytest.raises(DataError, match=r"latin\.csv: field 'line 2': is not valid UTF-8"):
+        read_face_boxes(latin)
+    long = tmp_path / "long.csv"
+    long.write_text("image,x1,y1,x2,y2\n" + "x" * 200_000 + ",1,2,30,40\n")
+    with pytest.raises(DataError, match=r"long\.csv: .*is not valid CSV"):
+        read_face_boxes(long)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("image,x1,y1,x2,y2\ntrain/Happy/0000.png,1,2,30,40\ntrain/Happy/0000.png,100,200,300,400\n")
+    with pytest.raises(DataError, match=r"twice\.csv: field 'line 3': 'train/Happy/0000.png' has a box on an earlier line"):
+        read_face_boxes(twice)
+    with pytest.raises(DataError, match="is a directory"):
+        read_face_boxes(tmp_path)
+    (root / "train" / "Happy" / "zz.png").mkdir()
+    with pytest.raises(DataError, match=r"zz\.png: is a directory; expected an image file"):
+        DATASETS.build("caer_s", folder=str(root), boxes=str(boxes), cache_dir=str(tmp_path / "cache"))

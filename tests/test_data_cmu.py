@@ -68,6 +68,24 @@ def test_csd_string_features(tmp_path: Path) -> None:
         read_csd(path)
 
 
+def test_csd_links_that_lead_nowhere_nan_times_and_directories(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "soft.csd", "w") as fh:
+        fh.create_group("Labels")["data"] = h5py.SoftLink("/nowhere")
+    with pytest.raises(DataError, match=r"soft\.csd: field 'data': is a link to an object that cannot be opened"):
+        read_csd(tmp_path / "soft.csd")
+    with h5py.File(tmp_path / "ext.csd", "w") as fh:
+        video = fh.create_group("Labels").create_group("data").create_group("v")
+        video["features"] = h5py.ExternalLink("missing.h5", "/x")
+        video.create_dataset("intervals", data=np.ones((1, 2)))
+    with pytest.raises(DataError, match=r"ext\.csd: field 'data/v/features': is a link to an object that cannot be opened"):
+        read_csd(tmp_path / "ext.csd")
+    nan = _write_csd(tmp_path / "nan.csd", {"v": (np.ones((1, 1), np.float32), np.array([[np.nan, 1]], np.float32))})
+    with pytest.raises(DataError, match=r"nan\.csd: field 'data/v/intervals': contains NaN or inf"):
+        csd_segment_labels(nan)
+    with pytest.raises(DataError, match="is a directory; expected a .csd file"):
+        read_csd(tmp_path)
+
+
 @pytest.mark.realdata
 def test_real_mosi_csd_agrees_with_transcript_csv(shared_data: Path) -> None:
     labels = csd_segment_labels(shared_data / "mosi" / "CMU_MOSI_Opinion_Labels.csd")
@@ -197,6 +215,31 @@ def test_h5_d1_group_or_strings(tmp_path: Path) -> None:
     _write_d1(tmp_path / "youtube" / "audio_valid.h5", np.ones((3, 20, 6)))
     with pytest.raises(DataError, match=r"y_test\.h5: field 'd1'.*holds strings; expected numbers"):
         read_cmu_h5(tmp_path, "youtube")
+
+
+def test_h5_links_overflow_directories_and_parameters(tmp_path: Path) -> None:
+    arrays = _write_cmu(tmp_path, "youtube", SIZES, text_splits=("valid", "test"))
+    folder = tmp_path / "youtube"
+    with h5py.File(folder / "audio_train.h5", "w") as fh:
+        fh["d1"] = h5py.SoftLink("/nowhere")
+    with pytest.raises(DataError, match=r"audio_train\.h5: field 'd1': is a link to an object that cannot be opened"):
+        read_cmu_h5(tmp_path, "youtube")
+    with h5py.File(folder / "audio_train.h5", "w") as fh:
+        fh["d1"] = h5py.ExternalLink("missing.h5", "/d1")
+    with pytest.raises(DataError, match=r"audio_train\.h5: field 'd1': is a link to an object that cannot be opened"):
+        read_cmu_h5(tmp_path, "youtube")
+    audio = arrays["train"]["audio"].copy()
+    audio[0, 0, 0] = 1e39  # finite in float64, inf in float32
+    _write_d1(folder / "audio_train.h5", audio)
+    with pytest.raises(DataError, match=r"youtube/audio_train\.h5: field 'd1': 1 values lie beyond the float32 range"):
+        read_cmu_h5(tmp_path, "youtube")
+    (folder / "audio_train.h5").unlink()
+    (folder / "audio_train.h5").mkdir()
+    with pytest.raises(DataError, match=r"audio_train\.h5: field 'audio': is a directory"):
+        read_cmu_h5(tmp_path, "youtube")
+    for kwargs in ({"limit": 0}, {"limit": -1}, {"limit": "2"}, {"pom_trait": "x"}, {"pom_trait": 1.0}):
+        with pytest.raises(ConfigError, match=f"'{next(iter(kwargs))}'"):
+            read_cmu_h5(tmp_path, "youtube", **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.realdata

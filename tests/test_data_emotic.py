@@ -24,13 +24,13 @@ def _cell(names: list[str]) -> np.ndarray:
     return cell
 
 
-def _split(images: list[tuple[str, list[tuple[list[float], list[str]]]]], evaluation: bool) -> np.ndarray:
+def _split(images: list[tuple[str, list[tuple[list[float], list[str]]]]], evaluation: bool, continuous: dict[str, object] | None = None) -> np.ndarray:
     """A 1 x N struct array of image entries; in val/test each person has two annotators and the combined fields."""
     entries = np.zeros((1, len(images)), dtype=ENTRY)
     for i, (filename, people) in enumerate(images):
         persons = np.zeros((1, len(people)), dtype=PERSON_EVAL if evaluation else PERSON)
         for j, (box, names) in enumerate(people):
-            continuous = {"valence": 6, "arousal": 4, "dominance": 7}
+            continuous = continuous or {"valence": 6, "arousal": 4, "dominance": 7}
             if evaluation:
                 annotators = np.zeros((1, 2), dtype=[("categories", "O")])
                 annotators[0, 0], annotators[0, 1] = (_cell(names[:1]),), (_cell(names),)
@@ -113,3 +113,37 @@ def test_bad_releases_are_named(release: Path, tmp_path: Path) -> None:
     mat.write_bytes(b"not a mat file")
     with pytest.raises(DataError, match="not a readable MATLAB file"):
         read_emotic_annotations(mat)
+
+
+def test_bad_annotations_are_named(tmp_path: Path) -> None:
+    mat = tmp_path / "Annotations.mat"
+    one = [([5, 5, 30, 40], ["Anger"])]
+    for continuous, value in (({"valence": 99, "arousal": 4, "dominance": 7}, "99"), ({"valence": "high", "arousal": 4, "dominance": 7}, "'high'")):
+        savemat(mat, {"train": _split([("im0.jpg", one)], False, continuous)})
+        with pytest.raises(DataError, match=rf"train\[0\].person\[0\].annotations_continuous\[0\].valence': has {value}; expected a number in \[1, 10\]"):
+            read_emotic_annotations(mat, ["train"])
+    split = _split([("im0.jpg", one)], False)
+    split[0, 0]["person"][0, 0]["body_bbox"] = "abcd"  # a box of characters
+    savemat(mat, {"train": split})
+    with pytest.raises(DataError, match=r"train\[0\].person\[0\].body_bbox': expected four finite numbers"):
+        read_emotic_annotations(mat, ["train"])
+    entry = np.zeros((1, 1), dtype=[("filename", "O"), ("folder", "O")])
+    entry[0, 0] = ("im0.jpg", "mscoco/images")
+    savemat(mat, {"train": entry})
+    with pytest.raises(DataError, match=r"train\[0\].person': missing"):
+        read_emotic_annotations(mat, ["train"])
+    savemat(mat, {"train": _split([("im0.jpg", one)], False)})
+    mat.write_bytes(mat.read_bytes()[:50])  # cut inside the header
+    with pytest.raises(DataError, match="not a readable MATLAB file"):
+        read_emotic_annotations(mat, ["train"])
+    with pytest.raises(DataError, match="is a directory"):
+        read_emotic_annotations(tmp_path, ["train"])
+
+
+def test_people_without_categories_are_counted(release: Path, tmp_path: Path) -> None:
+    mat = release / "Annotations" / "Annotations.mat"
+    two = [([5, 5, 30, 40], ["Happiness"]), ([32, 2, 60, 46], [])]  # the second person has no category
+    one = [([10, 8, 50, 44], ["Anger"])]
+    savemat(mat, {"train": _split([("im0.jpg", two), ("im1.jpg", one)], False), "val": _split([("im2.jpg", one)], True), "test": _split([("im3.jpg", one)], True)})
+    bundle = read_emotic(release, cache_dir=tmp_path / "cache")
+    assert len(bundle["train"]) == 2 and bundle.meta["without_category"] == {"train": 1}

@@ -32,9 +32,11 @@ def test_scheme_task_and_errors() -> None:
 
 
 def _bundle(labels: list[float]) -> DataBundle:
-    samples = [Sample(id=f"s{i}", raw_text="w", text=np.zeros((2, 3), np.float32), label=y) for i, y in enumerate(labels)]
-    split = MultimodalSplit(samples, name="train", source="mem", task=TaskSpec())
-    return DataBundle({"train": split, "test": split.subset(range(len(labels)), name="test")}, TaskSpec(), name="mem")
+    def split(name: str) -> MultimodalSplit:
+        samples = [Sample(id=f"{name}{i}", raw_text="w", text=np.zeros((2, 3), np.float32), label=y) for i, y in enumerate(labels)]
+        return MultimodalSplit(samples, name=name, source="mem", task=TaskSpec())
+
+    return DataBundle({"train": split("train"), "test": split("test")}, TaskSpec(), name="mem")
 
 
 def test_to_classification_drops_zeros_for_non0_and_keeps_scores() -> None:

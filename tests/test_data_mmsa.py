@@ -39,7 +39,7 @@ def _split(n: int, seed: int, prefix: str) -> dict[str, np.ndarray]:
         "vision_lengths": rng.integers(1, LV + 1, size=n),
         "regression_labels": rng.uniform(-3, 3, size=n),
         "classification_labels": rng.integers(0, 3, size=n),
-        "id": np.array([f"vid{i // 2}$_${i % 2 + 1}" for i in range(n)], dtype=object),
+        "id": np.array([f"{prefix}vid{i // 2}$_${i % 2 + 1}" for i in range(n)], dtype=object),
     }
 
 
@@ -68,7 +68,7 @@ def test_read_lengths_ids_and_text(tmp_path: Path) -> None:
         assert s.vision.shape[0] == raw["vision_lengths"][i]
         assert s.label == pytest.approx(raw["regression_labels"][i])
         assert s.raw_text == f"tr words {i}"
-    assert bundle["train"][3].id == "vid1$_$2" and bundle["train"][3].group == "vid1"
+    assert bundle["train"][3].id == "trvid1$_$2" and bundle["train"][3].group == "trvid1"
 
 
 def test_neg_inf_replaced_and_counted(tmp_path: Path) -> None:
@@ -117,6 +117,26 @@ def test_text_field_bert_and_aligned_lengths(tmp_path: Path) -> None:
         (lambda d: d["train"].__setitem__("text_bert", np.zeros((6, 2, L))), "text_bert"),
         (lambda d: d["train"].__setitem__("audio_lengths", -np.ones(6, int)), "audio_lengths"),
         (lambda d: d.pop("valid"), "split"),
+        # feature width of a modality differs between splits
+        (lambda d: d["valid"].__setitem__("audio", np.ones((3, LA, DA + 1), np.float32)), "audio"),
+        # the same sample in train and test
+        (lambda d: d["test"]["id"].__setitem__(0, d["train"]["id"][0]), "id"),
+        # token ids and attention mask of text_bert: NaN, negative, not 0/1, holes, fractional ids
+        (lambda d: d["train"]["text_bert"].__setitem__((0, 1, 0), np.nan), "text_bert"),
+        (lambda d: d["train"]["text_bert"].__setitem__((0, 1, slice(None)), -1), "text_bert"),
+        (lambda d: d["train"]["text_bert"].__setitem__((0, 1, slice(None)), 2), "text_bert"),
+        (lambda d: d["train"]["text_bert"].__setitem__((0, 1, slice(None)), [0, 1, 1, 0, 1, 0]), "text_bert"),
+        (lambda d: d["train"]["text_bert"].__setitem__((0, 0, 1), np.nan), "text_bert"),
+        (lambda d: d["train"]["text_bert"].__setitem__((0, 0, 1), 1.7), "text_bert"),
+        (lambda d: d["train"].__setitem__("audio_lengths", np.array([2.7, 1, 1, 1, 1, 1])), "audio_lengths"),
+        (lambda d: d["train"].__setitem__("vision_lengths", np.array([np.nan, 1, 1, 1, 1, 1])), "vision_lengths"),
+        # ids and raw text that are not strings, or an empty id
+        (lambda d: d["train"]["id"].__setitem__(0, None), "id"),
+        (lambda d: d["train"]["id"].__setitem__(0, ""), "id"),
+        (lambda d: d["train"].__setitem__("id", np.arange(6)), "id"),
+        (lambda d: d["train"]["raw_text"].__setitem__(0, ["a", "b"]), "raw_text"),
+        # a missing key next to a key that is not a string (the message lists the keys)
+        (lambda d: (d["train"].pop("audio"), d["train"].__setitem__(0, 1)), "audio"),
     ],
 )
 def test_bad_files_name_file_and_field(tmp_path: Path, mutate: object, field: str) -> None:
@@ -126,6 +146,27 @@ def test_bad_files_name_file_and_field(tmp_path: Path, mutate: object, field: st
     with pytest.raises(DataError) as info:
         read_mmsa_pickle(path)
     assert str(path) in str(info.value) and f"field '{field}'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": -1}, "limit"),
+        ({"limit": "five"}, "limit"),
+        ({"max_text_len": 0}, "max_text_len"),
+        ({"max_text_len": -1}, "max_text_len"),
+        ({"max_text_len": "5"}, "max_text_len"),
+        ({"label_range": [3]}, "label_range"),
+        ({"label_range": "ab"}, "label_range"),
+        ({"label_range": (3, -3)}, "label_range"),
+    ],
+)
+def test_bad_parameters_are_config_errors(tmp_path: Path, kwargs: dict[str, object], name: str) -> None:
+    path = _write(tmp_path / "a.pkl", _data())
+    with pytest.raises(ConfigError, match=f"'{name}'"):
+        read_mmsa_pickle(path, **kwargs)  # type: ignore[arg-type]
+    assert [len(s) for s in read_mmsa_pickle(path, limit=2, max_text_len=1, label_range=[-3, 3]).splits.values()] == [2, 2, 2]  # type: ignore[arg-type]
 
 
 def test_label_range_is_an_argument(tmp_path: Path) -> None:
@@ -193,6 +234,6 @@ def test_round_trip_with_token_ids_and_extra_split(tmp_path: Path) -> None:
 
 def test_writer_refuses_classification(tmp_path: Path) -> None:
     task = TaskSpec(kind="classification", num_classes=2, label_range=None)
-    split = MultimodalSplit([Sample(id="a", text=np.ones((1, 2), np.float32), label_class=1)], name="train", source="mem", task=task)
+    splits = {n: MultimodalSplit([Sample(id=n, text=np.ones((1, 2), np.float32), label_class=1)], name=n, source="mem", task=task) for n in ("train", "valid", "test")}
     with pytest.raises(DataError, match="regression_labels"):
-        write_mmsa_pickle(DataBundle({"train": split, "valid": split, "test": split}, task), tmp_path / "x.pkl")
+        write_mmsa_pickle(DataBundle(splits, task), tmp_path / "x.pkl")

@@ -85,3 +85,23 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
     bad.write_bytes(b"not a pickle at all")
     with pytest.raises(DataError, match="bad.pkl"):
         safe_load(bad)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"c_codecs\nencode\n(X\x03\x00\x00\x00abcX\x0b\x00\x00\x00nonexistenttR.", "not a readable pickle: LookupError"),  # unknown codec
+        (b"\x80\x04\x95" + b"\xff" * 8 + b".", "not a readable pickle: OverflowError"),  # a FRAME longer than memory
+        (b"cbuiltins\nbytearray\n(\x8a\x06\x00\x00\x00\x00\x00\x10tR.", "refusing to unpickle builtins.bytearray"),  # bytearray(2**60)
+    ],
+)
+def test_absurd_pickles_are_data_errors(tmp_path: Path, payload: bytes, message: str) -> None:
+    path = tmp_path / "odd.pkl"
+    path.write_bytes(payload)
+    with pytest.raises(DataError, match=rf"odd\.pkl: {message}"):
+        safe_load(path)
+
+
+def test_a_directory_is_not_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="is a directory; expected a pickle file"):
+        safe_load(tmp_path)

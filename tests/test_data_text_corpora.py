@@ -200,6 +200,107 @@ def test_image_attributes_are_literals_not_code(tmp_path: Path) -> None:
         read_image_attributes(path)
 
 
+# ------------------------------------------------------------------ bad values, parameters and layouts
+
+
+def test_limit_and_seed_must_be_positive_integers(tmp_path: Path) -> None:
+    mosi = _mosi_csv(tmp_path / "t.csv")
+    mmsd2 = _mmsd2(tmp_path / "mmsd2")
+    for limit in (0, -1, "2", 1.5):
+        with pytest.raises(ConfigError, match="'limit' must be a positive number"):
+            read_mmsd2(mmsd2, text_encoder="hash", limit=limit)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="'limit' must be a positive number"):
+            read_mosi_csv(mosi, text_encoder="hash", limit=limit)  # type: ignore[arg-type]
+    assert {k: len(v) for k, v in read_mmsd2(mmsd2, text_encoder="hash", limit=1).splits.items()} == {"train": 1, "valid": 1, "test": 1}
+    vader = tmp_path / "tweets_GroundTruth.txt"
+    vader.write_text("".join(f"{i}\t0.5\tok {i}\n" for i in range(20)), encoding="utf-8")
+    for seed in ("x", 1.5, -1):
+        with pytest.raises(ConfigError, match="'seed'"):
+            read_vader(vader, seed=seed, text_encoder="hash")  # type: ignore[arg-type]
+
+
+def test_text_and_ids_must_be_strings(tmp_path: Path) -> None:
+    folder = _mvsa(tmp_path / "mvsa")
+    for item, field in (({"id": "9", "text": None}, "text"), ({"id": "9", "text": ["a", "b"]}, "text"), ({"id": None, "text": "x"}, "id"), ({"id": " ", "text": "x"}, "id")):
+        (folder / "dev.json").write_text(json.dumps([{**item, "emotion_label": 1}]))
+        with pytest.raises(DataError, match=rf"dev\.json: field '{field}': item 0 has"):
+            read_mvsa(folder, text_encoder="hash")
+    mmsd2 = _mmsd2(tmp_path / "mmsd2")
+    (mmsd2 / "test.json").write_text(json.dumps([{"image_id": 14, "text": None, "label": 0}]))
+    with pytest.raises(DataError, match=r"test\.json: field 'text': item 0 has None"):
+        read_mmsd2(mmsd2, text_encoder="hash")
+    with pytest.raises(DataError, match=r"field 'id': line 6 has ''"):
+        read_mosi_csv(_mosi_csv(tmp_path / "t.csv", ",empty id,1.0,train\n"), text_encoder="hash")
+    vader = tmp_path / "tweets_GroundTruth.txt"
+    vader.write_text("".join(f"{i}\t0.5\tok {i}\n" for i in range(20)) + " \t0.5\tno id\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"field 'id': line 21 has ' '"):
+        read_vader(vader, text_encoder="hash")
+
+
+def test_json_that_python_cannot_hold(tmp_path: Path) -> None:
+    folder = _mvsa(tmp_path / "mvsa")
+    (folder / "dev.json").write_text('[{"id": "9", "text": "x", "emotion_label": ' + "1" * 5000 + "}]")
+    with pytest.raises(DataError, match=r"dev\.json: not valid JSON"):
+        read_mvsa(folder, text_encoder="hash")
+    (folder / "dev.json").write_text('[{"id": "9", "text": "x\\ud800y", "emotion_label": 1}]')
+    with pytest.raises(DataError, match=r"dev\.json: field 'text': item 0 holds a lone surrogate"):
+        read_mvsa(folder, text_encoder="hash")
+
+
+def test_repeated_keys_are_refused(tmp_path: Path) -> None:
+    attributes = tmp_path / "image_attributes.txt"
+    attributes.write_text("['1', 'a', 'b', 'c', 'd', 'e']\n['2', 'a', 'b', 'c', 'd', 'e']\n['1', 'v', 'w', 'x', 'y', 'z']\n")
+    with pytest.raises(DataError, match=r"field 'line 3': image '1' already has attributes"):
+        read_image_attributes(attributes)
+    path = tmp_path / "dup.csv"
+    path.write_text("id,text,label,mode,label\nvidA_1,good,2.0,train,-2.0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"field 'label': column named more than once"):
+        read_mosi_csv(path, text_encoder="hash")
+
+
+def test_mosi_rows_longer_than_the_header_and_odd_numbers(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"field 'line 6': has 6 fields; the header has 4"):
+        read_mosi_csv(_mosi_csv(tmp_path / "a.csv", "vidD_1,good,1.0,train,EXTRA,MORE\n"), text_encoder="hash")
+    with pytest.raises(DataError, match=r"field 'label': line 6 has '0_1'; expected a number"):
+        read_mosi_csv(_mosi_csv(tmp_path / "b.csv", "vidD_1,good,0_1,train\n"), text_encoder="hash")
+
+
+def test_an_id_in_two_splits_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"t\.csv: field 'id': sample id 'vidA_1' is in split 'train' and in split 'test'"):
+        read_mosi_csv(_mosi_csv(tmp_path / "t.csv", "vidA_1,it was really good,2.4,test\n"), text_encoder="hash")
+    folder = _mvsa(tmp_path / "mvsa")
+    (folder / "test.json").write_text(json.dumps([{"id": 5, "text": "great day", "emotion_label": 0}]))  # the train id, as a number
+    with pytest.raises(DataError, match=r"sample id '5' is in split 'train' and in split 'test'"):
+        read_mvsa(folder, text_encoder="hash")
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = _mosi_csv(tmp_path / "t.csv")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_mosi_csv(path, text_encoder="hash")["train"].ids == ["vidA_1", "vidA_2"]
+    folder = _mvsa(tmp_path / "mvsa")
+    (folder / "train.json").write_bytes(b"\xef\xbb\xbf" + (folder / "train.json").read_bytes())
+    assert read_mvsa(folder, text_encoder="hash")["train"].ids == ["5", "7"]
+    vader = tmp_path / "tweets_GroundTruth.txt"
+    vader.write_bytes(b"\xef\xbb\xbf" + "".join(f"{i}\t0.5\tok {i}\n" for i in range(1, 21)).encode())
+    assert "1" in [s.id for split in read_vader(vader, text_encoder="hash").splits.values() for s in split]
+
+
+def test_vader_too_small_for_its_split(tmp_path: Path) -> None:
+    path = tmp_path / "tweets_GroundTruth.txt"
+    path.write_text("1\t0.5\tok\n2\t1.0\tfine\n3\t-1.0\tbad\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"3 items .* too few for the 70/10/20 train/valid/test split: split 'valid' gets none"):
+        read_vader(path, text_encoder="hash")
+
+
+def test_a_directory_where_a_file_belongs(tmp_path: Path) -> None:
+    folder = _mvsa(tmp_path / "mvsa")
+    (folder / "dev.json").unlink()
+    (folder / "dev.json").mkdir()
+    with pytest.raises(DataError, match=r"dev\.json: is a directory; expected a file"):
+        read_mvsa(folder, text_encoder="hash")
+
+
 # ------------------------------------------------------------------ real files
 
 

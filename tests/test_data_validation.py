@@ -87,3 +87,20 @@ def test_unknown_split_and_ids() -> None:
     with pytest.raises(DataError, match="field 'id'"):
         split.select_ids(["s1", "nope"], name="x")
     assert split.select_ids(["s1", "s0"], name="x").ids == ["s1", "s0"]
+
+
+def test_bundle_widths_agree_across_splits() -> None:
+    train = MultimodalSplit([_ok(0), _ok(1)], name="train", source=SOURCE, task=TaskSpec())
+    test = MultimodalSplit([_ok(2, audio=np.ones((2, 6), np.float32))], name="test", source=SOURCE, task=TaskSpec())
+    with pytest.raises(DataError, match=r"data/mosi\.pkl: field 'audio': split 'test' has feature width 6; split 'train' has 5"):
+        DataBundle({"train": train, "test": test}, TaskSpec())
+    textless = MultimodalSplit([_ok(3, text=None)], name="test", source=SOURCE, task=TaskSpec())
+    assert DataBundle({"train": train, "test": textless}, TaskSpec()).dims() == {"text": 4, "audio": 5}  # a modality absent from a split is fine
+
+
+def test_bundle_ids_in_two_splits() -> None:
+    train = MultimodalSplit([_ok(0), _ok(1)], name="train", source=SOURCE, task=TaskSpec())
+    test = MultimodalSplit([_ok(2), _ok(1)], name="test", source=SOURCE, task=TaskSpec())
+    with pytest.raises(DataError, match=r"field 'id': sample id 's1' is in split 'train' and in split 'test'"):
+        DataBundle({"train": train, "test": test}, TaskSpec())
+    assert len(DataBundle({"train": train, "test": test}, TaskSpec(), disjoint_ids=False)["test"]) == 2  # per-split numbering (router data) opts out

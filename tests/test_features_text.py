@@ -140,3 +140,8 @@ def test_feature_cache_round_trip_and_damaged_chunk(tmp_path: Path) -> None:
     (chunk,) = (tmp_path / "c").glob("*.npz")
     chunk.write_bytes(chunk.read_bytes()[:50])  # a damaged file reads as a miss, not a crash
     assert FeatureCache(tmp_path / "c").get(["k1"]) == {}
+
+
+def test_a_lone_surrogate_is_a_data_error() -> None:
+    with pytest.raises(DataError, match=r"s1: field 'raw_text': holds a lone surrogate"):
+        attach_text_features([Sample(id="s0", raw_text="fine"), Sample(id="s1", raw_text="x\ud800y")], build_text_encoder("hash"))

@@ -155,3 +155,25 @@ def _build_data(data: dict) -> DataBundle:
     from robustmsa.registry import DATASETS
 
     return DATASETS.build(data["name"], **data["params"])
+
+
+def test_bomb_headers_directories_and_bad_boxes_are_data_errors(image_dir: Path, tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    from robustmsa.features.image import person_views
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    bomb = tmp_path / "bomb.png"  # a header that claims 20000 x 20000 pixels
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+    for read in (load_image, lambda p: person_views(p, [1, 2, 30, 40])):
+        with pytest.raises(DataError, match=r"bomb\.png: refusing to decode the image"):
+            read(bomb)
+    folder = tmp_path / "zz.png"
+    folder.mkdir()
+    with pytest.raises(DataError, match=r"zz\.png: is a directory; expected an image file"):
+        person_views(folder, [1, 2, 30, 40])
+    with pytest.raises(DataError, match=r"red\.png: field 'box': expected four finite numbers"):
+        person_views(image_dir / "red.png", ["a", "b", "c", "d"])

@@ -7,6 +7,8 @@ the field. The CLI prints the message and exits non-zero without a traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class RobustMSAError(Exception):
     """Base class of user errors (printed without traceback by the CLI)."""
@@ -21,6 +23,17 @@ class DataError(RobustMSAError):
         self.source = source
         self.field = field
         self.problem = problem
+
+
+def require_file(path: Path, expected: str = "a file", field: str | None = None, missing: str | None = None) -> Path:
+    """``path`` if it is a file; else a :class:`DataError` naming it: ``is a directory; expected <expected>`` or
+    ``missing`` (default: ``<expected without its article> not found``)."""
+    if path.is_dir():
+        raise DataError(path, field, f"is a directory; expected {expected}")
+    if not path.is_file():
+        article, _, rest = expected.partition(" ")
+        raise DataError(path, field, missing or f"{rest if article in ('a', 'an') else expected} not found")
+    return path
 
 
 class ConfigError(RobustMSAError):

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_limit
+from robustmsa.data.text_corpora import utf8_lines
 from robustmsa.errors import ConfigError, DataError
 
 EMOTIONS = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
@@ -35,16 +36,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def read_face_boxes(path: str | Path) -> dict[str, tuple[float, float, float, float]]:
-    """``image -> (x1, y1, x2, y2)`` from a CSV file with the header ``image,x1,y1,x2,y2``."""
+    """``image -> (x1, y1, x2, y2)`` from a UTF-8 CSV file with the header ``image,x1,y1,x2,y2`` (one row per image)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, None, "face box file not found (a CSV with the header image,x1,y1,x2,y2)")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(utf8_lines(path))
+    boxes = {}
+    try:
         missing = [c for c in ("image", "x1", "y1", "x2", "y2") if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(path, "header", f"missing columns {missing}; expected image,x1,y1,x2,y2")
-        boxes = {}
         for line, row in enumerate(reader, start=2):
             try:
                 box = tuple(float(row[c]) for c in ("x1", "y1", "x2", "y2"))
@@ -52,7 +53,12 @@ def read_face_boxes(path: str | Path) -> dict[str, tuple[float, float, float, fl
                 raise DataError(path, f"line {line}", f"the box of '{row['image']}' is not four numbers") from None
             if not np.all(np.isfinite(box)):
                 raise DataError(path, f"line {line}", f"the box of '{row['image']}' is not finite")
-            boxes[Path(row["image"]).as_posix()] = box
+            image = Path(row["image"]).as_posix()
+            if image in boxes:
+                raise DataError(path, f"line {line}", f"'{image}' has a box on an earlier line already (one face box per image)")
+            boxes[image] = box
+    except csv.Error as exc:
+        raise DataError(path, f"line {reader.line_num}", f"is not valid CSV: {exc}") from None
     return boxes  # type: ignore[return-value]
 
 
@@ -64,7 +70,12 @@ def list_caer_images(folder: str | Path, split: str) -> list[tuple[str, int]]:
         class_dir = root / split / emotion
         if not class_dir.is_dir():
             raise DataError(class_dir, None, f"CAER-S class folder not found (expected {split}/<{'|'.join(EMOTIONS)}>)")
-        items += [(p.relative_to(root).as_posix(), index) for p in sorted(class_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        for p in sorted(class_dir.iterdir()):
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if p.is_dir():
+                raise DataError(p, None, "is a directory; expected an image file")
+            items.append((p.relative_to(root).as_posix(), index))
     if not items:
         raise DataError(root / split, None, "no images in the class folders")
     return items
@@ -92,8 +103,7 @@ def read_caer_s(
     folder = Path(folder)
     if not 0.0 < valid_fraction < 1.0:
         raise ConfigError(f"caer_s: 'valid_fraction' must be in (0, 1), got {valid_fraction}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"caer_s: 'limit' must be >= 1, got {limit}")
+    limit = check_limit(limit, "caer_s")
     if missing_faces not in ("error", "skip"):
         raise ConfigError(f"caer_s: 'missing_faces' must be 'error' or 'skip', got '{missing_faces}'")
     faces = read_face_boxes(boxes)

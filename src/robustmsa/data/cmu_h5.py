@@ -34,9 +34,9 @@ import h5py
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.cmu_sdk import h5_numeric
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
-from robustmsa.errors import ConfigError, DataError
+from robustmsa.data.cmu_sdk import h5_child, h5_numeric, to_float32
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
+from robustmsa.errors import ConfigError, DataError, require_file
 
 CMU_DATASETS = ("youtube", "mmmo", "pom")
 SPLITS = ("train", "valid", "test")
@@ -46,9 +46,10 @@ _FILES = {"audio": "audio_{}.h5", "vision": "video_{}.h5", "text": "text_{}_emb.
 def _load_d1(path: Path) -> np.ndarray:
     try:
         with h5py.File(path, "r") as fh:
-            if "d1" not in fh:
+            node = h5_child(path, fh, "d1", "d1")
+            if node is None:
                 raise DataError(path, "d1", f"missing; datasets present: {list(fh)}")
-            return h5_numeric(path, fh["d1"], "d1")
+            return h5_numeric(path, node, "d1")
     except OSError as exc:
         raise DataError(path, None, f"not a readable HDF5 file: {exc}") from None
 
@@ -122,6 +123,8 @@ def read_cmu_h5(
         raise ConfigError(f"nan_policy must be 'raise' or 'zero', got '{nan_policy}'")
     if trim not in ("edges", "none"):
         raise ConfigError(f"trim must be 'edges' or 'none', got '{trim}'")
+    pom_trait = check_int(pom_trait, "pom_trait", "cmu_mfn")
+    limit = check_limit(limit, "cmu_mfn")
     folder = Path(folder)
     root = folder / dataset if (folder / dataset).is_dir() else folder
     if not root.is_dir():
@@ -140,12 +143,11 @@ def read_cmu_h5(
         arrays: dict[str, np.ndarray] = {}
         for mod, pattern in _FILES.items():
             path = root / pattern.format(split)
-            if not path.is_file():
-                if mod == "text":
-                    meta["missing_text_splits"].append(split)
-                    continue
-                raise DataError(path, mod, "file not found")
-            arr = _load_d1(path)
+            if mod == "text" and not path.exists():
+                meta["missing_text_splits"].append(split)
+                continue
+            require_file(path, "an HDF5 file", mod)
+            arr = to_float32(path, _load_d1(path), "d1")
             if arr.ndim != 3:
                 raise DataError(path, "d1", f"has shape {arr.shape}; expected (N, steps, features)")
             if arr.shape[0] == 0:
@@ -158,9 +160,7 @@ def read_cmu_h5(
         for mod, arr in arrays.items():
             if arr.shape[:2] != arrays["audio"].shape[:2]:
                 raise DataError(root / _FILES[mod].format(split), "d1", f"has shape {arr.shape}; audio has {arrays['audio'].shape[:2]} (samples, steps)")
-        y_path = root / f"y_{split}.h5"
-        if not y_path.is_file():
-            raise DataError(y_path, "label", "file not found")
+        y_path = require_file(root / f"y_{split}.h5", "an HDF5 file", "label")
         y = _load_d1(y_path)
         y = _clean(y_path, y, "raise", meta["nonfinite_replaced"], f"{split}/y")
         labels = _labels(y_path, y, dataset, n, pom_trait)

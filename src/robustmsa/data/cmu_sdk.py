@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from robustmsa.errors import DataError
+from robustmsa.errors import DataError, require_file
 
 
 def h5_numeric(path: Path, node: object, field: str) -> np.ndarray:
@@ -42,6 +42,25 @@ def h5_numeric(path: Path, node: object, field: str) -> np.ndarray:
         raise DataError(path, field, f"cannot be read: {exc}") from None
 
 
+def to_float32(path: Path, values: np.ndarray, field: str) -> np.ndarray:
+    """``values`` as float32; :class:`DataError` when finite values lie beyond the float32 range (they would become inf)."""
+    if values.dtype.kind == "f" and values.dtype.itemsize > 4:
+        big = np.isfinite(values) & (np.abs(values) > np.finfo(np.float32).max)
+        if big.any():
+            raise DataError(path, field, f"{int(big.sum())} values lie beyond the float32 range, e.g. {float(values[big][0]):g}")
+    return values.astype(np.float32)
+
+
+def h5_child(path: Path, group: h5py.Group, key: str, field: str) -> object | None:
+    """``group[key]``, or None when ``group`` has no such name; :class:`DataError` for a link that leads nowhere."""
+    if group.get(key, getlink=True) is None:
+        return None
+    try:
+        return group[key]
+    except KeyError as exc:  # a soft link to a missing object, or an external link to a missing file
+        raise DataError(path, field, f"is a link to an object that cannot be opened ({exc})") from None
+
+
 def _group(path: Path, node: object, field: str) -> h5py.Group:
     if not isinstance(node, h5py.Group):
         raise DataError(path, field, f"is a {type(node).__name__}; expected a group")
@@ -49,7 +68,7 @@ def _group(path: Path, node: object, field: str) -> h5py.Group:
 
 
 def _root(path: Path, fh: h5py.File) -> h5py.Group:
-    roots = [g for g in fh.values() if isinstance(g, h5py.Group) and "data" in g]
+    roots = [g for g in (fh.get(k) for k in fh) if isinstance(g, h5py.Group) and g.get("data", getlink=True) is not None]
     if len(roots) != 1:
         raise DataError(path, "data", f"expected one root group with a 'data' group, found {[k for k in fh]}")
     return roots[0]
@@ -58,26 +77,28 @@ def _root(path: Path, fh: h5py.File) -> h5py.Group:
 def read_csd(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read a ``.csd`` file: video id -> (features (n, k) float32, intervals (n, 2) float32)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
+    require_file(path, "a .csd file")
     try:
         fh = h5py.File(path, "r")
     except OSError as exc:
         raise DataError(path, None, f"not a readable HDF5 computational sequence: {exc}") from None
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     with fh:
-        data = _group(path, _root(path, fh)["data"], "data")
-        for vid, group in data.items():
-            group = _group(path, group, f"data/{vid}")
-            for key in ("features", "intervals"):
-                if key not in group:
+        data = _group(path, h5_child(path, _root(path, fh), "data", "data"), "data")
+        for vid in data:
+            group = _group(path, h5_child(path, data, vid, f"data/{vid}"), f"data/{vid}")
+            nodes = {key: h5_child(path, group, key, f"data/{vid}/{key}") for key in ("features", "intervals")}
+            for key, node in nodes.items():
+                if node is None:
                     raise DataError(path, f"data/{vid}/{key}", "missing")
-            feats = h5_numeric(path, group["features"], f"data/{vid}/features").astype(np.float32)
-            intervals = h5_numeric(path, group["intervals"], f"data/{vid}/intervals").astype(np.float32)
+            feats = to_float32(path, h5_numeric(path, nodes["features"], f"data/{vid}/features"), f"data/{vid}/features")
+            intervals = to_float32(path, h5_numeric(path, nodes["intervals"], f"data/{vid}/intervals"), f"data/{vid}/intervals")
             if feats.ndim != 2:
                 raise DataError(path, f"data/{vid}/features", f"has shape {feats.shape}; expected (n, k)")
             if intervals.shape != (feats.shape[0], 2):
                 raise DataError(path, f"data/{vid}/intervals", f"has shape {intervals.shape}; expected ({feats.shape[0]}, 2)")
+            if not np.isfinite(intervals).all():
+                raise DataError(path, f"data/{vid}/intervals", "contains NaN or inf times")
             out[vid] = (feats, intervals)
     if not out:
         raise DataError(path, "data", "contains no videos")

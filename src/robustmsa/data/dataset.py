@@ -19,7 +19,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from robustmsa.data.batch import Batch, Sample, collate
-from robustmsa.errors import DataError
+from robustmsa.errors import ConfigError, DataError
 
 TaskKind = Literal["regression", "classification", "multilabel"]
 
@@ -50,14 +50,17 @@ class TaskSpec:
 
 
 class MultimodalSplit(Dataset[Sample]):
-    """A named list of samples from one source, validated on construction."""
+    """A named list of samples from one source, validated on construction.
 
-    def __init__(self, samples: Sequence[Sample], *, name: str, source: object, task: TaskSpec) -> None:
+    ``labelled=False``: new data to predict on; its samples need no label (``predict`` takes it, ``evaluate`` not)."""
+
+    def __init__(self, samples: Sequence[Sample], *, name: str, source: object, task: TaskSpec, labelled: bool = True) -> None:
         self.samples = list(samples)
         self.name = name
         self.source = source
         self.task = task
-        validate_samples(self.samples, source=f"{source} [{name}]", task=task)
+        self.labelled = labelled
+        validate_samples(self.samples, source=f"{source} [{name}]", task=task, labelled=labelled)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -85,7 +88,7 @@ class MultimodalSplit(Dataset[Sample]):
         return digest.hexdigest()
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> MultimodalSplit:
-        return MultimodalSplit([self.samples[i] for i in indices], name=name or self.name, source=self.source, task=self.task)
+        return MultimodalSplit([self.samples[i] for i in indices], name=name or self.name, source=self.source, task=self.task, labelled=self.labelled)
 
     def select_ids(self, ids: Sequence[str], name: str) -> MultimodalSplit:
         """The samples with the given ids, in that order (error on unknown ids)."""
@@ -97,6 +100,8 @@ class MultimodalSplit(Dataset[Sample]):
 
     def labels(self) -> np.ndarray:
         """Targets as an array: scores (N,), class indices (N,) or multi-label (N, K)."""
+        if not self.labelled:
+            raise DataError(f"{self.source} [{self.name}]", "label", "this split holds unlabelled samples (labelled=False): it can be predicted on, not scored")
         if self.task.kind == "regression":
             return np.array([s.label for s in self.samples], dtype=np.float32)
         if self.task.kind == "classification":
@@ -109,8 +114,24 @@ class MultimodalSplit(Dataset[Sample]):
         return {m: int(getattr(first, m).shape[-1]) for m in ("text", "audio", "vision", "image") if getattr(first, m) is not None}
 
 
-def validate_samples(samples: Sequence[Sample], *, source: str, task: TaskSpec) -> None:
-    """Raise :class:`DataError` naming the source and field for any bad sample."""
+def check_limit(limit: object, reader: str) -> int | None:
+    """``limit`` (at most this many samples per split) as an int, or None; :class:`ConfigError` unless a positive integer."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
+        raise ConfigError(f"{reader}: 'limit' must be a positive number of samples per split, got {limit!r}")
+    return int(limit)
+
+
+def check_int(value: object, name: str, reader: str) -> int:
+    """An integer parameter (not a bool, float or string); :class:`ConfigError` naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{reader}: '{name}' must be an integer, got {value!r}")
+    return int(value)
+
+
+def validate_samples(samples: Sequence[Sample], *, source: str, task: TaskSpec, labelled: bool = True) -> None:
+    """Raise :class:`DataError` naming the source and field for any bad sample (labels only checked if ``labelled``)."""
     if not samples:
         raise DataError(source, None, "the split is empty (expected at least one sample)")
     seen: set[str] = set()
@@ -134,7 +155,8 @@ def validate_samples(samples: Sequence[Sample], *, source: str, task: TaskSpec) 
                 raise DataError(source, name, f"sample '{s.id}' has feature width {value.shape[1]}; expected {width}")
         if s.text is not None and s.text_special is not None and s.text_special.shape[0] != s.text.shape[0]:
             raise DataError(source, "text_special", f"sample '{s.id}' length {s.text_special.shape[0]} != text length {s.text.shape[0]}")
-        _validate_label(s, source, task)
+        if labelled:
+            _validate_label(s, source, task)
     for name in ("text", "audio", "vision", "image"):
         if name in widths and any(getattr(s, name) is None for s in samples):
             raise DataError(source, name, "present for some samples only")
@@ -169,6 +191,27 @@ class DataBundle:
     task: TaskSpec
     name: str = "data"
     meta: dict[str, object] = field(default_factory=dict)
+    disjoint_ids: bool = True
+
+    def __post_init__(self) -> None:
+        """A modality must have one feature width in every split; with ``disjoint_ids`` (default) no sample id may be
+        in two splits: a shared id is train/test leakage. Only bundles that number their samples per split turn it off
+        (the router data of MRID / MME-JD: ids '0', '1', ... in both train and valid)."""
+        widths: dict[str, tuple[str, int]] = {}
+        for name, split in self.splits.items():
+            if not len(split):
+                continue
+            for modality, width in split.dims().items():
+                first, expected = widths.setdefault(modality, (name, width))
+                if width != expected:
+                    raise DataError(split.source, modality, f"split '{name}' has feature width {width}; split '{first}' has {expected}")
+        if self.disjoint_ids:
+            owner: dict[str, str] = {}
+            for name, split in self.splits.items():
+                for sid in split.ids:
+                    other = owner.setdefault(sid, name)
+                    if other != name:
+                        raise DataError(split.source, "id", f"sample id '{sid}' is in split '{other}' and in split '{name}' (a sample must belong to one split)")
 
     def __getitem__(self, name: str) -> MultimodalSplit:
         if name not in self.splits:

@@ -16,6 +16,7 @@ Every annotated person becomes one multi-label sample (the 26 categories):
 * ``image``: tokens of the whole picture with the body box blacked out (the
   context with the person masked, what CLEF's context branch sees);
 * ``extras['vad']``: (3,) valence, arousal, dominance (NaN when absent);
+  a value that is present must be a number in [1, 10];
 * ``group``: the image, so people of one picture stay together.
 
 Splits: ``train``, ``valid`` (EMOTIC's val) and ``test``. Features are cached
@@ -33,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
-from robustmsa.errors import ConfigError, DataError
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_limit
+from robustmsa.errors import ConfigError, DataError, require_file
 
 CATEGORIES = (
     "Affection", "Anger", "Annoyance", "Anticipation", "Aversion", "Confidence", "Disapproval", "Disconnection", "Disquietment",
@@ -82,32 +83,55 @@ def _categories(person: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _vad(person: Any) -> tuple[float, float, float]:
-    """Valence, arousal, dominance: the consensus, else the mean over the annotators; NaN when none is numeric."""
+def _absent(value: Any) -> bool:
+    """A continuous value nobody gave: no field, an empty MATLAB array, or NaN."""
+    if value is None or (isinstance(value, np.ndarray) and value.size == 0):
+        return True
+    return isinstance(value, float | np.floating) and bool(np.isnan(value))
+
+
+def _vad(path: Path, where: str, person: Any) -> tuple[float, float, float]:
+    """Valence, arousal, dominance: the consensus, else the mean over the annotators; NaN when none is given.
+
+    An annotation with all three values absent is skipped; any other must hold three numbers in [1, 10]."""
     for name in ("combined_continuous", "annotations_continuous"):
         rows = []
-        for annotation in _items(_field(person, name)):
+        for k, annotation in enumerate(_items(_field(person, name))):
             values = [_field(annotation, dim) for dim in VAD]
-            if all(isinstance(v, (int, float, np.number)) and np.isfinite(v) for v in values):
-                rows.append([float(v) for v in values])
+            if all(_absent(v) for v in values):
+                continue
+            for dim, v in zip(VAD, values):
+                if isinstance(v, bool | np.bool_) or not isinstance(v, int | float | np.number) or not 1 <= v <= 10:
+                    raise DataError(path, f"{where}.{name}[{k}].{dim}", f"has {v!r}; expected a number in [1, 10]")
+            rows.append([float(v) for v in values])
         if rows:
             return tuple(float(v) for v in np.mean(rows, axis=0))  # type: ignore[return-value]
     return (float("nan"),) * 3
 
 
 def read_emotic_annotations(path: str | Path, splits: Sequence[str] = tuple(SPLITS)) -> dict[str, list[EmoticPerson]]:
-    """The annotated people of each EMOTIC split (keys: ``train``, ``val``, ``test``) from ``Annotations.mat``."""
+    """The annotated people of each EMOTIC split (keys: ``train``, ``val``, ``test``) from ``Annotations.mat``.
+
+    People without any category carry no target and are left out (:func:`read_emotic` counts them)."""
+    return _read_annotations(path, splits)[0]
+
+
+def _read_annotations(path: str | Path, splits: Sequence[str]) -> tuple[dict[str, list[EmoticPerson]], dict[str, int]]:
+    """:func:`read_emotic_annotations` and the number of people left out per split for having no category."""
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "EMOTIC annotation file not found (expected Annotations/Annotations.mat of the official release)")
+    require_file(
+        path, "the EMOTIC annotation file Annotations/Annotations.mat", missing="EMOTIC annotation file not found (expected Annotations/Annotations.mat of the official release)"
+    )
     try:
         mat = loadmat(path, squeeze_me=True, struct_as_record=False)
-    except (MatReadError, ValueError, OSError, NotImplementedError) as exc:  # NotImplementedError: a v7.3 (HDF5) file
+    # NotImplementedError: a v7.3 (HDF5) file; IndexError: a file cut inside its header
+    except (MatReadError, ValueError, OSError, NotImplementedError, IndexError) as exc:
         raise DataError(path, None, f"not a readable MATLAB file ({exc})") from None
     out: dict[str, list[EmoticPerson]] = {}
+    unlabelled: dict[str, int] = {}
     known = {c.lower(): c for c in CATEGORIES}
     for split in splits:
         if split not in SPLITS:
@@ -119,9 +143,14 @@ def read_emotic_annotations(path: str | Path, splits: Sequence[str] = tuple(SPLI
             filename, folder = _field(entry, "filename"), _field(entry, "folder")
             if not isinstance(filename, str) or not isinstance(folder, str):
                 raise DataError(path, f"{split}[{i}].filename", "every image entry needs the strings 'filename' and 'folder'")
+            if _field(entry, "person") is None:
+                raise DataError(path, f"{split}[{i}].person", "missing; every image entry lists its annotated people")
             for j, person in enumerate(_items(_field(entry, "person"))):
                 where = f"{split}[{i}].person[{j}]"
-                box = np.asarray(_field(person, "body_bbox"), dtype=np.float64).reshape(-1)
+                try:
+                    box = np.asarray(_field(person, "body_bbox"), dtype=np.float64).reshape(-1)
+                except (TypeError, ValueError):
+                    raise DataError(path, f"{where}.body_bbox", f"expected four finite numbers x1 y1 x2 y2, got {_field(person, 'body_bbox')!r}") from None
                 if box.shape != (4,) or not np.all(np.isfinite(box)):
                     raise DataError(path, f"{where}.body_bbox", f"expected four finite numbers x1 y1 x2 y2, got {box.tolist()}")
                 names = _categories(person)
@@ -129,10 +158,12 @@ def read_emotic_annotations(path: str | Path, splits: Sequence[str] = tuple(SPLI
                 if unknown:
                     raise DataError(path, f"{where}.categories", f"unknown categories {unknown}; EMOTIC has {list(CATEGORIES)}")
                 if not names:
-                    continue  # a person nobody labelled carries no target
-                people.append(EmoticPerson(f"{split}_{i:05d}_{j}", f"{folder}/{filename}", tuple(box.tolist()), tuple(known[n.lower()] for n in names), _vad(person)))  # type: ignore[arg-type]
+                    unlabelled[split] = unlabelled.get(split, 0) + 1  # a person nobody labelled carries no target
+                    continue
+                vad = _vad(path, where, person)
+                people.append(EmoticPerson(f"{split}_{i:05d}_{j}", f"{folder}/{filename}", tuple(box.tolist()), tuple(known[n.lower()] for n in names), vad))  # type: ignore[arg-type]
         out[split] = people
-    return out
+    return out, unlabelled
 
 
 def multi_hot(categories: Sequence[str]) -> np.ndarray:
@@ -154,13 +185,13 @@ def read_emotic(
     ``annotations`` defaults to ``<folder>/Annotations/Annotations.mat`` and ``image_root`` to ``<folder>/emotic``;
     ``tokens``: ``'pooled'`` (one 1280-d token per view) or ``'grid'`` (49, for spatial attention; 49 x the memory);
     ``limit``: at most this many people per split (the first ones), for quick runs.
+    People without any category are left out; ``meta['without_category']`` counts them per split.
     """
     from robustmsa.features.image import build_image_encoder, encode_person_views
 
     folder = Path(folder)
-    if limit is not None and limit < 1:
-        raise ConfigError(f"emotic: 'limit' must be >= 1, got {limit}")
-    people = read_emotic_annotations(Path(annotations) if annotations else folder / "Annotations" / "Annotations.mat")
+    limit = check_limit(limit, "emotic")
+    people, unlabelled = _read_annotations(Path(annotations) if annotations else folder / "Annotations" / "Annotations.mat", tuple(SPLITS))
     root = Path(image_root) if image_root else folder / "emotic"
     encoder = encoder or build_image_encoder(cache_dir=cache_dir, tokens=tokens)
     task = TaskSpec(kind="multilabel", num_classes=len(CATEGORIES), label_range=None, class_names=CATEGORIES)
@@ -175,5 +206,10 @@ def read_emotic(
             for p, (body, context) in zip(chosen, views)
         ]
         splits[name] = MultimodalSplit(samples, name=name, source=f"emotic:{folder}", task=task)
-    meta = {"source": "EMOTIC", "image_root": str(root), "image": f"{encoder.name} tokens ({encoder.tokens}) of the body crop (vision) and the masked scene (image)"}
+    meta = {
+        "source": "EMOTIC",
+        "image_root": str(root),
+        "without_category": {SPLITS[k]: n for k, n in unlabelled.items()},
+        "image": f"{encoder.name} tokens ({encoder.tokens}) of the body crop (vision) and the masked scene (image)",
+    }
     return DataBundle(splits, task, name="emotic", meta=meta)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
 from robustmsa.data.safe_pickle import safe_load
 from robustmsa.errors import ConfigError, DataError
 
@@ -59,6 +59,10 @@ def read_mmsa_pickle(
     """
     if text_field not in ("auto", "text", "text_bert"):
         raise ConfigError(f"text_field must be 'auto', 'text' or 'text_bert', got '{text_field}'")
+    if max_text_len is not None and check_int(max_text_len, "max_text_len", "mmsa") < 1:
+        raise ConfigError(f"mmsa: 'max_text_len' must be >= 1 (it counts the [CLS] and [SEP] tokens), got {max_text_len}")
+    label_range = _label_range(label_range)
+    limit = check_limit(limit, "mmsa")
     path = Path(path)
     data = safe_load(path)
     if not isinstance(data, Mapping):
@@ -78,10 +82,20 @@ def read_mmsa_pickle(
     return DataBundle(splits, task, name=path.stem, meta=meta)
 
 
+def _label_range(value: object) -> tuple[float, float] | None:
+    """``label_range`` as two finite floats ``lo < hi`` (or None); :class:`ConfigError` otherwise."""
+    if value is None:
+        return None
+    numbers = isinstance(value, tuple | list) and len(value) == 2 and all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in value)
+    if not numbers or not np.isfinite(value).all() or not value[0] < value[1]:  # type: ignore[index, arg-type]
+        raise ConfigError(f"mmsa: 'label_range' must be two numbers [low, high] with low < high, or null; got {value!r}")
+    return float(value[0]), float(value[1])  # type: ignore[index]
+
+
 def _array(where: str, raw: Mapping[str, Any], key: str, ndim: int, n: int | None, dtype: type = np.float32, squeeze: bool = False) -> np.ndarray:
     """``raw[key]`` as an array of ``ndim`` dimensions and ``n`` rows (``squeeze`` drops a trailing axis of size 1)."""
     if key not in raw:
-        raise DataError(where, key, f"missing; keys present: {sorted(raw)}")
+        raise DataError(where, key, f"missing; keys present: {sorted(map(str, raw))}")
     try:
         arr = np.asarray(raw[key], dtype=dtype)
     except (TypeError, ValueError) as exc:
@@ -108,11 +122,40 @@ def _clean(where: str, key: str, arr: np.ndarray, stats: dict[str, int], split: 
     return arr
 
 
+def _whole(where: str, key: str, values: np.ndarray, what: str) -> np.ndarray:
+    """Float ``values`` as int64; :class:`DataError` naming ``key`` for NaN/inf, fractional or negative values (``what`` names them)."""
+    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)) | (values < 0))
+    if bad.size:
+        raise DataError(where, key, f"{bad.size} {what} are not whole numbers >= 0, e.g. {float(values.reshape(-1)[bad[0]])}")
+    return values.astype(np.int64)
+
+
 def _lengths(where: str, raw: Mapping[str, Any], key: str, n: int, max_len: int) -> np.ndarray:
-    lengths = _array(where, raw, key, 1, n, dtype=np.int64)
-    if (lengths < 0).any():
-        raise DataError(where, key, "contains negative lengths")
+    lengths = _whole(where, key, _array(where, raw, key, 1, n, dtype=np.float64), "lengths")
     return np.minimum(lengths, max_len)
+
+
+def _bert_text_lengths(where: str, bert: np.ndarray) -> np.ndarray:
+    """Text lengths from the attention mask of ``text_bert`` (N, 3, L), which must be a run of 1s then 0s; token ids must be whole numbers."""
+    mask = bert[:, 1, :]
+    if not np.isin(mask, (0, 1)).all():
+        raise DataError(where, "text_bert", f"attention mask (row 1) holds {mask[~np.isin(mask, (0, 1))][0]}; expected only 0 and 1")
+    lengths = mask.sum(axis=1).astype(np.int64)
+    holes = np.flatnonzero((mask != (np.arange(mask.shape[1]) < lengths[:, None])).any(axis=1))
+    if holes.size:
+        raise DataError(where, "text_bert", f"attention mask (row 1) of sample {holes[0]} is not a run of 1s followed by 0s (padding)")
+    _whole(where, "text_bert", bert[:, 0, :], "token ids (row 0)")
+    return lengths
+
+
+def _strings(where: str, values: np.ndarray, key: str, *, allow_empty: bool) -> list[str]:
+    """The entries of ``values`` as strings (numpy strings accepted); :class:`DataError` naming ``key`` and the row otherwise."""
+    out = []
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not (allow_empty or value.strip()):
+            raise DataError(where, key, f"row {i} holds {value!r}; expected a {'' if allow_empty else 'non-empty '}string")
+        out.append(str(value))
+    return out
 
 
 def _group_of(sample_id: str) -> str:
@@ -132,7 +175,7 @@ def _read_split(
 ) -> tuple[list[Sample], dict[str, int]]:
     where = f"{path} [{split}]"
     stats: dict[str, int] = {}
-    ids = _array(where, raw, "id", 1, None, dtype=object)
+    ids = _strings(where, _array(where, raw, "id", 1, None, dtype=object), "id", allow_empty=False)
     n = len(ids)
     labels = _array(where, raw, "regression_labels", 1, n, squeeze=True)
     if not np.isfinite(labels).all():
@@ -156,7 +199,7 @@ def _read_split(
     if bert is not None:
         if bert.shape[2] != text.shape[1]:
             raise DataError(where, "text_bert", f"length {bert.shape[2]} differs from text length {text.shape[1]}")
-        text_len = bert[:, 1, :].sum(axis=1).astype(np.int64)
+        text_len = _bert_text_lengths(where, bert)
     else:
         nonzero = np.any(text != 0, axis=2)
         text_len = np.where(nonzero.any(axis=1), text.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
@@ -172,7 +215,7 @@ def _read_split(
             lengths = np.full(n, arr.shape[1], dtype=np.int64)
         seqs[mod] = (arr, lengths)
 
-    raw_text = _array(where, raw, "raw_text", 1, n, dtype=object) if "raw_text" in raw else None
+    raw_text = _strings(where, _array(where, raw, "raw_text", 1, n, dtype=object), "raw_text", allow_empty=True) if "raw_text" in raw else None
     count = n if limit is None else min(n, limit)
     samples = []
     for i in range(count):
@@ -189,12 +232,12 @@ def _read_split(
             t = t[:max_text_len]
             special = None if special is None else special[:max_text_len]
             ids_row = None if ids_row is None else ids_row[:max_text_len]
-        sid = str(ids[i])
+        sid = ids[i]
         samples.append(
             Sample(
                 id=sid,
                 group=_group_of(sid),
-                raw_text=None if raw_text is None else str(raw_text[i]),
+                raw_text=None if raw_text is None else raw_text[i],
                 text=np.ascontiguousarray(t, dtype=np.float32),
                 text_special=special,
                 text_ids=ids_row,

@@ -15,7 +15,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from robustmsa.errors import DataError
+from robustmsa.errors import DataError, require_file
 
 # (module, name) pairs a numpy-array pickle needs. numpy >= 2 moved
 # ``numpy.core`` to ``numpy._core``; pickles written by either are accepted.
@@ -30,7 +30,7 @@ _ALLOWED = {
     ("numpy", "dtype"),
     ("collections", "OrderedDict"),
     ("_codecs", "encode"),  # bytes in protocol 0-2 pickles (a pure str -> bytes conversion)
-    *(("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool", "complex", "bytes", "bytearray")),
+    *(("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool", "complex", "bytes")),
 }
 
 
@@ -75,12 +75,12 @@ class SafeUnpickler(pickle.Unpickler):
 def safe_load(path: str | Path) -> Any:
     """Load a pickle file with :class:`SafeUnpickler`; errors name the file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
+    require_file(path, "a pickle file")
     try:
         with path.open("rb") as fh:
             return SafeUnpickler(fh, source=path).load()
     except DataError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-        raise DataError(path, None, f"not a readable pickle: {exc}") from None
+    # LookupError: an unknown codec for _codecs.encode, or a bad memo key; MemoryError / OverflowError: absurd sizes
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, LookupError, MemoryError, OverflowError) as exc:
+        raise DataError(path, None, f"not a readable pickle: {type(exc).__name__}: {exc}") from None

@@ -26,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
-from robustmsa.errors import ConfigError, DataError
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
+from robustmsa.errors import ConfigError, DataError, require_file
 from robustmsa.features.text import TextEncoder, attach_text_features, build_text_encoder
 
 EncoderArg = str | TextEncoder
@@ -54,9 +54,7 @@ def _finish(
     limit: int | None,
     meta: dict[str, Any],
 ) -> DataBundle:
-    """Apply ``limit``, encode all texts in one pass, and build validated splits."""
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be a positive number of samples per split, got {limit}")
+    """Apply ``limit`` (already checked with :func:`check_limit`), encode all texts in one pass, and build validated splits."""
     kept = {split: samples[:limit] for split, samples in parsed.items()}
     flat = attach_text_features([s for samples in kept.values() for s in samples], encoder)
     splits, start = {}, 0
@@ -67,28 +65,27 @@ def _finish(
     return DataBundle(splits, task, name=name, meta=meta)
 
 
-def _read_text(path: Path) -> str:
-    """The whole file decoded as UTF-8 (newlines untranslated); :class:`DataError` if missing or not UTF-8."""
-    if not path.is_file():
-        raise DataError(path, None, "file not found")
+def read_utf8(path: Path) -> str:
+    """The whole file decoded as UTF-8 (newlines untranslated, a leading byte-order mark dropped); :class:`DataError` if missing or not UTF-8."""
+    require_file(path)
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise DataError(path, f"line {line}", f"is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
 
 
-def _text_lines(path: Path) -> io.StringIO:
-    """The lines of :func:`_read_text`, endings kept untranslated (like ``open(path, newline='')``)."""
-    return io.StringIO(_read_text(path), newline="")
+def utf8_lines(path: Path) -> io.StringIO:
+    """The lines of :func:`read_utf8`, endings kept untranslated (like ``open(path, newline='')``)."""
+    return io.StringIO(read_utf8(path), newline="")
 
 
 def _read_json_list(path: Path) -> list[dict[str, Any]]:
-    text = _read_text(path)
+    text = read_utf8(path)
     try:
         items = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer with more digits than Python converts
         raise DataError(path, None, f"not valid JSON: {exc}") from None
     except RecursionError:
         raise DataError(path, None, "not valid JSON: nested too deeply") from None
@@ -104,6 +101,29 @@ def _field(path: Path, item: Mapping[str, Any], key: str, index: int) -> Any:
     if key not in item:
         raise DataError(path, key, f"missing in item {index}")
     return item[key]
+
+
+def _string(path: Path, value: Any, key: str, where: str, *, is_id: bool = False) -> str:
+    """A text field (``is_id``: a non-empty id; an integer id is accepted as its digits); :class:`DataError` naming the item otherwise."""
+    if is_id and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or (is_id and not value.strip()):
+        raise DataError(path, key, f"{where} has {value!r}; expected a {'non-empty string' if is_id else 'string'}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(path, key, f"{where} holds a lone surrogate escape (e.g. \\ud800), which is not a character") from None
+    return value.strip() if is_id else value
+
+
+def _number(path: Path, value: str, key: str, where: str) -> float:
+    """A number written in a text file (``float`` syntax without Python's digit-grouping underscores)."""
+    try:
+        if "_" in value:
+            raise ValueError(value)
+        return float(value)
+    except ValueError:
+        raise DataError(path, key, f"{where} has '{value}'; expected a number") from None
 
 
 def _class_label(path: Path, value: Any, key: str, index: int, num_classes: int) -> int:
@@ -128,27 +148,31 @@ def read_mosi_csv(
     id (the id without its trailing ``_<clip>``).
     """
     path = Path(path)
+    limit = check_limit(limit, "mosi_csv")
     parsed: dict[str, list[Sample]] = {"train": [], "valid": [], "test": []}
     columns = ("id", "text", "label", "mode")
-    reader = csv.DictReader(_text_lines(path))
+    reader = csv.DictReader(utf8_lines(path))
     try:
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        header = reader.fieldnames or []
+        missing = [c for c in columns if c not in header]
         if missing:
             raise DataError(path, missing[0], f"column missing; header is {reader.fieldnames}")
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise DataError(path, repeated[0], f"column named more than once in the header {header}")
         for row in reader:
             row_no = reader.line_num
             short = [c for c in columns if row[c] is None]
             if short:
                 fields = sum(v is not None for k, v in row.items() if k is not None)
-                raise DataError(path, short[0], f"missing on line {row_no}: the row has {fields} fields, the header {len(reader.fieldnames or [])} ({','.join(reader.fieldnames or [])})")
+                raise DataError(path, short[0], f"missing on line {row_no}: the row has {fields} fields, the header {len(header)} ({','.join(header)})")
+            if None in row:  # csv.DictReader keeps the fields beyond the header under the key None
+                raise DataError(path, f"line {row_no}", f"has {len(header) + len(row[None])} fields; the header has {len(header)} ({','.join(header)})")  # type: ignore[index]
             split = _SPLIT_NAMES.get(row["mode"].strip().lower())
             if split is None:
                 raise DataError(path, "mode", f"line {row_no} has '{row['mode']}'; expected train, valid/dev or test")
-            try:
-                label = float(row["label"])
-            except ValueError:
-                raise DataError(path, "label", f"line {row_no} has '{row['label']}'; expected a number") from None
-            sid = row["id"].strip()
+            label = _number(path, row["label"], "label", f"line {row_no}")
+            sid = _string(path, row["id"], "id", f"line {row_no}", is_id=True)
             parsed[split].append(Sample(id=sid, group=sid.rsplit("_", 1)[0], raw_text=row["text"], label=label))
     except csv.Error as exc:
         raise DataError(path, f"line {reader.line_num}", f"is not valid CSV: {exc}") from None
@@ -163,15 +187,17 @@ def read_mvsa(
 
     Classes 0 positive, 1 neutral, 2 negative; ``dev`` becomes the ``valid`` split.
     """
+    limit = check_limit(limit, "mvsa")
     folder = _existing_folder(folder)
     parsed: dict[str, list[Sample]] = {}
     for file_split, split in (("train", "train"), ("dev", "valid"), ("test", "test")):
         path = folder / f"{file_split}.json"
         samples = []
         for i, item in enumerate(_read_json_list(path)):
-            sid = str(_field(path, item, "id", i))
+            sid = _string(path, _field(path, item, "id", i), "id", f"item {i}", is_id=True)
             label = _class_label(path, _field(path, item, "emotion_label", i), "emotion_label", i, 3)
-            samples.append(Sample(id=sid, group=sid, raw_text=str(_field(path, item, "text", i)), label_class=label))
+            text = _string(path, _field(path, item, "text", i), "text", f"item {i}")
+            samples.append(Sample(id=sid, group=sid, raw_text=text, label_class=label))
         parsed[split] = samples
     task = TaskSpec(kind="classification", num_classes=3, label_range=None, class_names=("positive", "neutral", "negative"))
     return _finish(parsed, task=task, name="mvsa_single", source=folder, encoder=_encoder(text_encoder, cache_dir), limit=limit, meta={})
@@ -195,24 +221,25 @@ def read_vader(
     with ``seed`` and cut 70/10/20 into train/valid/test, so snippets of one
     document never straddle splits.
     """
+    seed = check_int(seed, "seed", "vader")
+    if seed < 0:
+        raise ConfigError(f"vader: 'seed' must be >= 0, got {seed}")
+    limit = check_limit(limit, "vader")
     path = Path(path)
     if path.is_dir():
         if domain not in VADER_DOMAINS:
             raise ConfigError(f"vader domain must be one of {sorted(VADER_DOMAINS)}, got '{domain}'")
         path = path / VADER_DOMAINS[domain]
     samples = []
-    for line_no, line in enumerate(_text_lines(path), start=1):
+    for line_no, line in enumerate(utf8_lines(path), start=1):
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
         parts = line.split("\t", 2)
         if len(parts) != 3:
             raise DataError(path, f"line {line_no}", "expected 'id<TAB>rating<TAB>text'")
-        try:
-            label = float(parts[1])
-        except ValueError:
-            raise DataError(path, "rating", f"line {line_no} has '{parts[1]}'; expected a number") from None
-        sid = parts[0].strip()
+        label = _number(path, parts[1], "rating", f"line {line_no}")
+        sid = _string(path, parts[0], "id", f"line {line_no}", is_id=True)
         samples.append(Sample(id=sid, group=sid.split("_", 1)[0], raw_text=parts[2], label=label))
     if not samples:
         raise DataError(path, None, "the file has no items")
@@ -225,6 +252,9 @@ def read_vader(
     parsed: dict[str, list[Sample]] = {"train": [], "valid": [], "test": []}
     for s in samples:
         parsed[assign[s.group]].append(s)
+    empty = [name for name, part in parsed.items() if not part]
+    if empty:
+        raise DataError(path, None, f"{len(groups)} items (documents) are too few for the 70/10/20 train/valid/test split: split '{empty[0]}' gets none")
     task = TaskSpec(kind="regression", num_classes=1, label_range=(-4.0, 4.0))
     meta = {"domain": domain, "split_seed": seed}
     return _finish(parsed, task=task, name=f"vader_{path.name.split('_')[0]}", source=path, encoder=_encoder(text_encoder, cache_dir), limit=limit, meta=meta)
@@ -237,7 +267,7 @@ def read_image_attributes(path: str | Path) -> dict[str, list[str]]:
     """
     path = Path(path)
     out: dict[str, list[str]] = {}
-    for line_no, line in enumerate(_text_lines(path), start=1):
+    for line_no, line in enumerate(utf8_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -246,6 +276,8 @@ def read_image_attributes(path: str | Path) -> dict[str, list[str]]:
             raise DataError(path, f"line {line_no}", "is not a Python list literal") from None
         if not isinstance(value, list | tuple) or len(value) != 6 or not all(isinstance(v, str) for v in value):
             raise DataError(path, f"line {line_no}", "expected ['<image id>', five attribute words]")
+        if value[0] in out:
+            raise DataError(path, f"line {line_no}", f"image '{value[0]}' already has attributes on an earlier line")
         out[value[0]] = list(value[1:])
     return out
 
@@ -278,6 +310,7 @@ def read_mmsd2(
     """
     if missing_image not in ("raise", "drop"):
         raise ConfigError(f"missing_image must be 'raise' or 'drop', got '{missing_image}'")
+    limit = check_limit(limit, "mmsd2")
     folder = _existing_folder(folder)
     attr_path = folder / "image_attributes.txt"
     attributes = read_image_attributes(attr_path)
@@ -287,17 +320,17 @@ def read_mmsd2(
         path = folder / f"{split}.json"
         samples = []
         for i, item in enumerate(_read_json_list(path)):
-            sid = str(_field(path, item, "image_id", i))
+            sid = _string(path, _field(path, item, "image_id", i), "image_id", f"item {i}", is_id=True)
             if sid not in attributes:
                 if missing_image == "raise":
                     raise DataError(attr_path, "image_id", f"no attributes for image '{sid}' (item {i} of {path.name}); pass missing_image='drop' to skip such items")
                 dropped[split] = dropped.get(split, 0) + 1
                 continue
             label = _class_label(path, _field(path, item, "label", i), "label", i, 2)
-            samples.append(Sample(id=sid, group=sid, raw_text=str(_field(path, item, "text", i)), label_class=label))
+            text = _string(path, _field(path, item, "text", i), "text", f"item {i}")
+            samples.append(Sample(id=sid, group=sid, raw_text=text, label_class=label))
         parsed[split] = samples
-    if limit is not None:
-        parsed = {split: samples[:limit] for split, samples in parsed.items()}
+    parsed = {split: samples[:limit] for split, samples in parsed.items()}
     encoder = _encoder(text_encoder, cache_dir)
     words = sorted({w for samples in parsed.values() for s in samples for w in attributes[s.id]})
     vectors = _word_vectors(words, encoder)

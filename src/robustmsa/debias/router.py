@@ -171,7 +171,7 @@ def router_bundle(train: tuple[Tensor, np.ndarray], valid: tuple[Tensor, np.ndar
     """Router data: (features (N, F), categories (N,)) of train and valid; excluded samples dropped."""
     task = router_task(strategies)
     splits = {"train": _router_split(*train, strategies, "train", task), "valid": _router_split(*valid, strategies, "valid", task)}
-    return DataBundle(splits, task, name="router")
+    return DataBundle(splits, task, name="router", disjoint_ids=False)  # samples are numbered per split
 
 
 def inverse_frequency(labels: np.ndarray, num_classes: int) -> list[float]:

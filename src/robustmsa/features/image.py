@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from robustmsa.data.batch import Sample
 from robustmsa.data.dataset import DataBundle, MultimodalSplit
-from robustmsa.errors import ConfigError, DataError
+from robustmsa.errors import ConfigError, DataError, require_file
 from robustmsa.features.cache import CachedText, FeatureCache, content_key, default_cache_root
 
 IMAGE_SIZE = 224
@@ -55,18 +55,26 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_image(path: str | Path, size: int = IMAGE_SIZE) -> np.ndarray:
-    """An image file as a (3, size, size) float32 array in [0, 1] (RGB, bicubic resize, no crop)."""
+
+def _open_rgb(path: Path) -> Any:
+    """The image file as a PIL RGB image; :class:`DataError` naming the file when PIL cannot (or refuses to) decode it."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "image file not found")
+    require_file(path, "an image file")
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+            return image.convert("RGB")
+    except Image.DecompressionBombError as exc:  # a header claiming far more pixels than any photo has
+        raise DataError(path, None, f"refusing to decode the image: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(path, None, f"cannot read the image ({exc})") from None
+
+
+def load_image(path: str | Path, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An image file as a (3, size, size) float32 array in [0, 1] (RGB, bicubic resize, no crop)."""
+    from PIL import Image
+
+    rgb = _open_rgb(Path(path)).resize((size, size), Image.Resampling.BICUBIC)
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)
 
 
@@ -153,8 +161,7 @@ class ImageEncoder:
         """Tokens (K, 1280) of image files, cached on disk by file content (DataError naming a missing/bad file)."""
         paths = [Path(p) for p in paths]
         for path in paths:
-            if not path.is_file():
-                raise DataError(path, None, "image file not found")
+            require_file(path, "an image file")
         keys = [content_key(self.key, file_digest(p))[:40] for p in paths]
         return self.encode_cached(keys, lambda index: np.stack([load_image(paths[i]) for i in index]))
 
@@ -181,18 +188,15 @@ def person_views(path: str | Path, box: Sequence[float], size: int = IMAGE_SIZE)
     ``x1, y1, x2, y2`` in pixels, clipped to the image), and the scene with that box blacked out (the context).
 
     DataError naming the file when it cannot be read or the box holds no pixel of the image."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "image file not found")
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(path, None, f"cannot read the image ({exc})") from None
+    rgb = _open_rgb(path)
     width, height = rgb.size
-    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    try:
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    except (TypeError, ValueError, OverflowError):  # not four finite numbers
+        raise DataError(path, "box", f"expected four finite numbers x1 y1 x2 y2, got {list(box)!r}") from None
     x1, x2 = max(0, min(x1, width)), max(0, min(x2, width))
     y1, y2 = max(0, min(y1, height)), max(0, min(y2, height))
     if x2 <= x1 or y2 <= y1:
@@ -215,7 +219,7 @@ def encode_person_views(encoder: ImageEncoder, items: Sequence[tuple[str | Path,
     keys = []
     for (_, box), p in zip(items, paths):
         if p not in digests:
-            raise DataError(p, None, "image file not found")
+            require_file(p, "an image file")
         for view in ("body", "context"):
             keys.append(content_key(encoder.key, digests[p], view, ",".join(f"{float(v):g}" for v in box))[:40])
 
@@ -272,4 +276,4 @@ def with_image_folder(bundle: DataBundle, folder: str | Path, encoder: ImageEnco
     meta = {**bundle.meta, "image": f"{encoder.name} visual tokens ({encoder.tokens})", "image_folder": str(folder)}
     if image_ids is not None:
         meta["image_ids"] = dict(image_ids)
-    return DataBundle(splits, bundle.task, name=bundle.name, meta=meta)
+    return DataBundle(splits, bundle.task, name=bundle.name, meta=meta, disjoint_ids=bundle.disjoint_ids)

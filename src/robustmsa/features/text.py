@@ -319,6 +319,10 @@ def attach_text_features(samples: Sequence[Sample], encoder: TextEncoder) -> lis
     for s in samples:
         if s.raw_text is None:
             raise DataError(s.id, "raw_text", "the sample has no raw text to encode")
+        try:
+            s.raw_text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(s.id, "raw_text", "holds a lone surrogate (e.g. from a JSON escape \\ud800), which is not a character") from None
     encoded = encoder.encode([s.raw_text for s in samples])  # type: ignore[misc]
     ids = encoded.ids if encoded.ids is not None else [None] * len(samples)
     return [dataclasses.replace(s, text=f, text_special=m, text_ids=i) for s, f, m, i in zip(samples, encoded.features, encoded.special, ids)]

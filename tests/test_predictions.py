@@ -67,3 +67,21 @@ def test_an_unknown_mode_is_refused_before_writing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no inference mode 'tie'"):
         write_predictions(tmp_path / "x.csv", _method(split), split, ["tie"])
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_unlabelled_samples_are_predicted_not_scored() -> None:
+    import dataclasses
+
+    from robustmsa.errors import DataError
+    from robustmsa.training.fit import evaluate
+
+    labelled = make_toy_split(5, "new", 0)
+    unlabelled = MultimodalSplit([dataclasses.replace(s, label=None) for s in labelled], name="new", source="user", task=labelled.task, labelled=False)
+    with pytest.raises(DataError, match="has no finite label"):  # a labelled split still needs its labels
+        MultimodalSplit(unlabelled.samples, name="new", source="user", task=labelled.task)
+    method = _method(labelled)
+    np.testing.assert_allclose(predict(method, unlabelled), predict(method, labelled), rtol=1e-6)
+    header, rows = prediction_table(method, unlabelled, ["factual"])
+    assert header == ["id", "group", "factual"] and len(rows) == 5
+    with pytest.raises(DataError, match=r"user \[new\]: field 'label': this split holds unlabelled samples"):
+        evaluate(method, unlabelled)

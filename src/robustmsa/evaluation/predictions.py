@@ -1,6 +1,7 @@
 """Per-sample predictions of a trained method as a CSV table, for a user's own error analysis.
 
-One row per sample, in the split's order: ``id``, ``group``, ``truth``, then per inference mode the prediction:
+One row per sample, in the split's order: ``id``, ``group``, ``truth`` (labelled splits only), then per inference
+mode the prediction:
 
 - regression: the score (``<mode>``);
 - classification: the predicted class (``<mode>``) and each class's probability (``<mode>:p(<class>)``);
@@ -30,15 +31,17 @@ def prediction_table(method: Method, split: MultimodalSplit, modes: Sequence[str
     """``(header, rows)`` of the CSV described in the module docstring."""
     task = split.task
     names = task.label_names
-    truth = split.labels()
-    if task.kind == "regression":
-        truth_text = [_number(v) for v in truth]
-    elif task.kind == "classification":
-        truth_text = [names[int(v)] for v in truth]
-    else:
-        truth_text = [";".join(n for n, on in zip(names, row) if on > 0.5) for row in truth]
-    header = ["id", "group", "truth"]
-    columns: list[list[str]] = [split.ids, [s.group or "" for s in split], truth_text]
+    header = ["id", "group"]
+    columns: list[list[str]] = [split.ids, [s.group or "" for s in split]]
+    if split.labelled:
+        truth = split.labels()
+        if task.kind == "regression":
+            columns.append([_number(v) for v in truth])
+        elif task.kind == "classification":
+            columns.append([names[int(v)] for v in truth])
+        else:
+            columns.append([";".join(n for n, on in zip(names, row) if on > 0.5) for row in truth])
+        header.append("truth")
     for mode in modes:
         pred = predict(method, split, mode)
         if task.kind == "regression":

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, make_loader
 from robustmsa.errors import ConfigError, TrainingDiverged
-from robustmsa.method import Method, check_required_extras, target_of
+from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, task_metrics
 from robustmsa.training.module import LR_SCHEDULES, MethodModule, OptimConfig
 
@@ -253,5 +253,5 @@ def predict(method: Method, split: MultimodalSplit, mode: str = "factual", batch
 def evaluate(method: Method, split: MultimodalSplit, modes: tuple[str, ...] | None = None, batch_size: int = 128) -> dict[str, dict[str, float]]:
     """Metrics of every inference mode on one split: ``{mode: {metric: value}}``."""
     task = method.task
-    truth = np.concatenate([target_of(b, task).numpy() for b in make_loader(split, batch_size)])
+    truth = split.labels()  # a DataError for a split of unlabelled samples
     return {m: task_metrics(predict(method, split, m, batch_size), truth, task.kind, task.num_classes) for m in (modes or method.modes)}

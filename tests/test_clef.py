@@ -242,11 +242,25 @@ def test_protocol_runs_clef_with_its_ablations(small: DataBundle, tmp_path) -> N
         ({"method": "clef", "ablations": {"no text": {"use_text": False}}}, r"field 'ablations': 'no text': method 'clef': unknown parameter\(s\) 'use_text'"),
         ({"method": "clefs"}, r"field 'method'"),
         ({"method": "clef", "clef": {"context_branch": {"hiden": 8}}}, r"field 'clef': method 'clef': 'context_branch': unknown parameter\(s\) 'hiden' \(parameters: input, hidden, dropout\)"),
+        ({"method": "clef", "case_study": {"n": 3}}, r"case_study is CLUE's word-level case study; CLEF has none"),
+        ({"method": "clef", "ablation_schemes": ["hsa0"]}, r"field 'ablation_schemes.0'"),
+        ({"method": "clef", "schemes": []}, r"field 'schemes'"),
+        ({"method": "clef", "clef": {"tau_grid": [-1.0, 0.0]}}, None),  # the type is right; the method refuses the value when built
     ],
 )
-def test_protocol_config_checks_the_methods_parameters(change: dict, message: str) -> None:
+def test_protocol_config_checks_the_methods_parameters(change: dict, message: str | None) -> None:
+    if message is None:
+        parse_protocol_config({"data": {"name": "synthetic_context"}, "backbone": {"name": "two_stream"}, **change})
+        return
     with pytest.raises(ConfigError, match=message):
         parse_protocol_config({"data": {"name": "synthetic_context"}, "backbone": {"name": "two_stream"}, **change})
+
+
+def test_ablations_for_schemes_the_run_lacks_are_refused_before_training(tmp_path) -> None:
+    config = parse_protocol_config({"method": "clef", "data": {"name": "synthetic_context"}, "backbone": {"name": "two_stream"}, "ablation_schemes": ["has0"]})
+    bundle = generate_context_corpus(ContextCorpusConfig(**SMALL))
+    with pytest.raises(ConfigError, match=r"ablation_schemes \['has0'\]: none is among the run's schemes \['classes'\]"):
+        run_clue_protocol(config, tmp_path / "out", bundle=bundle)
 
 
 def test_protocol_on_multilabel_data_with_one_test_split(tmp_path) -> None:

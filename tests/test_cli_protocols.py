@@ -84,9 +84,11 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "results.json" in missing.stderr and "Traceback" not in missing.stderr
     both = _cli("sweep-combine", "--run", str(tmp_path / "run"), "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "both"), cwd=tmp_path)
     assert both.returncode == 2 and "'data'" in both.stderr and "Traceback" not in both.stderr  # another split: not combined
-    again = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood"), "--overwrite", cwd=tmp_path)
+    into_itself = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood"), "--overwrite", cwd=tmp_path)
+    assert into_itself.returncode == 2 and "is one of the --run folders" in into_itself.stderr  # it would replace the run's own results
+    again = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood_again"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert json.loads((tmp_path / "ood" / "results.json").read_text())["per_seed"] == ood["per_seed"]
+    assert json.loads((tmp_path / "ood_again" / "results.json").read_text())["per_seed"] == ood["per_seed"]
     # a larger test split of the same generated corpus (training and validation data unchanged); other data refused
     larger = _cli("sweep-evaluate", "--run", str(tmp_path / "run"), "--split", "test", "--data", "n_test=60", "--model", "baseline", "--out", str(tmp_path / "big"), cwd=tmp_path)
     assert larger.returncode == 0, larger.stderr

@@ -87,8 +87,13 @@ def test_te_and_tie_combination() -> None:
 def test_configuration_errors() -> None:
     bundle = toy_cls()
     backbone = BACKBONES.build("lf_dnn", bundle.dims(), CLS2)
-    with pytest.raises(ConfigError, match="test split"):
-        CLUE(backbone, text_branch={"input": "features"}, tau_split="test_ood")
+    for split in ("test_ood", "train"):
+        with pytest.raises(ConfigError, match=f"tau_split '{split}' is not a validation split"):
+            CLUE(backbone, text_branch={"input": "features"}, tau_split=split)
+    with pytest.raises(ConfigError, match="tau_metric 'Acc7' is not a metric of a classification task"):
+        CLUE(backbone, text_branch={"input": "features"}, tau_metric="Acc7")
+    with pytest.raises(ConfigError, match="a negative tau adds the bias back"):
+        CLUE(backbone, text_branch={"input": "features"}, tau_grid=[-1.0, 0.0])
     with pytest.raises(ConfigError, match="fusion"):
         CLUE(backbone, fusion="avg")
     with pytest.raises(ConfigError, match="at least one"):
@@ -197,7 +202,7 @@ def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path, monk
     again = run_clue_protocol(config, tmp_path, bundle=small)
     assert again["schemes"] == json.loads(json.dumps(results["schemes"])) and (tmp_path / "results.json").is_file()
     (tmp_path / "results.json").unlink()
-    with pytest.raises(ConfigError, match="seed_0/has0.json: this folder holds a run made with other settings"):
+    with pytest.raises(ConfigError, match="run_settings.json: this folder holds a run made with other settings"):
         run_clue_protocol(config.model_copy(update={"ablations": {}}), tmp_path, bundle=small)
 
 

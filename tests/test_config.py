@@ -37,9 +37,27 @@ def test_load_and_round_trip(tmp_path: Path) -> None:
         ("data: {name: x}\nbackbone: {name: y}\n", "field 'backbone': unknown backbone 'y'"),
         ("data: {name: x}\nbackbone: {name: tfn, params: {hiden: 8}}\n", "field 'backbone': backbone 'tfn': unknown parameter(s) 'hiden' (parameters: text_hidden"),
         ("data: {name: x}\nbackbone: {name: tfn}\nmethod: {name: lnln, params: {w_tsk: 1}}\n", "field 'method': method 'lnln': unknown parameter(s) 'w_tsk'"),
-        ("data: {name: x}\nbackbone: {name: tfn}\nmethod: {name: lnln, params: {complete_share: 0.2}}\nseeds: [0, x]\n", "field 'seeds.1'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\nmethod: {name: lnln, params: {complete_share: 0.2}}\nseeds: [0, x]\n", "field 'seeds': seeds must be integers in [0, 4294967295], got 'x'"),
         ("- a\n- b\n", "expected a mapping"),
-        ("data: {name: [unclosed\n", "not valid YAML"),
+        ("data: {name: [unclosed\n", "not valid YAML at line 2, column 1: expected ',' or ']'"),
+        # values are checked too: duplicates, types, ranges, combinations that would silently run something else
+        ("data: {name: x}\nbackbone: {name: tfn}\nseeds: [0, 0]\n", "field 'seeds': seed 0 is given more than once"),
+        ("data: {name: x}\nbackbone: {name: tfn}\nseeds: [true]\n", "seeds must be integers in [0, 4294967295], got True"),
+        ("data: {name: x}\nbackbone: {name: tfn}\nseeds: [99999999999999999999]\n", "seeds must be integers"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {max_epochs: true}\n", "field 'train.max_epochs'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {min_epochs: 5, max_epochs: 1}\n", "min_epochs (5) exceeds max_epochs (1)"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {grad_clip: -1}\n", "field 'train.grad_clip'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {limit_train_batches: 0}\n", "field 'train.limit_train_batches'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {limit_train_batches: 2.5}\n", "field 'train.limit_train_batches'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {lr: .inf}\n", "field 'train.lr'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {monitor_mode: up}\n", "field 'train.monitor_mode'"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {valid_split: test}\n", "'test' cannot select checkpoints: choose a validation split"),
+        ("data: {name: x}\nbackbone: {name: tfn}\neval: {splits: []}\n", "field 'eval.splits'"),
+        ("data: {name: x}\nbackbone: {name: tfn, params: {hidden: abc}}\n", "field 'backbone': backbone 'tfn': 'hidden' is 'abc'; expected int"),
+        ("data: {name: x}\nbackbone: {name: tfn}\nmethod: {name: clue, params: {alpha: abc}}\n", "'alpha' is 'abc'; expected float"),
+        ("data: {name: x}\nbackbone: {name: tfn}\nmethod: {name: clue, params: {text_branch: [1, 2]}}\n", "'text_branch' is [1, 2]; expected a mapping or None"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {lr: 0.1}\ntrain: {lr: 5.0}\n", "not valid YAML at line 4, column 1: the key 'train' is given twice"),
+        ("", "the file is empty"),
     ],
 )
 def test_bad_configs_name_file_and_field(tmp_path: Path, text: str, message: str) -> None:
@@ -53,6 +71,13 @@ def test_bad_configs_name_file_and_field(tmp_path: Path, text: str, message: str
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="is a directory; expected a YAML config file"):
+        load_config(tmp_path)
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match="binary.yaml: not UTF-8 text"):
+        load_config(tmp_path / "binary.yaml")
+    with pytest.raises(ConfigError, match="--data n_test: not valid YAML"):
+        parse_pairs(["n_test=[1"], "--data")
 
 
 def test_every_shipped_config_is_valid() -> None:

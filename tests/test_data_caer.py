@@ -109,6 +109,8 @@ def test_detect_faces_command_never_overwrites_and_writes_the_box_file(release: 
     root, boxes = release
     refused = _cli("detect-faces", "--folder", str(root), "--out", str(boxes), cwd=tmp_path)
     assert refused.returncode == 2 and "already exists" in refused.stderr and boxes.read_text().count("\n") == 29
+    folder = _cli("detect-faces", "--folder", str(root), "--out", str(tmp_path), "--overwrite", cwd=tmp_path)  # checked before any image is read
+    assert folder.returncode == 2 and "--out is a folder; give the path of the CSV file" in folder.stderr and "Traceback" not in folder.stderr
     pytest.importorskip("mediapipe")
     from robustmsa.features.faces import face_landmarker_path
 

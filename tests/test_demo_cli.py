@@ -68,6 +68,17 @@ def test_cli_help_and_user_errors(tmp_path: Path) -> None:
     assert result.returncode == 2 and "n_train" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_cli_seeds_and_out_folders_are_checked_before_anything_runs(tmp_path: Path) -> None:
+    for seeds, message in (("0,0", "--seeds: seed 0 is given more than once"), ("", "--seeds expects comma-separated ints, got ''"), ("0,,1", "--seeds expects comma-separated ints")):
+        result = _cli("demo", "--seeds", seeds, "--out", str(tmp_path / "d"), cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    (tmp_path / "afile").write_text("mine")
+    for out, message in ((tmp_path / "afile", "afile: --out must be a folder; this is a file"), (tmp_path / "afile" / "sub", "cannot create the --out folder")):
+        result = _cli("demo", "--out", str(out), cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert (tmp_path / "afile").read_text() == "mine" and not (tmp_path / "d").exists()
+
+
 def test_cli_train_then_evaluate(tmp_path: Path) -> None:
     config = tmp_path / "exp.yaml"
     config.write_text(
@@ -97,3 +108,5 @@ def test_cli_train_then_evaluate(tmp_path: Path) -> None:
     assert (tmp_path / "pred" / "seed_0" / "test_ood.csv").read_bytes() == kept
     replaced = _cli("evaluate", "--run", str(run), "--split", "test_ood", "--predictions", str(tmp_path / "pred"), "--overwrite", cwd=tmp_path)
     assert replaced.returncode == 0, replaced.stderr
+    into_a_file = _cli("evaluate", "--run", str(run), "--predictions", str(config), cwd=tmp_path)
+    assert into_a_file.returncode == 2 and "--predictions must be a folder" in into_a_file.stderr and "Traceback" not in into_a_file.stderr

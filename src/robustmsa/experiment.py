@@ -22,7 +22,7 @@ from robustmsa.config import ExperimentConfig, dump_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import markdown_table, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.evaluation.report import ensure_folder, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import REGRESSION_METRICS
 from robustmsa.registry import BACKBONES, DATASETS, METHODS
@@ -114,6 +114,8 @@ def evaluate_run(
     config = load_config(run / "config.yaml")
     bundle = load_data(config)
     splits = evaluation_splits(config, bundle, splits)
+    if predictions is not None:
+        ensure_folder(predictions, "--predictions")
     files = {(seed, name): Path(predictions) / f"seed_{seed}" / f"{name}.csv" for seed in config.seeds for name in splits} if predictions else {}
     existing = [str(path) for path in files.values() if path.exists()]
     if existing and not overwrite:
@@ -140,7 +142,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     train_cfg = config.train.to_train_config()
     prints = split_fingerprints(bundle, ["train", train_cfg.valid_split, *splits])
     settings = {seed: {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints, "seed": seed} for seed in config.seeds}
-    units = Resumable({seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}, settings, overwrite)
+    shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints}
+    units = Resumable({seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}, settings, overwrite, folder=out, shared=shared)
     write_text_atomic(out / "config.yaml", dump_config(config))
 
     def one_seed(seed: int) -> dict[str, Any]:

@@ -19,7 +19,21 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support, precision_score, recall_score
 
+from robustmsa.errors import ConfigError
+
 REGRESSION_METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr")
+CLASSIFICATION_METRICS = ("Acc", "Precision", "Recall", "F1", "F0.5", "Macro_F1", "Weighted_F1")
+MULTILABEL_METRICS = ("Acc", "Micro_F1", "Macro_F1", "mAP")
+#: The metrics :func:`task_metrics` reports per task kind (what ``train.monitor`` may name).
+METRIC_NAMES = {"regression": REGRESSION_METRICS, "classification": CLASSIFICATION_METRICS, "multilabel": MULTILABEL_METRICS}
+
+
+def check_metric(metric: str, kind: str, what: str) -> str:
+    """``metric`` if :func:`task_metrics` reports it for a ``kind`` task; a ConfigError naming ``what`` otherwise
+    (so that a typo fails before training, not when the metric is first looked up)."""
+    if metric not in METRIC_NAMES[kind]:
+        raise ConfigError(f"{what} '{metric}' is not a metric of a {kind} task; choose one of {list(METRIC_NAMES[kind])}")
+    return metric
 
 
 def _as_1d(values: object, name: str) -> np.ndarray:

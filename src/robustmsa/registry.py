@@ -7,8 +7,11 @@ configs and the CLI. Registries hold classes and functions only (no state).
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
+import types
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -74,24 +77,79 @@ def _origin(obj: Callable[..., Any]) -> tuple[str, str]:
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
+def _callables(factory: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """What a call of ``factory`` passes its keywords to, in order: a class's ``__init__`` and, while they take
+    ``**kwargs``, those up its hierarchy (``object`` and torch's base classes take none of ours); a function and its
+    ``forwards``."""
+    if inspect.isclass(factory):
+        return [c.__dict__["__init__"] for c in factory.__mro__ if "__init__" in c.__dict__ and c is not object and c.__module__.split(".")[0] != "torch"]
+    return [factory, *([factory.forwards] if getattr(factory, "forwards", None) is not None else [])]  # type: ignore[attr-defined]
+
+
 def _signatures(factory: Callable[..., Any]) -> tuple[list[inspect.Signature], bool]:
     """The signatures whose named parameters a call of ``factory`` accepts as keywords, and whether it accepts
-    any name at all. While a signature takes ``**kwargs``: a class's next ``__init__`` up its hierarchy
-    (``object`` and torch's base classes take none of ours), a function's ``forwards``."""
-    if inspect.isclass(factory):
-        inits = [c.__dict__["__init__"] for c in factory.__mro__ if "__init__" in c.__dict__ and c is not object and c.__module__.split(".")[0] != "torch"]
-    else:
-        inits = [factory]
-        if getattr(factory, "forwards", None) is not None:
-            inits.append(factory.forwards)  # type: ignore[attr-defined]
+    any name at all (see :func:`_callables`)."""
     signatures = []
-    for init in inits:
+    for init in _callables(factory):
         signatures.append(inspect.signature(init))
         if not any(p.kind is p.VAR_KEYWORD for p in signatures[-1].parameters.values()):
             return signatures, False
     # every signature takes **kwargs: a class's chain has ended (the bases left take none of ours); a function's
     # last callable takes any name
     return signatures, not signatures or not inspect.isclass(factory)
+
+
+def _annotations(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Parameter name -> type annotation, from the first callable (see :func:`_callables`) that declares it; a
+    callable whose annotations cannot be resolved is skipped."""
+    out: dict[str, Any] = {}
+    for init in _callables(factory):
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # noqa: BLE001 - annotations naming what only a type checker imports: no type check then
+            continue
+        for name, hint in hints.items():
+            out.setdefault(name, hint)
+    return out
+
+
+def value_fits(value: Any, hint: Any) -> bool:
+    """Whether a config value (YAML: numbers, strings, booleans, lists, mappings, null) fits a plain annotation:
+    int, float, bool, str, Literal, unions and Optional of them, sequences and mappings. Any other annotation (a
+    class, a callable) is not judged here: True."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        judged = [a for a in args if _judged(a)]
+        return len(judged) < len(args) or any(value_fits(value, a) for a in judged)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, collections.abc.Sequence) or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+        return isinstance(value, list | tuple) and all(value_fits(v, args[0]) for v in value)
+    if origin is tuple:
+        return isinstance(value, list | tuple) and len(value) == len(args) and all(value_fits(v, a) for v, a in zip(value, args))
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, collections.abc.Mapping):
+        return isinstance(value, Mapping)
+    return True
+
+
+def _judged(hint: Any) -> bool:
+    """Whether :func:`value_fits` judges values of ``hint`` (plain types) rather than letting them through."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return all(_judged(a) for a in typing.get_args(hint))
+    return hint in (type(None), bool, int, float, str, dict, collections.abc.Mapping) or origin in (typing.Literal, list, tuple, collections.abc.Sequence, dict, collections.abc.Mapping)
 
 
 def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], supplied: int, what: str) -> None:
@@ -112,6 +170,10 @@ def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], sup
     missing = [p.name for p in own[supplied:] if p.kind in _NAMED and p.default is p.empty and p.name not in params]
     if missing:
         problems.append(f"missing required parameter(s) {', '.join(map(repr, missing))}")
+    hints = _annotations(factory)
+    for name, value in params.items():
+        if name in hints and name in accepted and not value_fits(value, hints[name]):
+            problems.append(f"'{name}' is {value!r}; expected {_describe(hints[name])}")
     if problems:
         names = [n for n in accepted if n not in taken]
         raise ConfigError(f"{what}: {'; '.join(problems)} (parameters: {', '.join(names) or 'none'})")
@@ -120,6 +182,22 @@ def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], sup
     for name, (part, part_supplied) in getattr(factory, "nested_parameters", {}).items():
         if isinstance(params.get(name), Mapping):
             check_parameters(part, params[name], part_supplied, f"{what}: '{name}'")
+
+
+def _describe(hint: Any) -> str:
+    """An annotation as a reader would say it (``int``, ``float or None``, ``list of float``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "None"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (list, tuple, collections.abc.Sequence):
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if origin in (dict, collections.abc.Mapping) or hint in (dict, collections.abc.Mapping):
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
 
 
 def build_part(factory: Callable[..., Any], params: Mapping[str, Any] | None, *args: Any, what: str) -> Any:

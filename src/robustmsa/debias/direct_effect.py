@@ -41,6 +41,7 @@ from robustmsa.data.dataset import DataBundle
 from robustmsa.debias.counterfactual import CounterfactualMethod
 from robustmsa.errors import ConfigError
 from robustmsa.method import scores_from_logits, target_of
+from robustmsa.metrics import check_metric
 from robustmsa.models.base import Backbone
 from robustmsa.registry import BACKBONES, METHODS
 from robustmsa.training.fit import TrainConfig, fit, seeded
@@ -106,10 +107,10 @@ class DirectEffectDebiasing(CounterfactualMethod):
             raise ConfigError(f"alpha, beta and gamma must be >= 0, got {alpha}, {beta}, {gamma}")
         if bias_branch is None and not use_main:
             raise ConfigError(f"{type(self).__name__} needs at least one of its two branches")
-        if tau_split.startswith("test"):
-            raise ConfigError(f"tau_split '{tau_split}' is a test split; tau must be chosen on validation data")
-        if not tau_grid:
-            raise ConfigError("tau_grid must hold at least one value")
+        if tau_split.startswith("test") or tau_split == "train":
+            raise ConfigError(f"tau_split '{tau_split}' is not a validation split; tau must be chosen on validation data")
+        if not tau_grid or min(tau_grid) < 0 or tau < 0:
+            raise ConfigError(f"tau and tau_grid must be >= 0 (a negative tau adds the bias back), got {tau} and {list(tau_grid)}")
         if regression_loss not in ("l1", "mse"):
             raise ConfigError(f"regression_loss must be 'l1' or 'mse', got '{regression_loss}'")
         self.bias_branch = bias_branch
@@ -119,7 +120,7 @@ class DirectEffectDebiasing(CounterfactualMethod):
         self.use_main = use_main
         self.tau_grid = [float(t) for t in tau_grid]
         self.tau_split = tau_split
-        self.tau_metric = tau_metric or {"regression": "Has0_acc_2", "classification": "Acc", "multilabel": "mAP"}[kind]
+        self.tau_metric = check_metric(tau_metric or {"regression": "Has0_acc_2", "classification": "Acc", "multilabel": "mAP"}[kind], kind, "tau_metric")
         self.regression_loss = regression_loss
         self.inference_params = {"tau": float(tau)}
         (self.bias_key, bias_mode), (self.main_key, main_mode) = self.names

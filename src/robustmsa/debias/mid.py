@@ -41,7 +41,7 @@ from robustmsa.debias.counterfactual import CounterfactualMethod, subtract_count
 from robustmsa.debias.text_cf import COUNTERFACTUAL_HINT, counterfactual_batch, counterfactual_keys
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, Supervised, scores_from_logits
-from robustmsa.metrics import LOWER_IS_BETTER
+from robustmsa.metrics import LOWER_IS_BETTER, check_metric
 from robustmsa.models.base import Backbone, Output
 from robustmsa.registry import METHODS
 
@@ -104,8 +104,8 @@ class TuneSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.split.startswith("test"):
-            raise ConfigError(f"tune split '{self.split}' is a test split; inference weights must be chosen on validation data")
+        if self.split.startswith("test") or self.split == "train":
+            raise ConfigError(f"tune split '{self.split}' is not a validation split; inference weights must be chosen on validation data")
         if not 1 <= self.n_trials <= 50:
             raise ConfigError(f"n_trials must be in [1, 50], got {self.n_trials}")
 
@@ -156,6 +156,7 @@ class MID(CounterfactualMethod, Supervised):
         self.modalities = debiased_modalities(modalities, backbone.dims, strict_modalities)
         self.ranges = {"alpha": check_range(alpha_range, "alpha_range"), "beta": check_range(beta_range, "beta_range")}
         self.tune = TuneSettings(tune_split, tune_metric, n_trials, tune_seed)
+        check_metric(self.tune.metric_for(self.task.kind), self.task.kind, "tune_metric")
         self.inference_params = {"alpha": 0.0, "beta": 0.0}
 
     @classmethod

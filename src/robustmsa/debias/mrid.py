@@ -28,6 +28,7 @@ from robustmsa.debias.router import RoutedMethod, Router, RouterConfig, RouterFi
 from robustmsa.debias.text_cf import COUNTERFACTUAL_HINT, counterfactual_keys
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, Supervised
+from robustmsa.metrics import check_metric
 from robustmsa.models.base import Backbone
 from robustmsa.registry import METHODS
 
@@ -105,6 +106,7 @@ class RoutedDebiasing(RoutedMethod, Supervised):
         self.weight_range = check_range(weight_range, "weight_range")
         self.router_cfg = as_router_config(router_config)
         self.tune = TuneSettings(tune_split, tune_metric, n_trials, tune_seed)
+        check_metric(self.tune.metric_for(self.task.kind), self.task.kind, "tune_metric")
 
     @classmethod
     def from_base(cls, base: Method, router: Router | None = None, **params: Any) -> RoutedDebiasing:

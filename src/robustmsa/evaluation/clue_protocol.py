@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from robustmsa.config import BackboneComponent, ComponentConfig, PluginConfig, TrainSection, _Strict, checked, load_config, parse_config
+from robustmsa.config import BackboneComponent, ComponentConfig, PluginConfig, Seeds, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.labels import MMSA_NAMES, SCHEMES, to_classification
 from robustmsa.data.ood_split import AnnealParams, SplitSource, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
@@ -84,6 +84,11 @@ CLUEParams = Annotated[dict[str, Any], checked(lambda params: METHODS.check("clu
 CLEFParams = Annotated[dict[str, Any], checked(lambda params: METHODS.check("clef", params, 1))]
 
 
+#: A label scheme of the protocol: a classification view of continuous labels (data.labels.SCHEMES), or the
+#: data's own classes.
+SchemeName = Literal["has0", "non0", "7class", "classes"]
+
+
 class CLUEProtocolConfig(PluginConfig):
     """The debiasing protocol config (YAML; see configs/clue/ and configs/clef/)."""
 
@@ -94,11 +99,11 @@ class CLUEProtocolConfig(PluginConfig):
     backbone: BackboneComponent
     clue: CLUEParams = Field(default_factory=dict)
     clef: CLEFParams = Field(default_factory=dict)
-    schemes: list[str] | None = None  # default: has0, non0, 7class (regression data) or classes
+    schemes: list[SchemeName] | None = Field(None, min_length=1)  # default: has0, non0, 7class (regression data) or classes
     ablations: dict[str, dict[str, Any]] | None = None  # default: DEFAULT_ABLATIONS[method]
-    ablation_schemes: list[str] = Field(default_factory=lambda: ["has0", "classes"])
+    ablation_schemes: list[SchemeName] = Field(default_factory=lambda: ["has0", "classes"])
     train: TrainSection = Field(default_factory=lambda: TrainSection(max_epochs=12, patience=4, progress=False))
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     iid_test: str = "test"
     ood_test: str = "test_ood"
     case_study: CaseStudySection = Field(default_factory=CaseStudySection)
@@ -122,6 +127,12 @@ class CLUEProtocolConfig(PluginConfig):
                 except ConfigError as exc:
                     raise ValueError(f"'{label}': {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _case_study_is_clues(self) -> CLUEProtocolConfig:
+        if self.method != "clue" and "case_study" in self.model_fields_set and self.case_study.n:
+            raise ValueError("case_study is CLUE's word-level case study; CLEF has none (remove the section or set n: 0)")
+        return self
 
     @property
     def params(self) -> dict[str, Any]:
@@ -173,11 +184,9 @@ def schemes_of(config: CLUEProtocolConfig, bundle: DataBundle) -> list[str]:
         if config.schemes not in (None, ["classes"]):
             raise ConfigError(f"data '{bundle.name}' has class labels; schemes must be ['classes'] (or left out), got {config.schemes}")
         return ["classes"]
-    schemes = config.schemes or list(SCHEMES)
-    unknown = [s for s in schemes if s not in SCHEMES]
-    if unknown:
-        raise ConfigError(f"unknown label schemes {unknown}; choose from {sorted(SCHEMES)}")
-    return schemes
+    if config.schemes is not None and "classes" in config.schemes:
+        raise ConfigError(f"data '{bundle.name}' has continuous labels; scheme 'classes' needs class labels (schemes: {sorted(SCHEMES)})")
+    return config.schemes or list(SCHEMES)
 
 
 def _views(bundle: DataBundle, scheme: str) -> DataBundle:
@@ -198,12 +207,14 @@ def run_clue_protocol(
     case_seed = seeds[0] if config.case_study.seed is None else config.case_study.seed
     if config.case_study.n and config.method == "clue" and (case_scheme not in schemes or case_seed not in seeds):
         raise ConfigError(f"case_study: scheme '{case_scheme}' and seed {case_seed} must be among the run's schemes {schemes} and seeds {seeds}")
+    if config.method_ablations and not set(config.ablation_schemes) & set(schemes):
+        raise ConfigError(f"ablation_schemes {config.ablation_schemes}: none is among the run's schemes {schemes}, so no ablation would run")
     train_cfg = config.train.to_train_config()
     results: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"), "sizes": {n: len(s) for n, s in bundle.splits.items()}, "schemes": {}}
     views = {scheme: _views(bundle, scheme) for scheme in schemes}
     shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "case_study": [case_scheme, case_seed]}
     settings = {(scheme, seed): {**shared, "splits": split_fingerprints(views[scheme], views[scheme].splits), "scheme": scheme, "seed": seed} for scheme in schemes for seed in seeds}
-    units = Resumable({key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}, settings, overwrite)
+    units = Resumable({key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}, settings, overwrite, folder=out, shared=shared)
 
     def train_row(scheme: str, seed: int) -> dict[str, Any]:
         """Base, +method and the ablations trained and evaluated for one scheme and seed."""

@@ -37,7 +37,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from robustmsa.config import BackboneComponent, ComponentConfig, PluginConfig, TrainSection, _Strict, checked, load_config
+from robustmsa.config import BackboneComponent, ComponentConfig, PluginConfig, Seeds, TrainSection, _Strict, checked, load_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.debias.categorize import category_counts
 from robustmsa.debias.counterfactual import collect_components
@@ -112,7 +112,7 @@ class ImageTextProtocolConfig(PluginConfig):
     train: TrainSection = Field(default_factory=TrainSection)
     counterfactual: CounterfactualSection = Field(default_factory=CounterfactualSection)
     methods: MethodsSection = Field(default_factory=MethodsSection)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     train_limit: int | None = Field(None, ge=1)  # random subset of the training split (quick runs)
 
 
@@ -278,8 +278,9 @@ def run_image_text_protocol(
     data = attach_model_free_counterfactuals(cfg, limit_train(bundle, cfg.train_limit)) if bundle is not None else load_image_text_bundle(cfg)
     seeds = list(seeds if seeds is not None else cfg.seeds)
     prints = split_fingerprints(data, data.splits)
-    settings = {seed: {"config": cfg.model_dump(mode="json", exclude={"seeds"}), "splits": prints, "seed": seed} for seed in seeds}
-    units = Resumable({seed: out / f"seed_{seed}.json" for seed in seeds}, settings, overwrite)
+    shared = {"config": cfg.model_dump(mode="json", exclude={"seeds"}), "splits": prints}
+    settings = {seed: {**shared, "seed": seed} for seed in seeds}
+    units = Resumable({seed: out / f"seed_{seed}.json" for seed in seeds}, settings, overwrite, folder=out, shared=shared)
     results = run_seeds(lambda seed: units.run(seed, lambda: _run_seed(cfg, data, seed)), seeds)
     results["config"] = cfg.model_dump(mode="json")
     results["data"] = {"name": data.name, "sizes": {k: len(v) for k, v in data.splits.items()}, "modalities": sorted(data.dims()), "meta": _plain(data.meta)}

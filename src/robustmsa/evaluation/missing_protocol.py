@@ -33,9 +33,9 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, StrictBool, ValidationInfo, field_validator
 
-from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, PluginConfig, TrainSection, _Strict, checked, load_config, parse_config
+from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, PluginConfig, Seeds, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
@@ -63,7 +63,7 @@ class SweepTrainSection(TrainSection):
     """Training settings of a sweep: checkpoints are selected at r = 0.5 (mode ``missing``) unless told otherwise."""
 
     valid_mode: str = "missing"
-    progress: bool = False
+    progress: StrictBool = False
 
 
 def rate_key(rate: float) -> str:
@@ -98,7 +98,7 @@ class MissingSweepConfig(PluginConfig):
     models: dict[str, MethodComponent] = Field(min_length=1)
     reference: str | None = None  # the model the others are compared with, seed by seed (default: the first)
     train: SweepTrainSection = Field(default_factory=SweepTrainSection)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     rates: Annotated[list[float], checked(_check_rates)] = Field(default_factory=lambda: list(EVAL_RATES))
     eval_split: str = "test"
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)
@@ -364,11 +364,15 @@ def check_sweep_models(config: MissingSweepConfig, bundle: DataBundle) -> None:
 RECORD = "sweep_result.json"
 
 
-def _settings(config: MissingSweepConfig, name: str, data: dict[str, str], rates: list[float], seed: int, first_seed: bool) -> dict[str, Any]:
-    """Everything a (seed, model) result of a sweep depends on; ``data``: the content fingerprints of the splits used."""
-    shared = config.model_dump(mode="json", include={"data", "views", "backbone", "train", "eval_split"})
+def _shared_settings(config: MissingSweepConfig, data: dict[str, str], rates: list[float]) -> dict[str, Any]:
+    """What every (seed, model) result of a sweep depends on; ``data``: the content fingerprints of the splits used."""
+    return {**config.model_dump(mode="json", include={"data", "views", "backbone", "train", "eval_split"}), "splits": data, "rates": rates}
+
+
+def _settings(config: MissingSweepConfig, shared: dict[str, Any], name: str, seed: int, first_seed: bool) -> dict[str, Any]:
+    """Everything a (seed, model) result of a sweep depends on: the shared settings, the model and the seed."""
     sensitivity = config.sensitivity.model_dump(mode="json") if config.sensitivity.enabled and first_seed else None
-    return {**shared, "splits": data, "model": name, "method": config.models[name].model_dump(mode="json"), "seed": seed, "rates": rates, "sensitivity": sensitivity}
+    return {**shared, "model": name, "method": config.models[name].model_dump(mode="json"), "seed": seed, "sensitivity": sensitivity}
 
 
 def sweep_missing(
@@ -392,8 +396,9 @@ def sweep_missing(
     bundle = bundle if bundle is not None else load_sweep_data(config)
     split = bundle[config.eval_split]
     data = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
-    settings = {(seed, name): _settings(config, name, data, rates, seed, seed == seeds[0]) for seed in seeds for name in config.models}
-    units = Resumable({key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}, settings, overwrite)
+    shared = _shared_settings(config, data, rates)
+    settings = {(seed, name): _settings(config, shared, name, seed, seed == seeds[0]) for seed in seeds for name in config.models}
+    units = Resumable({key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}, settings, overwrite, folder=out, shared=shared)
     check_sweep_models(config, bundle)
     diverged: list[str] = []
 
@@ -473,8 +478,11 @@ def sweep_config_of(results: dict[str, Any]) -> MissingSweepConfig:
 _SHARED_SETTINGS = ("data", "views", "backbone", "train", "eval_split")
 
 
-def _read_sweeps(run_dirs: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
-    """``(folder, results.json)`` of sweeps run with the same data, backbone, training and rates."""
+def _read_sweeps(run_dirs: Sequence[Path], out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(folder, results.json)`` of sweeps run with the same data, backbone, training and rates (``out_dir``, where
+    the result goes, may not be one of them: it would replace that sweep's own results)."""
+    if any(Path(run).resolve() == Path(out_dir).resolve() for run in run_dirs):
+        raise ConfigError(f"--out {out_dir} is one of the --run folders; write the result into another folder")
     parts: list[tuple[Path, dict[str, Any]]] = []
     for run in map(Path, run_dirs):
         path = run / "results.json"
@@ -532,7 +540,7 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     The pooled results are re-aggregated (mean +- std over seeds) and written
     with the report and plots to ``out_dir``.
     """
-    parts = _read_sweeps(run_dirs)
+    parts = _read_sweeps(run_dirs, out_dir)
     per_seed, config = _pool(parts)
     first = parts[0][1]
     return _write_sweep(out_dir, per_seed, config, first["rates"], first["data"], overwrite=overwrite)
@@ -559,7 +567,7 @@ def evaluate_sweep(
     see :func:`evaluation_data`; recorded as ``data.data_params``.
     ``models``: evaluate these models only (default: every model of the runs).
     """
-    parts = _read_sweeps(run_dirs)
+    parts = _read_sweeps(run_dirs, out_dir)
     if models is not None:
         parts = [(run, _only_models(run, part, models)) for run, part in parts]
     _pool(parts)  # refuse an incomplete or ambiguous grid before evaluating anything

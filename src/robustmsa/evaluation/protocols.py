@@ -88,8 +88,12 @@ class Resumable:
     finished. The records are read at once, before anything trains: a folder holding work made with other settings
     is refused (:func:`read_record`); ``overwrite`` ignores them."""
 
-    def __init__(self, records: Mapping[Any, Path], settings: Mapping[Any, Mapping[str, Any]], overwrite: bool = False) -> None:
+    def __init__(
+        self, records: Mapping[Any, Path], settings: Mapping[Any, Mapping[str, Any]], overwrite: bool = False, *, folder: Path | None = None, shared: Mapping[str, Any] | None = None
+    ) -> None:
         self.records, self.settings = dict(records), dict(settings)
+        if folder is not None and shared is not None:
+            claim_folder(folder, shared, overwrite)
         self.finished = {} if overwrite else {key: result for key, path in self.records.items() if (result := read_record(path, self.settings[key])) is not None}
 
     def run(self, key: Any, compute: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
@@ -100,6 +104,30 @@ class Resumable:
         return self.finished[key]
 
 
+#: The file in which a resumable run records the settings all its units share.
+RUN_SETTINGS = "run_settings.json"
+
+
+def claim_folder(folder: Path, shared: Mapping[str, Any], overwrite: bool = False) -> None:
+    """Record in ``folder/run_settings.json`` the settings every unit of a resumable run shares (its config without
+    the seeds or models, the data). A folder that holds a run made with other ones is refused unless ``overwrite``,
+    also when none of its units is one of this run's (e.g. other seeds): the folder would mix two runs."""
+    path = Path(folder) / RUN_SETTINGS
+    if not overwrite and (recorded := read_json_file(path)) is not None and recorded != json.loads(json.dumps(shared)):
+        raise ConfigError(f"{path}: this folder holds a run made with other settings; choose another --out folder or pass --overwrite")
+    write_json(path, shared)
+
+
+def read_json_file(path: Path) -> Any:
+    """The JSON content of ``path``, None if there is no such file; a DataError naming it if it cannot be read."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(str(path), None, f"cannot be read as JSON ({exc}); delete it to run that part again") from None
+
+
 def split_fingerprints(bundle: Any, names: Iterable[str]) -> dict[str, str]:
     """Content fingerprints of a bundle's splits (the data a recorded result depends on)."""
     return {name: bundle[name].fingerprint() for name in dict.fromkeys(names)}
@@ -108,12 +136,9 @@ def split_fingerprints(bundle: Any, names: Iterable[str]) -> dict[str, str]:
 def read_record(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
     """The result recorded at ``path`` by :class:`Resumable` if there is one, so that a run that stopped resumes;
     a ConfigError if it was made with other ``settings`` (another run's work is never overwritten silently)."""
-    if not path.is_file():
+    record = read_json_file(path)
+    if record is None:
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(str(path), None, f"cannot be read as JSON ({exc}); delete it to run that part again") from None
     if not isinstance(record, dict) or not isinstance(record.get("result"), dict):
         raise DataError(str(path), "result", "missing; expected a record of a finished run")
     if record.get("settings") != json.loads(json.dumps(settings)):

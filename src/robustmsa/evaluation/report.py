@@ -25,13 +25,24 @@ from robustmsa.errors import ConfigError  # noqa: E402
 PERCENT_METRICS = {"Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "Acc", "Precision", "Recall", "F1", "F0.5", "Macro_F1", "Weighted_F1", "Micro_F1"}
 
 
+def ensure_folder(path: Path, option: str = "--out") -> Path:
+    """Create the folder ``path`` (and its parents); a ConfigError naming ``option`` when it is a file or cannot be made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: {option} must be a folder; this is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create the {option} folder ({exc.strerror or exc})") from None
+    return path
+
+
 def prepare_out_dir(path: Path, overwrite: bool = False, marker: str = "results.json") -> Path:
     """Create ``path``; refuse (ConfigError) if it already holds ``marker`` and not ``overwrite``."""
     path = Path(path)
     if (path / marker).exists() and not overwrite:
         raise ConfigError(f"{path / marker} already exists; choose another --out folder or pass --overwrite")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_folder(path)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -54,9 +54,14 @@ def detect_face_boxes(paths: Sequence[str | Path], margin: float = 0.1, model: s
 
     if not 0.0 <= margin <= 1.0:
         raise ConfigError(f"face box margin must be in [0, 1], got {margin}")
-    options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=os.fspath(face_landmarker_path(model))), num_faces=5, running_mode=vision.RunningMode.IMAGE)
+    model_path = face_landmarker_path(model)
+    options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=os.fspath(model_path)), num_faces=5, running_mode=vision.RunningMode.IMAGE)
     boxes: list[Box | None] = []
-    with vision.FaceLandmarker.create_from_options(options) as landmarker:
+    try:
+        landmarker = vision.FaceLandmarker.create_from_options(options)
+    except (RuntimeError, ValueError) as exc:
+        raise DataError(model_path, None, f"not a Face Landmarker .task model ({exc})") from None
+    with landmarker:
         for path in map(Path, paths):
             try:
                 with Image.open(path) as image:

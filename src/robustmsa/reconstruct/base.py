@@ -124,6 +124,14 @@ def token_dim(backbone: Backbone) -> int:
     return dim
 
 
+def loss_weights(method: str, **weights: float) -> dict[str, float]:
+    """Loss weights as floats; ConfigError for a negative one (it would maximise that loss)."""
+    negative = {k: v for k, v in weights.items() if not v >= 0}
+    if negative:
+        raise ConfigError(f"{method} loss weights must be >= 0, got {negative}")
+    return {k: float(v) for k, v in weights.items()}
+
+
 def encode_checked(backbone: Backbone, batch: Batch) -> dict[str, Tensor]:
     """``backbone.encode(batch)``, checked against the composable contract (see
     :class:`robustmsa.models.base.ComposableBackbone`): for m in text, audio, vision, ``{m}_tokens`` (B, L_m, dim)

@@ -30,7 +30,7 @@ from torch import Tensor
 from robustmsa.data.batch import Batch
 from robustmsa.errors import ConfigError
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
-from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, encode_checked, token_dim, with_target
+from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, encode_checked, loss_weights, token_dim, with_target
 from robustmsa.reconstruct.proxy import FrameReconstructor, GradReverse, LatentReconstructor, ProxyGenerator
 from robustmsa.registry import METHODS
 
@@ -58,7 +58,7 @@ class LNLN(MissingAwareMethod):
         super().__init__(backbone, **base)
         dim = token_dim(backbone)
         self.blend = check_blend(blend, "lnln")
-        self.weights = {"task": float(w_task), "completeness": float(w_completeness), "adversarial": float(w_adversarial), "reconstruction": float(w_reconstruction)}
+        self.weights = loss_weights("lnln", task=w_task, completeness=w_completeness, adversarial=w_adversarial, reconstruction=w_reconstruction)
         self.completeness = mlp(dim, dim, 1, dropout)
         self.proxy = ProxyGenerator(dim, heads, proxy_layers, dropout, kind="joint", query=proxy_query)
         self.discriminator = mlp(dim, dim, 1, dropout)

@@ -64,7 +64,7 @@ from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.method import Supervised, target_of
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
-from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, encode_checked, token_dim, with_target
+from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, encode_checked, loss_weights, token_dim, with_target
 from robustmsa.reconstruct.proxy import FrameReconstructor, ProxyGenerator, masked_mse
 from robustmsa.registry import METHODS
 
@@ -171,7 +171,7 @@ class TCMR(MissingAwareMethod):
                 f"TCMR calls {type(backbone).__name__}.text_encoder(features, mask); its forward{inspect.signature(encoder.forward)} does not take those two arguments"
             ) from None
         dim = token_dim(backbone)
-        self.weights = {"confidence": float(alpha), "text_reconstruction": float(beta), "av_reconstruction": float(gamma), "task": float(sigma)}
+        self.weights = loss_weights("tcmr", confidence=alpha, text_reconstruction=beta, av_reconstruction=gamma, task=sigma)
         self.schedule = schedule
         self.phases = ("main",) if schedule == "end2end" else ("confidence", "main")
         self.switch_epoch = int(switch_epoch)

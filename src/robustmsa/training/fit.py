@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, make_loader
 from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.method import Method, check_required_extras
-from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, task_metrics
+from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, check_metric, task_metrics
 from robustmsa.training.module import LR_SCHEDULES, MethodModule, OptimConfig
 
 
@@ -171,7 +171,11 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
             f"{bundle.name}: split 'train' holds only class '{names[int(classes[0])]}' ({len(bundle['train'])} samples); a classifier needs at least two "
             "(a reader's 'limit' keeps the first items of each file, which may all share a class)"
         )
+    _check_hardware(cfg)
     metric, mode = cfg.monitor_spec(bundle.task.kind)
+    check_metric(metric, bundle.task.kind, "monitor")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"monitor_mode must be 'min' or 'max', got '{mode}'")
     method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
     config = {"train": asdict(cfg), "seed": seed, **(config or {})}
     optim = OptimConfig(cfg.lr, cfg.weight_decay, cfg.grad_clip, lr_schedule=cfg.lr_schedule, max_epochs=cfg.max_epochs)
@@ -229,6 +233,18 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
                 f"(its predictions became NaN or infinite); lower train.lr or check the inputs"
             )
         return FitResult(best if out_dir is not None else None, score, metric, trainer.current_epoch, history.values)
+
+
+def _check_hardware(cfg: TrainConfig) -> None:
+    """ConfigError, before anything trains, when Lightning refuses ``accelerator`` / ``devices`` / ``strategy`` (e.g.
+    ``accelerator: gpu`` on a machine without one). Building a Trainer runs no user code, so nothing is relabelled."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        with _quiet_lightning():
+            L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"train settings accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, strategy={cfg.strategy!r}: {' '.join(str(exc).split())}") from None
 
 
 def _loaders(bundle: DataBundle, cfg: TrainConfig, seed: int) -> tuple[Any, Any]:

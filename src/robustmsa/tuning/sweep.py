@@ -38,7 +38,7 @@ import optuna
 import yaml
 from pydantic import Field, model_validator
 
-from robustmsa.config import ComponentConfig, _Strict, load_config
+from robustmsa.config import ComponentConfig, Seeds, _Strict, load_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, load_sweep_config, load_sweep_data, train_sweep_model
@@ -74,10 +74,10 @@ class SweepSearchConfig(_Strict):
     sweep: Path
     model: str
     space: dict[str, Param] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0])
     n_trials: int = Field(12, ge=1)
     startup_trials: int = Field(4, ge=1)
-    sampler_seed: int = 0
+    sampler_seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
 def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSweepConfig]:
@@ -89,7 +89,8 @@ def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSwee
     if search.model not in sweep.models:
         raise ConfigError(f"{path}: field 'model': '{search.model}' is not a model of {sweep_path} ({sorted(sweep.models)})")
     try:
-        METHODS.check(sweep.models[search.model].name, _tuned_component(sweep, search.model, dict(search.space)).params, 1)
+        for values in _corners(search.space):  # every choice, and both ends of every range, must be a value the method takes
+            METHODS.check(sweep.models[search.model].name, _tuned_component(sweep, search.model, values).params, 1)
     except ConfigError as exc:
         raise ConfigError(f"{path}: field 'space': {exc}") from None
     return search, sweep
@@ -97,6 +98,12 @@ def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSwee
 
 def _suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
     return {name: trial.suggest_float(name, p.low, p.high, log=p.log) if p.choices is None else trial.suggest_categorical(name, p.choices) for name, p in space.items()}
+
+
+def _corners(space: dict[str, Param]) -> list[dict[str, Any]]:
+    """Parameter sets that together hold every choice and both ends of every range of ``space``."""
+    options = {name: p.choices if p.choices is not None else [p.low, p.high] for name, p in space.items()}
+    return [{name: values[min(k, len(values) - 1)] for name, values in options.items()} for k in range(max(map(len, options.values())))]
 
 
 def _tuned_component(sweep: MissingSweepConfig, model: str, params: dict[str, Any]) -> ComponentConfig:

@@ -115,3 +115,19 @@ def test_parameters_of_a_part_the_factory_builds_are_checked_too() -> None:
     with pytest.raises(ConfigError, match=r"whole: 'part': unknown parameter\(s\) 'dpth' \(parameters: depth\)"):
         check_parameters(Whole, {"part": {"dpth": 2}}, 0, "whole")
     check_parameters(Whole, {"part": None}, 0, "whole")  # not a mapping: nothing nested to check
+
+
+def test_value_fits_plain_annotations_and_lets_classes_through() -> None:
+    from collections.abc import Mapping as MappingABC
+    from collections.abc import Sequence
+    from typing import Any, Literal
+
+    from robustmsa.registry import value_fits
+
+    assert value_fits(3, int) and not value_fits(True, int) and not value_fits(3.5, int) and not value_fits("3", int)
+    assert value_fits(3, float) and not value_fits("0.1", float) and value_fits(None, float | None)
+    assert value_fits([0.0, 1], tuple[float, float]) and not value_fits([0.0], tuple[float, float]) and value_fits([1, 2, 3], Sequence[int])
+    assert not value_fits("text", Sequence[str]) and value_fits(["text"], list[str]) and value_fits([], tuple[str, ...])
+    assert value_fits("sum", Literal["sum", "hm"]) and not value_fits("avg", Literal["sum", "hm"])
+    assert value_fits({"a": 1}, MappingABC[str, Any] | None) and not value_fits([1, 2], MappingABC[str, Any] | None)
+    assert value_fits("anything", Registry) and value_fits(object(), Registry | str)  # classes are not judged

@@ -155,7 +155,8 @@ def _judged(hint: Any) -> bool:
 def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], supplied: int, what: str) -> None:
     """ConfigError naming ``what`` when ``factory(<supplied positional arguments>, **params)`` would not fit its
     signature: too many positional arguments, unknown keyword names (see :func:`_signatures`; a class lists the
-    base-class parameters that it fills itself in ``internal_parameters``), missing required ones."""
+    base-class parameters that it fills itself in ``internal_parameters``), missing required ones, values that do
+    not fit a parameter's declared type (:func:`value_fits`; ranges are the factory's to check)."""
     signatures, open_ended = _signatures(factory)
     own = [p for p in inspect.signature(factory).parameters.values() if p.name != "self"]
     positional = [p for p in own if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

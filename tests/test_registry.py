@@ -131,3 +131,14 @@ def test_value_fits_plain_annotations_and_lets_classes_through() -> None:
     assert value_fits("sum", Literal["sum", "hm"]) and not value_fits("avg", Literal["sum", "hm"])
     assert value_fits({"a": 1}, MappingABC[str, Any] | None) and not value_fits([1, 2], MappingABC[str, Any] | None)
     assert value_fits("anything", Registry) and value_fits(object(), Registry | str)  # classes are not judged
+
+
+def test_a_torch_layer_refusing_a_value_is_a_config_error_naming_the_component() -> None:
+    from robustmsa.data.dataset import TaskSpec
+    from robustmsa.registry import BACKBONES
+
+    dims = {"text": 8, "audio": 4, "vision": 3}
+    with pytest.raises(ConfigError, match=r"backbone 'lf_dnn': a parameter value is out of range \(dropout probability has to be between 0 and 1, but got 1.5\)"):
+        BACKBONES.build("lf_dnn", dims, TaskSpec(), dropout=1.5)
+    with pytest.raises(ConfigError, match="backbone 'lf_dnn': a parameter value is out of range"):
+        BACKBONES.build("lf_dnn", dims, TaskSpec(), hidden=0)

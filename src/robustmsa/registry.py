@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections.abc
 import importlib
 import inspect
+import traceback
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -57,9 +58,16 @@ class Registry(Generic[T]):
         check_parameters(self.get(name), params, supplied, f"{self.kind} '{name}'")
 
     def build(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Call the factory after :meth:`check` (errors raised inside the factory pass through unchanged)."""
+        """Call the factory after :meth:`check`. Errors raised inside the factory pass through unchanged, except a
+        torch layer refusing an argument (``nn.Dropout(1.5)``, an LSTM of width 0): a parameter value out of range,
+        reported as a ConfigError naming the component."""
         self.check(name, kwargs, len(args))
-        return self.get(name)(*args, **kwargs)
+        try:
+            return self.get(name)(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            if exc.__traceback__ is None or "/torch/nn/" not in traceback.extract_tb(exc.__traceback__)[-1].filename.replace("\\", "/"):
+                raise
+            raise ConfigError(f"{self.kind} '{name}': a parameter value is out of range ({exc})") from exc
 
     def names(self) -> list[str]:
         load_builtins()

@@ -23,7 +23,7 @@ def test_load_and_round_trip(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert cfg.backbone.params == {"hidden": 32} and cfg.method.name == "supervised"
     assert cfg.train.to_train_config().lr == 0.01 and cfg.train.to_train_config().patience == 5
-    assert parse_config(__import__("yaml").safe_load(dump_config(cfg))) == cfg
+    assert parse_config(__import__("yaml").safe_load(dump_config(cfg))).model_dump() == cfg.model_dump()
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,15 @@ def test_parse_pairs_yaml_values_and_errors() -> None:
     for bad in ("n_test", "=3"):
         with pytest.raises(ConfigError, match="--data expects KEY=VALUE"):
             parse_pairs([bad], "--data")
+
+
+def test_data_source_errors_name_the_config_file_and_field(tmp_path: Path) -> None:
+    from robustmsa.experiment import load_data
+
+    cases = (("{name: nosuch}", "field 'data': unknown dataset 'nosuch'"), ("{name: synthetic, params: {n_train: 60.7}}", "field 'data': dataset 'synthetic': 'n_train' is 60.7; expected int"))
+    for data, message in cases:
+        path = tmp_path / "exp.yaml"
+        path.write_text(f"data: {data}\nbackbone: {{name: tfn}}\n")
+        with pytest.raises(ConfigError) as info:
+            load_data(load_config(path))  # data sources are checked when they are built: the error still names the file
+        assert str(info.value).startswith(f"{path}: {message}")

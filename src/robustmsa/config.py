@@ -19,15 +19,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, ValidationError, field_validator, model_validator
 
 from robustmsa.errors import ConfigError
 from robustmsa.plugins import import_plugins
-from robustmsa.registry import BACKBONES, METHODS, Registry
+from robustmsa.registry import BACKBONES, DATASETS, METHODS, Registry
 from robustmsa.training.fit import TrainConfig
+
+if TYPE_CHECKING:
+    from robustmsa.data.dataset import DataBundle
 
 
 class _Strict(BaseModel):
@@ -150,6 +153,16 @@ class PluginConfig(_Strict):
     of the file is read so that it can name them (see :mod:`robustmsa.plugins`)."""
 
     plugins: list[str] = Field(default_factory=list)
+    _source: str = PrivateAttr("<config>")  # the file it was read from, for errors found later (set by parse_config)
+
+    def build_data(self) -> DataBundle:
+        """The configured data source (``self.data``), a parameter problem named as this file's field ``data``
+        (data sources are checked when they are built; their files' own errors name those files)."""
+        component: ComponentConfig = self.data  # type: ignore[attr-defined]
+        try:
+            return DATASETS.build(component.name, **component.params)
+        except ConfigError as exc:
+            raise ConfigError(f"{self._source}: field 'data': {exc}") from None
 
 
 class ExperimentConfig(PluginConfig):
@@ -181,11 +194,14 @@ def parse_config(data: Any, source: str = "<config>", model: type[M] = Experimen
         except ConfigError as exc:
             raise ConfigError(f"{source}: field 'plugins': {exc}") from None
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "<top>"
         raise ConfigError(f"{source}: field '{where}': {first['msg'].removeprefix('Value error, ')}") from None
+    if isinstance(config, PluginConfig):
+        config._source = source
+    return config
 
 
 def load_config(path: Path | str, model: type[M] = ExperimentConfig) -> M:  # type: ignore[assignment]

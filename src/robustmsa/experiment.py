@@ -25,12 +25,12 @@ from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerpri
 from robustmsa.evaluation.report import ensure_folder, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import REGRESSION_METRICS
-from robustmsa.registry import BACKBONES, DATASETS, METHODS
+from robustmsa.registry import BACKBONES, METHODS
 from robustmsa.training.fit import evaluate, fit, load_checkpoint_state, seeded
 
 
 def load_data(config: ExperimentConfig) -> DataBundle:
-    return DATASETS.build(config.data.name, **config.data.params)
+    return config.build_data()
 
 
 def build_method(config: ExperimentConfig, bundle: DataBundle, seed: int) -> Method:

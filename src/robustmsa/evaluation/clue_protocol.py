@@ -49,7 +49,7 @@ from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerpri
 from robustmsa.evaluation.report import _save, markdown_table, plt, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.method import Supervised
 from robustmsa.metrics import per_class_results
-from robustmsa.registry import BACKBONES, DATASETS, METHODS
+from robustmsa.registry import BACKBONES, METHODS
 from robustmsa.training.fit import evaluate, fit, predict, seeded
 
 #: Table columns (MMSA names) -> (scheme, metric of the classification run).
@@ -157,7 +157,7 @@ def load_protocol_config(path: str | Path) -> CLUEProtocolConfig:
 
 def load_data(config: CLUEProtocolConfig) -> DataBundle:
     """The configured data source."""
-    return DATASETS.build(config.data.name, **config.data.params)
+    return config.build_data()
 
 
 def prepare_bundle(config: CLUEProtocolConfig, bundle: DataBundle, out: Path) -> DataBundle:

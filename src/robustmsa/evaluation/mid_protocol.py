@@ -54,7 +54,7 @@ from robustmsa.evaluation.report import format_value, markdown_table, prepare_ou
 from robustmsa.features.text import TextEncoder, build_text_encoder
 from robustmsa.method import Method, Supervised
 from robustmsa.metrics import task_metrics
-from robustmsa.registry import BACKBONES, DATASETS
+from robustmsa.registry import BACKBONES
 from robustmsa.training.fit import fit, predict, seeded
 
 METHOD_NAMES = ("base", "MID", "MCTD", "MME-JD", "MRID")
@@ -145,7 +145,7 @@ def _has_extra(bundle: DataBundle, key: str, splits: Sequence[str] = ("train",))
 
 def load_image_text_bundle(cfg: ImageTextProtocolConfig) -> DataBundle:
     """The configured data, training subset applied, with the model-free counterfactuals attached."""
-    bundle = limit_train(DATASETS.build(cfg.data.name, **cfg.data.params), cfg.train_limit)
+    bundle = limit_train(cfg.build_data(), cfg.train_limit)
     return attach_model_free_counterfactuals(cfg, bundle)
 
 

@@ -45,7 +45,7 @@ from robustmsa.experiment import build_method
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import REGRESSION_METRICS, task_metrics
 from robustmsa.reconstruct.corruption import EVAL_RATES, corrupt_batch, drop_positions
-from robustmsa.registry import DATASETS, check_parameters
+from robustmsa.registry import check_parameters
 from robustmsa.training.fit import FitResult, fit, load_checkpoint_state
 
 # --------------------------------------------------------------------------
@@ -217,7 +217,7 @@ VIEWS: dict[str, Callable[..., DataBundle]] = {"natural_missing_text": natural_m
 
 def load_sweep_data(config: MissingSweepConfig) -> DataBundle:
     """The configured data source, through its views in order."""
-    bundle = DATASETS.build(config.data.name, **config.data.params)
+    bundle = config.build_data()
     for view in config.views:  # names and parameters were checked with the config
         bundle = VIEWS[view.name](bundle, **view.params)
     return bundle

@@ -123,3 +123,37 @@ def test_data_source_errors_name_the_config_file_and_field(tmp_path: Path) -> No
         with pytest.raises(ConfigError) as info:
             load_data(load_config(path))  # data sources are checked when they are built: the error still names the file
         assert str(info.value).startswith(f"{path}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("train: {valid_split: dev}", "train.valid_split"),
+        ("eval: {splits: [test, tset]}", "eval.splits"),
+        ("method: {name: clue, params: {tau_split: valid_ood}}", "method.params.tau_split"),
+    ],
+)
+def test_unknown_split_names_are_named_with_file_and_field(tmp_path: Path, toy_bundle, text: str, field: str) -> None:
+    from robustmsa.experiment import run_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"data: {{name: synthetic}}\nbackbone: {{name: lf_dnn}}\n{text}\n")
+    config = load_config(path)
+    with pytest.raises(ConfigError) as info:
+        run_experiment(config, tmp_path / "out", bundle=toy_bundle)  # refused before anything trains
+    assert str(info.value).startswith(f"{path}: field '{field}': no split named ")
+    assert "available: ['test', 'train', 'valid']" in str(info.value)
+    assert not (tmp_path / "out" / "seed_0").exists()
+
+
+def test_protocol_configs_check_their_split_names(toy_bundle) -> None:
+    from robustmsa.evaluation.clue_protocol import CLUEProtocolConfig
+    from robustmsa.evaluation.missing_protocol import MissingSweepConfig
+
+    sweep = parse_config({"data": {"name": "synthetic"}, "models": {"base": {"name": "missing_robust"}}, "eval_split": "test_ood"}, "sweep.yaml", MissingSweepConfig)
+    with pytest.raises(ConfigError, match=r"^sweep.yaml: field 'eval_split': no split named 'test_ood'"):
+        sweep.check_split_names(toy_bundle)
+    clue = parse_config({"data": {"name": "synthetic"}, "backbone": {"name": "lf_dnn"}, "ood_test": "test"}, "clue.yaml", CLUEProtocolConfig)
+    clue.check_split_names(toy_bundle)  # every split it names exists
+    with pytest.raises(ConfigError, match=r"^clue.yaml: field 'iid_test': no split named 'iid'"):
+        clue.model_copy(update={"iid_test": "iid"}).check_split_names(toy_bundle)

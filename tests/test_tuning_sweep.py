@@ -99,3 +99,11 @@ def test_diverged_trials_fail_and_count_towards_the_budget(toy_bundle: DataBundl
     with pytest.raises(ConfigError, match="no trial of the study finished \\(2 failed"):
         search_sweep_model(search, MissingSweepConfig.model_validate(SWEEP), tmp_path / "nan", bundle=toy_bundle)
     assert len(calls) == 2
+
+
+def test_a_range_end_the_method_refuses_fails_before_any_trial(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    sweep = MissingSweepConfig.model_validate(SWEEP)
+    search = SweepSearchConfig.model_validate({"sweep": "sweep.yaml", "model": "lnln", "space": {"complete_share": {"low": 0.1, "high": 3.0}}})
+    with pytest.raises(ConfigError, match=r"sweep model 'lnln with \{'complete_share': 3.0\}': .*complete_share must lie in \[0, 1\], got 3.0"):
+        search_sweep_model(search, sweep, tmp_path / "search", bundle=toy_bundle)
+    assert not (tmp_path / "search" / "study.log").exists()

@@ -164,6 +164,32 @@ class PluginConfig(_Strict):
         except ConfigError as exc:
             raise ConfigError(f"{self._source}: field 'data': {exc}") from None
 
+    def check_split_names(self, bundle: DataBundle) -> None:
+        """Every split this config names (``train.valid_split``, ``eval.splits``, ``tau_split``, ``iid_test``, ...)
+        must be one of ``bundle``'s: a ConfigError naming this file and the field otherwise (call it on the bundle
+        as the run will use it, after splits are added or renamed)."""
+        for where, name in _named_splits(self.model_dump(mode="json")):
+            if name not in bundle:
+                raise ConfigError(f"{self._source}: field '{where}': no split named '{name}' in data '{bundle.name}'; available: {sorted(bundle.splits)}")
+
+
+#: Config keys whose values name splits of the data (besides keys ending in ``_split``).
+_SPLIT_KEYS = frozenset({"splits", "iid_test", "ood_test"})
+
+
+def _named_splits(node: Any, where: str = "") -> list[tuple[str, str]]:
+    """``(field, split name)`` for every split a dumped config names, wherever it is nested (method parameters too)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            field = f"{where}.{key}" if where else str(key)
+            if str(key).endswith("_split") or key in _SPLIT_KEYS:
+                names = value if isinstance(value, list) else [value]
+                found.extend((field, name) for name in names if isinstance(name, str))
+            else:
+                found.extend(_named_splits(value, field))
+    return found
+
 
 class ExperimentConfig(PluginConfig):
     data: ComponentConfig

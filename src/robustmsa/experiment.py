@@ -113,6 +113,7 @@ def evaluate_run(
     run = Path(run)
     config = load_config(run / "config.yaml")
     bundle = load_data(config)
+    config.check_split_names(bundle)
     splits = evaluation_splits(config, bundle, splits)
     if predictions is not None:
         ensure_folder(predictions, "--predictions")
@@ -138,6 +139,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     same folder (one made with other settings is refused unless ``overwrite``)."""
     out = prepare_out_dir(out_dir, overwrite)
     bundle = bundle if bundle is not None else load_data(config)
+    config.check_split_names(bundle)
     splits = evaluation_splits(config, bundle)
     train_cfg = config.train.to_train_config()
     prints = split_fingerprints(bundle, ["train", train_cfg.valid_split, *splits])

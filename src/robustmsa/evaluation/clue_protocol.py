@@ -200,8 +200,8 @@ def run_clue_protocol(
     out = prepare_out_dir(Path(out_dir), overwrite)
     bundle = prepare_bundle(config, bundle if bundle is not None else load_data(config), out)
     seeds = list(seeds or config.seeds)
-    for name in (config.iid_test, config.ood_test, "train", "valid"):
-        bundle[name]
+    config.check_split_names(bundle)
+    bundle["train"]
     schemes = schemes_of(config, bundle)
     case_scheme = config.case_study.scheme or schemes[0]
     case_seed = seeds[0] if config.case_study.seed is None else config.case_study.seed

@@ -276,6 +276,7 @@ def run_image_text_protocol(
     stem = f"image_text_{cfg.data.name}"
     out = prepare_out_dir(Path(out_dir), overwrite, marker=f"{stem}.json")
     data = attach_model_free_counterfactuals(cfg, limit_train(bundle, cfg.train_limit)) if bundle is not None else load_image_text_bundle(cfg)
+    cfg.check_split_names(data)
     seeds = list(seeds if seeds is not None else cfg.seeds)
     prints = split_fingerprints(data, data.splits)
     shared = {"config": cfg.model_dump(mode="json", exclude={"seeds"}), "splits": prints}

@@ -352,8 +352,8 @@ def check_sweep_models(config: MissingSweepConfig, bundle: DataBundle) -> None:
     """Build every model once and check it has the modes the sweep uses (``train.valid_mode`` for the checkpoint,
     ``factual`` on the corrupted inputs), so that a model unfit for the sweep fails before any training."""
     for name, component in config.models.items():
-        method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train), bundle, 0)
         try:
+            method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train), bundle, 0)
             for mode in (config.train.valid_mode, "factual"):
                 method.check_mode(mode)
         except ConfigError as exc:
@@ -394,6 +394,7 @@ def sweep_missing(
     rates = _check_rates(rates if rates is not None else config.rates)
     out = prepare_out_dir(out_dir, overwrite)
     bundle = bundle if bundle is not None else load_sweep_data(config)
+    config.check_split_names(bundle)
     split = bundle[config.eval_split]
     data = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
     shared = _shared_settings(config, data, rates)

@@ -41,7 +41,7 @@ from pydantic import Field, model_validator
 from robustmsa.config import ComponentConfig, Seeds, _Strict, load_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError, TrainingDiverged
-from robustmsa.evaluation.missing_protocol import MissingSweepConfig, load_sweep_config, load_sweep_data, train_sweep_model
+from robustmsa.evaluation.missing_protocol import MissingSweepConfig, check_sweep_models, load_sweep_config, load_sweep_data, train_sweep_model
 from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
 from robustmsa.registry import METHODS
 
@@ -142,6 +142,9 @@ def search_sweep_model(
     the outputs (see module doc) and return the content of ``search.json``."""
     out = Path(out_dir)
     bundle = bundle if bundle is not None else load_sweep_data(sweep)
+    sweep.check_split_names(bundle)
+    # a value the method refuses (a range end outside its bounds) fails now, not in a trial after others have trained
+    check_sweep_models(sweep.model_copy(update={"models": {f"{search.model} with {v}": _tuned_component(sweep, search.model, v) for v in _corners(search.space)}}), bundle)
     metric, mode = sweep.train.to_train_config().monitor_spec(bundle.task.kind)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(out, search, sweep, "minimize" if mode == "min" else "maximize", worker, overwrite)

@@ -144,7 +144,7 @@ def test_youtube_layout_missing_train_text_and_trimming(tmp_path: Path) -> None:
     _write_d1(folder / "video_train.h5", arrays["train"]["video"])
     bundle = read_cmu_h5(tmp_path, "youtube")
     assert bundle.task.kind == "classification" and bundle.task.num_classes == 3
-    assert bundle.meta["missing_text_splits"] == ["train"]
+    assert bundle.meta["missing_text_splits"] == ["train"] and bundle.meta["text_contextual"] is False  # GloVe words
     train = bundle["train"]
     assert all(s.text is None for s in train) and train.dims() == {"audio": 6, "vision": 4}
     assert bundle["valid"].dims() == {"text": 5, "audio": 6, "vision": 4}

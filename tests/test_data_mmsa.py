@@ -56,6 +56,7 @@ def test_read_lengths_ids_and_text(tmp_path: Path) -> None:
     data = _data()
     bundle = read_mmsa_pickle(_write(tmp_path / "unaligned_50.pkl", data))
     assert {k: len(v) for k, v in bundle.splits.items()} == {"train": 6, "valid": 3, "test": 4}
+    assert bundle.meta["text_contextual"] is True  # MMSA's 'text' features are BERT hidden states
     assert bundle.dims() == {"text": DT, "audio": DA, "vision": DV} and bundle.task.kind == "regression"
     raw = data["train"]
     for i, s in enumerate(bundle["train"]):
@@ -99,6 +100,7 @@ def test_text_field_bert_and_aligned_lengths(tmp_path: Path) -> None:
         split["audio"] = np.ones((n, L, DA), np.float32)
         split["vision"] = np.ones((n, L, DV), np.float32)
     bundle = read_mmsa_pickle(_write(tmp_path / "aligned_50.pkl", data), text_field="text_bert", max_text_len=4)
+    assert "text_contextual" not in bundle.meta  # token ids: whether a model reads them in context is the model's matter
     s = bundle["valid"][0]
     n = int(data["valid"]["text_bert"][0, 1].sum())
     assert s.text.shape == (min(n, 4), 3) and s.text[:, 0].tolist() == data["valid"]["text_bert"][0, 0, : min(n, 4)].tolist()

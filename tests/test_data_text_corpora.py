@@ -43,7 +43,7 @@ def test_mosi_csv(tmp_path: Path) -> None:
     assert s.id == "vid_B_1" and s.group == "vid_B" and s.label == 1.0 and s.raw_text == "not bad at all"
     assert s.text.shape == (_tokens("not bad at all"), HASH.dim) and s.text_special.tolist() == [True, False, False, False, False, True]
     assert np.allclose(s.text, HASH.encode(["not bad at all"]).features[0])
-    assert bundle.task.label_range == (-3.0, 3.0) and bundle.meta["text_encoder"] == "hash"
+    assert bundle.task.label_range == (-3.0, 3.0) and bundle.meta["text_encoder"] == "hash" and bundle.meta["text_contextual"] is False
     assert len(read_mosi_csv(tmp_path / "t.csv", text_encoder=HASH, limit=1)["train"]) == 1
 
 

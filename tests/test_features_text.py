@@ -41,6 +41,7 @@ def minilm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, MiniLMEn
 def test_minilm_real_features(minilm_run) -> None:
     _, enc, out = minilm_run
     assert enc.forward_calls == 1 and enc.dim == 384
+    assert enc.contextual and not StaticWordEncoder.contextual and not HashEncoder.contextual  # what the missing-rate sweep checks
     for feats, special, tokens, ids in zip(out.features, out.special, out.tokens, out.ids):
         assert feats.shape == (len(tokens), 384) and feats.dtype == np.float32 and np.isfinite(feats).all()
         assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"

@@ -233,6 +233,33 @@ def test_a_model_without_the_sweeps_modes_fails_before_any_training(toy_bundle: 
         sweep_missing(config, tmp_path / "sweep", seeds=[0], rates=[0.0], bundle=toy_bundle)
 
 
+def test_contextual_text_features_are_refused_unless_allowed_and_then_marked(toy_bundle: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustmsa.data.dataset import TEXT_CONTEXTUAL
+    from robustmsa.evaluation import missing_protocol as module
+
+    contextual = DataBundle(toy_bundle.splits, toy_bundle.task, name="toy", meta={TEXT_CONTEXTUAL: True, "text_encoder": "minilm"})
+    config = MissingSweepConfig.model_validate(
+        {
+            "data": {"name": "toy"},
+            "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
+            "models": {"baseline": {"name": "missing_robust"}},
+            "train": {"max_epochs": 1, "batch_size": 64},
+            "sensitivity": {"enabled": False},
+        }
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "fit", lambda *a, **k: pytest.fail("trained on contextual text features"))
+        with pytest.raises(ConfigError, match=r"data 'toy' has contextual text features \(minilm\).*text_encoder: static.*allow_contextual_text: true"):
+            sweep_missing(config, tmp_path / "refused", seeds=[0], rates=[0.0], bundle=contextual)
+    assert not (tmp_path / "refused" / "run_settings.json").exists()
+    allowed = config.model_copy(update={"allow_contextual_text": True})
+    results = sweep_missing(allowed, tmp_path / "allowed", seeds=[0], rates=[0.0], bundle=contextual)
+    assert results["data"][TEXT_CONTEXTUAL] is True
+    assert "**Contextual text features**" in (tmp_path / "allowed" / "report.md").read_text()
+    plain = sweep_missing(config, tmp_path / "static", seeds=[0], rates=[0.0], bundle=toy_bundle)  # unknown features: run
+    assert TEXT_CONTEXTUAL not in plain["data"] and "Contextual" not in (tmp_path / "static" / "report.md").read_text()
+
+
 def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path: Path) -> None:
     config = MissingSweepConfig.model_validate(
         {

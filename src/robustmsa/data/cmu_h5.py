@@ -35,7 +35,7 @@ import numpy as np
 
 from robustmsa.data.batch import Sample
 from robustmsa.data.cmu_sdk import h5_child, h5_numeric, to_float32
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
 from robustmsa.errors import ConfigError, DataError, require_file
 
 CMU_DATASETS = ("youtube", "mmmo", "pom")
@@ -134,7 +134,7 @@ def read_cmu_h5(
     else:
         task = TaskSpec(kind="regression", num_classes=1, label_range=(1.0, 5.0) if dataset == "mmmo" else None)
 
-    meta: dict[str, Any] = {"source": str(root), "format": "cmu_h5", "missing_text_splits": [], "nonfinite_replaced": {}, "empty_sequences": {}, "trim": trim}
+    meta: dict[str, Any] = {"source": str(root), "format": "cmu_h5", "missing_text_splits": [], "nonfinite_replaced": {}, "empty_sequences": {}, "trim": trim, TEXT_CONTEXTUAL: False}
     if dataset == "pom":
         meta["pom_trait"] = pom_trait
     splits: dict[str, MultimodalSplit] = {}

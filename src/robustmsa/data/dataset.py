@@ -178,6 +178,12 @@ def _validate_label(s: Sample, source: str, task: TaskSpec) -> None:
             raise DataError(source, "label", f"sample '{s.id}' needs a multi-label vector of width {task.num_classes}")
 
 
+#: ``DataBundle.meta`` key: whether the text features are contextual (True: e.g. MiniLM / BERT hidden states, where a
+#: token's vector carries information about the other tokens; False: static word vectors such as GloVe; absent:
+#: unknown). The missing-rate protocol zeroes token vectors, which removes a word only from static features.
+TEXT_CONTEXTUAL = "text_contextual"
+
+
 @dataclass
 class DataBundle:
     """Named splits of one data set with their task.

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
 from robustmsa.data.safe_pickle import safe_load
 from robustmsa.errors import ConfigError, DataError
 
@@ -79,6 +79,8 @@ def read_mmsa_pickle(
         samples, stats = _read_split(path, str(name), raw, text_field, max_text_len, label_range, limit)
         meta["neg_inf_replaced"].update(stats)
         splits[str(name)] = MultimodalSplit(samples, name=str(name), source=path, task=task)
+    if text_field == "text" or (text_field == "auto" and "text" in data["train"]):
+        meta[TEXT_CONTEXTUAL] = True  # MMSA's released 'text' features are BERT hidden states
     return DataBundle(splits, task, name=path.stem, meta=meta)
 
 

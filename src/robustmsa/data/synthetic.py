@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.data.settings import GeneratorSettings
 from robustmsa.errors import ConfigError
 
@@ -480,4 +480,5 @@ def generate_corpus(config: SyntheticConfig | None = None) -> DataBundle:
         splits[name] = MultimodalSplit(everything[start : start + len(samples)], name=name, source="synthetic", task=task)
         start += len(samples)
     meta["text_encoder"] = {"name": encoder.name, "dim": encoder.dim}
+    meta[TEXT_CONTEXTUAL] = encoder.contextual
     return DataBundle(splits, task, name="synthetic", meta=meta)

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
 from robustmsa.errors import ConfigError, DataError, require_file
 from robustmsa.features.text import TextEncoder, attach_text_features, build_text_encoder
 
@@ -61,7 +61,7 @@ def _finish(
     for split, samples in kept.items():
         splits[split] = MultimodalSplit(flat[start : start + len(samples)], name=split, source=source, task=task)
         start += len(samples)
-    meta = {"source": str(source), "text_encoder": encoder.name, **meta}
+    meta = {"source": str(source), "text_encoder": encoder.name, TEXT_CONTEXTUAL: encoder.contextual, **meta}
     return DataBundle(splits, task, name=name, meta=meta)
 
 

@@ -37,7 +37,7 @@ from pydantic import Field, StrictBool, ValidationInfo, field_validator
 
 from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, PluginConfig, Seeds, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.batch import Sample, collate
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, make_loader
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.protocols import Resumable, mean_std, paired_differences, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
@@ -102,6 +102,9 @@ class MissingSweepConfig(PluginConfig):
     rates: Annotated[list[float], checked(_check_rates)] = Field(default_factory=lambda: list(EVAL_RATES))
     eval_split: str = "test"
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)
+    # Run on contextual text features (MiniLM / BERT hidden states) although zeroing their tokens does not remove the
+    # text (see check_text_features); off by default, and marked in the report when on.
+    allow_contextual_text: StrictBool = False
 
     @field_validator("reference")
     @classmethod
@@ -348,9 +351,27 @@ def train_sweep_model(config: MissingSweepConfig, name: str, component: Componen
     return method, fitted
 
 
+def check_text_features(config: MissingSweepConfig, bundle: DataBundle) -> None:
+    """Refuse data whose text features are contextual (``bundle.meta[TEXT_CONTEXTUAL]``) unless the sweep allows them.
+
+    The protocol zeroes the vectors of dropped tokens. In a contextual encoder's output (MiniLM, BERT) every kept
+    vector, [CLS] and [SEP] included, was computed from the whole sentence, so the text is still readable at r = 1:
+    a linear probe on what survives at r = 1.0 scores the sentiment as well as on the complete text. The sweep
+    would then measure robustness to a corruption that removes no information."""
+    if bundle.meta.get(TEXT_CONTEXTUAL) and not config.allow_contextual_text:
+        raise ConfigError(
+            f"data '{bundle.name}' has contextual text features ({bundle.meta.get('text_encoder', 'e.g. BERT / MiniLM hidden states')}): "
+            "zeroing a dropped token's vector leaves its information in the kept tokens, [CLS] and [SEP], so the text "
+            "would not really be missing. Use static word features (data parameter text_encoder: static; the CMU "
+            "GloVe features), or set allow_contextual_text: true in the sweep config to run the feature-level protocol anyway"
+        )
+
+
 def check_sweep_models(config: MissingSweepConfig, bundle: DataBundle) -> None:
-    """Build every model once and check it has the modes the sweep uses (``train.valid_mode`` for the checkpoint,
-    ``factual`` on the corrupted inputs), so that a model unfit for the sweep fails before any training."""
+    """Check the data's text features (:func:`check_text_features`), then build every model once and check it has
+    the modes the sweep uses (``train.valid_mode`` for the checkpoint, ``factual`` on the corrupted inputs), so that
+    a model unfit for the sweep fails before any training."""
+    check_text_features(config, bundle)
     for name, component in config.models.items():
         try:
             method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train), bundle, 0)
@@ -399,8 +420,8 @@ def sweep_missing(
     data = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
     shared = _shared_settings(config, data, rates)
     settings = {(seed, name): _settings(config, shared, name, seed, seed == seeds[0]) for seed in seeds for name in config.models}
-    units = Resumable({key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}, settings, overwrite, folder=out, shared=shared)
     check_sweep_models(config, bundle)
+    units = Resumable({key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}, settings, overwrite, folder=out, shared=shared)
     diverged: list[str] = []
 
     def train_and_evaluate(seed: int, name: str) -> dict[str, Any]:
@@ -426,6 +447,8 @@ def sweep_missing(
             "was written. The finished models are recorded there and reused when the sweep runs again with the same settings"
         )
     data = {"name": bundle.name, "sizes": {n: len(s) for n, s in bundle.splits.items()}, "views": [v.name for v in config.views], "split": config.eval_split}
+    if TEXT_CONTEXTUAL in bundle.meta:
+        data[TEXT_CONTEXTUAL] = bool(bundle.meta[TEXT_CONTEXTUAL])
     return _write_sweep(out, per_seed, config.model_dump(mode="json"), rates, data, overwrite=True)  # out was checked above
 
 
@@ -633,6 +656,11 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
     monitor = config.train.to_train_config().monitor_spec(kind)[0]
     split = f" ({results['data']['split']} split)" if "split" in results["data"] else ""
     lines = [f"# Missing-rate sweep on {results['data']['name']}{split}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
+    if results["data"].get(TEXT_CONTEXTUAL):
+        lines.append(
+            "**Contextual text features** (allow_contextual_text): a dropped token's vector is zeroed, but the kept vectors "
+            "were computed from the whole text, so the text is not fully removed; these curves overstate robustness to missing text.\n"
+        )
     if results["data"].get("data_params"):
         lines.append(f"Evaluated with the data parameters {results['data']['data_params']} changed (training and validation data unchanged).\n")
     lines.append("## Mean over missing rates\n")

@@ -53,9 +53,12 @@ class TextFeatures:
 
 
 class TextEncoder(Protocol):
-    """What :func:`attach_text_features` needs from an encoder."""
+    """What :func:`attach_text_features` needs from an encoder. ``contextual``: whether a token's vector depends on
+    the other tokens of its text (then zeroing a token does not remove its information; see
+    :data:`robustmsa.data.dataset.TEXT_CONTEXTUAL`)."""
 
     name: str
+    contextual: bool
 
     @property
     def dim(self) -> int: ...
@@ -100,6 +103,7 @@ class MiniLMEncoder:
     """
 
     name = "minilm"
+    contextual = True
 
     def __init__(self, cache_dir: str | Path | None = None, max_length: int = 64, batch_size: int = 64, device: str = "cpu") -> None:
         if max_length < 3:
@@ -208,6 +212,8 @@ class StaticWordEncoder:
     get a zero vector and are counted (``oov_rate``).
     """
 
+    contextual = False
+
     def __init__(self, glove_path: str | Path | None = None) -> None:
         self.glove_path = Path(glove_path) if glove_path is not None else None
         self.n_words = 0
@@ -274,6 +280,7 @@ class HashEncoder:
     """A fixed pseudo-random (dim,) vector per lower-cased word, plus [CLS]/[SEP] vectors (tests, quick runs)."""
 
     name = "hash"
+    contextual = False
     CLS, SEP = "[CLS]", "[SEP]"
 
     def __init__(self, dim: int = 32) -> None:

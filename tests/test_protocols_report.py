@@ -22,6 +22,19 @@ def test_mean_std_nested_sample_std() -> None:
     assert "name" not in agg["test"]
 
 
+def test_mean_std_of_results_read_back_from_json(tmp_path: Path) -> None:
+    """A NaN metric is written as null; aggregating results read back must give NaN, as in memory, whichever seed had it."""
+    runs = [{"test": {"Non0_acc_2": float("nan"), "MAE": 1.0}}, {"test": {"Non0_acc_2": 0.5, "MAE": 2.0}}]
+    for order in (runs, runs[::-1]):
+        write_json(tmp_path / "r.json", order)
+        read = json.loads((tmp_path / "r.json").read_text())
+        assert None in (read[0]["test"]["Non0_acc_2"], read[1]["test"]["Non0_acc_2"])
+        for agg in (mean_std(order), mean_std(read)):
+            assert math.isnan(agg["test"]["Non0_acc_2"]["mean"]) and agg["test"]["Non0_acc_2"]["n"] == 2
+            assert agg["test"]["MAE"]["mean"] == 1.5
+    assert mean_std([{"tau": None}, {"tau": None}]) == {}  # leaves that are never numbers are dropped
+
+
 def test_run_seeds_calls_each_seed() -> None:
     out = run_seeds(lambda seed: {"m": float(seed)}, [1, 3])
     assert out["seeds"] == [1, 3] and out["per_seed"]["3"] == {"m": 3.0}

@@ -24,7 +24,8 @@ def mean_std(runs: Iterable[Nested]) -> dict[str, Any]:
     """Aggregate per-seed nested metric dicts into ``{..: {metric: {'mean', 'std', 'n'}}}``.
 
     The standard deviation is the sample standard deviation (ddof=1; 0 for one run).
-    Leaves that are not numbers are dropped.
+    Leaves that are not numbers are dropped. ``None`` among numbers is a NaN that went through JSON (results read
+    back from disk): the aggregate is then NaN, as it is for the in-memory NaN, never a crash or a dropped metric.
     """
     runs = list(runs)
     if not runs:
@@ -36,8 +37,9 @@ def mean_std(runs: Iterable[Nested]) -> dict[str, Any]:
             keys = [k for k in first if all(isinstance(it, Mapping) and k in it for it in items)]
             out = {k: walk([it[k] for it in items]) for k in keys}
             return {k: v for k, v in out.items() if v is not None}
-        if isinstance(first, (int, float, np.floating, np.integer)) and not isinstance(first, bool):
-            values = np.array([float(v) for v in items], dtype=np.float64)
+        numbers = [it for it in items if it is not None]
+        if numbers and all(isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) for v in numbers):
+            values = np.array([np.nan if v is None else float(v) for v in items], dtype=np.float64)
             std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             return {"mean": float(np.mean(values)), "std": std, "n": int(len(values))}
         return None

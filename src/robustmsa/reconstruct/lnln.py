@@ -17,6 +17,21 @@ On a composable text-centric backbone (``encode`` / ``fuse``), per batch:
    vision, as the authors' released code does (:class:`.proxy.LatentReconstructor`).
 
 Loss = w_task * task + w_completeness * MSE(w, 1 - r_text) + w_adversarial * adv + w_reconstruction * rec.
+
+Where this differs from the authors' released code (Haoyu-ha/LNLN), on purpose or by the issue's protocol:
+
+* Default loss weights: completeness 0.1 and adversarial 0.1 here; the authors' MOSI config uses 0.9 and 0.8
+  (reconstruction 0.1, task 1.0 in both). The weights are parameters; ``configs/missing/search/lnln.yaml``
+  searches them on validation data (range 0.01 to 1, which holds the authors' values).
+* Training-time missingness is the protocol every model of a sweep shares (:mod:`.base`): a share
+  ``complete_share`` (0.1) of the samples is kept complete in all modalities. The authors keep half of the
+  samples complete, drawn for each modality separately.
+* The discriminator sees the proxy H_p (through the gradient reversal); the authors' sees the corrected text H
+  (in which only the proxy part is reversed) against the complete text.
+* Completeness is estimated by an MLP on the mean text token (the authors: a small transformer), and the text
+  arrives as features: with contextual features a missing token is not really missing, so sweeps need static
+  word features (:func:`robustmsa.evaluation.missing_protocol.check_text_features`); the authors corrupt BERT's
+  input ids and fine-tune BERT inside the model.
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def test_mean_average_precision_matches_scikit_learn_and_skips_labels_without_po
     scores = rng.random((40, 3))
     expected = np.mean([average_precision_score(truth[:, k], scores[:, k]) for k in (0, 1)])
     assert mean_average_precision(scores, truth) == pytest.approx(expected)
-    assert task_metrics(scores, truth, "multilabel")["mAP"] == pytest.approx(expected)
+    assert task_metrics(scores, truth, TaskSpec(kind="multilabel", num_classes=truth.shape[1], label_range=None))["mAP"] == pytest.approx(expected)
     assert np.isnan(mean_average_precision(scores, np.zeros_like(truth)))
     with pytest.raises(ValueError, match="one shape"):
         mean_average_precision(scores, truth[:, :2])

@@ -177,6 +177,12 @@ def test_label_range_is_an_argument(tmp_path: Path) -> None:
         split["regression_labels"] = split["regression_labels"] / 3.0  # SIMS-like, in [-1, 1]
     path = _write(tmp_path / "sims.pkl", data)
     assert read_mmsa_pickle(path, label_range=(-1.0, 1.0)).task.label_range == (-1.0, 1.0)
+    # SIMS's label range selects MMSA's SIMS metrics unless the metric set is given
+    assert read_mmsa_pickle(path, label_range=(-1.0, 1.0)).task.metric_set == "sims"
+    assert read_mmsa_pickle(path, label_range=(-1.0, 1.0), metric_set="mosi").task.metric_set == "mosi"
+    assert read_mmsa_pickle(path).task.metric_set == "mosi"
+    with pytest.raises(ConfigError, match="metric_set"):
+        read_mmsa_pickle(path, metric_set="chsims")  # type: ignore[arg-type]
     data["train"]["regression_labels"][0] = 1.5
     with pytest.raises(DataError, match="regression_labels"):
         read_mmsa_pickle(_write(tmp_path / "sims2.pkl", data), label_range=(-1.0, 1.0))

@@ -106,6 +106,10 @@ def test_polarity_classes_by_hand() -> None:
     expected = [0, 0, 1, 1, 1, 2, 2]
     assert polarity_classes(y).tolist() == expected
     assert polarity_classes(torch.tensor(y, dtype=torch.float32)).tolist() == expected
+    sims = np.array([-1.0, -0.1, -0.09, 0.0, 0.1, 0.11, 0.6])  # SIMS's Acc-3 bins, closed on the right
+    expected = [0, 0, 1, 1, 1, 2, 2]
+    assert polarity_classes(sims, "sims").tolist() == expected
+    assert polarity_classes(torch.tensor(sims, dtype=torch.float64), "sims").tolist() == expected
 
 
 def test_tcmr_phases_partition_parameters_and_schedules(toy_bundle: DataBundle) -> None:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr
 
-from robustmsa.metrics import classification_metrics, regression_metrics, task_metrics
+from robustmsa.data.dataset import TaskSpec
+from robustmsa.errors import ConfigError
+from robustmsa.metrics import check_metric, classification_metrics, regression_metrics, sims_regression_metrics, task_metrics
 
 PRED = [-1.2, 0.0, 0.4, 2.6, -0.2]
 TRUTH = [-2.0, 0.0, 1.0, 3.0, 0.5]
@@ -80,5 +82,42 @@ def test_truth_first_matters_for_f1() -> None:
 
 def test_task_metrics_dispatch() -> None:
     scores = np.array([[0.9, 0.1], [0.2, 0.8]])
-    assert task_metrics(scores, np.array([0, 1]), "classification", 2)["Acc"] == 1.0
-    assert task_metrics(np.array([1.0, -1.0]), np.array([1.0, -1.0]), "regression")["MAE"] == 0.0
+    assert task_metrics(scores, np.array([0, 1]), TaskSpec(kind="classification", num_classes=2, label_range=None))["Acc"] == 1.0
+    assert task_metrics(np.array([1.0, -1.0]), np.array([1.0, -1.0]), TaskSpec())["MAE"] == 0.0
+
+
+def _mmsa_sims_bins(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """MMSA's loop: class i for values in (edges[i], edges[i + 1]], written independently of robustmsa."""
+    out = values.copy()
+    for i in range(len(edges) - 1):
+        out[np.logical_and(values > edges[i], values <= edges[i + 1])] = i
+    return out
+
+
+def test_sims_metrics_follow_mmsa() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    # values on and near every bin edge, outside [-1, 1] and in between
+    truth = np.concatenate([rng.uniform(-1.3, 1.3, 200), [-1.0, -0.7, -0.1, 0.0, 0.1, 0.7, 1.0, -0.70001, 0.10001]])
+    pred = np.concatenate([rng.uniform(-1.3, 1.3, 200), [0.0, -0.69, -0.1, 0.1, 0.1, 0.7, 1.2, -0.7, 0.1]])
+    got = sims_regression_metrics(pred, truth)
+    p, t = np.clip(pred, -1, 1), np.clip(truth, -1, 1)
+    edges = {"Mult_acc_2": [-1.01, 0.0, 1.01], "Mult_acc_3": [-1.01, -0.1, 0.1, 1.01], "Mult_acc_5": [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01]}
+    for name, e in edges.items():
+        assert got[name] == pytest.approx(np.mean(_mmsa_sims_bins(p, e) == _mmsa_sims_bins(t, e))), name
+    assert got["F1_score"] == pytest.approx(f1_score(_mmsa_sims_bins(t, edges["Mult_acc_2"]), _mmsa_sims_bins(p, edges["Mult_acc_2"]), average="weighted"))
+    assert got["MAE"] == pytest.approx(np.mean(np.abs(p - t))) and got["Corr"] == pytest.approx(pearsonr(p, t)[0])
+    # 0 belongs to the negative class in SIMS (MOSI's Has0 counts it as non-negative)
+    assert sims_regression_metrics([0.0, 0.5], [-0.5, 0.5])["Mult_acc_2"] == 1.0
+    assert regression_metrics([0.0, 0.5], [-0.5, 0.5])["Has0_acc_2"] == 0.5
+
+
+def test_the_metric_set_is_the_tasks() -> None:
+    sims = TaskSpec(label_range=(-1.0, 1.0), metric_set="sims")
+    assert set(task_metrics(np.array([0.2, -0.5]), np.array([0.3, -0.4]), sims)) == {"Mult_acc_2", "F1_score", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr"}
+    assert check_metric("Mult_acc_3", sims, "monitor") == "Mult_acc_3"
+    with pytest.raises(ConfigError, match=r"monitor 'Has0_acc_2' is not a metric of a regression task \(sims metrics\)"):
+        check_metric("Has0_acc_2", sims, "monitor")
+    with pytest.raises(ConfigError, match="regression tasks only"):
+        TaskSpec(kind="classification", num_classes=2, label_range=None, metric_set="sims")

@@ -306,6 +306,25 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
         evaluate_sweep([tmp_path / "sweep"], "test_od", tmp_path / "typo", bundle=toy_bundle)
 
 
+def test_a_sweep_on_sims_scaled_data_reports_the_sims_metrics(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    task = TaskSpec(label_range=(-1.0, 1.0), metric_set="sims")
+    scaled = {name: MultimodalSplit([dataclasses.replace(s, label=s.label / 3) for s in split], name=name, source="toy", task=task) for name, split in toy_bundle.splits.items()}
+    config = MissingSweepConfig.model_validate(
+        {
+            "data": {"name": "toy"},
+            "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
+            "models": {"baseline": {"name": "missing_robust"}},
+            "train": {"max_epochs": 1, "batch_size": 64},
+            "sensitivity": {"enabled": False},
+        }
+    )
+    results = sweep_missing(config, tmp_path / "sims", seeds=[0], rates=[0.0, 0.9], bundle=DataBundle(scaled, task, name="sims_like"))
+    assert set(results["aggregate"]["baseline"]["mean"]) == {"Mult_acc_2", "F1_score", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr"}
+    report = (tmp_path / "sims" / "report.md").read_text()
+    assert "Mult_acc_3" in report and "Has0_acc_2" not in report
+    assert (tmp_path / "sims" / "missing_Mult_acc_2.png").is_file() and not (tmp_path / "sims" / "missing_Non0_acc_2.png").exists()
+
+
 def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
     names = sorted(p.name for p in CONFIGS.glob("*.yaml"))
     assert "synthetic.yaml" in names

@@ -176,7 +176,7 @@ def test_monitor_and_hardware_settings_are_checked_before_training(toy_bundle, m
     from robustmsa.training import fit as fit_module
 
     method = Supervised(LFDNN(toy_bundle.dims(), toy_bundle.task, hidden=8))
-    with pytest.raises(ConfigError, match=r"monitor 'bogus' is not a metric of a regression task; choose one of \['Has0_acc_2'"):
+    with pytest.raises(ConfigError, match=r"monitor 'bogus' is not a metric of a regression task \(mosi metrics\); choose one of \['Has0_acc_2'"):
         fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, monitor="bogus"))
     with pytest.raises(ConfigError, match="monitor_mode must be 'min' or 'max', got 'up'"):
         fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, monitor="MAE", monitor_mode="up"))
@@ -189,9 +189,19 @@ def test_monitor_and_hardware_settings_are_checked_before_training(toy_bundle, m
 
 
 def test_metric_names_match_what_task_metrics_reports() -> None:
-    from robustmsa.metrics import METRIC_NAMES, task_metrics
+    from robustmsa.data.dataset import TaskSpec
+    from robustmsa.metrics import metric_names, task_metrics
 
+    tasks = {
+        "regression": TaskSpec(),
+        "sims": TaskSpec(label_range=(-1.0, 1.0), metric_set="sims"),
+        "classification": TaskSpec(kind="classification", num_classes=3, label_range=None),
+        "multilabel": TaskSpec(kind="multilabel", num_classes=2, label_range=None),
+    }
     pred = {"regression": np.array([-1.0, 0.5, 2.0]), "classification": np.eye(3), "multilabel": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.7]])}
     truth = {"regression": np.array([-2.0, 1.0, 1.5]), "classification": np.array([0, 1, 2]), "multilabel": np.array([[1, 0], [0, 1], [1, 1]])}
-    for kind, names in METRIC_NAMES.items():
-        assert tuple(task_metrics(pred[kind], truth[kind], kind, 3)) == names
+    pred["sims"], truth["sims"] = pred["regression"] / 3, truth["regression"] / 3
+    names = {kind: metric_names(task) for kind, task in tasks.items()}
+    assert len(set(names.values())) == 4
+    for kind, task in tasks.items():
+        assert tuple(task_metrics(pred[kind], truth[kind], task)) == names[kind]

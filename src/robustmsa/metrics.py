@@ -1,6 +1,7 @@
 """The one metrics module: MMSA-convention regression metrics and classification metrics.
 
-Definitions follow MMSA (``MetricsTop.__eval_mosi_regression``):
+Regression tasks get one of MMSA's two metric sets, chosen by ``TaskSpec.metric_set``. ``mosi`` (CMU-MOSI /
+MOSEI, labels in [-3, 3]; ``MetricsTop.__eval_mosi_regression``):
 
 * ``Has0_acc_2`` / ``Has0_F1_score``: negative (< 0) vs non-negative (>= 0).
 * ``Non0_acc_2`` / ``Non0_F1_score``: negative vs positive, samples whose
@@ -9,30 +10,57 @@ Definitions follow MMSA (``MetricsTop.__eval_mosi_regression``):
   [-3, 3], then rounded to the nearest integer.
 * ``MAE``; ``Corr``: Pearson correlation (0 when either side is constant).
 
+``sims`` (CH-SIMS, labels in [-1, 1]; ``MetricsTop.__eval_sims_regression``): predictions and truth clipped
+to [-1, 1], then binned, each bin closed on the right:
+
+* ``Mult_acc_2`` / ``F1_score``: [-1, 0] vs (0, 1];
+* ``Mult_acc_3``: [-1, -0.1], (-0.1, 0.1], (0.1, 1];
+* ``Mult_acc_5``: [-1, -0.7], (-0.7, -0.1], (-0.1, 0.1], (0.1, 0.7], (0.7, 1];
+* ``MAE``, ``Corr`` on the clipped values.
+
 F1 scores are weighted F1 computed as scikit-learn defines it, truth first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support, precision_score, recall_score
 
 from robustmsa.errors import ConfigError
 
+if TYPE_CHECKING:
+    from robustmsa.data.dataset import TaskSpec
+
 REGRESSION_METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr")
+SIMS_METRICS = ("Mult_acc_2", "F1_score", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr")
 CLASSIFICATION_METRICS = ("Acc", "Precision", "Recall", "F1", "F0.5", "Macro_F1", "Weighted_F1")
 MULTILABEL_METRICS = ("Acc", "Micro_F1", "Macro_F1", "mAP")
-#: The metrics :func:`task_metrics` reports per task kind (what ``train.monitor`` may name).
-METRIC_NAMES = {"regression": REGRESSION_METRICS, "classification": CLASSIFICATION_METRICS, "multilabel": MULTILABEL_METRICS}
+#: Inner bin edges of the SIMS class accuracies (bins closed on the right).
+SIMS_BINS = {"Mult_acc_2": (0.0,), "Mult_acc_3": (-0.1, 0.1), "Mult_acc_5": (-0.7, -0.1, 0.1, 0.7)}
 
 
-def check_metric(metric: str, kind: str, what: str) -> str:
-    """``metric`` if :func:`task_metrics` reports it for a ``kind`` task; a ConfigError naming ``what`` otherwise
+def metric_names(task: TaskSpec) -> tuple[str, ...]:
+    """The metrics :func:`task_metrics` reports for ``task`` (what ``train.monitor`` may name)."""
+    if task.kind == "regression":
+        return SIMS_METRICS if task.metric_set == "sims" else REGRESSION_METRICS
+    return CLASSIFICATION_METRICS if task.kind == "classification" else MULTILABEL_METRICS
+
+
+def binary_accuracy(task: TaskSpec) -> str:
+    """The two-class accuracy of a regression task's metric set (``Has0_acc_2``; ``Mult_acc_2`` for SIMS)."""
+    return "Mult_acc_2" if task.metric_set == "sims" else "Has0_acc_2"
+
+
+def check_metric(metric: str, task: TaskSpec, what: str) -> str:
+    """``metric`` if :func:`task_metrics` reports it for ``task``; a ConfigError naming ``what`` otherwise
     (so that a typo fails before training, not when the metric is first looked up)."""
-    if metric not in METRIC_NAMES[kind]:
-        raise ConfigError(f"{what} '{metric}' is not a metric of a {kind} task; choose one of {list(METRIC_NAMES[kind])}")
+    names = metric_names(task)
+    if metric not in names:
+        scale = f" ({task.metric_set} metrics)" if task.kind == "regression" else ""
+        raise ConfigError(f"{what} '{metric}' is not a metric of a {task.kind} task{scale}; choose one of {list(names)}")
     return metric
 
 
@@ -69,6 +97,19 @@ def regression_metrics(pred: object, truth: object) -> dict[str, float]:
         "Corr": _pearson(p, t),
     }
     return result
+
+
+def sims_regression_metrics(pred: object, truth: object) -> dict[str, float]:
+    """MMSA's CH-SIMS regression metrics (see module doc)."""
+    p = np.clip(_as_1d(pred, "pred"), -1.0, 1.0)
+    t = np.clip(_as_1d(truth, "truth"), -1.0, 1.0)
+    if p.shape != t.shape or p.size == 0:
+        raise ValueError(f"pred and truth must be non-empty and of equal length, got {p.shape} and {t.shape}")
+    bins = {name: (np.searchsorted(edges, p, side="left"), np.searchsorted(edges, t, side="left")) for name, edges in SIMS_BINS.items()}
+    result = {name: float(np.mean(bp == bt)) for name, (bp, bt) in bins.items()}
+    result["F1_score"] = float(f1_score(bins["Mult_acc_2"][1], bins["Mult_acc_2"][0], average="weighted", zero_division=0))
+    result.update(MAE=float(np.mean(np.abs(p - t))), Corr=_pearson(p, t))
+    return {name: result[name] for name in SIMS_METRICS}
 
 
 def classification_metrics(pred: object, truth: object, num_classes: int | None = None) -> dict[str, float]:
@@ -113,15 +154,15 @@ def per_class_scores(pred: object, truth: object, labels: list[int], beta: float
     return {"precision": precision.tolist(), "recall": recall.tolist(), "fbeta": fbeta.tolist(), "support": support.tolist(), "confusion": confusion}
 
 
-def task_metrics(pred: np.ndarray, truth: np.ndarray, kind: str, num_classes: int = 1) -> dict[str, float]:
-    """Metrics for a task kind from :meth:`Method.predict` outputs.
+def task_metrics(pred: np.ndarray, truth: np.ndarray, task: TaskSpec) -> dict[str, float]:
+    """The metrics of ``task`` (:func:`metric_names`) from :meth:`Method.predict` outputs.
 
     ``pred`` is (N,) scores for regression and (N, C) class scores otherwise.
     """
-    if kind == "regression":
-        return regression_metrics(pred, truth)
-    if kind == "classification":
-        return classification_metrics(np.asarray(pred).argmax(axis=-1), truth, num_classes)
+    if task.kind == "regression":
+        return sims_regression_metrics(pred, truth) if task.metric_set == "sims" else regression_metrics(pred, truth)
+    if task.kind == "classification":
+        return classification_metrics(np.asarray(pred).argmax(axis=-1), truth, task.num_classes)
     scores = np.asarray(pred, dtype=np.float64)
     decisions = (scores >= 0.5).astype(np.int64)
     truth = np.asarray(truth).astype(np.int64)

@@ -32,12 +32,19 @@ class TaskSpec:
     outputs one value. ``classification``: ``Sample.label_class`` in
     ``[0, num_classes)``; the model outputs ``num_classes`` logits.
     ``multilabel``: ``Sample.label_multi`` of width ``num_classes``.
+    ``metric_set`` (regression): MMSA's ``mosi`` metrics (MOSI / MOSEI scale, Has0 / Non0 Acc-2, Acc-5, Acc-7) or
+    its ``sims`` metrics (CH-SIMS, [-1, 1]: Acc-2, Acc-3, Acc-5 on SIMS's bins); see :mod:`robustmsa.metrics`.
     """
 
     kind: TaskKind = "regression"
     num_classes: int = 1
     label_range: tuple[float, float] | None = (-3.0, 3.0)
     class_names: tuple[str, ...] = ()
+    metric_set: Literal["mosi", "sims"] = "mosi"
+
+    def __post_init__(self) -> None:
+        if self.metric_set not in ("mosi", "sims") or (self.metric_set == "sims" and self.kind != "regression"):
+            raise ConfigError(f"metric_set must be 'mosi' or 'sims' (regression tasks only), got '{self.metric_set}' for a {self.kind} task")
 
     @property
     def out_dim(self) -> int:

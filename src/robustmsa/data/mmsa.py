@@ -42,6 +42,7 @@ def read_mmsa_pickle(
     max_text_len: int | None = None,
     label_range: tuple[float, float] | None = (-3.0, 3.0),
     limit: int | None = None,
+    metric_set: Literal["auto", "mosi", "sims"] = "auto",
 ) -> DataBundle:
     """Read an MMSA pickle into a regression :class:`DataBundle`.
 
@@ -55,6 +56,8 @@ def read_mmsa_pickle(
     ``*_lengths`` (clipped to the array length); without them an aligned
     modality (same length as text) takes the text lengths, else its full length.
     Labels must lie in ``label_range`` (MOSI/MOSEI (-3, 3); pass (-1, 1) for SIMS).
+    ``metric_set``: MMSA's metrics for ``mosi`` (MOSI / MOSEI) or ``sims`` (CH-SIMS); ``auto``: ``sims`` when
+    ``label_range`` is (-1, 1), else ``mosi`` (see :mod:`robustmsa.metrics`).
     Splits other than train/valid/test (e.g. ``test_ood``) are read as well.
     """
     if text_field not in ("auto", "text", "text_bert"):
@@ -62,6 +65,10 @@ def read_mmsa_pickle(
     if max_text_len is not None and check_int(max_text_len, "max_text_len", "mmsa") < 1:
         raise ConfigError(f"mmsa: 'max_text_len' must be >= 1 (it counts the [CLS] and [SEP] tokens), got {max_text_len}")
     label_range = _label_range(label_range)
+    if metric_set not in ("auto", "mosi", "sims"):
+        raise ConfigError(f"mmsa: 'metric_set' must be 'auto', 'mosi' or 'sims', got {metric_set!r}")
+    if metric_set == "auto":
+        metric_set = "sims" if label_range == (-1.0, 1.0) else "mosi"
     limit = check_limit(limit, "mmsa")
     path = Path(path)
     data = safe_load(path)
@@ -70,7 +77,7 @@ def read_mmsa_pickle(
     missing = [s for s in REQUIRED_SPLITS if s not in data]
     if missing:
         raise DataError(path, "split", f"missing splits {missing}; found {sorted(map(str, data))}")
-    task = TaskSpec(kind="regression", num_classes=1, label_range=label_range)
+    task = TaskSpec(kind="regression", num_classes=1, label_range=label_range, metric_set=metric_set)
     meta: dict[str, Any] = {"source": str(path), "format": "mmsa", "neg_inf_replaced": {}}
     splits = {}
     for name, raw in data.items():

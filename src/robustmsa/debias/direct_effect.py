@@ -41,7 +41,7 @@ from robustmsa.data.dataset import DataBundle
 from robustmsa.debias.counterfactual import CounterfactualMethod
 from robustmsa.errors import ConfigError
 from robustmsa.method import scores_from_logits, target_of
-from robustmsa.metrics import check_metric
+from robustmsa.metrics import binary_accuracy, check_metric
 from robustmsa.models.base import Backbone
 from robustmsa.registry import BACKBONES, METHODS
 from robustmsa.training.fit import TrainConfig, fit, seeded
@@ -120,7 +120,7 @@ class DirectEffectDebiasing(CounterfactualMethod):
         self.use_main = use_main
         self.tau_grid = [float(t) for t in tau_grid]
         self.tau_split = tau_split
-        self.tau_metric = check_metric(tau_metric or {"regression": "Has0_acc_2", "classification": "Acc", "multilabel": "mAP"}[kind], kind, "tau_metric")
+        self.tau_metric = check_metric(tau_metric or {"regression": binary_accuracy(self.task), "classification": "Acc", "multilabel": "mAP"}[kind], self.task, "tau_metric")
         self.regression_loss = regression_loss
         self.inference_params = {"tau": float(tau)}
         (self.bias_key, bias_mode), (self.main_key, main_mode) = self.names

@@ -35,13 +35,13 @@ import torch
 from torch import Tensor
 
 from robustmsa.data.batch import Batch
-from robustmsa.data.dataset import DataBundle
+from robustmsa.data.dataset import DataBundle, TaskSpec
 from robustmsa.debias.categorize import DEBIASABLE, check_modalities
 from robustmsa.debias.counterfactual import CounterfactualMethod, subtract_counterfactuals
 from robustmsa.debias.text_cf import COUNTERFACTUAL_HINT, counterfactual_batch, counterfactual_keys
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, Supervised, scores_from_logits
-from robustmsa.metrics import LOWER_IS_BETTER, check_metric
+from robustmsa.metrics import LOWER_IS_BETTER, binary_accuracy, check_metric
 from robustmsa.models.base import Backbone, Output
 from robustmsa.registry import METHODS
 
@@ -99,7 +99,7 @@ class TuneSettings:
     """Validation search of inference weights: Optuna TPE, ``n_trials`` <= 50, seeded."""
 
     split: str = "valid"
-    metric: str | None = None  # default: F1 (classification), Has0_acc_2 (regression)
+    metric: str | None = None  # default: F1 (classification), Has0_acc_2 (regression; Mult_acc_2 for SIMS)
     n_trials: int = 50
     seed: int = 0
 
@@ -109,8 +109,8 @@ class TuneSettings:
         if not 1 <= self.n_trials <= 50:
             raise ConfigError(f"n_trials must be in [1, 50], got {self.n_trials}")
 
-    def metric_for(self, task_kind: str) -> str:
-        return self.metric or ("Has0_acc_2" if task_kind == "regression" else "F1" if task_kind == "classification" else "Macro_F1")
+    def metric_for(self, task: TaskSpec) -> str:
+        return self.metric or (binary_accuracy(task) if task.kind == "regression" else "F1" if task.kind == "classification" else "Macro_F1")
 
 
 def tune_weights(method: CounterfactualMethod, bundle: DataBundle, space: Mapping[str, tuple[float, float]], mode: str, settings: TuneSettings) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def tune_weights(method: CounterfactualMethod, bundle: DataBundle, space: Mappin
 
     if not space:
         return {}
-    metric = settings.metric_for(method.task.kind)
+    metric = settings.metric_for(method.task)
     direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
     result = tune_inference_params(method, bundle[settings.split], space, mode=mode, metric=metric, direction=direction, search="optuna", n_trials=settings.n_trials, seed=settings.seed)
     return {**result.params, "metric": metric, "value": result.value, "split": settings.split, "trials": len(result.trials)}
@@ -156,7 +156,7 @@ class MID(CounterfactualMethod, Supervised):
         self.modalities = debiased_modalities(modalities, backbone.dims, strict_modalities)
         self.ranges = {"alpha": check_range(alpha_range, "alpha_range"), "beta": check_range(beta_range, "beta_range")}
         self.tune = TuneSettings(tune_split, tune_metric, n_trials, tune_seed)
-        check_metric(self.tune.metric_for(self.task.kind), self.task.kind, "tune_metric")
+        check_metric(self.tune.metric_for(self.task), self.task, "tune_metric")
         self.inference_params = {"alpha": 0.0, "beta": 0.0}
 
     @classmethod

@@ -106,7 +106,7 @@ class RoutedDebiasing(RoutedMethod, Supervised):
         self.weight_range = check_range(weight_range, "weight_range")
         self.router_cfg = as_router_config(router_config)
         self.tune = TuneSettings(tune_split, tune_metric, n_trials, tune_seed)
-        check_metric(self.tune.metric_for(self.task.kind), self.task.kind, "tune_metric")
+        check_metric(self.tune.metric_for(self.task), self.task, "tune_metric")
 
     @classmethod
     def from_base(cls, base: Method, router: Router | None = None, **params: Any) -> RoutedDebiasing:

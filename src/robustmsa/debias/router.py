@@ -287,7 +287,7 @@ def oracle_bound(method: RoutedMethod, components: Mapping[str, Tensor], truth: 
     scores = method.all_scores(components, method.inference_params)
     truth_t = torch.as_tensor(truth)
     pred = select_per_sample(scores, oracle_choice(scores, truth_t, method.strategies))
-    return task_metrics(pred.numpy(), truth, method.task.kind, method.task.num_classes)
+    return task_metrics(pred.numpy(), truth, method.task)
 
 
 def router_analysis(predicted: np.ndarray, category: np.ndarray, strategies: Sequence[int]) -> dict[str, Any]:

@@ -235,7 +235,7 @@ def _run_seed(cfg: ImageTextProtocolConfig, bundle: DataBundle, seed: int) -> di
     for name, (method, mode) in runs.items():
         with meter.measure(f"{name}_infer", method):
             pred = predict(method, test, mode)
-        metrics[name] = task_metrics(pred, truth, bundle.task.kind, bundle.task.num_classes)
+        metrics[name] = task_metrics(pred, truth, bundle.task)
 
     components = collect_components(mrid, test)
     category = split_categories(components, test, m.eps)

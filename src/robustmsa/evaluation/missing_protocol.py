@@ -43,7 +43,7 @@ from robustmsa.evaluation.protocols import Resumable, mean_std, paired_differenc
 from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.experiment import build_method
 from robustmsa.method import Method, target_of
-from robustmsa.metrics import REGRESSION_METRICS, task_metrics
+from robustmsa.metrics import REGRESSION_METRICS, SIMS_METRICS, task_metrics
 from robustmsa.reconstruct.corruption import EVAL_RATES, corrupt_batch, drop_positions
 from robustmsa.registry import check_parameters
 from robustmsa.training.fit import FitResult, fit, load_checkpoint_state
@@ -255,7 +255,7 @@ def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[flo
     finally:
         method.train(was_training)
     y = torch.cat(truth).numpy()
-    per_rate = {rate_key(r): task_metrics(torch.cat(preds[r]).numpy(), y, task.kind, task.num_classes) for r in rates}
+    per_rate = {rate_key(r): task_metrics(torch.cat(preds[r]).numpy(), y, task) for r in rates}
     mean = {k: float(np.mean([m[k] for m in per_rate.values()])) for k in next(iter(per_rate.values()))}
     result: dict[str, Any] = {"rates": per_rate, "mean": mean}
     if estimates[rates[0]]:
@@ -339,7 +339,18 @@ def sentiment_clue_sensitivity(
 
 
 def _columns(kind: str) -> list[str]:
-    return list(REGRESSION_METRICS) if kind == "regression" else ["Acc", "F1", "Macro_F1", "Weighted_F1"]
+    """The metric columns of a sweep report; ``kind``: what :func:`_metric_kind` tells from the results."""
+    return {"regression": list(REGRESSION_METRICS), "sims": list(SIMS_METRICS)}.get(kind, ["Acc", "F1", "Macro_F1", "Weighted_F1"])
+
+
+#: The metrics plotted against the missing rate, per :func:`_metric_kind`.
+PLOTTED = {"regression": ("MAE", "Non0_acc_2", "Mult_acc_7", "Corr"), "sims": ("MAE", "Mult_acc_2", "Mult_acc_5", "Corr"), "classification": ("Acc", "F1", "Macro_F1")}
+
+
+def _metric_kind(results: dict[str, Any]) -> str:
+    """'regression' (MOSI metrics), 'sims' (SIMS metrics) or 'classification', from the metrics a sweep reported."""
+    reported = next(iter(results["aggregate"].values()))["mean"]
+    return "sims" if "Mult_acc_3" in reported else "regression" if "MAE" in reported else "classification"
 
 
 def train_sweep_model(config: MissingSweepConfig, name: str, component: ComponentConfig, bundle: DataBundle, seed: int, out_dir: Path | None) -> tuple[Method, FitResult]:
@@ -548,7 +559,7 @@ def _write_sweep(out_dir: Path, per_seed: dict[str, Any], config: dict[str, Any]
     """Aggregate per-seed results (mean +- std over seeds) and write results.json, report.md and the plots."""
     results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config, "rates": rates, "data": data}
     out = prepare_out_dir(out_dir, overwrite)
-    kind = "regression" if "MAE" in next(iter(results["aggregate"].values()))["mean"] else "classification"
+    kind = _metric_kind(results)
     write_json(out / "results.json", results)
     write_text_atomic(out / "report.md", sweep_report(results, kind))
     write_sweep_plots(out, results, kind)
@@ -653,7 +664,7 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
     aggregate = results["aggregate"]
     columns = _columns(kind)
     config = MissingSweepConfig.model_validate(results["config"])
-    monitor = config.train.to_train_config().monitor_spec(kind)[0]
+    monitor = config.train.to_train_config().monitor_spec("regression" if kind == "sims" else kind)[0]
     split = f" ({results['data']['split']} split)" if "split" in results["data"] else ""
     lines = [f"# Missing-rate sweep on {results['data']['name']}{split}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
     if results["data"].get(TEXT_CONTEXTUAL):
@@ -702,7 +713,7 @@ def write_sweep_plots(out: Path, results: dict[str, Any], kind: str) -> list[Pat
     paths = []
     rates = results["rates"]
     where = f" ({results['data']['split']})" if "split" in results["data"] else ""
-    for metric in ("MAE", "Non0_acc_2", "Mult_acc_7", "Corr") if kind == "regression" else ("Acc", "F1", "Macro_F1"):
+    for metric in PLOTTED[kind]:
         curves, errors = {}, {}
         for name, agg in results["aggregate"].items():
             cells = [agg["rates"][rate_key(r)][metric] for r in rates]

@@ -8,9 +8,10 @@ selected on clean validation data, then frozen):
   head): its token features of the *complete* text are the reconstruction
   target, and its encoder initialises the backbone's text encoder;
 * a 3-class polarity classifier (negative / neutral / positive, MMSA's
-  3-class convention ``round(clip(y, -1, 1))``; for classification tasks the
-  task's classes): the pseudo-confidence label of an incomplete text is the
-  probability it gives the true class.
+  3-class convention ``round(clip(y, -1, 1))``, or SIMS's bins at -0.1 / 0.1
+  for a task with SIMS metrics; for classification tasks the task's classes):
+  the pseudo-confidence label of an incomplete text is the probability it gives
+  the true class.
 
 Stage 2, per batch (corrupted as in :mod:`.base`):
 
@@ -63,6 +64,7 @@ from robustmsa.data.batch import Batch, Sample
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.method import Supervised, target_of
+from robustmsa.metrics import SIMS_BINS
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
 from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, encode_checked, loss_weights, token_dim, with_target
 from robustmsa.reconstruct.proxy import FrameReconstructor, ProxyGenerator, masked_mse
@@ -73,8 +75,14 @@ TEXT_ENCODER_PHASES = ("both", "confidence", "main")
 POLARITY_TASK = TaskSpec(kind="classification", num_classes=3, label_range=None, class_names=("negative", "neutral", "positive"))
 
 
-def polarity_classes(labels: np.ndarray | Tensor) -> np.ndarray | Tensor:
-    """Negative / neutral / positive class (0 / 1 / 2) of sentiment scores: ``round(clip(y, -1, 1)) + 1``."""
+def polarity_classes(labels: np.ndarray | Tensor, metric_set: str = "mosi") -> np.ndarray | Tensor:
+    """Negative / neutral / positive class (0 / 1 / 2) of sentiment scores: ``round(clip(y, -1, 1)) + 1`` (MOSI's
+    3 classes); ``metric_set='sims'``: SIMS's Acc-3 bins [-1, -0.1], (-0.1, 0.1], (0.1, 1] (:mod:`robustmsa.metrics`)."""
+    if metric_set == "sims":
+        edges = SIMS_BINS["Mult_acc_3"]
+        if isinstance(labels, Tensor):
+            return torch.bucketize(labels, torch.tensor(edges, dtype=labels.dtype, device=labels.device), right=False)
+        return np.searchsorted(edges, labels, side="left").astype(np.int64)
     if isinstance(labels, Tensor):
         return (torch.round(labels.clamp(-1.0, 1.0)) + 1).long()
     return (np.round(np.clip(labels, -1.0, 1.0)) + 1).astype(np.int64)
@@ -94,7 +102,7 @@ def complete_text_bundle(bundle: DataBundle, task: TaskSpec | None = None) -> Da
     def relabel(samples: list[Sample]) -> list[Sample]:
         if task is None:
             return samples
-        classes = polarity_classes(np.array([s.label for s in samples], dtype=np.float64))
+        classes = polarity_classes(np.array([s.label for s in samples], dtype=np.float64), bundle.task.metric_set)
         return [dataclasses.replace(s, label_class=int(c)) for s, c in zip(samples, classes)]
 
     out = {}
@@ -256,7 +264,7 @@ class TCMR(MissingAwareMethod):
         if self.confidence == "missing_rate":
             return 1.0 - noisy.extras["missing_rate_text"]
         classifier = self.polarity if self.polarity is not None else self.text_teacher
-        truth = polarity_classes(noisy.label) if self.polarity is not None else target_of(noisy, self.task)
+        truth = polarity_classes(noisy.label, self.task.metric_set) if self.polarity is not None else target_of(noisy, self.task)
         with torch.no_grad():
             probs = classifier(noisy).logits.softmax(dim=-1)
         return probs.gather(1, truth.view(-1, 1))[:, 0]

@@ -173,7 +173,7 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
         )
     _check_hardware(cfg)
     metric, mode = cfg.monitor_spec(bundle.task.kind)
-    check_metric(metric, bundle.task.kind, "monitor")
+    check_metric(metric, bundle.task, "monitor")
     if mode not in ("min", "max"):
         raise ConfigError(f"monitor_mode must be 'min' or 'max', got '{mode}'")
     method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
@@ -270,4 +270,4 @@ def evaluate(method: Method, split: MultimodalSplit, modes: tuple[str, ...] | No
     """Metrics of every inference mode on one split: ``{mode: {metric: value}}``."""
     task = method.task
     truth = split.labels()  # a DataError for a split of unlabelled samples
-    return {m: task_metrics(predict(method, split, m, batch_size), truth, task.kind, task.num_classes) for m in (modes or method.modes)}
+    return {m: task_metrics(predict(method, split, m, batch_size), truth, task) for m in (modes or method.modes)}

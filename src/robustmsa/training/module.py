@@ -114,11 +114,11 @@ class MethodModule(L.LightningModule):
         self._val_truth.clear()
         task = self.method.task
         diverged = not np.isfinite(pred).all()
-        metrics = task_metrics(np.zeros_like(pred) if diverged else pred, truth, task.kind, task.num_classes)
+        metrics = task_metrics(np.zeros_like(pred) if diverged else pred, truth, task)
         for name, value in metrics.items():
             # diverged: every score NaN, so EarlyStopping (check_finite) stops and the checkpoint stays an earlier epoch's
             if diverged or np.isfinite(value):
-                self.log(f"val/{name}", float("nan") if diverged else float(value), prog_bar=name in ("MAE", "Has0_acc_2", "Acc", "Weighted_F1"))
+                self.log(f"val/{name}", float("nan") if diverged else float(value), prog_bar=name in ("MAE", "Has0_acc_2", "Mult_acc_2", "Acc", "Weighted_F1"))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["robustmsa"] = {"config": self.config, "method": self.method.extra_state()}

@@ -77,7 +77,7 @@ def tune_inference_params(
     trials: list[dict[str, float]] = []
 
     def evaluate(params: dict[str, float]) -> float:
-        value = task_metrics(scorer(params), truth, task.kind, task.num_classes)[metric]
+        value = task_metrics(scorer(params), truth, task)[metric]
         trials.append({**params, metric: value})
         return value
 

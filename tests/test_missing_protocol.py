@@ -40,6 +40,16 @@ from robustmsa.reconstruct.corruption import missing_rates
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "missing"
 
 
+#: A one-model sweep that trains for one epoch (no sensitivity analysis).
+ONE_EPOCH_BASELINE = {
+    "data": {"name": "toy"},
+    "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
+    "models": {"baseline": {"name": "missing_robust"}},
+    "train": {"max_epochs": 1, "batch_size": 64},
+    "sensitivity": {"enabled": False},
+}
+
+
 class SumOfFirstFeature(Method):
     """Score = sum over text tokens of feature 0 (no training): masking a token removes its contribution."""
 
@@ -238,15 +248,7 @@ def test_contextual_text_features_are_refused_unless_allowed_and_then_marked(toy
     from robustmsa.evaluation import missing_protocol as module
 
     contextual = DataBundle(toy_bundle.splits, toy_bundle.task, name="toy", meta={TEXT_CONTEXTUAL: True, "text_encoder": "minilm"})
-    config = MissingSweepConfig.model_validate(
-        {
-            "data": {"name": "toy"},
-            "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
-            "models": {"baseline": {"name": "missing_robust"}},
-            "train": {"max_epochs": 1, "batch_size": 64},
-            "sensitivity": {"enabled": False},
-        }
-    )
+    config = MissingSweepConfig.model_validate(ONE_EPOCH_BASELINE)
     with monkeypatch.context() as patch:
         patch.setattr(module, "fit", lambda *a, **k: pytest.fail("trained on contextual text features"))
         with pytest.raises(ConfigError, match=r"data 'toy' has contextual text features \(minilm\).*text_encoder: static.*allow_contextual_text: true"):
@@ -309,15 +311,7 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
 def test_a_sweep_on_sims_scaled_data_reports_the_sims_metrics(toy_bundle: DataBundle, tmp_path: Path) -> None:
     task = TaskSpec(label_range=(-1.0, 1.0), metric_set="sims")
     scaled = {name: MultimodalSplit([dataclasses.replace(s, label=s.label / 3) for s in split], name=name, source="toy", task=task) for name, split in toy_bundle.splits.items()}
-    config = MissingSweepConfig.model_validate(
-        {
-            "data": {"name": "toy"},
-            "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
-            "models": {"baseline": {"name": "missing_robust"}},
-            "train": {"max_epochs": 1, "batch_size": 64},
-            "sensitivity": {"enabled": False},
-        }
-    )
+    config = MissingSweepConfig.model_validate(ONE_EPOCH_BASELINE)
     results = sweep_missing(config, tmp_path / "sims", seeds=[0], rates=[0.0, 0.9], bundle=DataBundle(scaled, task, name="sims_like"))
     assert set(results["aggregate"]["baseline"]["mean"]) == {"Mult_acc_2", "F1_score", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr"}
     report = (tmp_path / "sims" / "report.md").read_text()

@@ -346,7 +346,9 @@ def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
             load_sweep_config(bad)
 
 
-def _fake_sweep(out: Path, maes: dict[str, list[float]], reference: str | None = None, split: str | None = None, valid: dict[str, list[float]] | None = None, **changes: object) -> Path:
+def _fake_sweep(
+    out: Path, maes: dict[str, list[float]], reference: str | None = None, split: str | None = None, valid: dict[str, list[float]] | None = None, data: dict | None = None, **changes: object
+) -> Path:
     """A sweep folder whose results.json holds ``maes[model][seed]`` (other metrics fixed) and, if given, the
     validation scores ``valid[model][seed]`` of the checkpoints, as sweep_missing writes it."""
     metrics = regression_metrics(np.array([0.1, -0.2, 0.3]), np.array([0.0, -1.0, 1.0]))
@@ -356,7 +358,7 @@ def _fake_sweep(out: Path, maes: dict[str, list[float]], reference: str | None =
     }
     config = MissingSweepConfig.model_validate({"data": {"name": "toy"}, "models": {m: {"name": "missing_robust"} for m in maes}, "reference": reference, **changes})
     results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config.model_dump(mode="json")}
-    results.update(rates=[0.0], data={"name": "toy", "sizes": {}, **({"split": split} if split else {})})  # no split: an older results.json
+    results.update(rates=[0.0], data={"name": "toy", "sizes": {}, **({"split": split} if split else {}), **(data or {})})  # no split: an older results.json
     out.mkdir(parents=True)
     write_json(out / "results.json", results)
     return out
@@ -371,6 +373,45 @@ def test_evaluate_sweep_restricted_to_some_models(toy_bundle: DataBundle, tmp_pa
     with pytest.raises(DataError, match="has no model 'tcmr'"):
         evaluate_sweep([run], "test", tmp_path / "x", bundle=toy_bundle, models=["lnln", "tcmr"])
     assert not (tmp_path / "x").exists()
+
+
+def test_sweeps_on_other_data_are_neither_combined_nor_re_evaluated(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    """The content fingerprints a sweep records: runs on other data (a changed file, a relative path read from another
+    folder) are refused by sweep-combine and sweep-evaluate; runs from before fingerprints were recorded still combine."""
+    prints = {name: toy_bundle[name].fingerprint() for name in ("train", "valid", "test")}
+    a = _fake_sweep(tmp_path / "a", {"plain": [0.6, 0.5]}, data={"fingerprints": prints, "text_contextual": False})
+    older = _fake_sweep(tmp_path / "older", {"tcmr": [0.5, 0.4]})  # no fingerprints, no text_contextual
+    merged = combine_sweeps([older, a], tmp_path / "merged")
+    assert merged["data"]["fingerprints"] == prints and merged["data"]["text_contextual"] is False
+    other = _fake_sweep(tmp_path / "other", {"tcmr": [0.5, 0.4]}, data={"fingerprints": {**prints, "test": "0" * 16}})
+    with pytest.raises(DataError, match=r"'data.fingerprints.test'.*other settings or data"):
+        combine_sweeps([a, other], tmp_path / "x")
+    trained_elsewhere = _fake_sweep(tmp_path / "elsewhere", {"plain": [0.6, 0.5]}, data={"fingerprints": {**prints, "train": "0" * 16}})
+    with pytest.raises(ConfigError, match=r"the 'train' split read now differs in content from the one these checkpoints were trained"):
+        evaluate_sweep([trained_elsewhere], "test", tmp_path / "x", bundle=toy_bundle)
+    assert not (tmp_path / "x").exists()
+
+
+def test_evaluating_some_models_without_the_reference_and_combining_keeps_the_configured_reference(tmp_path: Path) -> None:
+    run = _fake_sweep(tmp_path / "run", {"plain": [0.6, 0.5], "lnln": [0.7, 0.4]}, reference="lnln")
+    only = _only_models(run, json.loads((run / "results.json").read_text()), ["plain"])
+    assert only["config"]["reference"] is None
+    MissingSweepConfig.model_validate(only["config"])  # a valid sweep config (before: 'lnln' is not one of the models)
+    later = _fake_sweep(tmp_path / "later", {"tcmr": [0.5, 0.8]})
+    for order in ([run, later], [later, run]):  # the run that names a reference decides, whatever the order
+        merged = combine_sweeps(order, tmp_path / f"m{order[0].name}")
+        assert merged["config"]["reference"] == "lnln" and merged["config"]["seeds"] == [0, 1]
+    with pytest.raises(DataError, match="different reference models"):
+        combine_sweeps([run, _fake_sweep(tmp_path / "ref2", {"tcmr": [0.5, 0.8]}, reference="tcmr")], tmp_path / "x")
+
+
+def test_rates_are_sorted_and_minus_zero_is_zero() -> None:
+    from robustmsa.evaluation.missing_protocol import _check_rates
+
+    assert _check_rates([0.9, -0.0, 0.5]) == [0.0, 0.5, 0.9] and str(_check_rates([-0.0])[0]) == "0.0"
+    for bad in ([True], ["0.5"], [0.0, -0.0]):
+        with pytest.raises(ConfigError, match="missing rates"):
+            _check_rates(bad)
 
 
 def test_a_damaged_results_file_is_named_with_its_field(toy_bundle: DataBundle, tmp_path: Path) -> None:
@@ -428,7 +469,7 @@ def test_combine_adds_models_run_later_on_the_same_seeds(tmp_path: Path) -> None
     with pytest.raises(DataError, match="config.models.lnln.*configured differently"):
         combine_sweeps([first, _fake_sweep(tmp_path / "renamed", {"lnln": [0.5, 0.8]}, models={"lnln": {"name": "lnln"}})], tmp_path / "x")
     assert combine_sweeps([first, _fake_sweep(tmp_path / "split", {"tcmr": [0.5, 0.8]}, split="test")], tmp_path / "s")["data"]["split"] == "test"
-    with pytest.raises(DataError, match="'data'.*differs"):
+    with pytest.raises(DataError, match="'data.split'.*differs"):
         combine_sweeps([first, _fake_sweep(tmp_path / "valid", {"tcmr": [0.5, 0.8]}, split="valid")], tmp_path / "x")
     with pytest.raises(DataError, match="'train'.*differs"):
         combine_sweeps([first, _fake_sweep(tmp_path / "longer", {"tcmr": [0.5, 0.8]}, train={"max_epochs": 99})], tmp_path / "x")

@@ -39,7 +39,7 @@ from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfi
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
-from robustmsa.evaluation.protocols import Resumable, mean_std, paired_differences, run_seeds, split_fingerprints
+from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
 from robustmsa.experiment import build_method
 from robustmsa.method import Method, target_of
@@ -73,10 +73,13 @@ def rate_key(rate: float) -> str:
 
 
 def _check_rates(rates: Sequence[float]) -> list[float]:
-    rates = [float(r) for r in rates]
+    """Distinct rates in [0, 1], in increasing order (-0.0 is 0.0; ConfigError otherwise)."""
+    if any(isinstance(r, bool) or not isinstance(r, int | float | np.integer | np.floating) for r in rates):
+        raise ConfigError(f"missing rates must be numbers in [0, 1], got {list(rates)}")
+    rates = [float(r) + 0.0 for r in rates]
     if not rates or any(not 0.0 <= r <= 1.0 for r in rates) or len({rate_key(r) for r in rates}) < len(rates):
         raise ConfigError(f"missing rates must be a non-empty list of distinct values in [0, 1], got {rates}")
-    return rates
+    return sorted(rates)
 
 
 def _check_view(view: ComponentConfig) -> None:
@@ -344,7 +347,7 @@ def _columns(kind: str) -> list[str]:
 
 
 #: The metrics plotted against the missing rate, per :func:`_metric_kind`.
-PLOTTED = {"regression": ("MAE", "Non0_acc_2", "Mult_acc_7", "Corr"), "sims": ("MAE", "Mult_acc_2", "Mult_acc_5", "Corr"), "classification": ("Acc", "F1", "Macro_F1")}
+PLOTTED = {"regression": ("MAE", "Non0_acc_2", "Mult_acc_7", "Corr"), "sims": ("MAE", "Mult_acc_2", "Mult_acc_5", "Corr"), "classification": ("Acc", "F1", "Macro_F1", "Weighted_F1")}
 
 
 def _metric_kind(results: dict[str, Any]) -> str:
@@ -428,8 +431,8 @@ def sweep_missing(
     bundle = bundle if bundle is not None else load_sweep_data(config)
     config.check_split_names(bundle)
     split = bundle[config.eval_split]
-    data = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
-    shared = _shared_settings(config, data, rates)
+    prints = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
+    shared = _shared_settings(config, prints, rates)
     settings = {(seed, name): _settings(config, shared, name, seed, seed == seeds[0]) for seed in seeds for name in config.models}
     check_sweep_models(config, bundle)
     units = Resumable({key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}, settings, overwrite, folder=out, shared=shared)
@@ -458,6 +461,7 @@ def sweep_missing(
             "was written. The finished models are recorded there and reused when the sweep runs again with the same settings"
         )
     data = {"name": bundle.name, "sizes": {n: len(s) for n, s in bundle.splits.items()}, "views": [v.name for v in config.views], "split": config.eval_split}
+    data[FINGERPRINTS] = prints
     if TEXT_CONTEXTUAL in bundle.meta:
         data[TEXT_CONTEXTUAL] = bool(bundle.meta[TEXT_CONTEXTUAL])
     return _write_sweep(out, per_seed, config.model_dump(mode="json"), rates, data, overwrite=True)  # out was checked above
@@ -524,13 +528,42 @@ def _read_sweeps(run_dirs: Sequence[Path], out_dir: Path) -> list[tuple[Path, di
         part = read_sweep_results(run)
         if parts:
             first = parts[0][1]
-            differs = [k for k in _SHARED_SETTINGS if part["config"].get(k) != first["config"].get(k)] + [k for k in ("rates", "data") if part[k] != first[k]]
+            differs = [k for k in _SHARED_SETTINGS if part["config"].get(k) != first["config"].get(k)] + ["rates"] * (part["rates"] != first["rates"])
+            differs += [f"data.{k}" for k in _data_differences(part["data"], first["data"])]
             if differs:
-                raise DataError(path, differs[0], f"differs from {parts[0][0] / 'results.json'}; sweeps run with other settings cannot be combined")
+                raise DataError(path, differs[0], f"differs from {parts[0][0] / 'results.json'}; sweeps run with other settings or data cannot be combined")
         parts.append((run, part))
     if not parts:
         raise ConfigError("no sweep folders given")
     return parts
+
+
+#: ``data`` key of a sweep's results: the content fingerprints of the splits it trained, selected and tested on.
+FINGERPRINTS = "fingerprints"
+
+
+def _data_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The keys of two results' ``data`` that disagree. Fingerprints are compared split by split where both sweeps
+    recorded them; a key that only one of them has and that older sweeps did not record (fingerprints, text_contextual)
+    is no difference, so sweeps run before those were recorded still combine with newer ones."""
+    optional = {FINGERPRINTS, TEXT_CONTEXTUAL}
+    differs = [k for k in dict.fromkeys([*a, *b]) if k != FINGERPRINTS and (a.get(k) != b.get(k) if k in a and k in b else k not in optional)]
+    prints_a, prints_b = a.get(FINGERPRINTS) or {}, b.get(FINGERPRINTS) or {}
+    return differs + [f"{FINGERPRINTS}.{name}" for name in prints_a if name in prints_b and prints_a[name] != prints_b[name]]
+
+
+def _check_trained_on(run: Path, part: dict[str, Any], bundle: DataBundle) -> None:
+    """Refuse to evaluate a sweep's checkpoints on data whose training or validation split is not the one they were
+    trained and selected on (content fingerprints recorded in ``results.json``, or ``run_settings.json`` for sweeps
+    run before they were; sweeps older still cannot be checked)."""
+    recorded = part["data"].get(FINGERPRINTS) or (read_json_file(run / RUN_SETTINGS) or {}).get("splits") or {}
+    valid = part["config"].get("train", {}).get("valid_split", "valid")
+    for name in dict.fromkeys(("train", valid)):
+        if name in recorded and name in bundle and bundle[name].fingerprint() != recorded[name]:
+            raise ConfigError(
+                f"{run}: the '{name}' split read now differs in content from the one these checkpoints were trained or selected on "
+                "(was a data file changed, or a relative data path in the config resolved from another working directory?)"
+            )
 
 
 def _pool(parts: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -552,11 +585,15 @@ def _pool(parts: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, Any],
         if lacking:
             raise DataError(parts[0][0], "per_seed", f"seed {seed} has no results of model '{lacking[0]}'; every seed needs every model")
     per_seed = {seed: {m: pooled[seed][m] for m in models} for seed in sorted(pooled, key=int)}
-    return per_seed, {**parts[0][1]["config"], "models": models}
+    references = list(dict.fromkeys(ref for _, part in parts if (ref := part["config"].get("reference")) is not None))
+    if len(references) > 1:
+        raise DataError(parts[0][0] / "results.json", "config.reference", f"the runs name different reference models {references}; combine runs that agree")
+    return per_seed, {**parts[0][1]["config"], "models": models, "reference": references[0] if references else None}
 
 
 def _write_sweep(out_dir: Path, per_seed: dict[str, Any], config: dict[str, Any], rates: list[float], data: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
     """Aggregate per-seed results (mean +- std over seeds) and write results.json, report.md and the plots."""
+    config = {**config, "seeds": [int(s) for s in per_seed], "rates": rates}  # what was run, not what the config first said
     results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config, "rates": rates, "data": data}
     out = prepare_out_dir(out_dir, overwrite)
     kind = _metric_kind(results)
@@ -578,7 +615,10 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     parts = _read_sweeps(run_dirs, out_dir)
     per_seed, config = _pool(parts)
     first = parts[0][1]
-    return _write_sweep(out_dir, per_seed, config, first["rates"], first["data"], overwrite=overwrite)
+    data = dict(first["data"])
+    for _, part in parts[1:]:  # what older runs did not record, from the newer ones (equal where both did)
+        data.update({k: v for k, v in part["data"].items() if k not in data})
+    return _write_sweep(out_dir, per_seed, config, first["rates"], data, overwrite=overwrite)
 
 
 def evaluate_sweep(
@@ -613,7 +653,10 @@ def evaluate_sweep(
     if data_params:
         bundle = evaluation_data(sweep, bundle, data_params)
         data.update(sizes={n: len(s) for n, s in bundle.splits.items()}, data_params=dict(data_params))
+    for run, part in parts:
+        _check_trained_on(run, part, bundle)
     target = bundle[split]
+    data[FINGERPRINTS] = split_fingerprints(bundle, [*(first["data"].get(FINGERPRINTS) or {}), split])
     evaluated = []
     for run, part in parts:
         per_seed = {
@@ -632,6 +675,8 @@ def _only_models(run: Path, part: dict[str, Any], models: Sequence[str]) -> dict
         raise DataError(run / "results.json", "config.models", f"has no model '{unknown[0]}' (it has {sorted(part['config']['models'])})")
     keep = dict.fromkeys(models)
     config = {**part["config"], "models": {m: c for m, c in part["config"]["models"].items() if m in keep}}
+    if config.get("reference") not in keep:
+        config["reference"] = None  # the reference model was left out: the first kept model is the reference
     return {**part, "config": config, "per_seed": {seed: {m: r for m, r in res.items() if m in keep} for seed, res in part["per_seed"].items()}}
 
 

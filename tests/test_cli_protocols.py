@@ -26,6 +26,8 @@ def test_split_ood_command(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already" in again.stderr and "Traceback" not in again.stderr
     bad = _cli("split-ood", "synthetic", "--out", str(tmp_path / "b"), "--anneal", "nonsense", cwd=tmp_path)
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+    twice = _cli("split-ood", "synthetic", "--out", str(tmp_path / "b"), "--anneal", "rounds=3", cwd=tmp_path)  # before: a TypeError traceback
+    assert twice.returncode == 2 and "'rounds' is set by its own option" in twice.stderr and "Traceback" not in twice.stderr
 
 
 def test_clue_command(tmp_path: Path) -> None:

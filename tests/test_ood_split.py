@@ -162,6 +162,13 @@ def test_split_ood_on_the_generated_corpus(tmp_path) -> None:
     assert sum(data["sizes"].values()) == 290 and data["params"]["rounds"] == 30
     with pytest.raises(ConfigError, match="already exists"):
         split_ood("synthetic", tmp_path, rounds=1)
+    for params, message in (
+        ({"bogus": 1}, r"split-ood: unknown parameter\(s\) 'bogus'"),
+        ({"min_count": "abc"}, "split-ood: 'min_count' is 'abc'; expected int"),
+        ({"min_count": 0}, "split-ood: min_count must be >= 1"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            split_ood("synthetic", tmp_path / "bad", source_params={"n_train": 150}, **params)
 
 
 @pytest.mark.realdata
@@ -183,3 +190,13 @@ def test_split_on_mmsd2_text_and_attribute_words(shared_data, tmp_path) -> None:
     assert data["energy"]["final"] <= data["energy"]["initial"]
     ids = [i for split in data["splits"].values() for i in split]
     assert len(ids) == len(set(ids)) == 900
+
+
+def test_a_protocol_configs_annealing_settings_are_checked_when_it_is_read() -> None:
+    from robustmsa.config import parse_config
+    from robustmsa.evaluation.clue_protocol import CLUEProtocolConfig
+
+    base = {"data": {"name": "synthetic"}, "backbone": {"name": "lf_dnn"}}
+    for params, message in (({"roundz": 3}, r"unknown parameter\(s\) 'roundz'"), ({"decay": "fast"}, "'decay' is 'fast'; expected float"), ({"decay": 2.0}, "decay in \\(0, 1\\]")):
+        with pytest.raises(ConfigError, match=rf"^clue.yaml: field 'split.params': annealing settings: .*{message}"):
+            parse_config({**base, "split": {"generate": True, "params": params}}, "clue.yaml", CLUEProtocolConfig)

@@ -75,9 +75,9 @@ def split_ood(
     out: Out = Path("runs/split"),
     param: Annotated[list[str] | None, typer.Option("--param", help="Data-source parameter KEY=VALUE (YAML value), repeatable; e.g. path=../shared/data/mosi/transcripts_labels.csv.")] = None,
     anneal: Annotated[list[str] | None, typer.Option("--anneal", help="Other annealing setting KEY=VALUE: target, ood_fraction, min_count, tolerance, max_words...")] = None,
-    rounds: int = 800,
-    temperature: float = 0.5,
-    decay: float = 0.99,
+    rounds: Annotated[int, typer.Option(min=0, help="Annealing rounds (CLUE: 800).")] = 800,
+    temperature: Annotated[float, typer.Option(help="Initial temperature T of the acceptance rule exp(-dE / T).")] = 0.5,
+    decay: Annotated[float, typer.Option(help="T is multiplied by this after every round, in (0, 1].")] = 0.99,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the annealing.")] = 0,
     scheme: Annotated[str, typer.Option(help="Label classes used for the word distributions: has0, non0, 7class (continuous labels) or classes.")] = "has0",
     overwrite: Overwrite = False,
@@ -86,8 +86,11 @@ def split_ood(
     from robustmsa.config import parse_pairs
     from robustmsa.data.ood_split import split_ood as run_split
 
+    settings = parse_pairs(anneal, "--anneal")
+    if given_twice := [k for k in settings if k in ("rounds", "temperature", "decay", "seed", "scheme", "source_params", "overwrite")]:
+        raise ConfigError(f"--anneal {given_twice[0]}=...: '{given_twice[0]}' is set by its own option (see robustmsa split-ood --help), not by --anneal")
     paths = run_split(
-        source, out, rounds=rounds, temperature=temperature, decay=decay, seed=seed, scheme=scheme, source_params=parse_pairs(param, "--param"), overwrite=overwrite, **parse_pairs(anneal, "--anneal")
+        source, out, rounds=rounds, temperature=temperature, decay=decay, seed=seed, scheme=scheme, source_params=parse_pairs(param, "--param"), overwrite=overwrite, **settings
     )
     console.print(f"[green]Split[/green]: {paths['split']}; figure: {paths['figure']}")
 

@@ -251,6 +251,18 @@ class AnnealParams:
             raise ConfigError(f"min_count must be >= 1 and smoothing > 0, got {self.min_count}, {self.smoothing}")
 
 
+def anneal_params(params: Mapping[str, Any], what: str = "annealing settings") -> AnnealParams:
+    """:class:`AnnealParams` from a mapping; a ConfigError naming ``what`` for an unknown name, a value of the wrong
+    type (``min_count: abc``) or one out of range."""
+    from robustmsa.registry import check_parameters
+
+    check_parameters(AnnealParams, params, 0, what)
+    try:
+        return AnnealParams(**params)
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
 @dataclass
 class OODSplit:
     """An OOD split: sample ids per split name plus the statistics it was built from."""
@@ -551,9 +563,5 @@ def split_ood(
         source = load_split_source(source, scheme, **dict(source_params or {}))
     elif isinstance(source, DataBundle):
         source = SplitSource.from_bundle(source, scheme)
-    try:
-        anneal = AnnealParams(rounds=rounds, temperature=temperature, decay=decay, seed=seed, **params)
-    except TypeError as exc:
-        raise ConfigError(f"split-ood: {exc}") from None
-    result = anneal_split(source, anneal)
+    result = anneal_split(source, anneal_params({"rounds": rounds, "temperature": temperature, "decay": decay, "seed": seed, **params}, "split-ood"))
     return {"split": write_split_file(out / "split.json", result), "figure": plot_label_ratios(result, out / "label_ratios.png")}

@@ -40,7 +40,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from robustmsa.config import BackboneComponent, ComponentConfig, PluginConfig, Seeds, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.labels import MMSA_NAMES, SCHEMES, to_classification
-from robustmsa.data.ood_split import AnnealParams, SplitSource, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
+from robustmsa.data.ood_split import SplitSource, anneal_params, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
 from robustmsa.debias.clue import CLUE
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.direct_effect import train_debiased
@@ -70,7 +70,7 @@ class SplitSection(_Strict):
     file: str | None = None
     generate: bool = False
     scheme: str = "has0"
-    params: dict[str, Any] = Field(default_factory=dict)  # AnnealParams fields
+    params: Annotated[dict[str, Any], checked(anneal_params)] = Field(default_factory=dict)  # AnnealParams fields
 
 
 class CaseStudySection(_Strict):
@@ -166,11 +166,7 @@ def prepare_bundle(config: CLUEProtocolConfig, bundle: DataBundle, out: Path) ->
     if section is not None and section.file:
         return apply_split(section.file, bundle)
     if section is not None and section.generate:
-        try:
-            params = AnnealParams(**section.params)
-        except TypeError as exc:
-            raise ConfigError(f"split.params: {exc}") from None
-        result = anneal_split(SplitSource.from_bundle(bundle, section.scheme), params)
+        result = anneal_split(SplitSource.from_bundle(bundle, section.scheme), anneal_params(section.params))
         write_split_file(out / "split.json", result)
         plot_label_ratios(result, out / "label_ratios.png")
         return apply_split(result, bundle)

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/robustmsa demo --out $(OUT) --overwrite
+	$(BIN)/robustmsa demo --out $(OUT) $(if $(filter demo_out,$(OUT)),--overwrite)  # only its own folder is replaced
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

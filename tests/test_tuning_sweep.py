@@ -44,9 +44,21 @@ def test_search_config_names_the_file_and_the_field(tmp_path: Path) -> None:
         ({"space": {"w_completness": {"low": 0.1, "high": 1.0}}}, r"field 'space': method 'lnln': unknown parameter\(s\) 'w_completness'"),
         ({"n_trails": 3}, "n_trails"),
         ({"sweep": "nowhere.yaml"}, "nowhere.yaml: config file not found"),
+        ({"space": {"proxy_layers": {"low": 1, "high": 3}}}, "'proxy_layers' is 1.0; expected int"),  # a float range
+        ({"space": {"proxy_layers": {"low": 1, "high": 2.5, "integer": True}}}, "integer range needs whole-number ends"),
     ):
         with pytest.raises(ConfigError, match=message):
             load_search_config(_write(tmp_path / "bad.yaml", {**good, **change}))
+
+
+def test_integer_ranges_suggest_whole_numbers(tmp_path: Path) -> None:
+    import optuna
+
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
+    search, _ = load_search_config(_write(tmp_path / "s.yaml", {"sweep": "sweep.yaml", "model": "lnln", "space": {"proxy_layers": {"low": 1, "high": 3, "integer": True}}}))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    values = {search.space["proxy_layers"].suggest(study.ask(), "proxy_layers") for _ in range(20)}
+    assert values == {1, 2, 3} and all(isinstance(v, int) for v in values)
 
 
 def test_search_trains_on_validation_resumes_joins_and_writes_the_tuned_sweep(toy_bundle: DataBundle, tmp_path: Path) -> None:

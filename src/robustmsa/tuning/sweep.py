@@ -11,6 +11,7 @@ model's parameters::
     startup_trials: 4              # random trials before TPE takes over
     space:
       w_completeness: {low: 0.01, high: 1.0, log: true}
+      proxy_layers: {low: 1, high: 3, integer: true}   # whole numbers low..high
       blend: {choices: [sample, missing]}
 
 Each trial trains the model with the sampled parameters (over the sweep's own
@@ -47,11 +48,13 @@ from robustmsa.registry import METHODS
 
 
 class Param(_Strict):
-    """One searched parameter: a float range ``{low, high, log?}`` or a list of ``choices``."""
+    """One searched parameter: a range ``{low, high, log?, integer?}`` (floats; whole numbers with ``integer``) or a
+    list of ``choices``."""
 
     low: float | None = None
     high: float | None = None
     log: bool = False
+    integer: bool = False
     choices: list[str | bool | int | float] | None = None
 
     @model_validator(mode="after")
@@ -65,7 +68,18 @@ class Param(_Strict):
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         elif self.log and self.low <= 0:
             raise ValueError(f"a log range needs low > 0, got {self.low}")
+        elif self.integer and not (self.low.is_integer() and self.high.is_integer()):
+            raise ValueError(f"an integer range needs whole-number ends, got {self.low} and {self.high}")
+        if self.integer:
+            self.low, self.high = int(self.low), int(self.high)  # type: ignore[union-attr, arg-type]
         return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        if self.choices is not None:
+            return trial.suggest_categorical(name, self.choices)
+        if self.integer:
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)  # type: ignore[arg-type]
+        return trial.suggest_float(name, self.low, self.high, log=self.log)  # type: ignore[arg-type]
 
 
 class SweepSearchConfig(_Strict):
@@ -97,7 +111,7 @@ def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSwee
 
 
 def _suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
-    return {name: trial.suggest_float(name, p.low, p.high, log=p.log) if p.choices is None else trial.suggest_categorical(name, p.choices) for name, p in space.items()}
+    return {name: p.suggest(trial, name) for name, p in space.items()}
 
 
 def _corners(space: dict[str, Param]) -> list[dict[str, Any]]:

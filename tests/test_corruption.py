@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robustmsa.data.batch import Sample, collate
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, DataError
 from robustmsa.reconstruct.corruption import corrupt_batch, corrupt_for_training, drop_masks, training_rates
 
 
@@ -142,3 +142,17 @@ def test_bad_rates_are_config_errors() -> None:
         corrupt_batch(batch, {"image": 0.5}, seed=0)
     with pytest.raises(ConfigError):
         corrupt_batch(batch, {"text": np.array([0.1, 0.2])}, seed=0)
+    for rate in (True, "0.5", np.array([True, False, True])):
+        with pytest.raises(ConfigError, match="must be a number"):
+            corrupt_batch(batch, {"text": rate}, seed=0)
+    # masks are keyed by the seed's digits: 0.0 or True would silently give other masks than 0
+    for seed in (0.0, True, None, torch.Generator()):
+        with pytest.raises(ConfigError, match="seed must be an integer"):
+            corrupt_batch(batch, 0.5, seed=seed)  # type: ignore[arg-type]
+    assert torch.equal(corrupt_batch(batch, 0.5, seed=np.int64(3)).text, corrupt_batch(batch, 0.5, seed=3).text)
+    with pytest.raises(ConfigError, match="epoch must be an integer"):
+        corrupt_for_training(batch, 0, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"cannot corrupt modalities \['smell'\]"):
+        corrupt_for_training(batch, 0, 1, modalities=["smell"])
+    with pytest.raises(DataError, match="field 'audio_lengths': must lie in"):
+        corrupt_batch(batch.replace(audio_lengths=batch.audio_lengths + 100), 0.5, seed=0)

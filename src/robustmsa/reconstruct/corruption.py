@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from robustmsa.data.batch import Batch
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, DataError
 
 #: Modalities that corruption knows how to drop.
 CORRUPTIBLE = ("text", "audio", "vision", "image")
@@ -59,6 +59,14 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest, "little")
 
 
+def check_seed(value: object, name: str = "seed") -> int:
+    """``value`` as an int (ConfigError for a bool, float, None, generator...: masks are keyed by the seed's digits,
+    so 0.0 and 0 must not silently give different masks)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def position_uniforms(sample_id: str, modality: str, seed: int, length: int) -> np.ndarray:
     """(length,) uniform draws in [0, 1) of one sample's modality; a prefix of the draws for any longer length."""
     return np.random.default_rng(stable_seed("drop", seed, sample_id, modality)).random(length)
@@ -66,6 +74,10 @@ def position_uniforms(sample_id: str, modality: str, seed: int, length: int) -> 
 
 def _eligible(batch: Batch, modality: str) -> Tensor:
     """(B, L) bool: positions that corruption may drop (real, and for text not special)."""
+    if modality in ("audio", "vision") and len(batch):  # lengths beyond the padding would count padding as real frames
+        lengths, padded = batch.lengths(modality), getattr(batch, modality).shape[1]
+        if int(lengths.min()) < 0 or int(lengths.max()) > padded:
+            raise DataError("batch", f"{modality}_lengths", f"must lie in [0, {padded}] (the padded length), got {int(lengths.min())}..{int(lengths.max())}")
     mask = batch.mask(modality)
     if modality == "text" and batch.text_special is not None:
         mask = mask & ~batch.text_special.bool()
@@ -73,7 +85,10 @@ def _eligible(batch: Batch, modality: str) -> Tensor:
 
 
 def _per_sample_rates(rate: float | Tensor | np.ndarray, n: int, modality: str) -> np.ndarray:
-    values = np.asarray(rate.detach().cpu().numpy() if isinstance(rate, Tensor) else rate, dtype=np.float64)
+    raw = np.asarray(rate.detach().cpu().numpy() if isinstance(rate, Tensor) else rate)
+    if raw.dtype.kind not in "iuf":  # bools, strings ('0.5'), objects
+        raise ConfigError(f"missing rate of '{modality}' must be a number or numbers in [0, 1], got {rate!r}")
+    values = raw.astype(np.float64)
     if values.ndim == 0:
         values = np.full(n, float(values))
     if values.shape != (n,):
@@ -85,6 +100,7 @@ def _per_sample_rates(rate: float | Tensor | np.ndarray, n: int, modality: str) 
 
 def drop_masks(batch: Batch, modality: str, rate: float | Tensor | np.ndarray, seed: int) -> Tensor:
     """(B, L) bool mask of the positions of ``modality`` dropped at ``rate`` (number or (B,) per sample)."""
+    seed = check_seed(seed)
     eligible = _eligible(batch, modality).cpu()
     rates = _per_sample_rates(rate, len(batch), modality)
     lengths = batch.mask(modality).sum(dim=1).cpu().tolist()
@@ -156,6 +172,7 @@ def training_rates(ids: Sequence[str], modalities: Sequence[str], seed: int, epo
     """
     if not 0.0 <= complete_share <= 1.0:
         raise ConfigError(f"complete_share must lie in [0, 1], got {complete_share}")
+    seed, epoch = check_seed(seed), check_seed(epoch, "epoch")
     out = {m: np.zeros(len(ids)) for m in modalities}
     for i, sample_id in enumerate(ids):
         if np.random.default_rng(stable_seed("complete", seed, epoch, sample_id)).random() < complete_share:
@@ -167,6 +184,8 @@ def training_rates(ids: Sequence[str], modalities: Sequence[str], seed: int, epo
 
 def corrupt_for_training(batch: Batch, seed: int, epoch: int, *, complete_share: float = 0.0, modalities: Sequence[str] | None = None, unk_id: int = DEFAULT_UNK_ID) -> Batch:
     """Training-time corruption: per-sample, per-modality random rates and masks, both redrawn each epoch."""
+    if unknown := sorted(set(modalities or ()) - set(CORRUPTIBLE)):
+        raise ConfigError(f"cannot corrupt modalities {unknown}; known: {list(CORRUPTIBLE)}")
     present = [m for m in (modalities or batch.modalities()) if m in CORRUPTIBLE]
     rates = training_rates(batch.ids, present, seed, epoch, complete_share)
     return corrupt_batch(batch, rates, stable_seed("train-masks", seed, epoch), unk_id=unk_id)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from robustmsa.config import parse_seeds
 from robustmsa.evaluation.clue_protocol import load_protocol_config, run_clue_protocol
 from robustmsa.evaluation.report import write_json, write_text_atomic
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_protocol_config(ROOT / "configs" / f"{config_name}.yaml")
         if args.epochs is not None:
             config = config.model_copy(update={"train": config.train.model_copy(update={"max_epochs": args.epochs})})
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        seeds = parse_seeds(args.seeds) if args.seeds else None
         start = time.perf_counter()
         run_dir = args.out / stem
         results = run_clue_protocol(config, run_dir, seeds, overwrite=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from robustmsa.config import parse_seeds
 from robustmsa.data.text_corpora import read_image_attributes
 from robustmsa.evaluation.bias_audit import bias_audit
 from robustmsa.evaluation.mid_protocol import load_image_text_bundle, load_protocol_config, run_image_text_protocol
@@ -45,7 +46,7 @@ def main() -> None:
     config = load_protocol_config(args.config or CONFIGS[args.which])
     if args.train_limit is not None:
         config = config.model_copy(update={"train_limit": args.train_limit})
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    seeds = parse_seeds(args.seeds) if args.seeds else None
     start = time.time()
     bundle = load_image_text_bundle(config)
     print(f"data ready in {time.time() - start:.0f} s: { {k: len(v) for k, v in bundle.splits.items()} }", flush=True)

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from robustmsa.config import parse_pairs
+from robustmsa.config import parse_pairs, parse_seeds
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, combine_sweeps, evaluate_sweep, load_sweep_config, read_sweep_results, sweep_config_of, sweep_missing
@@ -102,7 +102,7 @@ def main() -> None:
         print(f"best trial {result['best']['number']}: {result['best']['value']:.4f} {result['best']['params']}; {args.out / 'best_sweep.yaml'}")
         return
     config = load_sweep_config(args.config or CONFIGS[args.which])
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    seeds = parse_seeds(args.seeds) if args.seeds else None
     start = time.time()
     results = sweep_missing(config, args.out, seeds=seeds, overwrite=args.overwrite, bundle=corpus(config))
     print(f"done in {time.time() - start:.0f} s; {args.out / 'report.md'}")

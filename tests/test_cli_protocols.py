@@ -85,7 +85,7 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     missing = _cli("sweep-evaluate", "--run", str(tmp_path / "nothing"), "--split", "test_ood", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert missing.returncode == 2 and "results.json" in missing.stderr and "Traceback" not in missing.stderr
     both = _cli("sweep-combine", "--run", str(tmp_path / "run"), "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "both"), cwd=tmp_path)
-    assert both.returncode == 2 and "'data'" in both.stderr and "Traceback" not in both.stderr  # another split: not combined
+    assert both.returncode == 2 and "'data.split'" in both.stderr and "Traceback" not in both.stderr  # another split: not combined
     into_itself = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood"), "--overwrite", cwd=tmp_path)
     assert into_itself.returncode == 2 and "is one of the --run folders" in into_itself.stderr  # it would replace the run's own results
     again = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood_again"), cwd=tmp_path)

@@ -218,20 +218,15 @@ def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds 
 
 
 def _numbers(text: str, option: str, kind: type) -> list:
-    """A comma-separated option as numbers of ``kind`` (ConfigError naming ``option`` for an empty or bad item)."""
-    try:
-        return [kind(item) for item in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"{option} expects comma-separated {kind.__name__}s, got '{text}'") from None
+    from robustmsa.config import parse_numbers  # imported on use: `robustmsa --help` stays fast
+
+    return parse_numbers(text, option, kind)
 
 
 def _seeds(text: str) -> list[int]:
-    from robustmsa.config import check_seeds
+    from robustmsa.config import parse_seeds
 
-    try:
-        return check_seeds(_numbers(text, "--seeds", int))
-    except ValueError as exc:
-        raise ConfigError(f"--seeds: {exc}") from None
+    return parse_seeds(text)
 
 
 def main() -> None:

@@ -58,6 +58,23 @@ def check_seeds(seeds: Sequence[object]) -> list[int]:
     return list(seeds)  # type: ignore[arg-type]
 
 
+def parse_numbers(text: str, option: str, kind: type) -> list[Any]:
+    """A comma-separated command-line option as numbers of ``kind`` (ConfigError naming ``option`` for an empty or
+    bad item: ``''``, ``0,,1``, ``a``)."""
+    try:
+        return [kind(item) for item in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} expects comma-separated {kind.__name__}s, got '{text}'") from None
+
+
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """A comma-separated seed option (``0,1,2``) as distinct seeds (:func:`check_seeds`; ConfigError naming ``option``)."""
+    try:
+        return check_seeds(parse_numbers(text, option, int))
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
 #: The ``seeds`` field of every config: distinct integers (see :func:`check_seeds`).
 Seeds = Annotated[list[Any], AfterValidator(check_seeds)]
 

@@ -688,6 +688,7 @@ def evaluation_data(config: MissingSweepConfig, trained_on: DataBundle, data_par
     :meth:`MultimodalSplit.fingerprint`): only the other splits may differ.
     """
     changed = config.model_copy(update={"data": config.data.model_copy(update={"params": {**config.data.params, **data_params}})})
+    changed._source = f"data parameters {dict(data_params)}"  # what a data-source error names (--data of sweep-evaluate)
     bundle = load_sweep_data(changed)
     for name in dict.fromkeys(("train", config.train.valid_split)):
         if name in trained_on.splits and (name not in bundle.splits or bundle[name].fingerprint() != trained_on[name].fingerprint()):

@@ -143,7 +143,7 @@ def test_unknown_split_names_are_named_with_file_and_field(tmp_path: Path, toy_b
         run_experiment(config, tmp_path / "out", bundle=toy_bundle)  # refused before anything trains
     assert str(info.value).startswith(f"{path}: field '{field}': no split named ")
     assert "available: ['test', 'train', 'valid']" in str(info.value)
-    assert not (tmp_path / "out" / "seed_0").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_protocol_configs_check_their_split_names(toy_bundle) -> None:

@@ -253,7 +253,7 @@ def test_contextual_text_features_are_refused_unless_allowed_and_then_marked(toy
         patch.setattr(module, "fit", lambda *a, **k: pytest.fail("trained on contextual text features"))
         with pytest.raises(ConfigError, match=r"data 'toy' has contextual text features \(minilm\).*text_encoder: static.*allow_contextual_text: true"):
             sweep_missing(config, tmp_path / "refused", seeds=[0], rates=[0.0], bundle=contextual)
-    assert not (tmp_path / "refused" / "run_settings.json").exists()
+    assert not (tmp_path / "refused").exists()  # refused before the output folder is made
     allowed = config.model_copy(update={"allow_contextual_text": True})
     results = sweep_missing(allowed, tmp_path / "allowed", seeds=[0], rates=[0.0], bundle=contextual)
     assert results["data"][TEXT_CONTEXTUAL] is True
@@ -302,7 +302,10 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
     expected = evaluate_missing(method, toy_bundle["valid"], [0.0, 0.9], seed=0)["mean"]["MAE"]
     assert shifted["per_seed"]["0"]["baseline"]["mean"]["MAE"] == pytest.approx(expected, rel=1e-5)
     assert expected != pytest.approx(reloaded["mean"]["MAE"], rel=1e-3)
-    assert "(valid split)" in (tmp_path / "valid" / "report.md").read_text() and (tmp_path / "sweep" / "results.json").read_bytes() == before
+    report = (tmp_path / "valid" / "report.md").read_text()
+    assert "(valid split)" in report and (tmp_path / "sweep" / "results.json").read_bytes() == before
+    assert "**Not a test result**: evaluated on the 'valid' split, the one the models were selected on" in report
+    assert "Not a test result" not in (tmp_path / "sweep" / "report.md").read_text()
     assert shifted["per_seed"]["0"]["baseline"]["best_valid"] == saved["per_seed"]["0"]["baseline"]["best_valid"]  # what selected it
     with pytest.raises(DataError, match="no split named"):
         evaluate_sweep([tmp_path / "sweep"], "test_od", tmp_path / "typo", bundle=toy_bundle)

@@ -62,11 +62,12 @@ def test_paired_differences_subtract_the_reference_seed_by_seed() -> None:
 
 def test_prepare_out_dir_never_overwrites_results(tmp_path: Path) -> None:
     out = prepare_out_dir(tmp_path / "run")
-    (out / "results.json").write_text("{}")
+    assert not out.exists()  # made by the first file written, so a run refused later leaves no empty folder
+    write_json(out / "results.json", {})
     with pytest.raises(ConfigError, match="already exists"):
         prepare_out_dir(out)
     assert prepare_out_dir(out, overwrite=True) == out
-    assert (out / "results.json").read_text() == "{}"
+    assert json.loads((out / "results.json").read_text()) == {}
 
 
 def test_write_json_nan_as_null(tmp_path: Path) -> None:

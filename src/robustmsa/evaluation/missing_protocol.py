@@ -718,6 +718,9 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
             "**Contextual text features** (allow_contextual_text): a dropped token's vector is zeroed, but the kept vectors "
             "were computed from the whole text, so the text is not fully removed; these curves overstate robustness to missing text.\n"
         )
+    role = {"train": "trained", config.train.valid_split: "selected"}.get(results["data"].get("split"))
+    if role:
+        lines.append(f"**Not a test result**: evaluated on the '{results['data']['split']}' split, the one the models were {role} on.\n")
     if results["data"].get("data_params"):
         lines.append(f"Evaluated with the data parameters {results['data']['data_params']} changed (training and validation data unchanged).\n")
     lines.append("## Mean over missing rates\n")

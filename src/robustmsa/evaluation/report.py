@@ -41,11 +41,22 @@ def ensure_folder(path: Path, option: str = "--out") -> Path:
 
 
 def prepare_out_dir(path: Path, overwrite: bool = False, marker: str = "results.json") -> Path:
-    """Create ``path``; refuse (ConfigError) if it already holds ``marker`` and not ``overwrite``."""
+    """Check the output folder ``path`` before a run: refuse (ConfigError) if it already holds ``marker`` and not
+    ``overwrite``, if it is a file, or if it could not be created. It is not created here but by the first file
+    written into it, so a run that a later check refuses (an unknown split, a bad model setting) leaves no folder."""
     path = Path(path)
     if (path / marker).exists() and not overwrite:
         raise ConfigError(f"{path / marker} already exists; choose another --out folder or pass --overwrite")
-    return ensure_folder(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: --out must be a folder; this is a file")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{path}: cannot create the --out folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: cannot create the --out folder (no permission to write in {existing})")
+    return path
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -110,3 +110,22 @@ def test_cli_train_then_evaluate(tmp_path: Path) -> None:
     assert replaced.returncode == 0, replaced.stderr
     into_a_file = _cli("evaluate", "--run", str(run), "--predictions", str(config), cwd=tmp_path)
     assert into_a_file.returncode == 2 and "--predictions must be a folder" in into_a_file.stderr and "Traceback" not in into_a_file.stderr
+
+
+def test_a_run_stopped_by_sigterm_does_not_exit_as_a_success(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning turns SIGTERM during training into SystemExit() (status 0): a scheduler would take it for a success."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from robustmsa import cli
+
+    def stopped() -> None:
+        raise SIGTERMException()
+
+    monkeypatch.setattr(cli, "app", stopped)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 143
+    monkeypatch.setattr(cli, "app", lambda: sys.exit(0))
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 0  # other exits pass through

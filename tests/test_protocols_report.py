@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import mean_std, paired_differences, run_seeds
-from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json
+from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, write_json
+from robustmsa.folders import LOCK, holds_output, output_lock, prepare_out_dir
 
 
 def test_mean_std_nested_sample_std() -> None:
@@ -62,12 +65,52 @@ def test_paired_differences_subtract_the_reference_seed_by_seed() -> None:
 
 def test_prepare_out_dir_never_overwrites_results(tmp_path: Path) -> None:
     out = prepare_out_dir(tmp_path / "run")
-    assert not out.exists()  # made by the first file written, so a run refused later leaves no empty folder
     write_json(out / "results.json", {})
     with pytest.raises(ConfigError, match="already exists"):
         prepare_out_dir(out)
     assert prepare_out_dir(out, overwrite=True) == out
     assert json.loads((out / "results.json").read_text()) == {}
+
+
+@holds_output
+def _write_results(out_dir: Path, value: int = 1) -> int:
+    write_json(Path(out_dir) / "results.json", {"value": value})
+    return value
+
+
+def test_an_output_folder_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
+    busy = tmp_path / "busy"
+    holder = subprocess.Popen(  # another process runs into the folder (e.g. the same sweep with other --seeds)
+        [sys.executable, "-c", "import sys, time; from robustmsa.folders import output_lock\nwith output_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)", str(busy)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="busy: another run is writing into this folder now"):
+            _write_results(busy, value=2)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (busy / "results.json").exists()
+    assert _write_results(out_dir=busy, value=3) == 3  # free again once the other run has ended
+    assert sorted(p.name for p in busy.iterdir()) == ["results.json"]  # the lock file is removed after the run
+    with output_lock(busy), pytest.raises(ConfigError, match="another run"):
+        _write_results(busy)  # also within one process
+
+
+def test_a_run_refused_before_writing_leaves_no_folder(tmp_path: Path) -> None:
+    @holds_output
+    def refused(out_dir: Path) -> None:
+        raise ConfigError("a check failed")
+
+    with pytest.raises(ConfigError, match="a check failed"):
+        refused(tmp_path / "new" / "run")
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError):
+        refused(tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / LOCK).exists()  # a folder the user made stays
 
 
 def test_write_json_nan_as_null(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ line and exit with status 2, without a traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from robustmsa.errors import ConfigError, RobustMSAError
+from robustmsa.folders import ensure_folder
 
 app = typer.Typer(help="Robust multimodal sentiment and affect analysis.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console(stderr=True)
@@ -127,7 +129,6 @@ def detect_faces(
 ) -> None:
     """Find the main face of every CAER-S image (MediaPipe, offline) and write the box file the caer_s source reads."""
     from robustmsa.data.caer import list_caer_images
-    from robustmsa.evaluation.report import ensure_folder
     from robustmsa.features.faces import detect_face_boxes, write_face_boxes
 
     if out.is_dir():
@@ -238,3 +239,9 @@ def main() -> None:
     except RobustMSAError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except SystemExit as exc:  # Lightning ends a run stopped by SIGTERM with SystemExit(), which is status 0
+        stopped = sys.modules.get("lightning.pytorch.utilities.exceptions")
+        if stopped is not None and isinstance(exc, stopped.SIGTERMException):
+            console.print("[red]stopped[/red] by SIGTERM; the finished parts are recorded: run the same command again to resume", highlight=False)
+            sys.exit(128 + signal.SIGTERM)
+        raise

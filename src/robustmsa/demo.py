@@ -22,7 +22,8 @@ from rich.console import Console
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.labels import mmsa_metrics, to_classification
 from robustmsa.evaluation.protocols import run_seeds
-from robustmsa.evaluation.report import bar_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.evaluation.report import bar_plot, markdown_table, write_json, write_text_atomic
+from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, Supervised
 from robustmsa.registry import BACKBONES
 from robustmsa.training.fit import TrainConfig, evaluate, fit, seeded
@@ -68,6 +69,7 @@ def default_entries() -> list[DemoEntry]:
     ]
 
 
+@holds_output
 def run_demo(
     out_dir: Path,
     *,

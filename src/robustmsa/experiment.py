@@ -22,7 +22,8 @@ from robustmsa.config import ExperimentConfig, dump_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import ensure_folder, markdown_table, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
+from robustmsa.folders import ensure_folder, holds_output, prepare_out_dir
 from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import REGRESSION_METRICS
 from robustmsa.registry import BACKBONES, METHODS
@@ -131,6 +132,7 @@ def evaluate_run(
     return out
 
 
+@holds_output
 def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool = False, bundle: DataBundle | None = None) -> dict[str, Any]:
     """Train and evaluate ``config`` for each of its seeds; write results.json and report.md.
 

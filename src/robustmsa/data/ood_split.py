@@ -40,6 +40,7 @@ from robustmsa.data.batch import Sample
 from robustmsa.data.dataset import DataBundle, MultimodalSplit
 from robustmsa.data.labels import DROPPED, SCHEMES, classes_of
 from robustmsa.errors import ConfigError, DataError
+from robustmsa.folders import holds_output, prepare_out_dir
 
 SPLIT_FORMAT = "robustmsa-ood-split"
 SPLIT_VERSION = 1
@@ -536,6 +537,7 @@ def plot_label_ratios(split: OODSplit, path: str | Path, top_k: int = 20, parts:
     return _save(fig, Path(path))
 
 
+@holds_output
 def split_ood(
     source: DataBundle | SplitSource | str,
     out_dir: str | Path,
@@ -556,8 +558,6 @@ def split_ood(
     Other keyword arguments are :class:`AnnealParams` fields (target,
     ood_fraction, min_count, ...). Returns ``{'split': path, 'figure': path}``.
     """
-    from robustmsa.evaluation.report import prepare_out_dir
-
     out = prepare_out_dir(Path(out_dir), overwrite, marker="split.json")
     if isinstance(source, str):
         source = load_split_source(source, scheme, **dict(source_params or {}))

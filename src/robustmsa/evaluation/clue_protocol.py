@@ -46,7 +46,8 @@ from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.direct_effect import train_debiased
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import _save, markdown_table, plt, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.evaluation.report import _save, markdown_table, plt, write_json, write_text_atomic
+from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Supervised
 from robustmsa.metrics import per_class_results
 from robustmsa.registry import BACKBONES, METHODS
@@ -189,6 +190,7 @@ def _views(bundle: DataBundle, scheme: str) -> DataBundle:
     return bundle if scheme == "classes" else to_classification(bundle, scheme)
 
 
+@holds_output
 def run_clue_protocol(
     config: CLUEProtocolConfig, out_dir: str | Path, seeds: list[int] | None = None, *, overwrite: bool = False, bundle: DataBundle | None = None
 ) -> dict[str, Any]:

@@ -50,8 +50,9 @@ from robustmsa.debias.text_cf import AttributionExtractor, LexiconPosExtractor, 
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.cost import COST_COLUMNS, CostMeter, cost_table
 from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import format_value, markdown_table, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.evaluation.report import format_value, markdown_table, write_json, write_text_atomic
 from robustmsa.features.text import TextEncoder, build_text_encoder
+from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, Supervised
 from robustmsa.metrics import task_metrics
 from robustmsa.registry import BACKBONES
@@ -259,6 +260,7 @@ def _run_seed(cfg: ImageTextProtocolConfig, bundle: DataBundle, seed: int) -> di
     }
 
 
+@holds_output
 def run_image_text_protocol(
     config: ImageTextProtocolConfig | Path | str,
     out_dir: Path | str,

@@ -40,8 +40,9 @@ from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, prepare_out_dir, write_json, write_text_atomic
+from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, write_json, write_text_atomic
 from robustmsa.experiment import build_method
+from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import REGRESSION_METRICS, SIMS_METRICS, task_metrics
 from robustmsa.reconstruct.corruption import EVAL_RATES, corrupt_batch, drop_positions
@@ -410,6 +411,7 @@ def _settings(config: MissingSweepConfig, shared: dict[str, Any], name: str, see
     return {**shared, "model": name, "method": config.models[name].model_dump(mode="json"), "seed": seed, "sensitivity": sensitivity}
 
 
+@holds_output
 def sweep_missing(
     config: MissingSweepConfig,
     out_dir: Path,
@@ -603,6 +605,7 @@ def _write_sweep(out_dir: Path, per_seed: dict[str, Any], config: dict[str, Any]
     return results
 
 
+@holds_output
 def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Merge sweeps run separately into one result: other seeds of the same models (e.g. one process per seed),
     other models on the same seeds (a variant added later), or both.
@@ -621,6 +624,7 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     return _write_sweep(out_dir, per_seed, config, first["rates"], data, overwrite=overwrite)
 
 
+@holds_output
 def evaluate_sweep(
     run_dirs: Sequence[Path],
     split: str,

@@ -19,44 +19,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robustmsa.errors import ConfigError  # noqa: E402
-
 #: Metrics shown as percentages (x100) in Markdown tables.
 PERCENT_METRICS = {
     *("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "Mult_acc_7", "F1_score"),
     *("Acc", "Precision", "Recall", "F1", "F0.5", "Macro_F1", "Weighted_F1", "Micro_F1"),
 }
-
-
-def ensure_folder(path: Path, option: str = "--out") -> Path:
-    """Create the folder ``path`` (and its parents); a ConfigError naming ``option`` when it is a file or cannot be made."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{path}: {option} must be a folder; this is a file")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot create the {option} folder ({exc.strerror or exc})") from None
-    return path
-
-
-def prepare_out_dir(path: Path, overwrite: bool = False, marker: str = "results.json") -> Path:
-    """Check the output folder ``path`` before a run: refuse (ConfigError) if it already holds ``marker`` and not
-    ``overwrite``, if it is a file, or if it could not be created. It is not created here but by the first file
-    written into it, so a run that a later check refuses (an unknown split, a bad model setting) leaves no folder."""
-    path = Path(path)
-    if (path / marker).exists() and not overwrite:
-        raise ConfigError(f"{path / marker} already exists; choose another --out folder or pass --overwrite")
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{path}: --out must be a folder; this is a file")
-    existing = path.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{path}: cannot create the --out folder ({existing} is a file)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{path}: cannot create the --out folder (no permission to write in {existing})")
-    return path
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

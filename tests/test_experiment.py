@@ -61,6 +61,54 @@ def test_a_stopped_run_resumes_with_its_finished_seeds(toy_bundle, tmp_path: Pat
         run_experiment(other, out, bundle=toy_bundle)
 
 
+def test_an_edited_record_is_named_and_nothing_is_written(toy_bundle, tmp_path: Path) -> None:
+    cfg = parse_config(CONFIG)
+    out = tmp_path / "run"
+    run_experiment(cfg, out, bundle=toy_bundle)
+    (out / "results.json").unlink()
+    record = out / "seed_1" / "result.json"
+    saved = json.loads(record.read_text())
+    for result, field in (({}, "'result.metrics.test' is missing"), ({**saved["result"], "best_valid": "0.3"}, "'result.best_valid' is '0.3'; expected a number")):
+        record.write_text(json.dumps({**saved, "result": result}))
+        with pytest.raises(DataError, match=rf"seed_1/result.json: field {field}; delete this file to run that part again"):
+            run_experiment(cfg, out, bundle=toy_bundle)
+        assert not (out / "results.json").exists()
+    metrics = saved["result"]["metrics"]
+    record.write_text(json.dumps({**saved, "result": {**saved["result"], "metrics": {"test": {"factual": {**metrics["test"]["factual"], "MAE": "abc"}}}}}))
+    with pytest.raises(DataError, match=r"field 'result.metrics.test.factual.MAE' is 'abc'; expected a number"):  # was silently dropped from the aggregate
+        run_experiment(cfg, out, bundle=toy_bundle)
+    record.write_text(json.dumps(saved))
+    assert run_experiment(cfg, out, bundle=toy_bundle)["aggregate"]["metrics"]["test"]["factual"]["MAE"]["n"] == 2
+
+
+def test_overwrite_replaces_the_old_summary_at_once_and_models_of_another_run_are_refused(toy_bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustmsa import experiment
+
+    cfg = parse_config(CONFIG)
+    out = tmp_path / "run"
+    run_experiment(cfg, out, bundle=toy_bundle)
+    other = parse_config({**CONFIG, "train": {**CONFIG["train"], "lr": 0.002}})
+    fit = experiment.fit
+
+    def stopped_after_seed_0(method, bundle, cfg, *, seed, **kwargs):  # type: ignore[no-untyped-def]
+        if seed == 1:
+            raise KeyboardInterrupt
+        return fit(method, bundle, cfg, seed=seed, **kwargs)
+
+    monkeypatch.setattr(experiment, "fit", stopped_after_seed_0)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(other, out, bundle=toy_bundle, overwrite=True)
+    assert not (out / "results.json").exists() and not (out / "report.md").exists()  # no summary of the run replaced
+    assert not (out / "seed_1" / "result.json").exists()  # nor its record of seed 1, so the replacing run can resume
+    with pytest.raises(DataError, match=r"seed_1/model.pt: field 'config': the model was trained with other settings than"):
+        load_model(out / "seed_1" / "model.pt", other, toy_bundle)  # seed 1 is still the first run's
+    load_model(out / "seed_0" / "model.pt", other, toy_bundle)
+    monkeypatch.setattr(experiment, "fit", fit)
+    again = run_experiment(other, out, bundle=toy_bundle)  # resumes the replacing run without another --overwrite
+    assert again["seeds"] == [0, 1]
+    load_model(out / "seed_1" / "model.pt", other, toy_bundle)
+
+
 def test_missing_model_file(toy_bundle, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model file not found"):
         load_model(tmp_path / "nope.pt", parse_config(CONFIG), toy_bundle)

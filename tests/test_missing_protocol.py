@@ -186,11 +186,29 @@ def test_a_stopped_sweep_resumes_with_the_finished_models_and_refuses_other_sett
     with pytest.raises(ConfigError, match="sweep/run_settings.json: this folder holds a run made with other settings"):
         sweep_missing(config, out, seeds=[0, 1], rates=[0.0, 0.5], bundle=toy_bundle)
     assert (out / "seed_0" / "a" / "best.ckpt").stat().st_mtime_ns == after[0, "a"] and not (out / "results.json").exists()
+    record = json.loads((out / "seed_1" / "a" / "sweep_result.json").read_text())
+    del record["result"]["mean"]
+    (out / "seed_1" / "a" / "sweep_result.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match=r"seed_1/a/sweep_result.json: field 'result.mean' is missing"):
+        sweep_missing(config, out, seeds=[0, 1], rates=[0.0, 0.9], bundle=toy_bundle)
+    assert not (out / "results.json").exists()
     (out / "seed_0" / "a" / "sweep_result.json").write_text("{not json")
     with pytest.raises(DataError, match="sweep_result.json.*cannot be read as JSON"):
         sweep_missing(config, out, seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
     again = sweep_missing(config, out, seeds=[0], rates=[0.0, 0.5], bundle=toy_bundle, overwrite=True)
     assert again["rates"] == [0.0, 0.5] and json.loads((out / "seed_0" / "a" / "sweep_result.json").read_text())["settings"]["rates"] == [0.0, 0.5]
+    # a results.json edited by hand is named by sweep-combine / sweep-evaluate instead of crashing them
+    saved = json.loads((out / "results.json").read_text())
+    for edit, message in (
+        (lambda r: r["per_seed"]["0"]["a"]["mean"].update(MAE="oops"), r"field 'per_seed.0.a.mean.MAE' is 'oops'; expected a number"),
+        (lambda r: r["per_seed"]["0"]["b"]["rates"].pop("0.5"), r"field 'per_seed.0.b.rates' has the rates \['0.0'\]; expected \['0.0', '0.5'\]"),
+    ):
+        edited = json.loads(json.dumps(saved))
+        edit(edited)
+        (out / "results.json").write_text(json.dumps(edited))
+        with pytest.raises(DataError, match=message):
+            combine_sweeps([out], tmp_path / "combined")
+        assert not (tmp_path / "combined").exists()
 
 
 def test_a_diverging_model_does_not_stop_the_others_and_is_named(toy_bundle: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,8 @@ def test_mean_std_nested_sample_std() -> None:
     assert agg["test"]["Acc"]["std"] == pytest.approx(0.2)  # sample std (ddof=1) of 0.5, 0.7, 0.9
     assert agg["test"]["Acc"]["n"] == 3
     assert "name" not in agg["test"]
+    with pytest.raises(ValueError, match=r"'test.Acc' is a number in some runs and not in others: \[0.5, 'abc'\]"):
+        mean_std([{"test": {"Acc": 0.5}}, {"test": {"Acc": "abc"}}])  # never a silently dropped metric
 
 
 def test_mean_std_of_results_read_back_from_json(tmp_path: Path) -> None:

@@ -107,8 +107,8 @@ def run_demo(
 
         results["models"][entry.name] = {**run_seeds(one_seed, seeds), "modes": entry.modes, "labels": entry.scheme or "continuous"}
     results["seconds"] = time.perf_counter() - start
-    write_json(out / "results.json", results)
     write_text_atomic(out / "report.md", demo_report(results, out))
+    write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
     console.print(f"[green]Done in {results['seconds']:.0f} s.[/green] Results: {out / 'results.json'}, report: {out / 'report.md'}")
     return results
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from robustmsa.config import ExperimentConfig, dump_config
+from robustmsa.config import ExperimentConfig, dump_config, parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
+from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
 from robustmsa.folders import ensure_folder, holds_output, prepare_out_dir
 from robustmsa.method import Method, check_required_extras
@@ -56,6 +56,15 @@ def save_model(method: Method, path: Path, config: ExperimentConfig, seed: int) 
     return path
 
 
+def _trained_with(saved: Any, path: Path) -> dict[str, Any] | None:
+    """The settings (config without the seeds) a ``model.pt`` records, read as the current version reads configs,
+    so that defaults added since compare equal; None when it records none that can be read."""
+    try:
+        return parse_config(saved, str(path), ExperimentConfig).model_dump(mode="json", exclude={"seeds"}) if isinstance(saved, dict) else None
+    except ConfigError:
+        return None
+
+
 def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Method:
     """Rebuild a method from a ``model.pt`` written by :func:`save_model` (safe loading)."""
     from robustmsa.errors import DataError
@@ -74,6 +83,11 @@ def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Meth
     structure = state.get("structure", {})
     if not isinstance(structure, dict):
         raise DataError(str(path), "structure", f"is a {type(structure).__name__}; expected a mapping")
+    if _trained_with(state.get("config"), path) not in (None, config.model_dump(mode="json", exclude={"seeds"})):
+        raise DataError(
+            str(path), "config", f"the model was trained with other settings than {config._source}: the folder mixes two runs "
+            "(an --overwrite run stopped part-way?); run the training into it again"
+        )
     method = build_method(config, bundle, seed)
     try:
         method.rebuild(structure)
@@ -147,7 +161,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     prints = split_fingerprints(bundle, ["train", train_cfg.valid_split, *splits])
     settings = {seed: {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints, "seed": seed} for seed in config.seeds}
     shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints}
-    units = Resumable({seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}, settings, overwrite, folder=out, shared=shared)
+    records = {seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}
+    units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda result: check_numbers(result, *(f"metrics.{s}" for s in splits), "best_valid", "epochs"))
     write_text_atomic(out / "config.yaml", dump_config(config))
 
     def one_seed(seed: int) -> dict[str, Any]:
@@ -164,8 +179,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
 
     results = run_seeds(lambda seed: units.run(seed, lambda: one_seed(seed)), config.seeds)
     results["config"] = config.model_dump(mode="json")
-    write_json(out / "results.json", results)
     write_text_atomic(out / "report.md", experiment_report(config, results))
+    write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
     return results
 
 

@@ -45,7 +45,7 @@ from robustmsa.debias.clue import CLUE
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.direct_effect import train_debiased
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
+from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import _save, markdown_table, plt, write_json, write_text_atomic
 from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Supervised
@@ -212,7 +212,9 @@ def run_clue_protocol(
     views = {scheme: _views(bundle, scheme) for scheme in schemes}
     shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "case_study": [case_scheme, case_seed]}
     settings = {(scheme, seed): {**shared, "splits": split_fingerprints(views[scheme], views[scheme].splits), "scheme": scheme, "seed": seed} for scheme in schemes for seed in seeds}
-    units = Resumable({key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}, settings, overwrite, folder=out, shared=shared)
+    records = {key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}
+    rows = ("base", config.method)
+    units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda row: check_numbers(row, *(f"{r}.{s}" for r in rows for s in ("iid", "ood"))))
 
     def train_row(scheme: str, seed: int) -> dict[str, Any]:
         """Base, +method and the ablations trained and evaluated for one scheme and seed."""
@@ -236,8 +238,8 @@ def run_clue_protocol(
     for scheme in schemes:
         results["schemes"][scheme] = run_seeds(lambda seed, scheme=scheme: units.run((scheme, seed), lambda: train_row(scheme, seed)), seeds)
     results["seeds"] = seeds
-    write_json(out / "results.json", results)
     write_text_atomic(out / "report.md", protocol_report(results, config, bundle))
+    write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
     return results
 
 

@@ -49,7 +49,7 @@ from robustmsa.debias.router import oracle_bound, router_analysis
 from robustmsa.debias.text_cf import AttributionExtractor, LexiconPosExtractor, LocalLMExtractor, make_counterfactual_bundle, mask_embedding
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.cost import COST_COLUMNS, CostMeter, cost_table
-from robustmsa.evaluation.protocols import Resumable, run_seeds, split_fingerprints
+from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import format_value, markdown_table, write_json, write_text_atomic
 from robustmsa.features.text import TextEncoder, build_text_encoder
 from robustmsa.folders import holds_output, prepare_out_dir
@@ -283,12 +283,17 @@ def run_image_text_protocol(
     prints = split_fingerprints(data, data.splits)
     shared = {"config": cfg.model_dump(mode="json", exclude={"seeds"}), "splits": prints}
     settings = {seed: {**shared, "seed": seed} for seed in seeds}
-    units = Resumable({seed: out / f"seed_{seed}.json" for seed in seeds}, settings, overwrite, folder=out, shared=shared)
+    records = {seed: out / f"seed_{seed}.json" for seed in seeds}
+
+    def check(result: Mapping[str, Any]) -> None:
+        check_numbers(result, *(f"metrics.{m}" for m in METHOD_NAMES))
+
+    units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=check, replaces=(f"{stem}.json", f"{stem}.md"))
     results = run_seeds(lambda seed: units.run(seed, lambda: _run_seed(cfg, data, seed)), seeds)
     results["config"] = cfg.model_dump(mode="json")
     results["data"] = {"name": data.name, "sizes": {k: len(v) for k, v in data.splits.items()}, "modalities": sorted(data.dims()), "meta": _plain(data.meta)}
-    write_json(out / f"{stem}.json", results)
     write_text_atomic(out / f"{stem}.md", protocol_report(results))
+    write_json(out / f"{stem}.json", results)  # last: a folder with it holds a finished run
     return results
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,7 +39,7 @@ from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfi
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
-from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
+from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, check_numbers, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, write_json, write_text_atomic
 from robustmsa.experiment import build_method
 from robustmsa.folders import holds_output, prepare_out_dir
@@ -437,7 +437,8 @@ def sweep_missing(
     shared = _shared_settings(config, prints, rates)
     settings = {(seed, name): _settings(config, shared, name, seed, seed == seeds[0]) for seed in seeds for name in config.models}
     check_sweep_models(config, bundle)
-    units = Resumable({key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}, settings, overwrite, folder=out, shared=shared)
+    records = {key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}
+    units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda result: check_sweep_unit(result, rates, trained=True))
     diverged: list[str] = []
 
     def train_and_evaluate(seed: int, name: str) -> dict[str, Any]:
@@ -505,9 +506,24 @@ def read_sweep_results(run_dir: Path) -> dict[str, Any]:
     bad = next((seed for seed, models in part["per_seed"].items() if not isinstance(models, dict)), None)
     if bad is not None:
         raise DataError(path, f"per_seed.{bad}", "is not a mapping of model -> results")
+    try:
+        for seed, models in part["per_seed"].items():
+            for model, result in models.items():
+                check_sweep_unit(result, part["rates"], where=f"per_seed.{seed}.{model}")
+    except ValueError as exc:
+        raise DataError(path, None, f"{exc}; expected the results.json a sweep writes") from None
     part["config"] = parse_config(part["config"], f"{path} (config)", MissingSweepConfig).model_dump(mode="json")
     part["data"].setdefault("split", part["config"]["eval_split"])  # results written before 'split' was recorded
     return part
+
+
+def check_sweep_unit(result: Mapping[str, Any], rates: Sequence[float], *, where: str = "result", trained: bool = False) -> None:
+    """A model's result for one seed: numbers at exactly the sweep's ``rates`` and their mean (and, for a record the
+    sweep resumes from, ``trained``: the checkpoint's validation score and epochs); a ValueError naming the field."""
+    check_numbers(result, "rates", "mean", *(("best_valid", "epochs") if trained else ()), where=where)
+    expected = [rate_key(r) for r in rates]
+    if sorted(result["rates"]) != sorted(expected):
+        raise ValueError(f"field '{where}.rates' has the rates {sorted(result['rates'])}; expected {expected}")
 
 
 def sweep_config_of(results: dict[str, Any]) -> MissingSweepConfig:
@@ -599,9 +615,9 @@ def _write_sweep(out_dir: Path, per_seed: dict[str, Any], config: dict[str, Any]
     results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config, "rates": rates, "data": data}
     out = prepare_out_dir(out_dir, overwrite)
     kind = _metric_kind(results)
-    write_json(out / "results.json", results)
     write_text_atomic(out / "report.md", sweep_report(results, kind))
     write_sweep_plots(out, results, kind)
+    write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
     return results
 
 

@@ -24,27 +24,31 @@ def mean_std(runs: Iterable[Nested]) -> dict[str, Any]:
     """Aggregate per-seed nested metric dicts into ``{..: {metric: {'mean', 'std', 'n'}}}``.
 
     The standard deviation is the sample standard deviation (ddof=1; 0 for one run).
-    Leaves that are not numbers are dropped. ``None`` among numbers is a NaN that went through JSON (results read
+    Leaves that are not numbers in any run (names, lists) are dropped; a leaf that is a number in some runs and not
+    in others is a ValueError naming it, never a silently dropped metric. ``None`` among numbers is a NaN that went through JSON (results read
     back from disk): the aggregate is then NaN, as it is for the in-memory NaN, never a crash or a dropped metric.
     """
     runs = list(runs)
     if not runs:
         raise ValueError("mean_std needs at least one run")
 
-    def walk(items: list[Any]) -> Any:
+    def walk(items: list[Any], where: str) -> Any:
         first = items[0]
         if isinstance(first, Mapping):
             keys = [k for k in first if all(isinstance(it, Mapping) and k in it for it in items)]
-            out = {k: walk([it[k] for it in items]) for k in keys}
+            out = {k: walk([it[k] for it in items], f"{where}.{k}" if where else str(k)) for k in keys}
             return {k: v for k, v in out.items() if v is not None}
         numbers = [it for it in items if it is not None]
-        if numbers and all(isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) for v in numbers):
+        numeric = [isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool) for v in numbers]
+        if numbers and all(numeric):
             values = np.array([np.nan if v is None else float(v) for v in items], dtype=np.float64)
             std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             return {"mean": float(np.mean(values)), "std": std, "n": int(len(values))}
+        if any(numeric):
+            raise ValueError(f"'{where}' is a number in some runs and not in others: {numbers}")
         return None
 
-    return walk(runs)
+    return walk(runs, "")
 
 
 def run_seeds(run: Callable[[int], Nested], seeds: Iterable[int]) -> dict[str, Any]:
@@ -88,15 +92,27 @@ class Resumable:
     """The units of a long run (a seed; a seed's scheme or model), each recorded at ``records[key]`` with the
     ``settings[key]`` it is made with once finished, so that a run that stopped resumes with the units it had
     finished. The records are read at once, before anything trains: a folder holding work made with other settings
-    is refused (:func:`read_record`); ``overwrite`` ignores them."""
+    is refused (:func:`read_record`), and so is a record whose result ``check`` finds malformed (e.g. edited by hand);
+    ``overwrite`` removes them and the summary files (``replaces``) of the run in ``folder`` being replaced."""
 
     def __init__(
-        self, records: Mapping[Any, Path], settings: Mapping[Any, Mapping[str, Any]], overwrite: bool = False, *, folder: Path | None = None, shared: Mapping[str, Any] | None = None
+        self,
+        records: Mapping[Any, Path],
+        settings: Mapping[Any, Mapping[str, Any]],
+        overwrite: bool = False,
+        *,
+        folder: Path | None = None,
+        shared: Mapping[str, Any] | None = None,
+        check: Callable[[Mapping[str, Any]], None] | None = None,
+        replaces: Sequence[str] = ("results.json", "report.md"),
     ) -> None:
         self.records, self.settings = dict(records), dict(settings)
         if folder is not None and shared is not None:
             claim_folder(folder, shared, overwrite)
-        self.finished = {} if overwrite else {key: result for key, path in self.records.items() if (result := read_record(path, self.settings[key])) is not None}
+            if overwrite:  # what this run replaces goes now, not when it ends: stopped part-way, it resumes without --overwrite
+                for path in [*(Path(folder) / name for name in replaces), *self.records.values()]:
+                    path.unlink(missing_ok=True)
+        self.finished = {} if overwrite else {key: result for key, path in self.records.items() if (result := read_record(path, self.settings[key], check)) is not None}
 
     def run(self, key: Any, compute: Callable[[], Mapping[str, Any]]) -> dict[str, Any]:
         """The recorded result of ``key``, or ``compute()`` recorded (atomically) before it is returned."""
@@ -135,9 +151,10 @@ def split_fingerprints(bundle: Any, names: Iterable[str]) -> dict[str, str]:
     return {name: bundle[name].fingerprint() for name in dict.fromkeys(names)}
 
 
-def read_record(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | None:
+def read_record(path: Path, settings: Mapping[str, Any], check: Callable[[Mapping[str, Any]], None] | None = None) -> dict[str, Any] | None:
     """The result recorded at ``path`` by :class:`Resumable` if there is one, so that a run that stopped resumes;
-    a ConfigError if it was made with other ``settings`` (another run's work is never overwritten silently)."""
+    a ConfigError if it was made with other ``settings`` (another run's work is never overwritten silently), a
+    DataError naming the field if ``check(result)`` raises a ValueError (see :func:`check_numbers`)."""
     record = read_json_file(path)
     if record is None:
         return None
@@ -145,4 +162,33 @@ def read_record(path: Path, settings: Mapping[str, Any]) -> dict[str, Any] | Non
         raise DataError(str(path), "result", "missing; expected a record of a finished run")
     if record.get("settings") != json.loads(json.dumps(settings)):
         raise ConfigError(f"{path}: this folder holds a run made with other settings; choose another --out folder or pass --overwrite")
+    if check is not None:
+        try:
+            check(record["result"])
+        except ValueError as exc:
+            raise DataError(str(path), None, f"{exc}; delete this file to run that part again") from None
     return record["result"]
+
+
+def check_numbers(result: Mapping[str, Any], *fields: str, where: str = "result") -> None:
+    """Each dotted ``field`` of ``result`` must be a number or a non-empty mapping whose leaves are numbers (None:
+    a NaN written to JSON): a ValueError naming the first that is missing or is not, e.g. ``field 'result.mean.MAE'
+    is 'abc'; expected a number``. What a protocol checks in the records it resumes from and the results it combines,
+    so that an edited or foreign file is named instead of crashing the report or silently losing a metric."""
+    for field in fields:
+        node: Any = result
+        for part in field.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ValueError(f"field '{where}.{field}' is missing")
+            node = node[part]
+        _check_numeric(node, f"{where}.{field}")
+
+
+def _check_numeric(node: Any, where: str) -> None:
+    if isinstance(node, Mapping):
+        if not node:
+            raise ValueError(f"field '{where}' is empty; expected numbers")
+        for key, value in node.items():
+            _check_numeric(value, f"{where}.{key}")
+    elif node is not None and (isinstance(node, bool) or not isinstance(node, int | float)):
+        raise ValueError(f"field '{where}' is {node!r}; expected a number")

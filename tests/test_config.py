@@ -58,6 +58,10 @@ def test_load_and_round_trip(tmp_path: Path) -> None:
         ("data: {name: x}\nbackbone: {name: tfn}\nmethod: {name: clue, params: {text_branch: [1, 2]}}\n", "'text_branch' is [1, 2]; expected a mapping or None"),
         ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {lr: 0.1}\ntrain: {lr: 5.0}\n", "not valid YAML at line 4, column 1: the key 'train' is given twice"),
         ("", "the file is empty"),
+        # a misspelt key is named (before: "field 'backbone': Field required" for 'backbon'), with the key it may mean
+        ("data: {name: x}\nbackbon: {name: tfn}\n", "field 'backbon': unknown key; did you mean 'backbone'?"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {max_epoch: 3}\n", "field 'train.max_epoch': unknown key; did you mean 'max_epochs'?"),
+        ("data: {name: x}\nbackbone: {name: tfn}\nzzz: 1\n", "field 'zzz': unknown key; expected one of ['plugins', 'data', 'backbone', 'method', 'train', 'seeds', 'eval']"),
     ],
 )
 def test_bad_configs_name_file_and_field(tmp_path: Path, text: str, message: str) -> None:

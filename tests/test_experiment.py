@@ -11,7 +11,7 @@ import torch
 
 from robustmsa.config import parse_config
 from robustmsa.errors import ConfigError, DataError
-from robustmsa.experiment import load_model, run_experiment
+from robustmsa.experiment import load_model, run_experiment, save_model
 from robustmsa.training.fit import load_checkpoint_state, predict
 
 CONFIG = {
@@ -34,6 +34,8 @@ def test_run_experiment_writes_results_and_reloadable_models(toy_bundle, tmp_pat
         pred = predict(model, toy_bundle["test"])
         truth = toy_bundle["test"].labels()
         assert np.mean(np.abs(pred - truth)) == pytest.approx(results["per_seed"][str(seed)]["metrics"]["test"]["factual"]["MAE"], rel=1e-5)
+    copy = save_model(model, str(tmp_path / "copy.pt"), cfg, 1)  # a path given as a string
+    assert np.array_equal(predict(load_model(copy, cfg, toy_bundle), toy_bundle["test"]), pred)
     with pytest.raises(ConfigError, match="already exists"):
         run_experiment(cfg, tmp_path / "run", bundle=toy_bundle)
 
@@ -152,3 +154,11 @@ def test_an_unknown_evaluation_mode_fails_before_training(toy_bundle, tmp_path: 
     cfg = parse_config({**CONFIG, "eval": {"modes": ["factual", "tie"]}})
     with pytest.raises(ConfigError, match="Supervised has no inference mode 'tie'"):
         run_experiment(cfg, tmp_path / "run", bundle=toy_bundle)
+
+
+def test_a_config_unfit_for_the_data_leaves_no_folder_behind(toy_bundle, tmp_path: Path) -> None:
+    bad = parse_config({**CONFIG, "train": {**CONFIG["train"], "monitor": "Accuracy"}}, "exp.yaml")
+    with pytest.raises(ConfigError, match="^exp.yaml: monitor 'Accuracy' is not a metric of a regression task"):
+        run_experiment(bad, tmp_path / "run", bundle=toy_bundle)
+    assert not (tmp_path / "run").exists()  # before: config.yaml and run_settings.json, which refused the corrected config
+    assert run_experiment(parse_config(CONFIG), tmp_path / "run", bundle=toy_bundle)["seeds"] == [0, 1]

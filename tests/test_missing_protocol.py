@@ -299,6 +299,12 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
     report = (tmp_path / "sweep" / "report.md").read_text()
     assert "| baseline |" in report and "| 0.9 |" in report
     assert (tmp_path / "sweep" / "missing_MAE.png").stat().st_size > 0
+    flips = saved["per_seed"]["0"]["baseline"]["sensitivity"]["top"]
+    assert (tmp_path / "sweep" / "sensitivity_baseline.png").exists() == bool(flips)
+    assert ("No masked token flipped the predicted polarity" in report) == (not flips)  # not a table of headers only
+    none_flipped = json.loads(json.dumps(saved))
+    none_flipped["per_seed"]["0"]["baseline"]["sensitivity"]["top"] = []
+    assert "No masked token flipped the predicted polarity" in sweep_report(none_flipped, "regression")
     with pytest.raises(ConfigError):  # never overwrite results silently
         sweep_missing(config, tmp_path / "sweep", seeds=[0], rates=[0.0], bundle=toy_bundle)
     method, _ = load_sweep_method(tmp_path / "sweep", "baseline", 0, bundle=toy_bundle)  # reload the best checkpoint

@@ -200,3 +200,6 @@ def test_a_protocol_configs_annealing_settings_are_checked_when_it_is_read() -> 
     for params, message in (({"roundz": 3}, r"unknown parameter\(s\) 'roundz'"), ({"decay": "fast"}, "'decay' is 'fast'; expected float"), ({"decay": 2.0}, "decay in \\(0, 1\\]")):
         with pytest.raises(ConfigError, match=rf"^clue.yaml: field 'split.params': annealing settings: .*{message}"):
             parse_config({**base, "split": {"generate": True, "params": params}}, "clue.yaml", CLUEProtocolConfig)
+    for split, message in (({"file": "s.json", "generate": True}, "either file"), ({"file": "s.json", "params": {"rounds": 3}}, "apply with generate: true")):
+        with pytest.raises(ConfigError, match=rf"^clue.yaml: field 'split'.*{message}"):  # before, the file won and the rest was ignored
+            parse_config({**base, "split": split}, "clue.yaml", CLUEProtocolConfig)

@@ -115,6 +115,18 @@ def test_a_run_refused_before_writing_leaves_no_folder(tmp_path: Path) -> None:
     assert (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / LOCK).exists()  # a folder the user made stays
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_results_are_written_with_the_users_usual_file_mode(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        paths = [write_json(tmp_path / "r.json", {}), bar_plot(tmp_path / "p.png", {"m": {"a": 1.0}}, ylabel="y", title="t")]
+    finally:
+        os.umask(umask)
+    assert [oct(p.stat().st_mode & 0o777) for p in paths] == ["0o644", "0o644"]  # the temporary file's 0o600 was kept before
+
+
 def test_write_json_nan_as_null(tmp_path: Path) -> None:
     path = write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, math.inf]})
     assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -180,12 +181,18 @@ def test_monitor_and_hardware_settings_are_checked_before_training(toy_bundle, m
         fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, monitor="bogus"))
     with pytest.raises(ConfigError, match="monitor_mode must be 'min' or 'max', got 'up'"):
         fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, monitor="MAE", monitor_mode="up"))
+    for monitor, mode in (("MAE", "max"), ("Corr", "min")):
+        with pytest.raises(ConfigError, match=rf"monitor_mode '{mode}' with monitor '{monitor}' would keep the worst checkpoint"):
+            fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, monitor=monitor, monitor_mode=mode))
     real_trainer = fit_module.L.Trainer
     calls = []
     monkeypatch.setattr(fit_module.L, "Trainer", lambda **kw: calls.append(kw) or real_trainer(**kw))
     with pytest.raises(ConfigError, match=r"train settings accelerator='tpuz'.*invalid accelerator name"):
         fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, accelerator="tpuz"))
     assert len(calls) == 1 and "callbacks" not in calls[0]  # only the settings check was built: nothing trained
+    if importlib.util.find_spec("torch_xla") is None:  # Lightning raises ModuleNotFoundError for a TPU without torch_xla
+        with pytest.raises(ConfigError, match=r"train settings accelerator='tpu'"):
+            fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, accelerator="tpu"))
 
 
 def test_metric_names_match_what_task_metrics_reports() -> None:

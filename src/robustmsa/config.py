@@ -16,8 +16,11 @@ the file and the field.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+import difflib
+import typing
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
@@ -181,6 +184,17 @@ class PluginConfig(_Strict):
         except ConfigError as exc:
             raise ConfigError(f"{self._source}: field 'data': {exc}") from None
 
+    @contextlib.contextmanager
+    def naming_errors(self) -> Iterator[None]:
+        """Checks run against the data (a monitor the task lacks, a mode the method lacks, a one-class train split):
+        their ConfigError names this config file too."""
+        try:
+            yield
+        except ConfigError as exc:
+            if str(exc).startswith(self._source):
+                raise
+            raise ConfigError(f"{self._source}: {exc}") from None
+
     def check_split_names(self, bundle: DataBundle) -> None:
         """Every split this config names (``train.valid_split``, ``eval.splits``, ``tau_split``, ``iid_test``, ...)
         must be one of ``bundle``'s: a ConfigError naming this file and the field otherwise (call it on the bundle
@@ -239,12 +253,29 @@ def parse_config(data: Any, source: str = "<config>", model: type[M] = Experimen
     try:
         config = model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])  # a misspelt key, not the key it lacks
         where = ".".join(str(p) for p in first["loc"]) or "<top>"
-        raise ConfigError(f"{source}: field '{where}': {first['msg'].removeprefix('Value error, ')}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            known = _keys_at(model, first["loc"][:-1])
+            close = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
+            message = f"unknown key; did you mean '{close[0]}'?" if close else f"unknown key; expected one of {known}" if known else "unknown key"
+        raise ConfigError(f"{source}: field '{where}': {message}") from None
     if isinstance(config, PluginConfig):
         config._source = source
     return config
+
+
+def _keys_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """The keys a config section at ``loc`` accepts (``[]`` where it is not a section of fixed keys)."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        sections = [a for a in (field.annotation, *typing.get_args(field.annotation)) if isinstance(a, type) and issubclass(a, BaseModel)] if field else []
+        if not sections:
+            return []
+        model = sections[0]
+    return list(model.model_fields)
 
 
 def load_config(path: Path | str, model: type[M] = ExperimentConfig) -> M:  # type: ignore[assignment]

@@ -27,7 +27,7 @@ from robustmsa.folders import ensure_folder, holds_output, prepare_out_dir
 from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import REGRESSION_METRICS
 from robustmsa.registry import BACKBONES, METHODS
-from robustmsa.training.fit import evaluate, fit, load_checkpoint_state, seeded
+from robustmsa.training.fit import check_fit, evaluate, fit, load_checkpoint_state, seeded
 
 
 def load_data(config: ExperimentConfig) -> DataBundle:
@@ -41,8 +41,9 @@ def build_method(config: ExperimentConfig, bundle: DataBundle, seed: int) -> Met
         return METHODS.build(config.method.name, backbone, **config.method.params)
 
 
-def save_model(method: Method, path: Path, config: ExperimentConfig, seed: int) -> Path:
+def save_model(method: Method, path: str | Path, config: ExperimentConfig, seed: int) -> Path:
     """Save weights, inference parameters and the config atomically."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = {
         "state_dict": method.state_dict(),
@@ -161,15 +162,23 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     prints = split_fingerprints(bundle, ["train", train_cfg.valid_split, *splits])
     settings = {seed: {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints, "seed": seed} for seed in config.seeds}
     shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints}
+
+    def checked_method(seed: int) -> Method:
+        method = build_method(config, bundle, seed)
+        for mode in config.eval.modes or ():
+            method.check_mode(mode)  # an unknown evaluation mode fails before training, not after it
+        check_required_extras(method, bundle, splits)
+        check_fit(method, bundle, train_cfg)
+        return method
+
+    with config.naming_errors():
+        checked_method(config.seeds[0])  # a config unfit for the data fails before the folder is claimed for it
     records = {seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}
     units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda result: check_numbers(result, *(f"metrics.{s}" for s in splits), "best_valid", "epochs"))
     write_text_atomic(out / "config.yaml", dump_config(config))
 
     def one_seed(seed: int) -> dict[str, Any]:
-        method = build_method(config, bundle, seed)
-        for mode in config.eval.modes or ():
-            method.check_mode(mode)  # an unknown evaluation mode fails before training, not after it
-        check_required_extras(method, bundle, splits)
+        method = checked_method(seed)
         seed_dir = out / f"seed_{seed}"
         result = fit(method, bundle, train_cfg, seed=seed, out_dir=seed_dir, config=config.model_dump(mode="json"))
         chosen = method.calibrate(bundle)

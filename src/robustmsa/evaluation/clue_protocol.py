@@ -51,7 +51,7 @@ from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Supervised
 from robustmsa.metrics import per_class_results
 from robustmsa.registry import BACKBONES, METHODS
-from robustmsa.training.fit import evaluate, fit, predict, seeded
+from robustmsa.training.fit import check_fit, evaluate, fit, predict, seeded
 
 #: Table columns (MMSA names) -> (scheme, metric of the classification run).
 COLUMNS = {column: (scheme, metric) for scheme, names in MMSA_NAMES.items() for metric, column in names.items()}
@@ -72,6 +72,14 @@ class SplitSection(_Strict):
     generate: bool = False
     scheme: str = "has0"
     params: Annotated[dict[str, Any], checked(anneal_params)] = Field(default_factory=dict)  # AnnealParams fields
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SplitSection:
+        if self.file is not None and self.generate:
+            raise ValueError("give either file (an existing split) or generate: true (anneal one), not both")
+        if self.file is not None and self.params:
+            raise ValueError("params are annealing settings: they apply with generate: true, not to an existing split file")
+        return self
 
 
 class CaseStudySection(_Strict):
@@ -212,6 +220,9 @@ def run_clue_protocol(
     views = {scheme: _views(bundle, scheme) for scheme in schemes}
     shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "case_study": [case_scheme, case_seed]}
     settings = {(scheme, seed): {**shared, "splits": split_fingerprints(views[scheme], views[scheme].splits), "scheme": scheme, "seed": seed} for scheme in schemes for seed in seeds}
+    with config.naming_errors():  # a config unfit for the data fails before the folder is claimed
+        for data in views.values():
+            check_fit(Supervised(BACKBONES.build(config.backbone.name, data.dims(), data.task, **config.backbone.params)), data, train_cfg)
     records = {key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}
     rows = ("base", config.method)
     units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda row: check_numbers(row, *(f"{r}.{s}" for r in rows for s in ("iid", "ood"))))

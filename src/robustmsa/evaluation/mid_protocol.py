@@ -56,7 +56,7 @@ from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, Supervised
 from robustmsa.metrics import task_metrics
 from robustmsa.registry import BACKBONES
-from robustmsa.training.fit import fit, predict, seeded
+from robustmsa.training.fit import check_fit, fit, predict, seeded
 
 METHOD_NAMES = ("base", "MID", "MCTD", "MME-JD", "MRID")
 METRIC_COLUMNS = ("Acc", "F1", "Precision", "Recall", "Macro_F1", "Weighted_F1")
@@ -283,6 +283,9 @@ def run_image_text_protocol(
     prints = split_fingerprints(data, data.splits)
     shared = {"config": cfg.model_dump(mode="json", exclude={"seeds"}), "splits": prints}
     settings = {seed: {**shared, "seed": seed} for seed in seeds}
+    with cfg.naming_errors():  # a config unfit for the data fails before the folder is claimed
+        debiased_modalities(cfg.methods.modalities, data.dims())
+        check_fit(Supervised(BACKBONES.build(cfg.backbone.name, data.dims(), data.task, **cfg.backbone.params)), data, cfg.train.to_train_config())
     records = {seed: out / f"seed_{seed}.json" for seed in seeds}
 
     def check(result: Mapping[str, Any]) -> None:

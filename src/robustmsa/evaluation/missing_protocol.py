@@ -40,7 +40,7 @@ from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, check_numbers, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import bar_plot, format_value, line_plot, markdown_table, write_json, write_text_atomic
+from robustmsa.evaluation.report import PERCENT_METRICS, bar_plot, format_value, line_plot, markdown_table, write_json, write_text_atomic
 from robustmsa.experiment import build_method
 from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, target_of
@@ -436,7 +436,8 @@ def sweep_missing(
     prints = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
     shared = _shared_settings(config, prints, rates)
     settings = {(seed, name): _settings(config, shared, name, seed, seed == seeds[0]) for seed in seeds for name in config.models}
-    check_sweep_models(config, bundle)
+    with config.naming_errors():
+        check_sweep_models(config, bundle)
     records = {key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}
     units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda result: check_sweep_unit(result, rates, trained=True))
     diverged: list[str] = []
@@ -773,7 +774,10 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
             sens = res["sensitivity"]
             lines.append(f"\n## Sentiment-clue sensitivity: {name} (seed {results['seeds'][0]})\n")
             lines.append(f"{sens['n_correct']} correctly classified texts, {sens['n_masked']} tokens masked one at a time, flip rate {sens['flip_rate']:.3f}.\n\n")
-            lines.append("| token | flips | count | rate |\n|---|---|---|---|\n" + "".join(f"| {t['token']} | {t['flips']} | {t['count']} | {t['rate']:.2f} |\n" for t in sens["top"]))
+            if sens["top"]:
+                lines.append("| token | flips | count | rate |\n|---|---|---|---|\n" + "".join(f"| {t['token']} | {t['flips']} | {t['count']} | {t['rate']:.2f} |\n" for t in sens["top"]))
+            else:
+                lines.append("No masked token flipped the predicted polarity (so there is no sensitivity plot for this model).\n")
     return "\n".join(lines)
 
 
@@ -786,12 +790,15 @@ def write_sweep_plots(out: Path, results: dict[str, Any], kind: str) -> list[Pat
         curves, errors = {}, {}
         for name, agg in results["aggregate"].items():
             cells = [agg["rates"][rate_key(r)][metric] for r in rates]
-            curves[name] = (rates, [c["mean"] for c in cells])
-            errors[name] = [c["std"] for c in cells]
-        paths.append(line_plot(out / f"missing_{metric}.png", curves, xlabel="missing rate r", ylabel=metric, title=f"{metric} vs missing rate{where}", errors=errors))
+            scale = 100.0 if metric in PERCENT_METRICS else 1.0  # as in the report's tables
+            curves[name] = (rates, [c["mean"] * scale for c in cells])
+            errors[name] = [c["std"] * scale for c in cells]
+        label = f"{metric} (%)" if metric in PERCENT_METRICS else metric
+        paths.append(line_plot(out / f"missing_{metric}.png", curves, xlabel="missing rate r", ylabel=label, title=f"{metric} vs missing rate{where}", errors=errors))
     first = results["per_seed"][str(results["seeds"][0])]
     for name, res in first.items():
         top = res.get("sensitivity", {}).get("top", [])
         if top:
-            paths.append(bar_plot(out / f"sensitivity_{name}.png", {name: {t["token"]: t["flips"] for t in top[:12]}}, ylabel="polarity flips", title=f"Most error-triggering tokens ({name})"))
+            flips = {name: {t["token"]: t["flips"] for t in top[:12]}}
+            paths.append(bar_plot(out / f"sensitivity_{name}.png", flips, ylabel="polarity flips", title=f"Most error-triggering tokens ({name})", counts=True))
     return paths

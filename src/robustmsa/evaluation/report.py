@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 #: Metrics shown as percentages (x100) in Markdown tables.
 PERCENT_METRICS = {
@@ -26,11 +27,20 @@ PERCENT_METRICS = {
 }
 
 
+def _usual_mode(path: str) -> None:
+    """Give a temporary file (created readable by its owner only) the mode a new file gets under the user's umask,
+    so that results written through it are as readable as any other file the user makes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_text_atomic(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _usual_mode(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
@@ -89,8 +99,10 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str]
     return "\n".join(lines) + "\n"
 
 
-def bar_plot(path: Path, groups: Mapping[str, Mapping[str, float]], *, ylabel: str, title: str, errors: Mapping[str, Mapping[str, float]] | None = None) -> Path:
-    """Grouped bars: ``groups[series][category] = value`` (e.g. model -> test set -> Acc-2)."""
+def bar_plot(
+    path: Path, groups: Mapping[str, Mapping[str, float]], *, ylabel: str, title: str, errors: Mapping[str, Mapping[str, float]] | None = None, counts: bool = False
+) -> Path:
+    """Grouped bars: ``groups[series][category] = value`` (e.g. model -> test set -> Acc-2); ``counts``: whole-number ticks."""
     series = list(groups)
     categories = list(dict.fromkeys(c for s in series for c in groups[s]))
     width = 0.8 / max(1, len(series))
@@ -101,6 +113,8 @@ def bar_plot(path: Path, groups: Mapping[str, Mapping[str, float]], *, ylabel: s
         yerr = [errors[name].get(c, 0.0) for c in categories] if errors else None
         ax.bar(xs, ys, width=width, label=name, yerr=yerr, capsize=3)
     ax.set_xticks(range(len(categories)), categories)
+    if counts:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
@@ -132,6 +146,7 @@ def _save(fig: Any, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)
     try:
+        _usual_mode(tmp)
         fig.savefig(tmp, dpi=110)
         os.replace(tmp, path)
     finally:

@@ -147,15 +147,10 @@ def load_checkpoint_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, out_dir: Path | None = None, config: dict[str, Any] | None = None) -> FitResult:
-    """Train ``method`` on ``bundle['train']``, select on ``bundle[cfg.valid_split]``.
-
-    The best weights (by ``cfg.monitor``) are loaded back into ``method``. Validation predictions that become NaN
-    or infinite stop training (the best earlier epoch is kept); TrainingDiverged when no epoch had finite ones.
-    With ``out_dir`` the checkpoint ``best.ckpt`` and logs are kept there;
-    without, they live in a temporary directory. Earlier stages of multi-stage
-    methods (``method.prepare``, e.g. frozen teachers) run first.
-    """
+def check_fit(method: Method, bundle: DataBundle, cfg: TrainConfig) -> tuple[str, str, str]:
+    """What :func:`fit` checks before it trains (the splits it reads, the method's modes and extras, the classes, the
+    hardware, the monitor), so that a run can check its first seed before it writes anything; a ConfigError naming
+    the setting. Returns ``(valid_mode, monitor metric, monitor mode)``."""
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got '{cfg.lr_schedule}'")
     valid_mode = cfg.valid_mode or method.modes[0]
@@ -176,6 +171,21 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
     check_metric(metric, bundle.task, "monitor")
     if mode not in ("min", "max"):
         raise ConfigError(f"monitor_mode must be 'min' or 'max', got '{mode}'")
+    if cfg.monitor_mode is not None and mode != ("min" if metric in LOWER_IS_BETTER else "max"):
+        raise ConfigError(f"monitor_mode '{mode}' with monitor '{metric}' would keep the worst checkpoint: {metric} is {'lower' if metric in LOWER_IS_BETTER else 'higher'} is better")
+    return valid_mode, metric, mode
+
+
+def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, out_dir: Path | None = None, config: dict[str, Any] | None = None) -> FitResult:
+    """Train ``method`` on ``bundle['train']``, select on ``bundle[cfg.valid_split]``.
+
+    The best weights (by ``cfg.monitor``) are loaded back into ``method``. Validation predictions that become NaN
+    or infinite stop training (the best earlier epoch is kept); TrainingDiverged when no epoch had finite ones.
+    With ``out_dir`` the checkpoint ``best.ckpt`` and logs are kept there;
+    without, they live in a temporary directory. Earlier stages of multi-stage
+    methods (``method.prepare``, e.g. frozen teachers) run first.
+    """
+    valid_mode, metric, mode = check_fit(method, bundle, cfg)
     method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
     config = {"train": asdict(cfg), "seed": seed, **(config or {})}
     optim = OptimConfig(cfg.lr, cfg.weight_decay, cfg.grad_clip, lr_schedule=cfg.lr_schedule, max_epochs=cfg.max_epochs)
@@ -243,7 +253,7 @@ def _check_hardware(cfg: TrainConfig) -> None:
     try:
         with _quiet_lightning():
             L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    except (MisconfigurationException, ValueError, RuntimeError) as exc:
+    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:  # ImportError: accelerator: tpu without torch_xla
         raise ConfigError(f"train settings accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, strategy={cfg.strategy!r}: {' '.join(str(exc).split())}") from None
 
 

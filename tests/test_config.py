@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from robustmsa.config import dump_config, load_config, parse_config, parse_pairs
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, DataError
 
 GOOD = """
 data: {name: synthetic, params: {n_train: 100}}
@@ -161,3 +161,10 @@ def test_protocol_configs_check_their_split_names(toy_bundle) -> None:
     clue.check_split_names(toy_bundle)  # every split it names exists
     with pytest.raises(ConfigError, match=r"^clue.yaml: field 'iid_test': no split named 'iid'"):
         clue.model_copy(update={"iid_test": "iid"}).check_split_names(toy_bundle)
+
+
+def test_a_missing_relative_data_file_names_the_config_and_where_it_was_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({"data": {"name": "mosi_csv", "params": {"path": "../nowhere/t.csv", "text_encoder": "hash"}}, "backbone": {"name": "lf_dnn"}}, "exp.yaml")
+    with pytest.raises(DataError, match=rf"^\.\./nowhere/t\.csv: file not found \(named by exp\.yaml, field 'data'; relative data paths are read from the working directory {tmp_path}\)$"):
+        config.build_data()

@@ -62,6 +62,13 @@ def test_mosi_csv_short_row(tmp_path: Path) -> None:
     assert str(path) in str(info.value) and "field 'label'" in str(info.value) and "line 6" in str(info.value)
 
 
+def test_mosi_csv_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(DataError, match=r"empty.csv: the file is empty; expected a CSV with the header id,text,label,mode"):
+        read_mosi_csv(path, text_encoder="hash")
+
+
 def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:
     path = _mosi_csv(tmp_path / "t.csv")
     path.write_bytes(path.read_bytes() + b"vidD_1,caf\xe9,1.0,train\n")

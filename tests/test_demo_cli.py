@@ -110,6 +110,8 @@ def test_cli_train_then_evaluate(tmp_path: Path) -> None:
     assert replaced.returncode == 0, replaced.stderr
     into_a_file = _cli("evaluate", "--run", str(run), "--predictions", str(config), cwd=tmp_path)
     assert into_a_file.returncode == 2 and "--predictions must be a folder" in into_a_file.stderr and "Traceback" not in into_a_file.stderr
+    typo = _cli("evaluate", "--run", str(run), "--split", "tset", cwd=tmp_path)
+    assert typo.returncode == 2 and "--split 'tset': no split named 'tset' in data 'synthetic'; available: [" in typo.stderr
 
 
 def test_a_run_stopped_by_sigterm_does_not_exit_as_a_success(monkeypatch: pytest.MonkeyPatch) -> None:

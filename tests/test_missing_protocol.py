@@ -301,6 +301,14 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
     assert (tmp_path / "sweep" / "missing_MAE.png").stat().st_size > 0
     flips = saved["per_seed"]["0"]["baseline"]["sensitivity"]["top"]
     assert (tmp_path / "sweep" / "sensitivity_baseline.png").exists() == bool(flips)
+    # the analysis belongs to the config's first seed, not to whichever --seeds come first: a folder run seed by seed
+    # resumes with more seeds (before, seed 1 run alone carried the analysis and was refused as "other settings")
+    alone = sweep_missing(config, tmp_path / "by_seed", seeds=[1], rates=[0.0, 0.9], bundle=toy_bundle)
+    assert "sensitivity" not in alone["per_seed"]["1"]["baseline"] and "Sentiment-clue" not in (tmp_path / "by_seed" / "report.md").read_text()
+    (tmp_path / "by_seed" / "results.json").unlink()
+    both = sweep_missing(config, tmp_path / "by_seed", seeds=[0, 1], rates=[0.0, 0.9], bundle=toy_bundle)
+    assert both["per_seed"]["1"] == json.loads(json.dumps(alone["per_seed"]["1"])) and "sensitivity" in both["per_seed"]["0"]["baseline"]
+    assert "## Sentiment-clue sensitivity: baseline (seed 0)" in (tmp_path / "by_seed" / "report.md").read_text()
     assert ("No masked token flipped the predicted polarity" in report) == (not flips)  # not a table of headers only
     none_flipped = json.loads(json.dumps(saved))
     none_flipped["per_seed"]["0"]["baseline"]["sensitivity"]["top"] = []

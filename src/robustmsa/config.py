@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, ValidationError, field_validator, model_validator
 
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, DataError
 from robustmsa.plugins import import_plugins
 from robustmsa.registry import BACKBONES, DATASETS, METHODS, Registry
 from robustmsa.training.fit import TrainConfig
@@ -183,6 +183,11 @@ class PluginConfig(_Strict):
             return DATASETS.build(component.name, **component.params)
         except ConfigError as exc:
             raise ConfigError(f"{self._source}: field 'data': {exc}") from None
+        except DataError as exc:
+            if not (exc.problem.endswith("not found") and not Path(str(exc.source)).is_absolute()):
+                raise
+            where = f"named by {self._source}, field 'data'; relative data paths are read from the working directory {Path.cwd()}"
+            raise DataError(exc.source, exc.field, f"{exc.problem} ({where})") from None
 
     @contextlib.contextmanager
     def naming_errors(self) -> Iterator[None]:

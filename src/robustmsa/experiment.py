@@ -104,10 +104,10 @@ def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Meth
 
 def evaluation_splits(config: ExperimentConfig, bundle: DataBundle, requested: list[str] | None = None) -> list[str]:
     """The splits to evaluate (``requested``, else the config's, else the bundle's test splits), checked to exist."""
-    splits = list(requested or config.eval.splits or bundle.test_splits())
-    for name in splits:
-        bundle[name]  # raises a DataError naming the split if absent
-    return splits
+    for name in requested or ():
+        if name not in bundle:
+            raise ConfigError(f"--split '{name}': no split named '{name}' in data '{bundle.name}'; available: {sorted(bundle.splits)}")
+    return list(requested or config.eval.splits or bundle.test_splits())  # the config's were checked by check_split_names
 
 
 def evaluate_method(method: Method, bundle: DataBundle, splits: list[str], modes: list[str] | None) -> dict[str, Any]:

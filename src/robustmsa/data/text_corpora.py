@@ -154,6 +154,8 @@ def read_mosi_csv(
     reader = csv.DictReader(utf8_lines(path))
     try:
         header = reader.fieldnames or []
+        if not header:
+            raise DataError(path, None, f"the file is empty; expected a CSV with the header {','.join(columns)}")
         missing = [c for c in columns if c not in header]
         if missing:
             raise DataError(path, missing[0], f"column missing; header is {reader.fieldnames}")

@@ -58,6 +58,9 @@ class SensitivitySection(_Strict):
     enabled: bool = True
     top_k: int = Field(20, ge=1)
     max_samples: int | None = Field(300, ge=1)
+    # The seed whose models are analysed (default: the config's first seed). It depends on the config only, not on
+    # --seeds, so that a sweep run seed by seed records each seed's models as a whole run would.
+    seed: int | None = Field(None, ge=0)
 
 
 class SweepTrainSection(TrainSection):
@@ -405,9 +408,14 @@ def _shared_settings(config: MissingSweepConfig, data: dict[str, str], rates: li
     return {**config.model_dump(mode="json", include={"data", "views", "backbone", "train", "eval_split"}), "splits": data, "rates": rates}
 
 
-def _settings(config: MissingSweepConfig, shared: dict[str, Any], name: str, seed: int, first_seed: bool) -> dict[str, Any]:
+def _analysed(config: MissingSweepConfig, seed: int) -> bool:
+    """Whether the sentiment-clue sensitivity analysis runs on ``seed``'s models."""
+    return config.sensitivity.enabled and seed == (config.sensitivity.seed if config.sensitivity.seed is not None else config.seeds[0])
+
+
+def _settings(config: MissingSweepConfig, shared: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
     """Everything a (seed, model) result of a sweep depends on: the shared settings, the model and the seed."""
-    sensitivity = config.sensitivity.model_dump(mode="json") if config.sensitivity.enabled and first_seed else None
+    sensitivity = config.sensitivity.model_dump(mode="json") if _analysed(config, seed) else None
     return {**shared, "model": name, "method": config.models[name].model_dump(mode="json"), "seed": seed, "sensitivity": sensitivity}
 
 
@@ -435,7 +443,7 @@ def sweep_missing(
     split = bundle[config.eval_split]
     prints = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
     shared = _shared_settings(config, prints, rates)
-    settings = {(seed, name): _settings(config, shared, name, seed, seed == seeds[0]) for seed in seeds for name in config.models}
+    settings = {(seed, name): _settings(config, shared, name, seed) for seed in seeds for name in config.models}
     with config.naming_errors():
         check_sweep_models(config, bundle)
     records = {key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}
@@ -445,7 +453,7 @@ def sweep_missing(
     def train_and_evaluate(seed: int, name: str) -> dict[str, Any]:
         method, fitted = train_sweep_model(config, name, config.models[name], bundle, seed, out / f"seed_{seed}" / name)
         result = {**evaluate_missing(method, split, rates, seed), "best_valid": fitted.best_score, "epochs": fitted.epochs}
-        if config.sensitivity.enabled and seed == seeds[0]:
+        if _analysed(config, seed):
             result["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
         return result
 
@@ -768,17 +776,22 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
         if "estimates" in agg:
             lines.append(f"\nWhat {name} estimates from the corrupted input, mean over the samples (target: what it is trained towards; error: mean |estimate - target|):\n")
             lines.append(markdown_table(agg["estimates"], list(next(iter(agg["estimates"].values()))), row_header="r"))
-    first = results["per_seed"][str(results["seeds"][0])]
-    for name, res in first.items():
+    seed, analysed = _sensitivity_results(results)
+    for name, res in analysed.items():
         if "sensitivity" in res:
             sens = res["sensitivity"]
-            lines.append(f"\n## Sentiment-clue sensitivity: {name} (seed {results['seeds'][0]})\n")
+            lines.append(f"\n## Sentiment-clue sensitivity: {name} (seed {seed})\n")
             lines.append(f"{sens['n_correct']} correctly classified texts, {sens['n_masked']} tokens masked one at a time, flip rate {sens['flip_rate']:.3f}.\n\n")
             if sens["top"]:
                 lines.append("| token | flips | count | rate |\n|---|---|---|---|\n" + "".join(f"| {t['token']} | {t['flips']} | {t['count']} | {t['rate']:.2f} |\n" for t in sens["top"]))
             else:
                 lines.append("No masked token flipped the predicted polarity (so there is no sensitivity plot for this model).\n")
     return "\n".join(lines)
+
+
+def _sensitivity_results(results: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The seed whose models the sensitivity analysis ran on, and their results (``(None, {})`` if it did not run)."""
+    return next(((seed, res) for seed, res in results["per_seed"].items() if any("sensitivity" in r for r in res.values())), (None, {}))
 
 
 def write_sweep_plots(out: Path, results: dict[str, Any], kind: str) -> list[Path]:
@@ -795,8 +808,7 @@ def write_sweep_plots(out: Path, results: dict[str, Any], kind: str) -> list[Pat
             errors[name] = [c["std"] * scale for c in cells]
         label = f"{metric} (%)" if metric in PERCENT_METRICS else metric
         paths.append(line_plot(out / f"missing_{metric}.png", curves, xlabel="missing rate r", ylabel=label, title=f"{metric} vs missing rate{where}", errors=errors))
-    first = results["per_seed"][str(results["seeds"][0])]
-    for name, res in first.items():
+    for name, res in _sensitivity_results(results)[1].items():
         top = res.get("sensitivity", {}).get("top", [])
         if top:
             flips = {name: {t["token"]: t["flips"] for t in top[:12]}}

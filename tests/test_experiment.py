@@ -11,7 +11,7 @@ import torch
 
 from robustmsa.config import parse_config
 from robustmsa.errors import ConfigError, DataError
-from robustmsa.experiment import load_model, run_experiment, save_model
+from robustmsa.experiment import build_method, load_model, run_experiment, save_model
 from robustmsa.training.fit import load_checkpoint_state, predict
 
 CONFIG = {
@@ -162,3 +162,15 @@ def test_a_config_unfit_for_the_data_leaves_no_folder_behind(toy_bundle, tmp_pat
         run_experiment(bad, tmp_path / "run", bundle=toy_bundle)
     assert not (tmp_path / "run").exists()  # before: config.yaml and run_settings.json, which refused the corrected config
     assert run_experiment(parse_config(CONFIG), tmp_path / "run", bundle=toy_bundle)["seeds"] == [0, 1]
+
+
+def test_loading_a_model_file_never_imports_the_plugins_it_names(toy_bundle, tmp_path: Path) -> None:
+    cfg = parse_config(CONFIG)
+    path = save_model(build_method(cfg, toy_bundle, 0), tmp_path / "model.pt", cfg, 0)
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["plugins"] = [str(evil)]
+    torch.save(payload, path)
+    load_model(path, cfg, toy_bundle)  # the settings are compared, the file's plugin list is not imported
+    assert not (tmp_path / "ran").exists()

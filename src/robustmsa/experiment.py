@@ -57,11 +57,18 @@ def save_model(method: Method, path: str | Path, config: ExperimentConfig, seed:
     return path
 
 
+#: What :func:`load_model` compares between a model file and the config it is loaded with.
+_COMPARED = {"data", "backbone", "method", "train", "eval"}
+
+
 def _trained_with(saved: Any, path: Path) -> dict[str, Any] | None:
-    """The settings (config without the seeds) a ``model.pt`` records, read as the current version reads configs,
-    so that defaults added since compare equal; None when it records none that can be read."""
+    """The settings a ``model.pt`` records, read as the current version reads configs (so that defaults added since
+    compare equal); None when it records none that can be read. Its ``plugins`` are never imported: a model file
+    must not run code (those of the config it is loaded with are)."""
+    if not isinstance(saved, dict):
+        return None
     try:
-        return parse_config(saved, str(path), ExperimentConfig).model_dump(mode="json", exclude={"seeds"}) if isinstance(saved, dict) else None
+        return parse_config({k: v for k, v in saved.items() if k in _COMPARED}, str(path), ExperimentConfig).model_dump(mode="json", include=_COMPARED)
     except ConfigError:
         return None
 
@@ -84,7 +91,7 @@ def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Meth
     structure = state.get("structure", {})
     if not isinstance(structure, dict):
         raise DataError(str(path), "structure", f"is a {type(structure).__name__}; expected a mapping")
-    if _trained_with(state.get("config"), path) not in (None, config.model_dump(mode="json", exclude={"seeds"})):
+    if _trained_with(state.get("config"), path) not in (None, config.model_dump(mode="json", include=_COMPARED)):
         raise DataError(
             str(path), "config", f"the model was trained with other settings than {config._source}: the folder mixes two runs "
             "(an --overwrite run stopped part-way?); run the training into it again"

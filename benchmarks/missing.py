@@ -92,7 +92,7 @@ def main() -> None:
     if args.which == "evaluate":
         if not args.runs:
             parser.error("evaluate needs --runs")
-        config = sweep_config_of(read_sweep_results(args.runs[0]))
+        config = sweep_config_of(read_sweep_results(args.runs[0]), args.runs[0] / "results.json")
         data_params = parse_pairs(args.data, "--data")
         summarise(evaluate_sweep(args.runs, args.split, args.out, overwrite=args.overwrite, bundle=corpus(config), data_params=data_params, models=args.models))
         return

@@ -220,10 +220,14 @@ def test_protocol_with_an_annealed_split(small: DataBundle, tmp_path) -> None:
             "case_study": {"n": 0},
         }
     )
-    results = run_clue_protocol(config, tmp_path, bundle=small)
-    split = json.loads((tmp_path / "split.json").read_text())
+    refused = config.model_copy(update={"train": config.train.model_copy(update={"monitor": "MAE"})})  # not a class metric
+    with pytest.raises(ConfigError, match="monitor 'MAE' is not a metric of a classification task"):
+        run_clue_protocol(refused, tmp_path / "run", bundle=small)
+    assert not (tmp_path / "run").exists()  # the annealed split is written once the checks passed, not before
+    results = run_clue_protocol(config, tmp_path / "run", bundle=small)
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert results["sizes"] == split["sizes"]
-    assert (tmp_path / "label_ratios.png").is_file()
+    assert (tmp_path / "run" / "label_ratios.png").is_file()
     with pytest.raises(ConfigError, match="nope"):
         parse_protocol_config({"data": {"name": "synthetic"}, "backbone": {"name": "text_only"}, "nope": 1})
     for change, message in (  # CLUE's parameters and each ablation's are checked when the config is read

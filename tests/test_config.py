@@ -61,6 +61,7 @@ def test_load_and_round_trip(tmp_path: Path) -> None:
         # a misspelt key is named (before: "field 'backbone': Field required" for 'backbon'), with the key it may mean
         ("data: {name: x}\nbackbon: {name: tfn}\n", "field 'backbon': unknown key; did you mean 'backbone'?"),
         ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {max_epoch: 3}\n", "field 'train.max_epoch': unknown key; did you mean 'max_epochs'?"),
+        ("data: {name: x}\nbackbone: {name: tfn}\ntrain: {epochs: 3}\n", "field 'train.epochs': unknown key; did you mean 'max_epochs' or 'min_epochs'?"),
         ("data: {name: x}\nbackbone: {name: tfn}\nzzz: 1\n", "field 'zzz': unknown key; expected one of ['plugins', 'data', 'backbone', 'method', 'train', 'seeds', 'eval']"),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +198,10 @@ def test_a_stopped_sweep_resumes_with_the_finished_models_and_refuses_other_sett
         sweep_missing(config, out, seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
     again = sweep_missing(config, out, seeds=[0], rates=[0.0, 0.5], bundle=toy_bundle, overwrite=True)
     assert again["rates"] == [0.0, 0.5] and json.loads((out / "seed_0" / "a" / "sweep_result.json").read_text())["settings"]["rates"] == [0.0, 0.5]
+    finished = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    with pytest.raises(ConfigError, match="sweep model 'a': monitor 'Acc' is not a metric of a regression task"):  # checked before --overwrite removes anything
+        sweep_missing(config.model_copy(update={"train": config.train.model_copy(update={"monitor": "Acc"})}), out, seeds=[0], rates=[0.0, 0.5], bundle=toy_bundle, overwrite=True)
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == finished
     # a results.json edited by hand is named by sweep-combine / sweep-evaluate instead of crashing them
     saved = json.loads((out / "results.json").read_text())
     for edit, message in (
@@ -305,6 +310,9 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
     # resumes with more seeds (before, seed 1 run alone carried the analysis and was refused as "other settings")
     alone = sweep_missing(config, tmp_path / "by_seed", seeds=[1], rates=[0.0, 0.9], bundle=toy_bundle)
     assert "sensitivity" not in alone["per_seed"]["1"]["baseline"] and "Sentiment-clue" not in (tmp_path / "by_seed" / "report.md").read_text()
+    assert "No sentiment-clue sensitivity analysis here: it runs on the models of the config's first seed" in (tmp_path / "by_seed" / "report.md").read_text()
+    with pytest.raises(ConfigError, match=r"field 'sensitivity.seed': 9 is not one of the config's seeds \[0, 1, 2\]"):
+        sweep_missing(config.model_copy(update={"sensitivity": config.sensitivity.model_copy(update={"seed": 9})}), tmp_path / "never", seeds=[0], bundle=toy_bundle)
     (tmp_path / "by_seed" / "results.json").unlink()
     both = sweep_missing(config, tmp_path / "by_seed", seeds=[0, 1], rates=[0.0, 0.9], bundle=toy_bundle)
     assert both["per_seed"]["1"] == json.loads(json.dumps(alone["per_seed"]["1"])) and "sensitivity" in both["per_seed"]["0"]["baseline"]
@@ -513,3 +521,11 @@ def test_combine_adds_models_run_later_on_the_same_seeds(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="is one of the --run folders"):  # it would replace that sweep's own results
         combine_sweeps([first, later], tmp_path / "first" / ".", overwrite=True)
     assert (first / "results.json").read_bytes() == kept
+
+
+def test_a_stored_sweeps_data_not_found_names_its_results_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = CONFIGS.parents[1] / "benchmarks" / "results" / "missing_mmsd2"  # data path ../shared/data/mmsd2, relative
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"named by {re.escape(str(run / 'results.json'))} \(config\), field 'data'; relative data paths are read from"):
+        evaluate_sweep([run], "test", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

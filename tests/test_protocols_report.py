@@ -108,7 +108,7 @@ def test_a_run_refused_before_writing_leaves_no_folder(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="a check failed"):
         refused(tmp_path / "new" / "run")
-    assert not (tmp_path / "new" / "run").exists()
+    assert not (tmp_path / "new").exists()  # nor the parent it made
     (tmp_path / "mine").mkdir()
     with pytest.raises(ConfigError):
         refused(tmp_path / "mine")

@@ -264,12 +264,19 @@ def parse_config(data: Any, source: str = "<config>", model: type[M] = Experimen
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             known = _keys_at(model, first["loc"][:-1])
-            close = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
-            message = f"unknown key; did you mean '{close[0]}'?" if close else f"unknown key; expected one of {known}" if known else "unknown key"
+            close = _closest(str(first["loc"][-1]), known)
+            message = f"unknown key; did you mean {' or '.join(map(repr, close))}?" if close else f"unknown key; expected one of {known}" if known else "unknown key"
         raise ConfigError(f"{source}: field '{where}': {message}") from None
     if isinstance(config, PluginConfig):
         config._source = source
     return config
+
+
+def _closest(key: str, known: Sequence[str]) -> list[str]:
+    """The known keys most like ``key`` (all that tie: ``epochs`` is as near ``min_epochs`` as ``max_epochs``)."""
+    scores = {k: difflib.SequenceMatcher(None, key, k).ratio() for k in known}
+    best = max(scores.values(), default=0.0)
+    return [k for k, score in scores.items() if score == best] if best >= 0.6 else []
 
 
 def _keys_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:

@@ -44,10 +44,10 @@ LOCK = ".robustmsa.lock"
 def output_lock(path: Path) -> Iterator[Path]:
     """Hold the output folder ``path`` for one run. A second run into it at the same time (another process, e.g.
     the same sweep with other ``--seeds``) is refused, instead of both writing results.json and the last one
-    silently dropping the other's seeds. A folder this run created and left empty (the run was refused by a check)
-    is removed again."""
+    silently dropping the other's seeds. Folders this run created and left empty (it was refused by a check) are
+    removed again, parents included."""
     path = Path(path)
-    created = not path.exists()
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]  # what this run creates, innermost first
     ensure_folder(path)
     lock = FileLock(path / LOCK)
     try:
@@ -59,8 +59,10 @@ def output_lock(path: Path) -> Iterator[Path]:
     finally:
         lock.release()
         (path / LOCK).unlink(missing_ok=True)
-        if created and not any(path.iterdir()):
-            path.rmdir()
+        for folder in made:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 def holds_output(function: Callable[..., T]) -> Callable[..., T]:

@@ -40,7 +40,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from robustmsa.config import BackboneComponent, ComponentConfig, PluginConfig, Seeds, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.labels import MMSA_NAMES, SCHEMES, to_classification
-from robustmsa.data.ood_split import SplitSource, anneal_params, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
+from robustmsa.data.ood_split import OODSplit, SplitSource, anneal_params, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
 from robustmsa.debias.clue import CLUE
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.direct_effect import train_debiased
@@ -169,19 +169,17 @@ def load_data(config: CLUEProtocolConfig) -> DataBundle:
     return config.build_data()
 
 
-def prepare_bundle(config: CLUEProtocolConfig, bundle: DataBundle, out: Path) -> DataBundle:
-    """Apply or anneal the OOD split (writing split.json and label_ratios.png when annealed)."""
+def prepare_bundle(config: CLUEProtocolConfig, bundle: DataBundle) -> tuple[DataBundle, OODSplit | None]:
+    """Apply or anneal the OOD split; the annealed split is returned too (written once the run has claimed its folder)."""
     section = config.split
     if section is not None and section.file:
-        return apply_split(section.file, bundle)
+        return apply_split(section.file, bundle), None
     if section is not None and section.generate:
         result = anneal_split(SplitSource.from_bundle(bundle, section.scheme), anneal_params(section.params))
-        write_split_file(out / "split.json", result)
-        plot_label_ratios(result, out / "label_ratios.png")
-        return apply_split(result, bundle)
+        return apply_split(result, bundle), result
     if config.ood_test not in bundle:
         raise ConfigError(f"data '{bundle.name}' has no '{config.ood_test}' split; configure split.file or split.generate")
-    return bundle
+    return bundle, None
 
 
 def schemes_of(config: CLUEProtocolConfig, bundle: DataBundle) -> list[str]:
@@ -204,7 +202,7 @@ def run_clue_protocol(
 ) -> dict[str, Any]:
     """Run base vs +method (and ablations) over schemes and seeds; write results.json, report.md and CLUE's case study."""
     out = prepare_out_dir(Path(out_dir), overwrite)
-    bundle = prepare_bundle(config, bundle if bundle is not None else load_data(config), out)
+    bundle, annealed = prepare_bundle(config, bundle if bundle is not None else load_data(config))
     seeds = list(seeds or config.seeds)
     config.check_split_names(bundle)
     bundle["train"]
@@ -226,6 +224,9 @@ def run_clue_protocol(
     records = {key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}
     rows = ("base", config.method)
     units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda row: check_numbers(row, *(f"{r}.{s}" for r in rows for s in ("iid", "ood"))))
+    if annealed is not None:
+        write_split_file(out / "split.json", annealed)
+        plot_label_ratios(annealed, out / "label_ratios.png")
 
     def train_row(scheme: str, seed: int) -> dict[str, Any]:
         """Base, +method and the ablations trained and evaluated for one scheme and seed."""

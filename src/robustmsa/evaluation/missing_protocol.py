@@ -47,7 +47,7 @@ from robustmsa.method import Method, target_of
 from robustmsa.metrics import REGRESSION_METRICS, SIMS_METRICS, task_metrics
 from robustmsa.reconstruct.corruption import EVAL_RATES, corrupt_batch, drop_positions
 from robustmsa.registry import check_parameters
-from robustmsa.training.fit import FitResult, fit, load_checkpoint_state
+from robustmsa.training.fit import FitResult, check_fit, fit, load_checkpoint_state
 
 # --------------------------------------------------------------------------
 # Configuration
@@ -387,14 +387,15 @@ def check_text_features(config: MissingSweepConfig, bundle: DataBundle) -> None:
 
 def check_sweep_models(config: MissingSweepConfig, bundle: DataBundle) -> None:
     """Check the data's text features (:func:`check_text_features`), then build every model once and check it has
-    the modes the sweep uses (``train.valid_mode`` for the checkpoint, ``factual`` on the corrupted inputs), so that
-    a model unfit for the sweep fails before any training."""
+    the modes the sweep uses (``train.valid_mode`` for the checkpoint, ``factual`` on the corrupted inputs) and
+    passes what :func:`fit` checks, so that a model unfit for the sweep fails before any training."""
     check_text_features(config, bundle)
     for name, component in config.models.items():
         try:
             method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train), bundle, 0)
             for mode in (config.train.valid_mode, "factual"):
                 method.check_mode(mode)
+            check_fit(method, bundle, config.train.to_train_config())  # monitor, hardware, splits: before the folder is claimed
         except ConfigError as exc:
             raise ConfigError(f"sweep model '{name}': {exc}") from None
 
@@ -437,6 +438,8 @@ def sweep_missing(
     """
     seeds = list(seeds) if seeds is not None else list(config.seeds)
     rates = _check_rates(rates if rates is not None else config.rates)
+    if config.sensitivity.enabled and config.sensitivity.seed not in (None, *config.seeds):
+        raise ConfigError(f"{config._source}: field 'sensitivity.seed': {config.sensitivity.seed} is not one of the config's seeds {config.seeds}; the analysis would never run")
     out = prepare_out_dir(out_dir, overwrite)
     bundle = bundle if bundle is not None else load_sweep_data(config)
     config.check_split_names(bundle)
@@ -484,7 +487,7 @@ def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle |
     :func:`sentiment_clue_sensitivity` on another split."""
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
-    config = sweep_config_of(read_sweep_results(run_dir))
+    config = sweep_config_of(read_sweep_results(run_dir), results_path)
     if model not in config.models:
         raise ConfigError(f"{results_path}: no model '{model}'; the sweep has {sorted(config.models)}")
     checkpoint = run_dir / f"seed_{seed}" / model / "best.ckpt"
@@ -535,9 +538,12 @@ def check_sweep_unit(result: Mapping[str, Any], rates: Sequence[float], *, where
         raise ValueError(f"field '{where}.rates' has the rates {sorted(result['rates'])}; expected {expected}")
 
 
-def sweep_config_of(results: dict[str, Any]) -> MissingSweepConfig:
-    """The sweep config stored in a results.json read by :func:`read_sweep_results`."""
-    return MissingSweepConfig.model_validate(results["config"])
+def sweep_config_of(results: dict[str, Any], source: Path | str = "<results.json>") -> MissingSweepConfig:
+    """The sweep config stored in a results.json read by :func:`read_sweep_results` (``source``: that file, which
+    errors found later, e.g. a data path that is not there, name)."""
+    config = MissingSweepConfig.model_validate(results["config"])
+    config._source = f"{source} (config)"
+    return config
 
 
 #: Settings that sweeps must share to be combined (models and seeds may differ).
@@ -676,7 +682,7 @@ def evaluate_sweep(
         parts = [(run, _only_models(run, part, models)) for run, part in parts]
     _pool(parts)  # refuse an incomplete or ambiguous grid before evaluating anything
     first = parts[0][1]
-    sweep = sweep_config_of(first)
+    sweep = sweep_config_of(first, parts[0][0] / "results.json")
     bundle = bundle if bundle is not None else load_sweep_data(sweep)
     data = {**first["data"], "split": split}
     if data_params:
@@ -777,6 +783,11 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
             lines.append(f"\nWhat {name} estimates from the corrupted input, mean over the samples (target: what it is trained towards; error: mean |estimate - target|):\n")
             lines.append(markdown_table(agg["estimates"], list(next(iter(agg["estimates"].values()))), row_header="r"))
     seed, analysed = _sensitivity_results(results)
+    if config.sensitivity.enabled and seed is None:
+        lines.append(
+            "\nNo sentiment-clue sensitivity analysis here: it runs on the models of the config's first seed (or "
+            "sensitivity.seed), which this run did not train; sweep-combine with that seed's run shows it.\n"
+        )
     for name, res in analysed.items():
         if "sensitivity" in res:
             sens = res["sensitivity"]

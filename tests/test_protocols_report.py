@@ -101,6 +101,18 @@ def test_an_output_folder_is_held_by_one_run_at_a_time(tmp_path: Path) -> None:
         _write_results(busy)  # also within one process
 
 
+def test_a_folder_that_cannot_be_locked_still_runs_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import filelock
+
+    def unsupported(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(38, "Function not implemented")  # ENOSYS: flock on some network file systems
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", unsupported)
+    with pytest.warns(UserWarning, match="cannot lock this folder"):
+        assert _write_results(tmp_path / "nfs", value=4) == 4
+    assert sorted(p.name for p in (tmp_path / "nfs").iterdir()) == ["results.json"]
+
+
 def test_a_run_refused_before_writing_leaves_no_folder(tmp_path: Path) -> None:
     @holds_output
     def refused(out_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,10 +55,13 @@ def output_lock(path: Path) -> Iterator[Path]:
         lock.acquire(timeout=0)
     except Timeout:
         raise ConfigError(f"{path}: another run is writing into this folder now; wait for it to finish or choose another --out folder") from None
+    except (OSError, NotImplementedError) as exc:  # a file system without file locks: run, but say what is not guarded
+        warnings.warn(f"{path}: cannot lock this folder ({exc}); a second run into it at the same time would not be detected", stacklevel=3)
     try:
         yield path
     finally:
-        lock.release()
+        if lock.is_locked:
+            lock.release()
         (path / LOCK).unlink(missing_ok=True)
         for folder in made:
             if any(folder.iterdir()):

@@ -184,7 +184,8 @@ class PluginConfig(_Strict):
         except ConfigError as exc:
             raise ConfigError(f"{self._source}: field 'data': {exc}") from None
         except DataError as exc:
-            if not (exc.problem.endswith("not found") and not Path(str(exc.source)).is_absolute()):
+            source = Path(str(exc.source))
+            if source.is_absolute() or source.exists():  # the hint is for a relative path that is not there
                 raise
             where = f"named by {self._source}, field 'data'; relative data paths are read from the working directory {Path.cwd()}"
             raise DataError(exc.source, exc.field, f"{exc.problem} ({where})") from None

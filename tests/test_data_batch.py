@@ -108,3 +108,17 @@ def test_split_fingerprint_changes_with_any_content() -> None:
     assert split().fingerprint() == reference  # same content, same digest
     for other in (split(audio_value=1.5), split(label=0.4), split(ids=("a", "c")), split(ids=("b", "a")), split(audio_shape=(3, 2)), split(ids=("a",))):
         assert other.fingerprint() != reference
+
+
+def test_the_shuffle_order_does_not_depend_on_the_number_of_loader_workers() -> None:
+    """Several epochs from one loader: the same order with 0 and 2 workers (results must not depend on a speed setting)."""
+    from robustmsa.data.dataset import make_loader
+    from tests.conftest import make_toy_split
+
+    split = make_toy_split(12, "train", 0)
+    orders = {}
+    for workers in (0, 2):
+        loader = make_loader(split, 4, shuffle=True, num_workers=workers, seed=0)
+        orders[workers] = [[i for batch in loader for i in batch.ids] for _ in range(3)]
+    assert orders[0] == orders[2]
+    assert orders[0][0] != orders[0][1]  # reshuffled every epoch

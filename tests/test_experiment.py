@@ -174,3 +174,14 @@ def test_loading_a_model_file_never_imports_the_plugins_it_names(toy_bundle, tmp
     torch.save(payload, path)
     load_model(path, cfg, toy_bundle)  # the settings are compared, the file's plugin list is not imported
     assert not (tmp_path / "ran").exists()
+
+
+def test_the_report_shows_every_metric_of_the_task() -> None:
+    """CH-SIMS metrics (a task whose metric set is not MOSI's) all appear, not only the names both sets share."""
+    from robustmsa.experiment import experiment_report
+    from robustmsa.metrics import SIMS_METRICS
+
+    config = parse_config(CONFIG)
+    metrics = {name: {"mean": 0.5, "std": 0.0, "n": 1} for name in SIMS_METRICS}
+    report = experiment_report(config, {"seeds": [0], "aggregate": {"metrics": {"test": {"factual": metrics}}}})
+    assert "| test set / mode | " + " | ".join(SIMS_METRICS) + " |" in report

@@ -69,6 +69,26 @@ def test_multiclass_macro_and_weighted() -> None:
     assert m["F1"] == pytest.approx(m["Macro_F1"])
 
 
+def test_macro_averages_leave_out_classes_no_sample_has_or_gets() -> None:
+    """A split that lacks a class (small, limited or OOD splits): perfect predictions score 1, as in scikit-learn."""
+    from sklearn.metrics import f1_score
+
+    perfect = classification_metrics([0, 0, 1, 1], [0, 0, 1, 1], num_classes=3)
+    assert perfect["Macro_F1"] == perfect["F1"] == perfect["Precision"] == perfect["Recall"] == 1.0
+    assert classification_metrics([0, 0], [0, 0], num_classes=2)["Macro_F1"] == 1.0
+    # a class predicted but absent from the truth still counts (F1 0)
+    pred, truth = [0, 2, 1, 1], [0, 0, 1, 1]
+    assert classification_metrics(pred, truth, num_classes=3)["Macro_F1"] == pytest.approx(f1_score(truth, pred, average="macro"))
+    assert classification_metrics(pred, truth, num_classes=3)["Macro_F1"] < 1.0
+
+
+def test_nan_class_scores_are_refused_not_scored_as_class_zero() -> None:
+    for task in (TaskSpec(kind="classification", num_classes=3, label_range=None), TaskSpec(kind="multilabel", num_classes=3, label_range=None)):
+        truth = np.zeros(4, dtype=np.int64) if task.kind == "classification" else np.zeros((4, 3), dtype=np.int64)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            task_metrics(np.full((4, 3), np.nan), truth, task)
+
+
 def test_truth_first_matters_for_f1() -> None:
     # Weighted F1 depends on the order when supports differ: truth must come first.
     pred, truth = [0, 0, 1, 1, 1], [0, 1, 1, 1, 1]
@@ -108,6 +128,8 @@ def test_sims_metrics_follow_mmsa() -> None:
         assert got[name] == pytest.approx(np.mean(_mmsa_sims_bins(p, e) == _mmsa_sims_bins(t, e))), name
     assert got["F1_score"] == pytest.approx(f1_score(_mmsa_sims_bins(t, edges["Mult_acc_2"]), _mmsa_sims_bins(p, edges["Mult_acc_2"]), average="weighted"))
     assert got["MAE"] == pytest.approx(np.mean(np.abs(p - t))) and got["Corr"] == pytest.approx(pearsonr(p, t)[0])
+    # float32 values on a bin edge fall in MMSA's bin (MMSA compares float32 tensors with the edges)
+    assert sims_regression_metrics(np.float32([0.1, 0.1, -0.7]), np.float32([0.2, -0.8, -0.75]))["Mult_acc_3"] == pytest.approx(1 / 3)
     # 0 belongs to the negative class in SIMS (MOSI's Has0 counts it as non-negative)
     assert sims_regression_metrics([0.0, 0.5], [-0.5, 0.5])["Mult_acc_2"] == 1.0
     assert regression_metrics([0.0, 0.5], [-0.5, 0.5])["Has0_acc_2"] == 0.5

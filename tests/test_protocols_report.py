@@ -25,6 +25,9 @@ def test_mean_std_nested_sample_std() -> None:
     assert "name" not in agg["test"]
     with pytest.raises(ValueError, match=r"'test.Acc' is a number in some runs and not in others: \[0.5, 'abc'\]"):
         mean_std([{"test": {"Acc": 0.5}}, {"test": {"Acc": "abc"}}])  # never a silently dropped metric
+    with pytest.raises(ValueError, match=r"'test.F0.5' is a number in some runs and missing in others"):
+        mean_std([{"test": {"MAE": 1.0, "F0.5": 0.5}}, {"test": {"MAE": 2.0}}])  # e.g. records of two code versions
+    assert mean_std([{"a": 1.0, "note": "x"}, {"a": 2.0}]) == {"a": {"mean": 1.5, "std": pytest.approx(0.7071, abs=1e-4), "n": 2}}
 
 
 def test_mean_std_of_results_read_back_from_json(tmp_path: Path) -> None:
@@ -148,6 +151,7 @@ def test_markdown_table_percent_and_mean_std() -> None:
     table = markdown_table({"m": {"Has0_acc_2": {"mean": 0.8123, "std": 0.01, "n": 3}, "MAE": 0.71234}}, ["Has0_acc_2", "MAE", "Corr"])
     assert "| m | 81.23 ± 1.00 | 0.712 | n/a |" in table
     assert format_value({"mean": 0.5, "std": 0.0, "n": 1}, "Acc") == "50.00"
+    assert format_value({"mean": 0.2738, "std": 0.0, "n": 1}, "mAP") == "27.38"  # like the accuracies next to it
 
 
 def test_plots_are_png(tmp_path: Path) -> None:

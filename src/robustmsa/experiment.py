@@ -25,7 +25,6 @@ from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, 
 from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
 from robustmsa.folders import ensure_folder, holds_output, prepare_out_dir
 from robustmsa.method import Method, check_required_extras
-from robustmsa.metrics import REGRESSION_METRICS
 from robustmsa.registry import BACKBONES, METHODS
 from robustmsa.training.fit import check_fit, evaluate, fit, load_checkpoint_state, seeded
 
@@ -205,6 +204,6 @@ def experiment_report(config: ExperimentConfig, results: dict[str, Any]) -> str:
     aggregate = results["aggregate"]["metrics"]
     rows = {f"{split} / {mode}": metrics for split, by_mode in aggregate.items() for mode, metrics in by_mode.items()}
     first = next(iter(rows.values()), {})
-    columns = [c for c in REGRESSION_METRICS if c in first] or list(first)
+    columns = list(first)  # the task's metrics in their order (metrics.metric_names)
     title = f"# {config.method.name} + {config.backbone.name} on {config.data.name}\n\nSeeds: {results['seeds']}\n\n"
     return title + markdown_table(rows, columns, row_header="test set / mode")

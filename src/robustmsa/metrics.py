@@ -105,7 +105,9 @@ def sims_regression_metrics(pred: object, truth: object) -> dict[str, float]:
     t = np.clip(_as_1d(truth, "truth"), -1.0, 1.0)
     if p.shape != t.shape or p.size == 0:
         raise ValueError(f"pred and truth must be non-empty and of equal length, got {p.shape} and {t.shape}")
-    bins = {name: (np.searchsorted(edges, p, side="left"), np.searchsorted(edges, t, side="left")) for name, edges in SIMS_BINS.items()}
+    # Binned in float32 like MMSA (float32 tensors against the edges), so a float32 value on an edge falls in MMSA's bin.
+    p32, t32 = p.astype(np.float32), t.astype(np.float32)
+    bins = {name: (np.searchsorted(np.float32(edges), p32, side="left"), np.searchsorted(np.float32(edges), t32, side="left")) for name, edges in SIMS_BINS.items()}
     result = {name: float(np.mean(bp == bt)) for name, (bp, bt) in bins.items()}
     result["F1_score"] = float(f1_score(bins["Mult_acc_2"][1], bins["Mult_acc_2"][0], average="weighted", zero_division=0))
     result.update(MAE=float(np.mean(np.abs(p - t))), Corr=_pearson(p, t))
@@ -125,13 +127,12 @@ def classification_metrics(pred: object, truth: object, num_classes: int | None 
     if p.shape != t.shape or p.size == 0:
         raise ValueError(f"pred and truth must be non-empty and of equal length, got {p.shape} and {t.shape}")
     k = num_classes if num_classes is not None else int(max(p.max(), t.max())) + 1
-    labels = list(range(max(k, 2)))
-    binary = len(labels) == 2
-    average = "binary" if binary else "macro"
-    kwargs = {"labels": labels if not binary else None, "average": average, "zero_division": 0}
-    if binary:
-        kwargs.pop("labels")
-        kwargs["pos_label"] = 1
+    binary = max(k, 2) == 2
+    # Averages over the classes that occur in the truth or the predictions (scikit-learn's default): a class a
+    # split lacks and no sample is predicted as has no defined F1, and counting it as 0 would penalise perfect predictions.
+    labels = sorted(set(np.unique(t).tolist()) | set(np.unique(p).tolist()))
+    kwargs: dict[str, object] = {"average": "binary", "pos_label": 1} if binary else {"labels": labels, "average": "macro"}
+    kwargs["zero_division"] = 0
     return {
         "Acc": float(accuracy_score(t, p)),
         "Precision": float(precision_score(t, p, **kwargs)),
@@ -161,9 +162,11 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, task: TaskSpec) -> dict[st
     """
     if task.kind == "regression":
         return sims_regression_metrics(pred, truth) if task.metric_set == "sims" else regression_metrics(pred, truth)
-    if task.kind == "classification":
-        return classification_metrics(np.asarray(pred).argmax(axis=-1), truth, task.num_classes)
     scores = np.asarray(pred, dtype=np.float64)
+    if not np.isfinite(scores).all():  # argmax of a NaN row is class 0: it would be scored as a prediction
+        raise ValueError("pred contains NaN or inf")
+    if task.kind == "classification":
+        return classification_metrics(scores.argmax(axis=-1), truth, task.num_classes)
     decisions = (scores >= 0.5).astype(np.int64)
     truth = np.asarray(truth).astype(np.int64)
     return {

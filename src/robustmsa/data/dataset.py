@@ -245,9 +245,11 @@ def make_loader(split: Dataset[Sample], batch_size: int, *, shuffle: bool = Fals
     """A DataLoader that collates samples into :class:`Batch` objects."""
     import torch
 
-    # An explicit generator also for unshuffled loaders: otherwise iterating draws from the global RNG.
+    # An explicit generator also for unshuffled loaders: otherwise iterating draws from the global RNG. Each epoch's
+    # iterator draws the workers' base seed from it before the shuffle order; persistent workers would draw it once
+    # only, so the order from the second epoch on (and every result) would depend on num_workers.
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers, generator=generator, persistent_workers=num_workers > 0)
+    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers, generator=generator, persistent_workers=False)
 
 
 class BundleDataModule(L.LightningDataModule):

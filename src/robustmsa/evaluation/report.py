@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 #: Metrics shown as percentages (x100) in Markdown tables.
 PERCENT_METRICS = {
     *("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "Mult_acc_7", "F1_score"),
-    *("Acc", "Precision", "Recall", "F1", "F0.5", "Macro_F1", "Weighted_F1", "Micro_F1"),
+    *("Acc", "Precision", "Recall", "F1", "F0.5", "Macro_F1", "Weighted_F1", "Micro_F1", "mAP"),
 }
 
 

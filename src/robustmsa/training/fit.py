@@ -1,8 +1,8 @@
 """Fit, predict and evaluate: the one training path for every backbone and method.
 
 ``fit`` trains with Lightning (progress bar, early stopping and best
-checkpoint on a validation metric, CPU by default, GPU / several devices when
-asked), saves the best checkpoint atomically together with the config that
+checkpoint on a validation metric, CPU by default, one GPU when asked; a run
+on several devices is refused), saves the best checkpoint atomically together with the config that
 produced it, and loads the best weights back into the method. Seeding is local:
 the global RNG state is restored afterwards.
 """
@@ -250,11 +250,19 @@ def _check_hardware(cfg: TrainConfig) -> None:
     ``accelerator: gpu`` on a machine without one). Building a Trainer runs no user code, so nothing is relabelled."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    settings = f"train settings accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, strategy={cfg.strategy!r}"
     try:
         with _quiet_lightning():
-            L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+            trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:  # ImportError: accelerator: tpu without torch_xla
-        raise ConfigError(f"train settings accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, strategy={cfg.strategy!r}: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"{settings}: {' '.join(str(exc).split())}") from None
+    if trainer.world_size > 1:
+        # Under DDP each process would select checkpoints and stop early on its own share of the validation split,
+        # and every process runs the whole command (its own temporary checkpoint folder, its own result files).
+        raise ConfigError(
+            f"{settings}: {trainer.world_size} processes; a run trains on one device (devices: 1). "
+            "To use several GPUs, run one process per GPU (CUDA_VISIBLE_DEVICES) with its own --seeds and --out"
+        )
 
 
 def _loaders(bundle: DataBundle, cfg: TrainConfig, seed: int) -> tuple[Any, Any]:

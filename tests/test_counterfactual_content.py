@@ -146,6 +146,23 @@ def test_lexicon_pos_scores() -> None:
     assert [w for w, c in zip(split_words(sample.raw_text), chosen) if c] == ["love", "waiting", "bus"]  # 3 of 10 words; nouns tie, the earlier wins
 
 
+def test_lexicon_pos_on_pre_split_and_tweet_text() -> None:
+    """MMSD2.0's text is pre-split ("it 's", "isn 't"), MVSA's has "@user:": grammar and handles are context, negations core."""
+    extractor = LexiconPosExtractor(ratio=0.3)
+    score = extractor.score_word
+    assert score("'s") == score("'re") == score("\u2019ll") == 0.0  # not the nouns "s", "re"
+    assert score("'t") == score("n't") == 1.0  # the negation half of "don 't", "do n't"
+    assert score("@user:") == score("<user>,") == score("(@bob)") == score("$100") == 0.0
+    assert score("'hello'") == score("hello") == 0.2  # a quoted word is still a word
+
+    def masked(text: str) -> str:
+        return mask_words(split_words(text), extractor.select([Sample(id="x", raw_text=text)])[0])
+
+    assert masked("it 's too bad this place isn 't picturesque ! <user>") == f"it 's too {MASK_TOKEN} this place {MASK_TOKEN} {MASK_TOKEN} {MASK_TOKEN} ! <user>"
+    assert masked("i do n't like it") == f"i do {MASK_TOKEN} {MASK_TOKEN} it"  # the marker before its verb
+    assert masked("RT @chris: Went to SSC today") == f"RT @chris: {MASK_TOKEN} to {MASK_TOKEN} today"
+
+
 def test_core_word_selections_are_cached_per_sample(tmp_path: Path) -> None:
     class Counting(LexiconPosExtractor):
         calls: list[int] = []

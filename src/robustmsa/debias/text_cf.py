@@ -68,7 +68,12 @@ from robustmsa.models.base import Backbone
 
 MASK_TOKEN = "[MASK]"
 _PUNCT = string.punctuation + "\u2018\u2019\u201c\u201d\u2026"
-_CONTEXT_RE = re.compile(r"^(<\w+>|@\w+|https?://\S+|www\.\S+|\d[\d.,:/%-]*)$")
+# Context words (score 0), also inside punctuation: "@user:", "<user>,", "($100)".
+_CONTEXT_RE = re.compile(r"^\W*?(<\w+>|@\w+|https?://\S+|www\.\S+|\d[\d.,:/%-]*)\W*$")
+_APOSTROPHES = "'\u2019"
+#: The second half of a negation that a tokeniser split off its verb ("don 't", "is n't"), and the verb's score.
+_SPLIT_NEGATIONS = frozenset({"'t", "n't"})
+SPLIT_NEGATION_VERB = 0.99
 
 # --- words, alignment, selection -------------------------------------------
 
@@ -87,12 +92,19 @@ def _strip(word: str) -> tuple[str, str, str]:
     return word[:start], core, word[start + len(core) :]
 
 
+def _with_apostrophes(word: str) -> str:
+    """``word`` without the punctuation around it except apostrophes (curly ones made straight)."""
+    return word.strip("".join(c for c in _PUNCT if c not in _APOSTROPHES)).replace("\u2019", "'")
+
+
 def mask_words(words: Sequence[str], selected: np.ndarray) -> str:
     """The text with the selected words' cores replaced by ``[MASK]`` (punctuation around them kept)."""
     out = []
     for word, chosen in zip(words, selected):
         if chosen:
             lead, core, trail = _strip(word)
+            if _with_apostrophes(word.lower()) in _CLITICS:  # "'t" -> "[MASK]", not "'[MASK]"
+                lead = lead.rstrip(_APOSTROPHES)
             out.append(f"{lead}{MASK_TOKEN}{trail}" if core else MASK_TOKEN)
         else:
             out.append(word)
@@ -206,6 +218,8 @@ _FUNCTION_WORDS = frozenset(
     there here now just also too very quite rather only even still again ever already not no yes
     rt via amp lol u ur""".split()
 )
+#: Words of pre-split text that begin with an apostrophe ("'s", "'t"): the apostrophe is part of the word.
+_CLITICS = _SPLIT_NEGATIONS | {w for w in _FUNCTION_WORDS if w.startswith("'")}
 _ADJ_SUFFIXES = ("ous", "ful", "ive", "able", "ible", "less", "ish", "ical")
 _VERB_SUFFIXES = ("ing", "ed", "ize", "ise", "ify")
 
@@ -234,7 +248,10 @@ class LexiconPosExtractor(_ScoredExtractor):
     Score of a word: ``1 + |valence| / 4`` for lexicon words, 1.0 for
     negations, 0.5 for intensity boosters, else the POS weight (adjective 0.4,
     adverb 0.3, verb 0.25, noun 0.2, function word / number / @mention / URL /
-    ``<placeholder>`` 0). The ``ceil(ratio * n)`` best words with a score >
+    ``<placeholder>`` 0, also inside punctuation: ``@user:``). Pre-split text
+    (MMSD2.0's ``it 's``, ``isn 't``): ``'s``, ``'re`` … are function words, and
+    a split-off ``'t`` / ``n't`` is a negation whose verb half scores 0.99 (masked
+    after the marker). The ``ceil(ratio * n)`` best words with a score >
     ``min_score`` are selected.
     """
 
@@ -242,7 +259,7 @@ class LexiconPosExtractor(_ScoredExtractor):
         _check_ratio(ratio)
         self.ratio = ratio
         self.min_score = min_score
-        self.key = content_key("lexicon_pos", "vader-3.3", str(ratio), str(min_score))[:16]
+        self.key = content_key("lexicon_pos", "vader-3.3", "clitics-1", str(ratio), str(min_score))[:16]
 
     @cached_property
     def _lexicon(self) -> tuple[dict[str, float], frozenset[str], frozenset[str]]:
@@ -265,6 +282,12 @@ class LexiconPosExtractor(_ScoredExtractor):
         core = _strip(lower)[1]
         if _CONTEXT_RE.match(lower) or _CONTEXT_RE.match(core):
             return 0.0
+        # the word with its apostrophes: "'s", "'re" of pre-split text are function words, not the nouns "s", "re"
+        spoken = _with_apostrophes(lower)
+        if spoken in _SPLIT_NEGATIONS:
+            return 1.0
+        if spoken.startswith("'") and spoken in _FUNCTION_WORDS:
+            return 0.0
         value = valence.get(lower, valence.get(core))
         if value is not None:
             return 1.0 + abs(value) / 4.0
@@ -275,7 +298,17 @@ class LexiconPosExtractor(_ScoredExtractor):
         return _pos_weight(core)
 
     def word_scores(self, samples: Sequence[Sample]) -> list[np.ndarray]:
-        return [np.array([self.score_word(w) for w in split_words(t)], dtype=np.float64) for t in _raw_texts(samples)]
+        out = []
+        for text in _raw_texts(samples):
+            words = split_words(text)
+            scores = np.array([self.score_word(w) for w in words], dtype=np.float64)
+            # a split negation ("don 't", "is n't") is a negation in two words: the verb half scores just below the
+            # marker, so the marker is masked first and the verb with it when the budget allows
+            for i in range(1, len(words)):
+                if _with_apostrophes(words[i].lower()) in _SPLIT_NEGATIONS:
+                    scores[i - 1] = max(scores[i - 1], SPLIT_NEGATION_VERB)
+            out.append(scores)
+        return out
 
 
 def model_fingerprint(module: nn.Module) -> str:

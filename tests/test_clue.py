@@ -234,6 +234,11 @@ def test_protocol_with_an_annealed_split(small: DataBundle, tmp_path) -> None:
         ({"clue": {"alpah": 1.0}}, r"field 'clue': method 'clue': unknown parameter\(s\) 'alpah'"),
         ({"clue": {"text_branch": {"inptu": "hash"}}}, r"field 'clue': method 'clue': 'text_branch': unknown parameter\(s\) 'inptu'"),
         ({"ablations": {"w/o KL": {"gama": 0.0}}}, r"field 'ablations': 'w/o KL': method 'clue': unknown parameter\(s\) 'gama'"),
+        # a reported test is never a split that checkpoints or tau are chosen on (the report would call it clean)
+        ({"clue": {"tau_split": "valid_ood"}, "ood_test": "valid_ood"}, r"ood_test 'valid_ood' is the split clue.tau_split chooses on"),
+        ({"iid_test": "valid"}, r"iid_test 'valid' is the split train.valid_split chooses on"),
+        ({"ablations": {"w/o KL": {"tau_split": "valid_ood"}}, "ood_test": "valid_ood"}, r"ood_test 'valid_ood' is the split ablations.w/o KL.tau_split chooses on"),
+        ({"iid_test": "train"}, r"iid_test is the training split"),
     ):
         with pytest.raises(ConfigError, match=message):
             parse_protocol_config({"data": {"name": "synthetic"}, "backbone": {"name": "text_only"}, **change})

@@ -143,6 +143,21 @@ class CLUEProtocolConfig(PluginConfig):
             raise ValueError("case_study is CLUE's word-level case study; CLEF has none (remove the section or set n: 0)")
         return self
 
+    @model_validator(mode="after")
+    def _tests_are_not_selection_splits(self) -> CLUEProtocolConfig:
+        """The reported tests are never the splits checkpoints or tau are chosen on, nor the training split."""
+        chosen_on = {"train.valid_split": self.train.valid_split, f"{self.method}.tau_split": self.params.get("tau_split", "valid")}
+        for label, change in self.method_ablations.items():
+            chosen_on[f"ablations.{label}.tau_split"] = change.get("tau_split", chosen_on[f"{self.method}.tau_split"])
+        for field in ("iid_test", "ood_test"):
+            test = getattr(self, field)
+            if test == "train":
+                raise ValueError(f"{field} is the training split; a test must be held out")
+            for where, split in chosen_on.items():
+                if split == test:
+                    raise ValueError(f"{field} '{test}' is the split {where} chooses on; a reported test must be held out from every choice")
+        return self
+
     @property
     def params(self) -> dict[str, Any]:
         """The parameters of the protocol's method."""

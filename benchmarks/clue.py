@@ -4,7 +4,9 @@ Runs, with the configs in ``configs/clue/`` and ``configs/clef/``:
 
 * ``synthetic``: the generated default corpus (its own OOD pool), LF-DNN, 3 seeds;
 * ``synthetic_tau_ood``: the same with tau chosen on the OOD-validation split (disjoint from the OOD test);
+* ``synthetic_c_lr``: the same with the counterfactual output c trained at its own learning rate (``c_lr: 0.05``);
 * ``mosi``: CMU-MOSI transcripts with an OOD split annealed by CLUE's Algorithm 1, text-only backbone;
+* ``mosi_prior``: the same with the split's class-prior shift bounded (``max_prior_shift: 0.05``);
 * ``mmsd2``: MMSD2.0 text + image attribute words with an annealed OOD split, image-text backbone;
 * ``clef_synthetic``: CLEF on the generated context-aware emotion corpus (its own OOD pool), two-stream backbone (CAER-Net style);
 * ``clef_synthetic_concat``: the same around the EMOTIC baseline (two streams, concatenation fusion).
@@ -17,7 +19,7 @@ the protocol's own output folder (case study, split file, figures) under
 
 Usage::
 
-    python benchmarks/clue.py                       # all four
+    python benchmarks/clue.py                       # every run
     python benchmarks/clue.py synthetic --seeds 0,1,2
     python benchmarks/clue.py mosi --epochs 8
     python benchmarks/clue.py clef_synthetic
@@ -42,7 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = {
     "synthetic": ("clue/synthetic", None),
     "synthetic_tau_ood": ("clue/synthetic_tau_ood", None),
+    "synthetic_c_lr": ("clue/synthetic_c_lr", None),
     "mosi": ("clue/mosi", "mosi"),
+    "mosi_prior": ("clue/mosi_prior", "mosi"),
     "mmsd2": ("clue/mmsd2", "mmsd2"),
     "clef_synthetic": ("clef/synthetic", None),
     "clef_synthetic_concat": ("clef/synthetic_concat", None),

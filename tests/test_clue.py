@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from robustmsa.debias.direct_effect import fuse
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.clue_protocol import parse_protocol_config, run_clue_protocol
 from robustmsa.registry import BACKBONES, METHODS
-from robustmsa.training.fit import TrainConfig, evaluate, seeded
+from robustmsa.training.fit import TrainConfig, evaluate, fit, seeded
 from tests.conftest import make_toy_split
 
 CLS2 = TaskSpec(kind="classification", num_classes=2, label_range=None)
@@ -102,6 +103,31 @@ def test_configuration_errors() -> None:
         CLUE(BACKBONES.build("lf_dnn", bundle.dims(), TaskSpec()), fusion="hm")
     with pytest.raises(ConfigError, match="text_branch.input"):
         CLUE(backbone, text_branch={"input": "glove"})
+    for c_lr in (0.0, -1.0, math.inf):
+        with pytest.raises(ConfigError, match="c_lr must be a positive learning rate"):
+            CLUE(backbone, text_branch={"input": "features"}, c_lr=c_lr)
+
+
+def test_the_counterfactual_output_can_have_a_learning_rate_of_its_own() -> None:
+    """c_lr: Y_m* in its own AdamW group (that lr, no weight decay); without it one group, as in the reference code;
+    a larger lr moves Y_m* further in the same training."""
+    from robustmsa.training.module import MethodModule, OptimConfig
+
+    bundle = toy_cls()
+    moved = {}
+    for c_lr in (None, 0.05):
+        with seeded(0):
+            method = CLUE(BACKBONES.build("lf_dnn", bundle.dims(), CLS2), text_branch={"input": "features"}, c_lr=c_lr)
+        optimizer = MethodModule(method, OptimConfig(lr=1e-3, weight_decay=0.01)).configure_optimizers()
+        groups = optimizer.param_groups
+        if c_lr is None:
+            assert len(groups) == 1 and any(p is method.y_cf for p in groups[0]["params"])
+        else:
+            assert [g["lr"] for g in groups] == [1e-3, 0.05] and groups[1]["params"] == [method.y_cf] and groups[1]["weight_decay"] == 0.0
+            assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in method.parameters())
+        fit(method, bundle, TrainConfig(max_epochs=2, patience=2, progress=False, batch_size=8), seed=0)
+        moved[c_lr] = float(method.y_cf.detach().abs().max())
+    assert moved[0.05] > 5 * moved[None] > 0
 
 
 def test_wraps_every_backbone_with_its_auxiliary_losses() -> None:
@@ -181,6 +207,12 @@ def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path, monk
     assert "w/o KL" not in results["schemes"]["7class"]["per_seed"]["0"]
     report = (tmp_path / "report.md").read_text()
     assert "+CLUE — OOD test (TIE)" in report and "Mult_acc_7" in report
+    prior = results["label_prior"]["has0"]  # the OOD test's class balance against train's, recounted
+    view = to_classification(small, "has0")
+    assert prior["train"] == np.bincount(view["train"].labels(), minlength=2).tolist() and sum(prior["test_ood"]) == len(view["test_ood"])
+    shares = [np.array(prior[n]) / sum(prior[n]) for n in ("train", "test_ood")]
+    assert prior["shift"] == pytest.approx(0.5 * np.abs(shares[0] - shares[1]).sum())
+    assert f"Label-prior shift train → test_ood (total variation distance of the class shares; 0: same balance): has0 {prior['shift']:.3f}" in report
     case = json.loads((tmp_path / "case_study.json").read_text())
     assert len(case["samples"]) == 2 and {"text", "multimodal", "te", "tie"} <= set(case["samples"][0]["probabilities"])
     assert (tmp_path / "case_study.png").stat().st_size > 1000

@@ -80,6 +80,29 @@ def test_annealing_lowers_the_energy_towards_the_target() -> None:
     assert result.counts["iid"].sum() + result.counts["ood"].sum() == GroupCounts.build(src, 2).total(np.ones(80, bool)).sum()
 
 
+def test_the_class_prior_shift_is_recorded_and_can_be_bounded() -> None:
+    """Unbounded, the annealer lowers the energy mostly by moving whole classes (here to a shift of 0.56);
+    max_prior_shift keeps the IID and OOD class balance within the bound."""
+    src = toy_source(80)
+
+    def shift(result) -> float:  # recounted from the samples
+        cls = dict(zip(src.ids, src.classes.tolist()))
+        parts = [[cls[i] for n in names for i in result.splits[n]] for names in (("train", "valid", "test"), ("valid_ood", "test_ood"))]
+        shares = [np.bincount(p, minlength=2) / len(p) for p in parts]
+        return float(0.5 * np.abs(shares[0] - shares[1]).sum())
+
+    free = anneal_split(src, AnnealParams(rounds=300, min_count=2, seed=0))
+    assert free.energy["prior_shift"] == pytest.approx(shift(free)) and free.energy["prior_shift"] > 0.3
+    for bound in (0.1, 0.05):
+        bounded = anneal_split(src, AnnealParams(rounds=300, min_count=2, seed=0, max_prior_shift=bound))
+        assert shift(bounded) <= bound and bounded.energy["prior_shift"] == pytest.approx(shift(bounded))
+        assert bounded.energy["final"] < bounded.energy["initial"]  # it still anneals
+    with pytest.raises(DataError, match=r"no split within max_prior_shift 0.0 was reached \(the random start's shift: 0.047\)"):
+        anneal_split(src, AnnealParams(rounds=300, min_count=2, seed=0, max_prior_shift=0.0))
+    with pytest.raises(ConfigError, match=r"max_prior_shift \(a total variation distance\) must be in \[0, 1\]"):
+        AnnealParams(max_prior_shift=1.5)
+
+
 def test_incremental_counts_match_a_recount() -> None:
     src = toy_source()
     gc = GroupCounts.build(src, min_count=2)
@@ -98,6 +121,7 @@ def test_incremental_counts_match_a_recount() -> None:
     full = word_energy(np.stack([gc.total(~state.in_ood), gc.total(state.in_ood)]), params.target, params.smoothing)
     np.testing.assert_allclose(state.word, full)
     assert state.energy == pytest.approx(full.sum())
+    np.testing.assert_array_equal(state.prior, [gc.classes[~state.in_ood].sum(axis=0), gc.classes[state.in_ood].sum(axis=0)])
 
 
 def test_proposals_never_recount_the_corpus(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -76,7 +76,7 @@ def split_ood(
     source: Annotated[str, typer.Argument(help="Data source: synthetic, mosi_csv, mmsd2, mvsa, vader, ... (see `robustmsa.registry.DATASETS`).")],
     out: Out = Path("runs/split"),
     param: Annotated[list[str] | None, typer.Option("--param", help="Data-source parameter KEY=VALUE (YAML value), repeatable; e.g. path=../shared/data/mosi/transcripts_labels.csv.")] = None,
-    anneal: Annotated[list[str] | None, typer.Option("--anneal", help="Other annealing setting KEY=VALUE: target, ood_fraction, min_count, tolerance, max_words...")] = None,
+    anneal: Annotated[list[str] | None, typer.Option("--anneal", help="Other annealing setting KEY=VALUE: target, ood_fraction, min_count, tolerance, max_words, max_prior_shift...")] = None,
     rounds: Annotated[int, typer.Option(min=0, help="Annealing rounds (CLUE: 800).")] = 800,
     temperature: Annotated[float, typer.Option(help="Initial temperature T of the acceptance rule exp(-dE / T).")] = 0.5,
     decay: Annotated[float, typer.Option(help="T is multiplied by this after every round, in (0, 1].")] = 0.99,
@@ -94,7 +94,11 @@ def split_ood(
     paths = run_split(
         source, out, rounds=rounds, temperature=temperature, decay=decay, seed=seed, scheme=scheme, source_params=parse_pairs(param, "--param"), overwrite=overwrite, **settings
     )
+    from robustmsa.data.ood_split import read_split_file
+
+    shift = read_split_file(paths["split"]).energy["prior_shift"]
     console.print(f"[green]Split[/green]: {paths['split']}; figure: {paths['figure']}")
+    console.print(f"Class-prior shift IID vs OOD: {shift:.3f} (total variation distance; bound it with --anneal max_prior_shift=0.05)")
 
 
 @app.command()

@@ -84,6 +84,11 @@ class Method(nn.Module):
         """Parameters updated in ``phase`` (default: all trainable ones)."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def optimizer_groups(self, phase: str) -> list[dict[str, Any]]:
+        """AdamW parameter groups of ``phase``: its trainable parameters in one group with the training settings
+        (a method may give some parameters their own ``lr`` / ``weight_decay``)."""
+        return [{"params": [p for p in self.phase_parameters(phase) if p.requires_grad]}]
+
     def active_phases(self, epoch: int) -> tuple[str, ...]:
         """Phases run at each step of ``epoch`` (default: all, in order)."""
         return self.phases

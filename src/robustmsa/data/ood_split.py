@@ -11,7 +11,12 @@ accepts each by the Metropolis rule on the energy
 
 where ``phi_delta`` is the target shift (a constant ``target`` for every
 entry). The temperature starts at ``temperature`` and is multiplied by
-``decay`` after each round; the lowest-energy split seen is kept. Moves are
+``decay`` after each round; the lowest-energy split seen is kept. Moving
+whole classes is the cheapest way to shift every word's distribution, so an
+unconstrained split is often mostly a label-prior shift: ``max_prior_shift``
+bounds the total variation distance between the IID and OOD class
+distributions (moves that widen it beyond the bound are refused; the split
+records ``energy['prior_shift']`` either way). Moves are
 made by whole groups (all clips of a video), so no video straddles IID and
 OOD. The word-by-class counts of both parts are updated incrementally: a
 proposal costs time proportional to the words of the moved groups.
@@ -165,6 +170,7 @@ class GroupCounts:
     values: list[np.ndarray]
     sizes: np.ndarray  # samples per group
     members: list[list[int]]  # sample indices per group
+    classes: np.ndarray  # (groups, C) labelled samples per class in each group
 
     @classmethod
     def build(cls, source: SplitSource, min_count: int = 5, max_words: int | None = 2000) -> GroupCounts:
@@ -185,16 +191,18 @@ class GroupCounts:
             members[order[g]].append(i)
         C = len(source.class_names)
         entries, values = [], []
-        for idx in members:
+        classes = np.zeros((len(members), C), dtype=np.int64)
+        for g, idx in enumerate(members):
             counter: Counter[int] = Counter()
             for i in idx:
                 c = int(source.classes[i])
                 if c != DROPPED:
                     counter.update(index[w] * C + c for w in words[i] if w in index)
+                    classes[g, c] += 1
             keys = np.array(sorted(counter), dtype=np.int64)
             entries.append(keys)
             values.append(np.array([counter[k] for k in keys.tolist()], dtype=np.float64))
-        return cls(vocab, C, list(order), entries, values, np.array([len(m) for m in members], dtype=np.int64), members)
+        return cls(vocab, C, list(order), entries, values, np.array([len(m) for m in members], dtype=np.int64), members, classes)
 
     def total(self, chosen: np.ndarray) -> np.ndarray:
         """Word-by-class counts (W, C) summed over the groups where ``chosen`` is True (a full recount)."""
@@ -202,6 +210,14 @@ class GroupCounts:
         for g in np.flatnonzero(chosen):
             np.add.at(out, self.entries[g], self.values[g])
         return out.reshape(len(self.vocab), self.num_classes)
+
+
+def prior_shift(iid: np.ndarray, ood: np.ndarray) -> float:
+    """Total variation distance (0: same label prior, 1: disjoint classes) between two parts' class counts."""
+    a, b = np.asarray(iid, dtype=np.float64), np.asarray(ood, dtype=np.float64)
+    if a.sum() == 0 or b.sum() == 0:
+        return 0.0
+    return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
 
 
 def word_energy(counts: np.ndarray, target: float, smoothing: float) -> np.ndarray:
@@ -232,6 +248,7 @@ class AnnealParams:
     max_words: int | None = 2000
     smoothing: float = 1.0
     seed: int = 0
+    max_prior_shift: float | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
@@ -248,6 +265,8 @@ class AnnealParams:
         if len(fr) != 3 or min(fr) <= 0 or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
             raise ConfigError(f"iid_fractions must be three positive shares (train, valid, test) summing to 1, got {self.iid_fractions}")
         object.__setattr__(self, "iid_fractions", fr)
+        if self.max_prior_shift is not None and not 0 <= self.max_prior_shift <= 1:
+            raise ConfigError(f"max_prior_shift (a total variation distance) must be in [0, 1] or null, got {self.max_prior_shift}")
         if self.min_count < 1 or self.smoothing <= 0:
             raise ConfigError(f"min_count must be >= 1 and smoothing > 0, got {self.min_count}, {self.smoothing}")
 
@@ -300,6 +319,7 @@ class _Annealer:
         self.word = word_energy(self.flat.reshape(2, W, C), params.target, params.smoothing)
         self.energy = float(self.word.sum())
         self.ood_size = int(counts.sizes[in_ood].sum())
+        self.prior = np.stack([counts.classes[~in_ood].sum(axis=0), counts.classes[in_ood].sum(axis=0)]).astype(np.float64)
         total = int(counts.sizes.sum())
         self.bounds = ((params.ood_fraction - params.tolerance) * total, (params.ood_fraction + params.tolerance) * total)
 
@@ -309,6 +329,16 @@ class _Annealer:
         np.add.at(self.flat[dst], self.g.entries[group], self.g.values[group])
         self.in_ood[group] = to_ood
         self.ood_size += int(self.g.sizes[group]) * (1 if to_ood else -1)
+        self.prior[src] -= self.g.classes[group]
+        self.prior[dst] += self.g.classes[group]
+
+    @property
+    def prior_shift(self) -> float:
+        """Total variation distance between the class distributions of the IID and the OOD part."""
+        return prior_shift(self.prior[0], self.prior[1])
+
+    def prior_allowed(self) -> bool:
+        return self.p.max_prior_shift is None or self.prior_shift <= self.p.max_prior_shift + 1e-12
 
     def propose(self, moves: list[tuple[int, bool]], temperature: float, rng: np.random.Generator) -> bool:
         """Apply ``moves`` [(group, to_ood)], keep them by the Metropolis rule; only the moved groups' words are re-scored."""
@@ -317,8 +347,13 @@ class _Annealer:
             return False
         C = self.g.num_classes
         words = np.unique(np.concatenate([self.g.entries[g] for g, _ in moves]) // C)
+        before = self.prior_shift
         for g, to in moves:
             self._shift(g, to)
+        if not self.prior_allowed() and self.prior_shift > before:  # a move may not widen a class-prior gap beyond the bound
+            for g, to in reversed(moves):
+                self._shift(g, not to)
+            return False
         rows = self.flat.reshape(2, -1, C)[:, words, :]
         new = word_energy(rows, self.p.target, self.p.smoothing)
         delta = float(new.sum() - self.word[words].sum())
@@ -349,8 +384,8 @@ def anneal_split(source: SplitSource, params: AnnealParams | None = None) -> OOD
         in_ood[g] = True
         filled += int(gc.sizes[g])
     state = _Annealer(gc, in_ood, p)
-    initial = state.energy
-    best_energy, best = state.energy, state.in_ood.copy()
+    initial, start_shift = state.energy, state.prior_shift
+    best_energy, best = (state.energy, state.in_ood.copy()) if state.prior_allowed() else (math.inf, None)
     history = [state.energy]
     temperature = p.temperature
     accepted = 0
@@ -365,10 +400,12 @@ def anneal_split(source: SplitSource, params: AnnealParams | None = None) -> OOD
                 moves = [(int(rng.choice(ood)), False)] if len(ood) > 1 else []
             if moves and state.propose(moves, temperature, rng):
                 accepted += 1
-                if state.energy < best_energy - 1e-12:
+                if state.energy < best_energy - 1e-12 and state.prior_allowed():
                     best_energy, best = state.energy, state.in_ood.copy()
         temperature *= p.decay
         history.append(state.energy)
+    if best is None:
+        raise DataError(source.name, "label", f"no split within max_prior_shift {p.max_prior_shift} was reached (the random start's shift: {start_shift:.3f}); raise it or add rounds")
     parts = _cut(gc, best, p, rng)
     W, C = len(gc.vocab), gc.num_classes
     splits = {name: [source.ids[i] for g in groups for i in gc.members[g]] for name, groups in parts.items()}
@@ -378,7 +415,8 @@ def anneal_split(source: SplitSource, params: AnnealParams | None = None) -> OOD
         chosen[groups] = True
         counts[name] = gc.total(chosen)
     exact = float(word_energy(np.stack([counts["iid"], counts["ood"]]), p.target, p.smoothing).sum())
-    energy = {"initial": initial, "final": exact, "mean_per_entry": exact / (W * C), "accepted": accepted, "proposals": 3 * p.rounds}
+    shift = prior_shift(gc.classes[~best].sum(axis=0), gc.classes[best].sum(axis=0))
+    energy = {"initial": initial, "final": exact, "mean_per_entry": exact / (W * C), "accepted": accepted, "proposals": 3 * p.rounds, "prior_shift": shift}
     params_out = {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in p.__dict__.items()}, "label_scheme": source.label_scheme, "phi_delta": f"constant {p.target} for every word and class"}
     class_of = dict(zip(source.ids, source.classes.tolist()))
     class_counts = {name: np.bincount(np.array([class_of[i] for i in ids if class_of[i] != DROPPED], dtype=np.int64), minlength=C).tolist() for name, ids in splits.items()}

@@ -73,7 +73,7 @@ class CLEF(DirectEffectDebiasing):
     """Backbone (ensemble branch) + context branch + learned counterfactual output; modes te / tie / context / ensemble.
 
     Further keyword arguments (fusion, counterfactual, alpha, beta, gamma, tau, tau_grid, tau_split, tau_metric,
-    regression_loss) are those of :class:`DirectEffectDebiasing`.
+    regression_loss, c_lr) are those of :class:`DirectEffectDebiasing`.
     """
 
     names = (("y_c", "context"), ("y_e", "ensemble"))

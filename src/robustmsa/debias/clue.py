@@ -31,7 +31,7 @@ class CLUE(DirectEffectDebiasing):
     """Backbone + text branch + learned counterfactual multimodal output; modes te / tie / text / multimodal.
 
     Further keyword arguments (fusion, counterfactual, alpha, beta, gamma, tau, tau_grid, tau_split, tau_metric,
-    regression_loss) are those of :class:`DirectEffectDebiasing`.
+    regression_loss, c_lr) are those of :class:`DirectEffectDebiasing`.
     """
 
     names = (("y_t", "text"), ("y_m", "multimodal"))

@@ -16,7 +16,11 @@ In the counterfactual world the main output is a learned constant ``Y_m*``
     alpha * L(h(Y_b, Y_m), y) + beta * L(h(Y_b, sg(Y_m*)), y) + gamma * KL(h(Y_b, Y_m) || h(sg(Y_b), Y_m*))
 
 plus the backbone's auxiliary losses (``sg``: stop-gradient; the KL term
-moves only ``Y_m*``, its target is detached). Inference: ``te`` =
+moves only ``Y_m*``, its target is detached). ``Y_m*`` starts at 0 and, like the
+reference code, is trained with the training lr by default; Adam moves it by about
+lr per step, so a short run can leave it far from the KL's minimiser and the
+subtracted NDE then depends on the training length. ``c_lr`` gives it a learning
+rate of its own (and no weight decay). Inference: ``te`` =
 ``h(Y_b, Y_m)`` (total effect) and ``tie`` = ``h(Y_b, Y_m) - tau * h(Y_b, Y_m*)``
 (total indirect effect: the natural direct effect of the shortcut removed);
 ``tau`` is chosen on a validation split by :meth:`DirectEffectDebiasing.calibrate`.
@@ -29,6 +33,7 @@ as ``L`` and a squared error or a binary KL as the KL term.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -94,6 +99,7 @@ class DirectEffectDebiasing(CounterfactualMethod):
         tau_split: str = "valid",
         tau_metric: str | None = None,
         regression_loss: str = "l1",
+        c_lr: float | None = None,
     ) -> None:
         super().__init__(backbone)
         kind = self.task.kind
@@ -113,6 +119,9 @@ class DirectEffectDebiasing(CounterfactualMethod):
             raise ConfigError(f"tau and tau_grid must be >= 0 (a negative tau adds the bias back), got {tau} and {list(tau_grid)}")
         if regression_loss not in ("l1", "mse"):
             raise ConfigError(f"regression_loss must be 'l1' or 'mse', got '{regression_loss}'")
+        if c_lr is not None and not (math.isfinite(c_lr) and c_lr > 0):
+            raise ConfigError(f"c_lr must be a positive learning rate (or null: the training lr), got {c_lr}")
+        self.c_lr = c_lr
         self.bias_branch = bias_branch
         self.y_cf = nn.Parameter(torch.zeros(1 if counterfactual == "scalar" else self.task.out_dim))
         self.fusion = fusion
@@ -183,6 +192,14 @@ class DirectEffectDebiasing(CounterfactualMethod):
             losses.update(self.backbone.auxiliary_losses(batch, out))
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
+
+    def optimizer_groups(self, phase: str) -> list[dict[str, Any]]:
+        """With ``c_lr``: the counterfactual output in a group of its own (that lr, no weight decay)."""
+        groups = super().optimizer_groups(phase)
+        if self.c_lr is None:
+            return groups
+        rest = [p for p in groups[0]["params"] if p is not self.y_cf]
+        return [{"params": rest}, {"params": [self.y_cf], "lr": self.c_lr, "weight_decay": 0.0}]
 
     # --- inference parameters ----------------------------------------------
     def calibration_splits(self) -> tuple[str, ...]:

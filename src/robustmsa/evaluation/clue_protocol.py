@@ -40,7 +40,19 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from robustmsa.config import BackboneComponent, ComponentConfig, PluginConfig, Seeds, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.labels import MMSA_NAMES, SCHEMES, to_classification
-from robustmsa.data.ood_split import OODSplit, SplitSource, anneal_params, anneal_split, apply_split, plot_label_ratios, positive_share, tokenize, word_class_counts, write_split_file
+from robustmsa.data.ood_split import (
+    OODSplit,
+    SplitSource,
+    anneal_params,
+    anneal_split,
+    apply_split,
+    plot_label_ratios,
+    positive_share,
+    prior_shift,
+    tokenize,
+    word_class_counts,
+    write_split_file,
+)
 from robustmsa.debias.clue import CLUE
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.direct_effect import train_debiased
@@ -231,6 +243,7 @@ def run_clue_protocol(
     train_cfg = config.train.to_train_config()
     results: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"), "sizes": {n: len(s) for n, s in bundle.splits.items()}, "schemes": {}}
     views = {scheme: _views(bundle, scheme) for scheme in schemes}
+    results["label_prior"] = label_priors(views, config.ood_test)
     shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "case_study": [case_scheme, case_seed]}
     settings = {(scheme, seed): {**shared, "splits": split_fingerprints(views[scheme], views[scheme].splits), "scheme": scheme, "seed": seed} for scheme in schemes for seed in seeds}
     with config.naming_errors():  # a config unfit for the data fails before the folder is claimed
@@ -286,10 +299,35 @@ def split_titles(config: CLUEProtocolConfig) -> tuple[str, str]:
     return ("IID test", "OOD test") if config.iid_test != config.ood_test else (config.iid_test, config.ood_test)
 
 
+def label_priors(views: dict[str, DataBundle], ood_test: str) -> dict[str, dict[str, Any]]:
+    """Per class scheme: samples per class in train and the OOD test, and the total variation distance between them
+    (an OOD test that differs mostly in its class balance tests a label-prior shift, not word shortcuts)."""
+    out = {}
+    for scheme, data in views.items():
+        if data.task.kind != "classification":
+            continue
+        counts = {name: np.bincount(data[name].labels().astype(np.int64), minlength=data.task.num_classes).tolist() for name in ("train", ood_test)}
+        out[scheme] = {**counts, "shift": prior_shift(counts["train"], counts[ood_test])}
+    return out
+
+
 def per_class(method: Any, data: DataBundle, split: str, mode: str) -> dict[str, float]:
     """Per class on ``split`` in ``mode``: recall for class data, average precision for multi-label data."""
     names = data.task.label_names
     return per_class_results(predict(method, data[split], mode), data[split].labels(), data.task.kind, names)
+
+
+def prior_lines(results: dict[str, Any], ood_test: str) -> list[str]:
+    """Report lines: how far the OOD test's class balance is from the training split's."""
+    priors = results.get("label_prior") or {}
+    if not priors:
+        return []
+    shifts = ", ".join(f"{scheme} {value['shift']:.3f} (per class: train {value['train']}, {ood_test} {value[ood_test]})" for scheme, value in priors.items())
+    return [
+        f"Label-prior shift train → {ood_test} (total variation distance of the class shares; 0: same balance): {shifts}. "
+        "A large shift makes the OOD test partly a class-balance test; an annealed split can bound it (`split.params.max_prior_shift`).",
+        "",
+    ]
 
 
 def per_class_table(results: dict[str, Any], method: str, ood: str, multilabel: bool) -> list[str]:
@@ -347,6 +385,7 @@ def protocol_report(results: dict[str, Any], config: CLUEProtocolConfig, bundle:
         f"'{config.params.get('tau_split', 'valid')}' (validation only). {iid}: TE; {ood}: TIE.",
         "",
         markdown_table(rows, columns, row_header="model — test set"),
+        *prior_lines(results, config.ood_test),
         f"## Gain of +{shown} over the base ({headline}, points, mean over seeds)",
         "",
         f"| scheme | {iid} base | {iid} +{shown} (TE) | {ood} base | {ood} +{shown} (TIE) | TIE gain | TE change | tau per seed |",

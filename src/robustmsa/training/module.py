@@ -52,8 +52,8 @@ class MethodModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizers = []
         for phase in self.method.phases:
-            params = [p for p in self.method.phase_parameters(phase) if p.requires_grad]
-            optimizers.append(torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay))
+            groups = [group for group in self.method.optimizer_groups(phase) if group["params"]]
+            optimizers.append(torch.optim.AdamW(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay))
         if self.optim.lr_schedule == "constant":
             return optimizers[0] if len(optimizers) == 1 else optimizers
         schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.optim.max_epochs)) for opt in optimizers]

@@ -161,5 +161,5 @@ def test_image_text_command(tmp_path: Path) -> None:
     done = _cli("image-text", "--config", str(config), "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     saved = json.loads((tmp_path / "run" / "image_text_mmsd2.json").read_text())
-    assert set(saved["aggregate"]["metrics"]) == {"base", "MID", "MCTD", "MME-JD", "MRID"}
+    assert set(saved["aggregate"]["metrics"]) == {"base", "base+FT", "MID", "MCTD", "MME-JD", "MRID"}
     assert "Oracle router" in (tmp_path / "run" / "image_text_mmsd2.md").read_text()

@@ -277,13 +277,20 @@ def test_protocol_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     saved = json.loads((tmp_path / "image_text_toy.json").read_text())
     assert saved["seeds"] == [0]
     metrics = saved["aggregate"]["metrics"]
-    assert set(metrics) == {"base", "MID", "MCTD", "MME-JD", "MRID"}
+    assert set(metrics) == {"base", "base+FT", "MID", "MCTD", "MME-JD", "MRID"}
     assert all(0.0 <= metrics[m]["F1"]["mean"] <= 1.0 for m in metrics)
     cost = results["per_seed"]["0"]["cost"]
     n_test = len(toy["test"])
     # forwards per test sample: base 1; MCTD 1; MID / MRID factual + 2 counterfactuals, plus 3 to make the image
     # counterfactual (occlusion of 2 attribute tokens: 1 + 2 passes); MME-JD those 6 + 2 experts
-    assert [cost[m]["infer_forwards_per_sample"] for m in ("base", "MCTD", "MID", "MRID", "MME-JD")] == [1.0, 1.0, 6.0, 6.0, 8.0]
+    assert [cost[m]["infer_forwards_per_sample"] for m in ("base", "base+FT", "MCTD", "MID", "MRID", "MME-JD")] == [1.0, 1.0, 1.0, 6.0, 6.0, 8.0]
+    # the control is the base fine-tuned with MCTD's settings and no counterfactual term: trained from the base's weights
+    assert results["per_seed"]["0"]["epochs"]["base+FT"] == results["per_seed"]["0"]["epochs"]["MCTD"] == 1
+    assert 1.0 < cost["base+FT"]["train_forwards_rel"] < cost["MCTD"]["train_forwards_rel"]
+    report = (tmp_path / "image_text_toy.md").read_text()
+    assert "| method | ΔF1 (mean) | std of method | std of base | Δ > both stds | ΔF1 vs base+FT |" in report
+    delta = 100 * (metrics["MCTD"]["F1"]["mean"] - metrics["base+FT"]["F1"]["mean"])
+    assert any(line.startswith("| MCTD |") and line.rstrip().endswith(f"| {delta:+.2f} |") for line in report.splitlines())
     assert cost["MID"]["train_forwards_rel"] > 1.0 and cost["base"]["train_forwards_rel"] == 1.0
     router = results["per_seed"]["0"]["router"]
     assert sum(router["categories"]["test"].values()) == n_test

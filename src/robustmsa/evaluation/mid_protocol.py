@@ -12,7 +12,8 @@ choice on validation data):
 4. the base model's train/valid samples are categorised and the **router** is
    trained (loss chosen by validation F-0.5); **MRID** = router + MID with
    per-strategy weights searched on validation;
-5. **MCTD** is fine-tuned from the base with reversed-label counterfactual training;
+5. **MCTD** is fine-tuned from the base with reversed-label counterfactual training,
+   and **base+FT**, its control, with the same settings and no counterfactual term;
 6. the **MME-JD** debiasing experts are fine-tuned from the base, combined by
    the same router, weights searched on validation;
 7. test metrics of every method, the router analysis on test (per category
@@ -58,11 +59,15 @@ from robustmsa.metrics import task_metrics
 from robustmsa.registry import BACKBONES
 from robustmsa.training.fit import check_fit, fit, predict, seeded
 
-METHOD_NAMES = ("base", "MID", "MCTD", "MME-JD", "MRID")
+METHOD_NAMES = ("base", "base+FT", "MID", "MCTD", "MME-JD", "MRID")
+#: The control for the methods trained further from the base (MCTD, the MME-JD experts): the base fine-tuned with the
+#: same settings and no counterfactual term, so a gain can be told apart from the extra training.
+CONTROL = "base+FT"
 METRIC_COLUMNS = ("Acc", "F1", "Precision", "Recall", "Macro_F1", "Weighted_F1")
 #: Cost stages each method needs (training / inference), see :func:`_run_seed`.
 COST_RECIPES = {
     "base": {"train": ["base_train"], "infer": ["base_infer"]},
+    "base+FT": {"train": ["base_train", "ft_train"], "infer": ["base+FT_infer"]},
     "MID": {"train": ["base_train", "cf_train", "mid_tune"], "infer": ["cf_test", "MID_infer"]},
     "MCTD": {"train": ["base_train", "cf_train", "mctd_train"], "infer": ["MCTD_infer"]},
     "MME-JD": {"train": ["base_train", "cf_train", "router_fit", "experts_train", "mme_tune"], "infer": ["cf_test", "MME-JD_infer"]},
@@ -223,6 +228,10 @@ def _run_seed(cfg: ImageTextProtocolConfig, bundle: DataBundle, seed: int) -> di
         mctd = MCTD(copy.deepcopy(base.backbone), modalities=modalities, cf_weight=m.cf_weight, eps=m.eps)
     with meter.measure("mctd_train", mctd):
         mctd_fit = fit(mctd, data, finetune_cfg, seed=seed)
+    with seeded(seed):
+        tuned = Supervised(copy.deepcopy(base.backbone))
+    with meter.measure("ft_train", tuned):
+        tuned_fit = fit(tuned, data, finetune_cfg, seed=seed)
     mme = MMEJD.from_base(base, router_fit.router, eps=m.eps, cf_weight=m.cf_weight, weight_range=m.mme_range, expert_train=finetune_cfg, **common)
     with meter.measure("experts_train", mme):
         experts = mme.train_experts(data, seed=seed)
@@ -231,7 +240,7 @@ def _run_seed(cfg: ImageTextProtocolConfig, bundle: DataBundle, seed: int) -> di
 
     test = data["test"]
     truth = test.labels()
-    runs: dict[str, tuple[Method, str]] = {"base": (base, "factual"), "MID": (mid, "mid"), "MCTD": (mctd, "factual"), "MME-JD": (mme, "routed"), "MRID": (mrid, "routed")}
+    runs: dict[str, tuple[Method, str]] = {"base": (base, "factual"), CONTROL: (tuned, "factual"), "MID": (mid, "mid"), "MCTD": (mctd, "factual"), "MME-JD": (mme, "routed"), "MRID": (mrid, "routed")}
     metrics = {}
     for name, (method, mode) in runs.items():
         with meter.measure(f"{name}_infer", method):
@@ -255,8 +264,8 @@ def _run_seed(cfg: ImageTextProtocolConfig, bundle: DataBundle, seed: int) -> di
         "calibration": calibration,
         "router": router,
         "cost": cost_table(meter, COST_RECIPES, base="base", n_test=len(test)),
-        "epochs": {"base": base_fit.epochs, "MCTD": mctd_fit.epochs},
-        "valid": {"base": base_fit.best_score, "MCTD": mctd_fit.best_score},
+        "epochs": {"base": base_fit.epochs, CONTROL: tuned_fit.epochs, "MCTD": mctd_fit.epochs},
+        "valid": {"base": base_fit.best_score, CONTROL: tuned_fit.best_score, "MCTD": mctd_fit.best_score},
     }
 
 
@@ -331,17 +340,21 @@ def protocol_report(results: Mapping[str, Any]) -> str:
         "## Test metrics",
         "",
         markdown_table({name: agg["metrics"][name] for name in METHOD_NAMES}, list(METRIC_COLUMNS), row_header="method"),
+        f"{CONTROL}: the base fine-tuned with the settings of MCTD and the MME-JD experts, without a counterfactual term "
+        "(the control for their extra training).",
+        "",
         "## F1 difference to the base model",
         "",
-        "| method | ΔF1 (mean) | std of method | std of base | Δ > both stds |",
-        "|---|---|---|---|---|",
+        f"| method | ΔF1 (mean) | std of method | std of base | Δ > both stds | ΔF1 vs {CONTROL} |",
+        "|---|---|---|---|---|---|",
     ]
-    base = agg["metrics"]["base"]["F1"]
+    base, control = agg["metrics"]["base"]["F1"], agg["metrics"][CONTROL]["F1"]
     for name in METHOD_NAMES[1:]:
         cell = agg["metrics"][name]["F1"]
         delta = _mean(cell) - _mean(base)
         beats = "n/a (one seed)" if base["n"] < 2 else "yes" if math.isfinite(delta) and delta > max(cell["std"], base["std"]) else "no"
-        lines.append(f"| {name} | {100 * delta:+.2f} | {100 * cell['std']:.2f} | {100 * base['std']:.2f} | {beats} |")
+        versus = "" if name == CONTROL else f"{100 * (_mean(cell) - _mean(control)):+.2f}"
+        lines.append(f"| {name} | {100 * delta:+.2f} | {100 * cell['std']:.2f} | {100 * base['std']:.2f} | {beats} | {versus} |")
     router = agg["router"]
     test = router["test"]
     lines += ["", "## Router on the test set (categories of the base model)", ""]

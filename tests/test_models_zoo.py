@@ -120,6 +120,19 @@ def test_backbone_configs_build(path: Path) -> None:
     BACKBONES.build(config.backbone.name, {"text": 768, "audio": 5, "vision": 20}, TaskSpec(), **config.backbone.params)
 
 
+def test_an_empty_sequence_summary_does_not_read_its_padding() -> None:
+    """A sample whose audio or vision has length 0 (a batch built by hand may pad with anything)."""
+    from robustmsa.models.base import SequenceEncoder
+
+    with seeded(0):
+        encoder = SequenceEncoder(4, 8, kind="lstm").eval()
+    x, mask = torch.zeros(2, 3, 4), torch.tensor([[False, False, False], [True, True, False]])
+    clean = encoder(x, mask)
+    x[0, 0] = 5.0  # padding of the empty sample
+    x[1, 2] = -3.0  # padding of the other
+    assert torch.equal(encoder(x, mask), clean)
+
+
 def test_resample_interpolates_over_true_lengths() -> None:
     x = torch.zeros(3, 4, 1)
     x[0, :2, 0] = torch.tensor([0.0, 10.0])  # length 2 -> 3 steps

@@ -138,6 +138,7 @@ class SequenceEncoder(nn.Module):
         if self.kind == "mean":
             return self.dropout(torch.relu(self.proj(masked_mean(x, mask))))
         lengths = mask.sum(dim=1).clamp_min(1).cpu()
+        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # an empty sequence reads one zero frame, never what its padding holds
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         _, (h, _) = self.rnn(packed)
         summary = torch.cat([h[-2], h[-1]], dim=-1) if self.rnn.bidirectional else h[-1]

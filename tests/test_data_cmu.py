@@ -135,11 +135,15 @@ SIZES = {"train": 5, "valid": 3, "test": 4}
 def test_youtube_layout_missing_train_text_and_trimming(tmp_path: Path) -> None:
     arrays = _write_cmu(tmp_path, "youtube", SIZES, text_splits=("valid", "test"))
     folder = tmp_path / "youtube"
-    # left padding, right padding, an interior zero step and an all-zero sequence
+    # left padding of every modality, right padding of one, an interior zero step, an all-zero sequence, and a face
+    # missing for the first words: step t is the same word in every modality, so one window per sample is cut
     arrays["train"]["audio"][0, :7] = 0
+    arrays["train"]["video"][0, :7] = 0
     arrays["train"]["audio"][1, 15:] = 0
     arrays["train"]["audio"][2, 10] = 0
     arrays["train"]["video"][3] = 0
+    arrays["train"]["audio"][4, :2] = 0
+    arrays["train"]["video"][4, :4] = 0
     _write_d1(folder / "audio_train.h5", arrays["train"]["audio"])
     _write_d1(folder / "video_train.h5", arrays["train"]["video"])
     bundle = read_cmu_h5(tmp_path, "youtube")
@@ -148,8 +152,11 @@ def test_youtube_layout_missing_train_text_and_trimming(tmp_path: Path) -> None:
     train = bundle["train"]
     assert all(s.text is None for s in train) and train.dims() == {"audio": 6, "vision": 4}
     assert bundle["valid"].dims() == {"text": 5, "audio": 6, "vision": 4}
-    assert [s.audio.shape[0] for s in train] == [13, 15, 20, 20, 20]
+    assert [s.audio.shape[0] for s in train] == [13, 20, 20, 20, 18]
+    assert [s.vision.shape[0] for s in train] == [13, 20, 20, 0, 18]
     assert np.allclose(train[0].audio, arrays["train"]["audio"][0, 7:])
+    assert np.allclose(train[4].audio, arrays["train"]["audio"][4, 2:]) and np.allclose(train[4].vision, arrays["train"]["video"][4, 2:])
+    assert np.count_nonzero(train[1].audio[15:]) == 0  # the words after the audio ends keep their place
     assert np.count_nonzero(train[2].audio[10]) == 0  # interior zero step kept
     assert train[3].vision.shape == (0, 4) and bundle.meta["empty_sequences"] == {"train/vision": 1}
     assert train.labels().tolist() == arrays["train"]["y"].argmax(axis=1).tolist()
@@ -252,6 +259,10 @@ def test_real_cmu_h5(shared_data: Path) -> None:
         assert tuple(len(bundle[s]) for s in ("train", "valid", "test")) == sizes
         assert bundle.dims() == dims[name] and bundle.meta["nonfinite_replaced"] == {}
         assert all(len(s.audio) <= 20 for s in bundle["train"])
+        for split in ("train", "valid", "test"):  # one word window for every modality of a sample
+            for sample in bundle[split]:
+                lengths = {len(x) for x in (sample.text, sample.audio, sample.vision) if x is not None and len(x)}
+                assert len(lengths) <= 1, (sample.id, lengths)
     youtube = read_cmu_h5(root, "youtube")
     assert youtube.meta["missing_text_splits"] == ["train"] and youtube["valid"].dims()["text"] == 300
     assert sorted(set(youtube["train"].labels().tolist())) == [0, 1, 2]

@@ -59,3 +59,12 @@ def test_to_classification_errors() -> None:
     toy = make_toy_split(6, "train", 0, task=TaskSpec(kind="classification", num_classes=2, label_range=None))
     with pytest.raises(DataError, match="regression"):
         to_classification(DataBundle({"train": toy}, toy.task), "has0")
+
+
+def test_label_schemes_need_a_sentiment_zero() -> None:
+    """MMMO's ratings 1-5 under has0 would all be one class ('non-negative')."""
+    task = TaskSpec(label_range=(1.0, 5.0))
+    samples = [Sample(id=f"s{i}", raw_text="w", text=np.zeros((2, 3), np.float32), label=y) for i, y in enumerate([1.0, 2.5, 3.0, 4.5, 5.0])]
+    mmmo = DataBundle({"train": MultimodalSplit(samples, name="train", source="mem", task=task)}, task, name="mmmo")
+    with pytest.raises(ConfigError, match=r"data 'mmmo': label scheme 'has0' would split sentiment at 0, but these labels lie in \[1.0, 5.0\]"):
+        to_classification(mmmo, "has0")

@@ -180,7 +180,12 @@ def test_label_range_is_an_argument(tmp_path: Path) -> None:
     # SIMS's label range selects MMSA's SIMS metrics unless the metric set is given
     assert read_mmsa_pickle(path, label_range=(-1.0, 1.0)).task.metric_set == "sims"
     assert read_mmsa_pickle(path, label_range=(-1.0, 1.0), metric_set="mosi").task.metric_set == "mosi"
-    assert read_mmsa_pickle(path).task.metric_set == "mosi"
+    assert read_mmsa_pickle(path).task.metric_set == "mosi"  # MOSI's layout: no unimodal labels
+    for split in data.values():  # CH-SIMS's layout carries unimodal labels: its scale and metrics are found without asking
+        split["regression_labels_T"] = split["regression_labels"]
+    sims = read_mmsa_pickle(_write(tmp_path / "sims_layout.pkl", data)).task
+    assert (sims.label_range, sims.metric_set) == ((-1.0, 1.0), "sims")
+    assert read_mmsa_pickle(tmp_path / "sims_layout.pkl", label_range=(-3.0, 3.0)).task.metric_set == "mosi"  # given: kept
     with pytest.raises(ConfigError, match="metric_set"):
         read_mmsa_pickle(path, metric_set="chsims")  # type: ignore[arg-type]
     data["train"]["regression_labels"][0] = 1.5

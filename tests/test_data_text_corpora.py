@@ -315,9 +315,14 @@ def test_a_directory_where_a_file_belongs(tmp_path: Path) -> None:
 def test_real_text_corpora(shared_data: Path) -> None:
     mosi = read_mosi_csv(shared_data / "mosi" / "transcripts_labels.csv", text_encoder=HASH, limit=20)
     assert {k: len(v) for k, v in mosi.splits.items()} == {"train": 20, "valid": 20, "test": 20}
-    assert mosi["train"][0].id == "03bSnISJMiM_1" and mosi["train"][0].group == "03bSnISJMiM"
+    full = read_mosi_csv(shared_data / "mosi" / "transcripts_labels.csv", text_encoder=HASH)
+    order = {s.id: k for k, s in enumerate(full["train"])}
+    kept = [order[s.id] for s in mosi["train"]]
+    assert kept == sorted(kept) and kept != list(range(20))  # a random subset in file order, not the first 20
     mvsa = read_mvsa(shared_data / "mvsa_single", text_encoder=HASH, limit=15)
     assert set(mvsa.splits) == {"train", "valid", "test"} and all(len(v) == 15 for v in mvsa.splits.values())
+    # MVSA's train.json lists every positive post first: a limit must not give a one-class training split
+    assert len(set(read_mvsa(shared_data / "mvsa_single", text_encoder=HASH, limit=1000)["train"].labels().tolist())) == 3
     vader = read_vader(shared_data / "vader", domain="tweets", text_encoder=HASH, limit=10)
     assert len(vader["test"]) == 10 and all(-4 <= s.label <= 4 for s in vader["train"])
     mmsd2 = read_mmsd2(shared_data / "mmsd2", text_encoder=HASH, limit=10)

@@ -104,3 +104,14 @@ def test_bundle_ids_in_two_splits() -> None:
     with pytest.raises(DataError, match=r"field 'id': sample id 's1' is in split 'train' and in split 'test'"):
         DataBundle({"train": train, "test": test}, TaskSpec())
     assert len(DataBundle({"train": train, "test": test}, TaskSpec(), disjoint_ids=False)["test"]) == 2  # per-split numbering (router data) opts out
+
+
+def test_limit_keeps_a_random_subset_in_file_order() -> None:
+    """Files sorted by label (MVSA's train.json) must not give a one-class split; the same subset every time."""
+    from robustmsa.data.dataset import limited
+
+    items = [0] * 50 + [1] * 50  # label-sorted
+    kept = limited(items, 10)
+    assert len(kept) == 10 and set(kept) == {0, 1} and kept == sorted(kept)
+    assert limited(items, 10) == kept and limited(list(range(100)), 10) == sorted(limited(list(range(100)), 10))
+    assert limited(items, None) == items and limited(items, 500) == items

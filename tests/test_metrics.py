@@ -10,7 +10,7 @@ from scipy.stats import pearsonr
 
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
-from robustmsa.metrics import check_metric, classification_metrics, regression_metrics, sims_regression_metrics, task_metrics
+from robustmsa.metrics import check_metric, classification_metrics, metric_names, regression_metrics, sims_regression_metrics, task_metrics
 
 PRED = [-1.2, 0.0, 0.4, 2.6, -0.2]
 TRUTH = [-2.0, 0.0, 1.0, 3.0, 0.5]
@@ -143,3 +143,12 @@ def test_the_metric_set_is_the_tasks() -> None:
         check_metric("Has0_acc_2", sims, "monitor")
     with pytest.raises(ConfigError, match="regression tasks only"):
         TaskSpec(kind="classification", num_classes=2, label_range=None, metric_set="sims")
+
+
+def test_labels_without_a_sentiment_zero_are_refused_by_the_sentiment_metrics() -> None:
+    """MMMO's ratings 1-5: a constant prediction of 3 would score a perfect Has0 Acc-2."""
+    mmmo = TaskSpec(label_range=(1.0, 5.0))
+    assert not mmmo.signed and TaskSpec().signed and TaskSpec(label_range=None).signed
+    for call in (lambda: metric_names(mmmo), lambda: task_metrics(np.full(4, 3.0), np.array([1.0, 2.0, 4.0, 5.0]), mmmo)):
+        with pytest.raises(ConfigError, match=r"the mosi metrics \(Acc-2, F1, Acc-k\) split sentiment at 0, but these labels lie in \[1.0, 5.0\]"):
+            call()

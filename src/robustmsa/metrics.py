@@ -45,6 +45,7 @@ SIMS_BINS = {"Mult_acc_2": (0.0,), "Mult_acc_3": (-0.1, 0.1), "Mult_acc_5": (-0.
 def metric_names(task: TaskSpec) -> tuple[str, ...]:
     """The metrics :func:`task_metrics` reports for ``task`` (what ``train.monitor`` may name)."""
     if task.kind == "regression":
+        task.check_signed(f"the {task.metric_set} metrics (Acc-2, F1, Acc-k)")
         return SIMS_METRICS if task.metric_set == "sims" else REGRESSION_METRICS
     return CLASSIFICATION_METRICS if task.kind == "classification" else MULTILABEL_METRICS
 
@@ -161,6 +162,7 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, task: TaskSpec) -> dict[st
     ``pred`` is (N,) scores for regression and (N, C) class scores otherwise.
     """
     if task.kind == "regression":
+        task.check_signed(f"the {task.metric_set} metrics (Acc-2, F1, Acc-k)")
         return sims_regression_metrics(pred, truth) if task.metric_set == "sims" else regression_metrics(pred, truth)
     scores = np.asarray(pred, dtype=np.float64)
     if not np.isfinite(scores).all():  # argmax of a NaN row is class 0: it would be scored as a prediction

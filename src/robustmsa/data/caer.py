@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_limit
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_limit, limited
 from robustmsa.data.text_corpora import utf8_lines
 from robustmsa.errors import ConfigError, DataError
 
@@ -95,7 +95,7 @@ def read_caer_s(
     """CAER-S as a 7-class :class:`DataBundle` of face-crop (``vision``) and face-masked frame (``image``) tokens.
 
     ``boxes``: the face CSV (``robustmsa detect-faces`` writes one); ``limit``: at most this many images per class
-    and release split (the first ones); ``missing_faces``: ``'error'`` when an image has no box, or ``'skip'`` to
+    and release split (a random subset); ``missing_faces``: ``'error'`` when an image has no box, or ``'skip'`` to
     leave such images out (their number is recorded in ``meta['without_face']``).
     """
     from robustmsa.features.image import build_image_encoder, encode_person_views
@@ -114,7 +114,7 @@ def read_caer_s(
     for split in ("train", "test"):
         listed = list_caer_images(folder, split)
         for index in range(len(EMOTIONS)):
-            of_class = [item for item in listed if item[1] == index][:limit]
+            of_class = limited([item for item in listed if item[1] == index], limit)
             if split == "test":
                 parts["test"] += of_class
                 continue

@@ -13,15 +13,21 @@ Labels (checked on the published files):
 * ``mmmo``: a rating in [1, 5] in steps of 0.5 -> regression, ``label_range`` (1, 5).
 * ``pom``: 17 continuous trait scores per sample -> regression on column
   ``pom_trait`` (default 0). Columns use different scales (most reach 7,
-  columns 8-13 stop at 5, and one test score is 0.67), so no label range is
-  enforced (``label_range=None``). The files carry no trait names.
+  columns 8-13 stop at 5, and one test score is 0.67): ``label_range`` (0, 7)
+  bounds them all. The files carry no trait names.
+
+MMMO's and POM's scores have no sentiment zero: the MOSI metrics and the class
+schemes refuse them (``TaskSpec.signed``) until a view shifts them (e.g.
+``natural_missing_text``'s ``label_shift: 3.0`` for MMMO).
 
 Padding: the 20 steps are zero-padded at the front (POM), at the back
-(YouTube) or both (MMMO). With ``trim='edges'`` (default) leading and trailing
-all-zero steps are dropped per sample and modality, keeping interior zero steps
-(words with no detected face etc.); ``trim='none'`` keeps all 20 steps. A
-sequence that is entirely zero gets length 0 (common: e.g. most YouTube train
-audio and video); counts are in ``bundle.meta['empty_sequences']``.
+(YouTube) or both (MMMO). Step t of every modality is the same word. With
+``trim='edges'`` (default) the steps before the first and after the last word
+where any modality is non-zero are dropped, one window per sample for all
+modalities, so the word alignment is kept (zero steps inside it stay: words
+with no detected face etc.); ``trim='none'`` keeps all 20 steps. A modality
+that is entirely zero gets length 0 (common: e.g. most YouTube train audio and
+video); counts are in ``bundle.meta['empty_sequences']``.
 The files contain no sample ids; ids are ``<dataset>_<split>_<index>``.
 """
 
@@ -35,7 +41,7 @@ import numpy as np
 
 from robustmsa.data.batch import Sample
 from robustmsa.data.cmu_sdk import h5_child, h5_numeric, to_float32
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, limited
 from robustmsa.errors import ConfigError, DataError, require_file
 
 CMU_DATASETS = ("youtube", "mmmo", "pom")
@@ -64,14 +70,16 @@ def _clean(path: Path, arr: np.ndarray, nan_policy: str, counts: dict[str, int],
     return arr
 
 
-def _trim(seq: np.ndarray, trim: str) -> np.ndarray:
-    """Drop leading and trailing all-zero steps of a (T, D) sequence (``trim='edges'``)."""
+def _trim(seqs: dict[str, np.ndarray], trim: str) -> dict[str, np.ndarray]:
+    """One sample's (T, D) sequences per modality, cut to one common window with ``trim='edges'``: from the first to
+    the last step where any modality is non-zero, so step t stays the same word in every modality. A modality that is
+    zero throughout gets length 0."""
     if trim == "none":
-        return seq
-    nonzero = np.flatnonzero(np.any(seq != 0, axis=1))
-    if nonzero.size == 0:
-        return seq[:0]
-    return seq[nonzero[0] : nonzero[-1] + 1]
+        return seqs
+    used = {mod: np.any(seq != 0, axis=1) for mod, seq in seqs.items()}
+    steps = np.flatnonzero(np.any(np.stack(list(used.values())), axis=0))
+    window = slice(int(steps[0]), int(steps[-1]) + 1) if steps.size else slice(0, 0)
+    return {mod: seq[window] if used[mod].any() else seq[:0] for mod, seq in seqs.items()}
 
 
 def _labels(path: Path, y: np.ndarray, dataset: str, n: int, pom_trait: int) -> np.ndarray:
@@ -113,8 +121,8 @@ def read_cmu_h5(
 
     ``folder`` is either the collection folder holding ``youtube/``, ``mmmo/``,
     ``pom/`` or the data set's own folder. NaN/inf features raise
-    :class:`DataError` unless ``nan_policy='zero'``. ``limit`` keeps the first
-    N samples of each split. Sequences: audio (La, 74|43), vision (Lv, 36|41),
+    :class:`DataError` unless ``nan_policy='zero'``. ``limit`` keeps a random
+    N samples of each split (:func:`~robustmsa.data.dataset.limited`). Sequences: audio (La, 74|43), vision (Lv, 36|41),
     text (Lt, 300), each La/Lv/Lt <= 20.
     """
     if dataset not in CMU_DATASETS:
@@ -132,7 +140,7 @@ def read_cmu_h5(
     if dataset == "youtube":
         task = TaskSpec(kind="classification", num_classes=3, label_range=None)
     else:
-        task = TaskSpec(kind="regression", num_classes=1, label_range=(1.0, 5.0) if dataset == "mmmo" else None)
+        task = TaskSpec(kind="regression", num_classes=1, label_range=(1.0, 5.0) if dataset == "mmmo" else (0.0, 7.0))
 
     meta: dict[str, Any] = {"source": str(root), "format": "cmu_h5", "missing_text_splits": [], "nonfinite_replaced": {}, "empty_sequences": {}, "trim": trim, TEXT_CONTEXTUAL: False}
     if dataset == "pom":
@@ -164,10 +172,9 @@ def read_cmu_h5(
         y = _load_d1(y_path)
         y = _clean(y_path, y, "raise", meta["nonfinite_replaced"], f"{split}/y")
         labels = _labels(y_path, y, dataset, n, pom_trait)
-        count = n if limit is None else min(n, limit)
         samples = []
-        for i in range(count):
-            seqs = {mod: _trim(arr[i], trim) for mod, arr in arrays.items()}
+        for i in limited(range(n), limit):
+            seqs = _trim({mod: arr[i] for mod, arr in arrays.items()}, trim)
             for mod, seq in seqs.items():
                 if seq.shape[0] == 0:
                     key = f"{split}/{mod}"

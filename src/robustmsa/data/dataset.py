@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import lightning as L
 import numpy as np
@@ -45,6 +45,20 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.metric_set not in ("mosi", "sims") or (self.metric_set == "sims" and self.kind != "regression"):
             raise ConfigError(f"metric_set must be 'mosi' or 'sims' (regression tasks only), got '{self.metric_set}' for a {self.kind} task")
+
+    @property
+    def signed(self) -> bool:
+        """Whether regression labels have a sentiment zero (negative < 0 < positive), as the MOSI / SIMS metrics and the
+        class schemes assume: a label range around 0, or no known range."""
+        return self.label_range is None or self.label_range[0] < 0 < self.label_range[1]
+
+    def check_signed(self, what: str) -> None:
+        """ConfigError naming ``what`` when the labels have no sentiment zero (e.g. MMMO's ratings in [1, 5])."""
+        if self.kind == "regression" and not self.signed:
+            raise ConfigError(
+                f"{what} split sentiment at 0, but these labels lie in {list(self.label_range or ())}: shift them so that 0 is neutral "
+                "(e.g. the view natural_missing_text's label_shift: 3.0 for MMMO's ratings 1-5)"
+            )
 
     @property
     def out_dim(self) -> int:
@@ -119,6 +133,21 @@ class MultimodalSplit(Dataset[Sample]):
         """Feature width of each modality present (e.g. {'text': 384, 'audio': 74})."""
         first = self.samples[0]
         return {m: int(getattr(first, m).shape[-1]) for m in ("text", "audio", "vision", "image") if getattr(first, m) is not None}
+
+
+T = TypeVar("T")
+
+
+def limited(items: Sequence[T], limit: int | None) -> list[T]:
+    """``limit`` of a split's ``items`` chosen at random (fixed seed 0; file order kept), or all of them.
+
+    A random subset, not the first ones: published files are often sorted or clustered by label (MVSA-Single's
+    ``train.json`` holds every positive post first, MMSD2.0's comes in blocks of one label), so the first N can be one class.
+    """
+    if limit is None or len(items) <= limit:
+        return list(items)
+    chosen = np.sort(np.random.default_rng(0).choice(len(items), size=limit, replace=False))
+    return [items[int(i)] for i in chosen]
 
 
 def check_limit(limit: object, reader: str) -> int | None:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_limit
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_limit, limited
 from robustmsa.errors import ConfigError, DataError, require_file
 
 CATEGORIES = (
@@ -184,7 +184,7 @@ def read_emotic(
 
     ``annotations`` defaults to ``<folder>/Annotations/Annotations.mat`` and ``image_root`` to ``<folder>/emotic``;
     ``tokens``: ``'pooled'`` (one 1280-d token per view) or ``'grid'`` (49, for spatial attention; 49 x the memory);
-    ``limit``: at most this many people per split (the first ones), for quick runs.
+    ``limit``: at most this many people per split (a random subset, :func:`~robustmsa.data.dataset.limited`), for quick runs.
     People without any category are left out; ``meta['without_category']`` counts them per split.
     """
     from robustmsa.features.image import build_image_encoder, encode_person_views
@@ -197,7 +197,7 @@ def read_emotic(
     task = TaskSpec(kind="multilabel", num_classes=len(CATEGORIES), label_range=None, class_names=CATEGORIES)
     splits = {}
     for split, name in SPLITS.items():
-        chosen = people[split][:limit] if limit else people[split]
+        chosen = limited(people[split], limit)
         if not chosen:
             raise DataError(folder, split, "no annotated person in this split")
         views = encode_person_views(encoder, [(root / p.image, p.box) for p in chosen])

@@ -76,6 +76,7 @@ def to_classification(bundle: DataBundle, scheme: str) -> DataBundle:
     task = scheme_task(scheme)
     if bundle.task.kind != "regression":
         raise DataError(bundle.name, "task", f"label scheme '{scheme}' needs continuous (regression) labels; this bundle is '{bundle.task.kind}'")
+    bundle.task.check_signed(f"data '{bundle.name}': label scheme '{scheme}' would")
     splits: dict[str, MultimodalSplit] = {}
     for name, split in bundle.splits.items():
         classes = classes_of(split.labels(), scheme)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, limited
 from robustmsa.data.safe_pickle import safe_load
 from robustmsa.errors import ConfigError, DataError
 
@@ -40,7 +40,7 @@ def read_mmsa_pickle(
     *,
     text_field: Literal["auto", "text", "text_bert"] = "auto",
     max_text_len: int | None = None,
-    label_range: tuple[float, float] | None = (-3.0, 3.0),
+    label_range: tuple[float, float] | Literal["auto"] | None = "auto",
     limit: int | None = None,
     metric_set: Literal["auto", "mosi", "sims"] = "auto",
 ) -> DataBundle:
@@ -55,7 +55,8 @@ def read_mmsa_pickle(
     all-zero rows of ``text`` are padding. Audio/vision lengths come from
     ``*_lengths`` (clipped to the array length); without them an aligned
     modality (same length as text) takes the text lengths, else its full length.
-    Labels must lie in ``label_range`` (MOSI/MOSEI (-3, 3); pass (-1, 1) for SIMS).
+    Labels must lie in ``label_range``: MOSI/MOSEI (-3, 3), CH-SIMS (-1, 1); ``auto``: (-1, 1) for a pickle in
+    CH-SIMS's layout (unimodal labels ``regression_labels_T`` beside ``regression_labels``), else (-3, 3).
     ``metric_set``: MMSA's metrics for ``mosi`` (MOSI / MOSEI) or ``sims`` (CH-SIMS); ``auto``: ``sims`` when
     ``label_range`` is (-1, 1), else ``mosi`` (see :mod:`robustmsa.metrics`).
     Splits other than train/valid/test (e.g. ``test_ood``) are read as well.
@@ -64,11 +65,10 @@ def read_mmsa_pickle(
         raise ConfigError(f"text_field must be 'auto', 'text' or 'text_bert', got '{text_field}'")
     if max_text_len is not None and check_int(max_text_len, "max_text_len", "mmsa") < 1:
         raise ConfigError(f"mmsa: 'max_text_len' must be >= 1 (it counts the [CLS] and [SEP] tokens), got {max_text_len}")
-    label_range = _label_range(label_range)
+    auto_range = isinstance(label_range, str) and label_range == "auto"
+    label_range = None if auto_range else _label_range(label_range)
     if metric_set not in ("auto", "mosi", "sims"):
         raise ConfigError(f"mmsa: 'metric_set' must be 'auto', 'mosi' or 'sims', got {metric_set!r}")
-    if metric_set == "auto":
-        metric_set = "sims" if label_range == (-1.0, 1.0) else "mosi"
     limit = check_limit(limit, "mmsa")
     path = Path(path)
     data = safe_load(path)
@@ -77,6 +77,10 @@ def read_mmsa_pickle(
     missing = [s for s in REQUIRED_SPLITS if s not in data]
     if missing:
         raise DataError(path, "split", f"missing splits {missing}; found {sorted(map(str, data))}")
+    if auto_range:  # CH-SIMS carries unimodal labels; scoring it on MOSI's scale would be meaningless
+        label_range = (-1.0, 1.0) if isinstance(data["train"], Mapping) and "regression_labels_T" in data["train"] else (-3.0, 3.0)
+    if metric_set == "auto":
+        metric_set = "sims" if label_range == (-1.0, 1.0) else "mosi"
     task = TaskSpec(kind="regression", num_classes=1, label_range=label_range, metric_set=metric_set)
     meta: dict[str, Any] = {"source": str(path), "format": "mmsa", "neg_inf_replaced": {}}
     splits = {}
@@ -225,9 +229,8 @@ def _read_split(
         seqs[mod] = (arr, lengths)
 
     raw_text = _strings(where, _array(where, raw, "raw_text", 1, n, dtype=object), "raw_text", allow_empty=True) if "raw_text" in raw else None
-    count = n if limit is None else min(n, limit)
     samples = []
-    for i in range(count):
+    for i in limited(range(n), limit):
         length = int(text_len[i])
         special = None
         ids_row = None

@@ -3,7 +3,7 @@
 Each reader parses the published files, keeps ``raw_text``, and attaches
 token features from a text encoder (:func:`robustmsa.features.text.build_text_encoder`;
 ``'minilm'`` by default, ``'hash'`` for quick tests, or an encoder object).
-``limit`` keeps the first N items of every split (before encoding).
+``limit`` keeps a random N items of every split (before encoding; :func:`~robustmsa.data.dataset.limited`).
 
 * :func:`read_mosi_csv`: CMU-MOSI transcripts ``id,text,label,mode``.
 * :func:`read_mvsa`: MVSA-Single ``{train,dev,test}.json`` (3 classes).
@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, limited
 from robustmsa.errors import ConfigError, DataError, require_file
 from robustmsa.features.text import TextEncoder, attach_text_features, build_text_encoder
 
@@ -55,7 +55,7 @@ def _finish(
     meta: dict[str, Any],
 ) -> DataBundle:
     """Apply ``limit`` (already checked with :func:`check_limit`), encode all texts in one pass, and build validated splits."""
-    kept = {split: samples[:limit] for split, samples in parsed.items()}
+    kept = {split: limited(samples, limit) for split, samples in parsed.items()}
     flat = attach_text_features([s for samples in kept.values() for s in samples], encoder)
     splits, start = {}, 0
     for split, samples in kept.items():

@@ -25,17 +25,13 @@ def mean_std(runs: Iterable[Nested]) -> dict[str, Any]:
 
     The standard deviation is the sample standard deviation (ddof=1; 0 for one run).
     Leaves that are not numbers in any run (names, lists) are dropped; a leaf that is a number in some runs and not
-    in others, or present in some runs only, is a ValueError naming it, never a silently dropped metric. ``None`` among numbers is a NaN that went through JSON (results read
+    in others, or a number in some runs and absent from others, is a ValueError naming it, never a silently dropped
+    metric (a section present in some runs only, e.g. an analysis of one seed, is left out). ``None`` among numbers is a NaN that went through JSON (results read
     back from disk): the aggregate is then NaN, as it is for the in-memory NaN, never a crash or a dropped metric.
     """
     runs = list(runs)
     if not runs:
         raise ValueError("mean_std needs at least one run")
-
-    def has_number(value: Any) -> bool:
-        if isinstance(value, Mapping):
-            return any(has_number(v) for v in value.values())
-        return isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
 
     def walk(items: list[Any], where: str) -> Any:
         first = items[0]
@@ -43,7 +39,7 @@ def mean_std(runs: Iterable[Nested]) -> dict[str, Any]:
             keys = [k for k in first if all(isinstance(it, Mapping) and k in it for it in items)]
             for it in items:
                 for k, v in it.items() if isinstance(it, Mapping) else ():
-                    if k not in keys and has_number(v):
+                    if k not in keys and isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool):
                         raise ValueError(f"'{where}.{k}' is a number in some runs and missing in others" if where else f"'{k}' is a number in some runs and missing in others")
             out = {k: walk([it[k] for it in items], f"{where}.{k}" if where else str(k)) for k in keys}
             return {k: v for k, v in out.items() if v is not None}

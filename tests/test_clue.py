@@ -89,7 +89,7 @@ def test_configuration_errors() -> None:
     bundle = toy_cls()
     backbone = BACKBONES.build("lf_dnn", bundle.dims(), CLS2)
     for split in ("test_ood", "train"):
-        with pytest.raises(ConfigError, match=f"tau_split '{split}' is not a validation split"):
+        with pytest.raises(ConfigError, match=f"tau_split '{split}' cannot select tau: choose a validation split"):
             CLUE(backbone, text_branch={"input": "features"}, tau_split=split)
     with pytest.raises(ConfigError, match="tau_metric 'Acc7' is not a metric of a classification task"):
         CLUE(backbone, text_branch={"input": "features"}, tau_metric="Acc7")
@@ -175,6 +175,16 @@ def test_train_clue_chooses_tau_on_validation(small_has0: DataBundle, monkeypatc
     assert chosen["value"] == pytest.approx(max(accs))
     _, ood = train_clue(small_has0, "text_only", None, FAST, seed=0, text_branch={"input": "hash"}, tau_split="valid_ood", tau_grid=[1.0, 2.0])
     assert ood["split"] == "valid_ood" and seen[-1] == "valid_ood"
+
+
+def test_a_lower_is_better_tau_metric_is_minimised(small: DataBundle) -> None:
+    """tau_metric: MAE picks the tau with the lowest validation MAE (it was maximised: the worst tau)."""
+    grid = [0.0, 1.0, 2.0, 4.0]
+    method, chosen = train_clue(small, "lf_dnn", None, FAST, seed=0, text_branch={"input": "hash"}, tau_metric="MAE", tau_grid=grid)
+    comps = collect_components(method, small["valid"])
+    maes = [float(np.mean(np.abs((comps["te"] - t * comps["nde"])[:, 0].numpy() - small["valid"].labels()))) for t in grid]
+    assert chosen["tau"] == grid[int(np.argmin(maes))] and chosen["value"] == pytest.approx(min(maes), rel=1e-5)
+    assert max(maes) > min(maes)
 
 
 def test_regression_variant_and_demo_entry(small: DataBundle) -> None:

@@ -28,7 +28,8 @@ def test_run_experiment_writes_results_and_reloadable_models(toy_bundle, tmp_pat
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["seeds"] == [0, 1] and set(saved["per_seed"]) == {"0", "1"}
     assert saved["aggregate"]["metrics"]["test"]["factual"]["MAE"]["n"] == 2
-    assert "| test / factual |" in (tmp_path / "run" / "report.md").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "| test / factual |" in report and "Not a test result" not in report and saved["chosen_on"] == ["valid"]
     for seed in (0, 1):
         model = load_model(tmp_path / "run" / f"seed_{seed}" / "model.pt", cfg, toy_bundle)
         pred = predict(model, toy_bundle["test"])
@@ -38,6 +39,12 @@ def test_run_experiment_writes_results_and_reloadable_models(toy_bundle, tmp_pat
     assert np.array_equal(predict(load_model(copy, cfg, toy_bundle), toy_bundle["test"]), pred)
     with pytest.raises(ConfigError, match="already exists"):
         run_experiment(cfg, tmp_path / "run", bundle=toy_bundle)
+    # the split checkpoints were chosen on, evaluated too, is marked: its numbers are not held out
+    one = parse_config({**CONFIG, "seeds": [0], "train": {**CONFIG["train"], "max_epochs": 1}, "eval": {"splits": ["valid", "test"]}})
+    run_experiment(one, tmp_path / "with_valid", bundle=toy_bundle)
+    report = (tmp_path / "with_valid" / "report.md").read_text()
+    assert "**Not a test result:** checkpoints or inference parameters were chosen on ['valid']" in report
+    assert "| valid / factual (chosen on) |" in report and "| test / factual |" in report
 
 
 def test_a_stopped_run_resumes_with_its_finished_seeds(toy_bundle, tmp_path: Path) -> None:

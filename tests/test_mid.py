@@ -143,7 +143,7 @@ def test_mid_runs_on_counterfactual_inputs_and_tunes_on_validation_only(toy: Dat
     assert chosen["split"] == "valid" and chosen["trials"] == 6
     assert 0.0 <= mid.inference_params["alpha"] <= 1.0 and 0.0 <= mid.inference_params["beta"] <= 1.0
     assert mid.inference_params["alpha"] > 0.0 or mid.inference_params["beta"] > 0.0
-    with pytest.raises(ConfigError, match="not a validation split"):
+    with pytest.raises(ConfigError, match="tune split .* cannot select inference weights: choose a validation split"):
         MID(base.backbone, tune_split="test")
     with pytest.raises(ConfigError, match="n_trials"):
         MID(base.backbone, n_trials=51)

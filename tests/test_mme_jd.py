@@ -36,6 +36,13 @@ def test_expert_combination_hand_computed(tmp_path: Path) -> None:
     assert torch.allclose(both, components["p0"] + components["e_img"] + components["e_txt"])
     with pytest.raises(ConfigError):
         expert_train_config({"epochs": 3})
+    # the experts' checkpoints, like every choice, are never selected on a test split (nor the router's)
+    with pytest.raises(ConfigError, match=r"expert_train: valid_split 'test' cannot select checkpoints: choose a validation split"):
+        MMEJD(tiny_backbone(bundle), expert_train={"valid_split": "test"})
+    from robustmsa.debias.mrid import fit_router
+
+    with pytest.raises(ConfigError, match=r"router valid_split 'test_ood' cannot select the router's checkpoint and loss"):
+        fit_router(tiny_backbone(bundle), bundle, ("image", "text"), mme.router_cfg, valid_split="test_ood")
 
 
 def test_mme_jd_trains_experts_and_router_on_train_and_valid_only(tmp_path: Path) -> None:

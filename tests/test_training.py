@@ -193,6 +193,9 @@ def test_monitor_and_hardware_settings_are_checked_before_training(toy_bundle, m
     if importlib.util.find_spec("torch_xla") is None:  # Lightning raises ModuleNotFoundError for a TPU without torch_xla
         with pytest.raises(ConfigError, match=r"train settings accelerator='tpu'"):
             fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, accelerator="tpu"))
+    for split in ("test", "test_ood", "train"):  # also through the API, not only a config file
+        with pytest.raises(ConfigError, match=rf"valid_split '{split}' cannot select checkpoints: choose a validation split"):
+            TrainConfig(valid_split=split)
     # several devices: each DDP process would select checkpoints on its share of the validation split
     for devices, strategy in ((2, "auto"), (2, "ddp"), (2, "ddp_spawn")):
         with pytest.raises(ConfigError, match=r"devices=2.*2 processes; a run trains on one device \(devices: 1\)"):

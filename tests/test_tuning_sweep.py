@@ -42,6 +42,9 @@ def test_search_config_names_the_file_and_the_field(tmp_path: Path) -> None:
         ({"space": {"blend": {"low": 0.1}}}, "give .low. and .high."),
         ({"space": {}}, "space"),
         ({"space": {"w_completness": {"low": 0.1, "high": 1.0}}}, r"field 'space': method 'lnln': unknown parameter\(s\) 'w_completness'"),
+        # the validation condition every trial is scored at is not a search dimension (rate 0.0 would score best)
+        ({"space": {"valid_missing_rate": {"choices": [0.0, 0.5, 0.9]}}}, r"field 'space': \['valid_missing_rate'\] set the validation condition"),
+        ({"space": {"valid_seed": {"choices": [0, 1]}}}, r"field 'space': \['valid_seed'\] set the validation condition"),
         ({"n_trails": 3}, "n_trails"),
         ({"sweep": "nowhere.yaml"}, "nowhere.yaml: config file not found"),
         ({"space": {"proxy_layers": {"low": 1, "high": 3}}}, "'proxy_layers' is 1.0; expected int"),  # a float range

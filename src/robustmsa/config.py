@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, ValidationError, field_validator, model_validator
 
+from robustmsa.data.dataset import check_selection_split
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.plugins import import_plugins
 from robustmsa.registry import BACKBONES, DATASETS, METHODS, Registry
@@ -142,9 +143,10 @@ class TrainSection(_Strict):
     @field_validator("valid_split")
     @classmethod
     def _not_a_test_split(cls, value: str) -> str:
-        if value.startswith("test") or value == "train":
-            raise ValueError(f"'{value}' cannot select checkpoints: choose a validation split (never a test split, nor the training data)")
-        return value
+        try:
+            return check_selection_split(value, "valid_split", "checkpoints")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("limit_train_batches", mode="before")
     @classmethod

@@ -178,7 +178,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
         return method
 
     with config.naming_errors():
-        checked_method(config.seeds[0])  # a config unfit for the data fails before the folder is claimed for it
+        first = checked_method(config.seeds[0])  # a config unfit for the data fails before the folder is claimed for it
+    chosen_on = sorted({train_cfg.valid_split, *first.calibration_splits()})
     records = {seed: out / f"seed_{seed}" / "result.json" for seed in config.seeds}
     units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda result: check_numbers(result, *(f"metrics.{s}" for s in splits), "best_valid", "epochs"))
     write_text_atomic(out / "config.yaml", dump_config(config))
@@ -194,6 +195,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
 
     results = run_seeds(lambda seed: units.run(seed, lambda: one_seed(seed)), config.seeds)
     results["config"] = config.model_dump(mode="json")
+    results["chosen_on"] = chosen_on
     write_text_atomic(out / "report.md", experiment_report(config, results))
     write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
     return results
@@ -202,8 +204,12 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
 def experiment_report(config: ExperimentConfig, results: dict[str, Any]) -> str:
     """Markdown: one table row per (split, mode), mean +- std over seeds."""
     aggregate = results["aggregate"]["metrics"]
-    rows = {f"{split} / {mode}": metrics for split, by_mode in aggregate.items() for mode, metrics in by_mode.items()}
+    chosen_on = results.get("chosen_on", [])
+    marked = [split for split in aggregate if split in chosen_on]
+    rows = {f"{split} / {mode}" + (" (chosen on)" if split in marked else ""): metrics for split, by_mode in aggregate.items() for mode, metrics in by_mode.items()}
     first = next(iter(rows.values()), {})
     columns = list(first)  # the task's metrics in their order (metrics.metric_names)
     title = f"# {config.method.name} + {config.backbone.name} on {config.data.name}\n\nSeeds: {results['seeds']}\n\n"
+    if marked:
+        title += f"**Not a test result:** checkpoints or inference parameters were chosen on {marked}; rows marked (chosen on) are not held out.\n\n"
     return title + markdown_table(rows, columns, row_header="test set / mode")

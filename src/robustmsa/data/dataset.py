@@ -138,6 +138,14 @@ class MultimodalSplit(Dataset[Sample]):
 T = TypeVar("T")
 
 
+def check_selection_split(name: str, what: str, chooses: str) -> str:
+    """``name`` when it may be used to choose something (checkpoints, tau, weights): a ConfigError naming ``what`` for a
+    test split (``test*``) or the training split. Every choice is made on validation data."""
+    if name.startswith("test") or name == "train":
+        raise ConfigError(f"{what} '{name}' cannot select {chooses}: choose a validation split (never a test split, nor the training data)")
+    return name
+
+
 def limited(items: Sequence[T], limit: int | None) -> list[T]:
     """``limit`` of a split's ``items`` chosen at random (fixed seed 0; file order kept), or all of them.
 

@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustmsa.data.batch import Batch
-from robustmsa.data.dataset import DataBundle
+from robustmsa.data.dataset import DataBundle, check_selection_split
 from robustmsa.debias.counterfactual import CounterfactualMethod
 from robustmsa.errors import ConfigError
 from robustmsa.method import scores_from_logits, target_of
-from robustmsa.metrics import binary_accuracy, check_metric
+from robustmsa.metrics import LOWER_IS_BETTER, binary_accuracy, check_metric
 from robustmsa.models.base import Backbone
 from robustmsa.registry import BACKBONES, METHODS
 from robustmsa.training.fit import TrainConfig, fit, seeded
@@ -113,8 +113,7 @@ class DirectEffectDebiasing(CounterfactualMethod):
             raise ConfigError(f"alpha, beta and gamma must be >= 0, got {alpha}, {beta}, {gamma}")
         if bias_branch is None and not use_main:
             raise ConfigError(f"{type(self).__name__} needs at least one of its two branches")
-        if tau_split.startswith("test") or tau_split == "train":
-            raise ConfigError(f"tau_split '{tau_split}' is not a validation split; tau must be chosen on validation data")
+        check_selection_split(tau_split, "tau_split", "tau")
         if not tau_grid or min(tau_grid) < 0 or tau < 0:
             raise ConfigError(f"tau and tau_grid must be >= 0 (a negative tau adds the bias back), got {tau} and {list(tau_grid)}")
         if regression_loss not in ("l1", "mse"):
@@ -209,7 +208,8 @@ class DirectEffectDebiasing(CounterfactualMethod):
         """Choose tau for the ``tie`` mode on ``bundle[tau_split]`` (a validation split) over ``tau_grid``."""
         from robustmsa.tuning.inference import tune_inference_params
 
-        result = tune_inference_params(self, bundle[self.tau_split], {"tau": self.tau_grid}, mode="tie", metric=self.tau_metric)
+        direction = "minimize" if self.tau_metric in LOWER_IS_BETTER else "maximize"
+        result = tune_inference_params(self, bundle[self.tau_split], {"tau": self.tau_grid}, mode="tie", metric=self.tau_metric, direction=direction)
         return {"tau": result.params["tau"], "split": self.tau_split, "metric": result.metric, "value": result.value}
 
 

@@ -55,7 +55,7 @@ def expert_train_config(value: TrainConfig | Mapping[str, Any] | None) -> TrainC
     params = {"max_epochs": 10, "patience": 3, "progress": False, **dict(value or {})}
     try:
         return TrainConfig(**params)
-    except TypeError as exc:
+    except (TypeError, ConfigError) as exc:
         raise ConfigError(f"expert_train: {exc}") from None
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from robustmsa.data.batch import Batch
-from robustmsa.data.dataset import DataBundle, TaskSpec
+from robustmsa.data.dataset import DataBundle, TaskSpec, check_selection_split
 from robustmsa.debias.categorize import DEBIASABLE, check_modalities
 from robustmsa.debias.counterfactual import CounterfactualMethod, subtract_counterfactuals
 from robustmsa.debias.text_cf import COUNTERFACTUAL_HINT, counterfactual_batch, counterfactual_keys
@@ -104,8 +104,7 @@ class TuneSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.split.startswith("test") or self.split == "train":
-            raise ConfigError(f"tune split '{self.split}' is not a validation split; inference weights must be chosen on validation data")
+        check_selection_split(self.split, "tune split", "inference weights")
         if not 1 <= self.n_trials <= 50:
             raise ConfigError(f"n_trials must be in [1, 50], got {self.n_trials}")
 

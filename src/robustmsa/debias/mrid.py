@@ -20,7 +20,7 @@ import numpy as np
 from torch import Tensor
 
 from robustmsa.data.batch import Batch
-from robustmsa.data.dataset import DataBundle, MultimodalSplit
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, check_selection_split
 from robustmsa.debias.categorize import DEBIASABLE, categorize, category_counts, strategies_for
 from robustmsa.debias.counterfactual import collect_components, subtract_counterfactuals
 from robustmsa.debias.mid import CF_COMPONENT, CF_WEIGHT, MID, TuneSettings, check_range, debiased_modalities, mid_components, tune_weights
@@ -55,6 +55,7 @@ def fit_router(
     """
     strategies = strategies_for(modalities)
     data, record = {}, {}
+    check_selection_split(valid_split, "router valid_split", "the router's checkpoint and loss")
     for name in ("train", valid_split):
         components = base_components(backbone, bundle[name], modalities)
         category = split_categories(components, bundle[name], eps)

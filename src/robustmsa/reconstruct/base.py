@@ -35,6 +35,8 @@ class MissingAwareMethod(Method):
     """Base class: corrupts training batches; ``predict`` = scores of :meth:`logits` (see module doc)."""
 
     modes = ("factual", "missing")
+    #: What the checkpoint criterion is measured at (mode ``missing``): fixed for every model a search or sweep compares.
+    selection_parameters = ("valid_missing_rate", "valid_seed")
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, make_loader
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, check_selection_split, make_loader
 from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, check_metric, task_metrics
@@ -55,6 +55,9 @@ class TrainConfig:
     progress: bool = True
     deterministic: bool = True
     limit_train_batches: int | float = 1.0
+
+    def __post_init__(self) -> None:
+        check_selection_split(self.valid_split, "valid_split", "checkpoints")
 
     def monitor_spec(self, task_kind: str) -> tuple[str, str]:
         metric, mode = DEFAULT_MONITOR[task_kind]

@@ -102,6 +102,12 @@ def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSwee
     sweep = load_sweep_config(sweep_path)
     if search.model not in sweep.models:
         raise ConfigError(f"{path}: field 'model': '{search.model}' is not a model of {sweep_path} ({sorted(sweep.models)})")
+    method = METHODS.get(sweep.models[search.model].name)
+    if fixed := [name for name in search.space if name in getattr(method, "selection_parameters", ())]:
+        raise ConfigError(
+            f"{path}: field 'space': {fixed} set the validation condition every trial is scored by (checkpoints at the "
+            "configured missing rate); searching them would compare trials at different conditions"
+        )
     try:
         for values in _corners(search.space):  # every choice, and both ends of every range, must be a value the method takes
             METHODS.check(sweep.models[search.model].name, _tuned_component(sweep, search.model, values).params, 1)

@@ -323,6 +323,9 @@ def test_real_text_corpora(shared_data: Path) -> None:
     assert set(mvsa.splits) == {"train", "valid", "test"} and all(len(v) == 15 for v in mvsa.splits.values())
     # MVSA's train.json lists every positive post first: a limit must not give a one-class training split
     assert len(set(read_mvsa(shared_data / "mvsa_single", text_encoder=HASH, limit=1000)["train"].labels().tolist())) == 3
+    # MMSD2.0's train.json comes in blocks of one label: the first 3,000 are 58 % sarcastic (48 % in the whole split)
+    sarcastic = read_mmsd2(shared_data / "mmsd2", text_encoder=HASH, limit=3000)["train"].labels().mean()
+    assert abs(sarcastic - 9576 / 19816) < 0.03
     vader = read_vader(shared_data / "vader", domain="tweets", text_encoder=HASH, limit=10)
     assert len(vader["test"]) == 10 and all(-4 <= s.label <= 4 for s in vader["train"])
     mmsd2 = read_mmsd2(shared_data / "mmsd2", text_encoder=HASH, limit=10)

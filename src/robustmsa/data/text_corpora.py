@@ -332,7 +332,7 @@ def read_mmsd2(
             text = _string(path, _field(path, item, "text", i), "text", f"item {i}")
             samples.append(Sample(id=sid, group=sid, raw_text=text, label_class=label))
         parsed[split] = samples
-    parsed = {split: samples[:limit] for split, samples in parsed.items()}
+    parsed = {split: limited(samples, limit) for split, samples in parsed.items()}
     encoder = _encoder(text_encoder, cache_dir)
     words = sorted({w for samples in parsed.values() for s in samples for w in attributes[s.id]})
     vectors = _word_vectors(words, encoder)

@@ -65,6 +65,8 @@ class Method(nn.Module):
 
     phases: tuple[str, ...] = ("main",)
     modes: tuple[str, ...] = ("factual",)
+    #: Parameters that define how checkpoints are scored (not model settings): a search never varies them.
+    selection_parameters: tuple[str, ...] = ()
     #: Whether ``fit`` may train this classification method on a train split of a single class (refused by default:
     #: it is usually a data mistake, e.g. a reader's ``limit`` keeping items that all share a label).
     one_class_ok: bool = False

@@ -103,7 +103,7 @@ def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSwee
     if search.model not in sweep.models:
         raise ConfigError(f"{path}: field 'model': '{search.model}' is not a model of {sweep_path} ({sorted(sweep.models)})")
     method = METHODS.get(sweep.models[search.model].name)
-    if fixed := [name for name in search.space if name in getattr(method, "selection_parameters", ())]:
+    if fixed := [name for name in search.space if name in getattr(method, "selection_parameters", ())]:  # a factory may be a function
         raise ConfigError(
             f"{path}: field 'space': {fixed} set the validation condition every trial is scored by (checkpoints at the "
             "configured missing rate); searching them would compare trials at different conditions"

@@ -20,11 +20,11 @@ IID validation with the ``te`` rule, tau on IID validation; rows report
 
 Usage::
 
-    python benchmarks/backbones.py                      # all models, 3 seeds, config epochs
-    python benchmarks/backbones.py --epochs 10 --clue   # fewer epochs, plus CLUE rows
+    python benchmarks/backbones.py --overwrite          # all models, 3 seeds, config epochs (replaces the stored results)
+    python benchmarks/backbones.py --epochs 10 --clue --out runs/b   # fewer epochs, plus CLUE rows
     python benchmarks/backbones.py --quick              # small corpus, 2 epochs, 1 seed (smoke run)
     python benchmarks/backbones.py --epochs 10 --models misa --update   # re-run one model, keep the others' rows
-    python benchmarks/backbones.py --merge runs/a runs/b --out benchmarks/results   # join runs made in parallel
+    python benchmarks/backbones.py --merge runs/a runs/b --out benchmarks/results --overwrite   # join runs made in parallel
 
 Writes ``<out>/backbones.json`` and ``<out>/backbones.md`` after every
 model (atomically), so a long run can be watched and interrupted.
@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from robustmsa.config import ExperimentConfig, load_config
+from robustmsa.config import ExperimentConfig, check_seeds, load_config
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, make_loader
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
 from robustmsa.errors import ConfigError, RobustMSAError
@@ -201,9 +201,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--update", action="store_true", help="keep the other models' rows of an existing <out>/backbones.json run with the same settings")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="merge the backbones.json of these run folders into --out (no training)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing <out>/backbones.json (without it, only --update may write into one)")
     args = parser.parse_args(argv)
+    if args.seeds is not None:
+        try:
+            check_seeds(args.seeds)
+        except ValueError as exc:
+            raise ConfigError(f"--seeds: {exc}") from None
+    out = args.out or (ROOT / "benchmarks" / "results" / ("quick" if args.quick and not args.merge else ""))
+    previous = out / "backbones.json"
+    if previous.is_file() and not args.overwrite and not (args.update and not args.merge):
+        raise ConfigError(f"{previous} already exists: pass --update to re-run some models and keep the others' rows, or --overwrite to replace it")
     if args.merge:
-        out = args.out or ROOT / "benchmarks" / "results"
         merged = merge_runs(args.merge)
         write_json(out / "backbones.json", merged)
         write_text_atomic(out / "backbones.md", markdown_report(merged))
@@ -212,7 +221,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    out = args.out or (ROOT / "benchmarks" / "results" / ("quick" if args.quick else ""))
     configs = {name: load_config(args.configs / f"{name}.yaml") for name in args.models}
     corpus_cfg = SyntheticConfig.small() if args.quick else SyntheticConfig()
     bundle = generate_corpus(corpus_cfg)
@@ -223,7 +231,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": {"threads": args.threads, "platform": platform.platform(), "processor": platform.processor() or platform.machine(), "torch": torch.__version__},
         "models": {},
     }
-    previous = out / "backbones.json"
     if args.update and previous.is_file():
         old = json.loads(previous.read_text(encoding="utf-8"))
         same = ("corpus", "seeds", "max_epochs")

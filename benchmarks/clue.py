@@ -19,7 +19,7 @@ the protocol's own output folder (case study, split file, figures) under
 
 Usage::
 
-    python benchmarks/clue.py                       # every run
+    python benchmarks/clue.py --overwrite           # every run, replacing the stored results
     python benchmarks/clue.py synthetic --seeds 0,1,2
     python benchmarks/clue.py mosi --epochs 8
     python benchmarks/clue.py clef_synthetic
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.max_epochs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--overwrite", action="store_true", help="replace the stored results of these runs (refused without it)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.chdir(ROOT)  # configs name data relative to the repository root
@@ -69,13 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         if needed is not None and not (ROOT.parent / "shared" / "data" / needed).is_dir():
             print(f"skip {name}: ../shared/data/{needed} is absent", file=sys.stderr)
             continue
+        taken = [p for p in (args.out / f"{stem}.json", args.out / f"{stem}.md", args.out / stem) if p.exists()]
+        if taken and not args.overwrite:
+            print(f"error: {taken[0]} holds the stored results of '{name}'; pass --overwrite to replace them, or --out elsewhere", file=sys.stderr)
+            return 2
         config = load_protocol_config(ROOT / "configs" / f"{config_name}.yaml")
         if args.epochs is not None:
             config = config.model_copy(update={"train": config.train.model_copy(update={"max_epochs": args.epochs})})
         seeds = parse_seeds(args.seeds) if args.seeds else None
         start = time.perf_counter()
         run_dir = args.out / stem
-        results = run_clue_protocol(config, run_dir, seeds, overwrite=True)
+        results = run_clue_protocol(config, run_dir, seeds, overwrite=args.overwrite)
         results["seconds"] = time.perf_counter() - start
         results["command"] = f"python benchmarks/clue.py {name}" + (f" --seeds {args.seeds}" if args.seeds else "") + (f" --epochs {args.epochs}" if args.epochs else "")
         split = run_dir / "split.json"

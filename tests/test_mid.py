@@ -353,3 +353,18 @@ def test_protocol_configs_and_train_limit(toy: DataBundle, tmp_path: Path) -> No
     small = limit_train(toy, 50)
     assert len(small["train"]) == 50 and small["test"] is toy["test"] and small.meta["train_size_full"] == len(toy["train"])
     assert set(small["train"].ids) <= set(toy["train"].ids) and limit_train(toy, 50)["train"].ids == small["train"].ids
+
+
+def test_prediction_csv_names_debiased_scores_as_scores(toy: DataBundle) -> None:
+    from robustmsa.evaluation.predictions import prediction_table
+
+    mid = MID(tiny_backbone(toy))
+    mid.set_inference_params(alpha=0.5, beta=0.5)
+    header, rows = prediction_table(mid, toy["test"], ["factual", "mid"])
+    assert header[3:] == ["factual", "factual:p(c0)", "factual:p(c1)", "mid", "mid:score(c0)", "mid:score(c1)"]
+    scores = np.array([[float(r[7]), float(r[8])] for r in rows])
+    assert scores.sum(axis=1).max() < 0.5  # p0 - 0.5 p_img - 0.5 p_txt: not a probability (rows sum to about 0)
+    from robustmsa.debias.experts import MMEJD
+    from robustmsa.debias.mrid import MRID
+
+    assert MRID.score_modes == MMEJD.score_modes == ("routed",)  # a routed strategy may subtract counterfactuals

@@ -529,3 +529,18 @@ def test_a_stored_sweeps_data_not_found_names_its_results_file(tmp_path: Path, m
     with pytest.raises(DataError, match=rf"named by {re.escape(str(run / 'results.json'))} \(config\), field 'data'; relative data paths are read from"):
         evaluate_sweep([run], "test", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_combine_runs_recorded_before_and_after_the_selection_score(tmp_path: Path) -> None:
+    """Seeds run before sweeps kept each checkpoint's validation score combine with seeds run after: the score is
+    left out for a model unless every seed has it (before: a ValueError traceback from the aggregation)."""
+    older = _fake_sweep(tmp_path / "older", {"plain": [0.6, 0.9]})
+    newer = _fake_sweep(tmp_path / "newer", {"plain": [0.5, 0.7]}, valid={"plain": [0.4, 0.3]})
+    results = json.loads((newer / "results.json").read_text())
+    results["per_seed"] = {str(int(seed) + 2): value for seed, value in results["per_seed"].items()}
+    results["seeds"] = [2, 3]
+    (newer / "results.json").write_text(json.dumps(results))
+    merged = combine_sweeps([older, newer], tmp_path / "all")
+    assert merged["seeds"] == [0, 1, 2, 3] and merged["aggregate"]["plain"]["mean"]["MAE"]["mean"] == pytest.approx(0.675)
+    assert all("best_valid" not in merged["per_seed"][s]["plain"] for s in merged["per_seed"])
+    assert "(selection)" not in (tmp_path / "all" / "report.md").read_text()

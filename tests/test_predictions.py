@@ -85,3 +85,10 @@ def test_unlabelled_samples_are_predicted_not_scored() -> None:
     assert header == ["id", "group", "factual"] and len(rows) == 5
     with pytest.raises(DataError, match=r"user \[new\]: field 'label': this split holds unlabelled samples"):
         evaluate(method, unlabelled)
+
+
+def test_scores_are_written_with_enough_digits_to_read_back_exactly() -> None:
+    from robustmsa.evaluation.predictions import _number
+
+    value = np.float32(1.4999996)  # 6 significant digits would write "1.5": Mult_acc_7 of the CSV would differ
+    assert np.float32(float(_number(value))) == value

@@ -41,6 +41,8 @@ def test_mean_std_of_results_read_back_from_json(tmp_path: Path) -> None:
             assert math.isnan(agg["test"]["Non0_acc_2"]["mean"]) and agg["test"]["Non0_acc_2"]["n"] == 2
             assert agg["test"]["MAE"]["mean"] == 1.5
     assert mean_std([{"tau": None}, {"tau": None}]) == {}  # leaves that are never numbers are dropped
+    every = mean_std([{"r0.9": {"Corr": None, "MAE": 1.0}}] * 3)  # a metric NaN in every seed (constant predictions)
+    assert math.isnan(every["r0.9"]["Corr"]["mean"]) and every["r0.9"]["Corr"]["n"] == 3  # stays, as NaN
 
 
 def test_run_seeds_calls_each_seed() -> None:

@@ -70,6 +70,9 @@ class Method(nn.Module):
     #: Whether ``fit`` may train this classification method on a train split of a single class (refused by default:
     #: it is usually a data mistake, e.g. a reader's ``limit`` keeping items that all share a label).
     one_class_ok: bool = False
+    #: Classification modes whose outputs are debiased scores (e.g. p0 - alpha p_img - beta p_txt), not probabilities:
+    #: they rank the classes but may be negative and need not sum to 1.
+    score_modes: tuple[str, ...] = ()
 
     def __init__(self, backbone: Backbone) -> None:
         super().__init__()

@@ -39,6 +39,8 @@ SIMS_METRICS = ("Mult_acc_2", "F1_score", "Mult_acc_3", "Mult_acc_5", "MAE", "Co
 CLASSIFICATION_METRICS = ("Acc", "Precision", "Recall", "F1", "F0.5", "Macro_F1", "Weighted_F1")
 MULTILABEL_METRICS = ("Acc", "Micro_F1", "Macro_F1", "mAP")
 #: Inner bin edges of the SIMS class accuracies (bins closed on the right).
+#: Every metric name the toolkit computes (a leaf of that name is a metric wherever it appears in a result).
+METRIC_NAMES = frozenset(REGRESSION_METRICS + SIMS_METRICS + CLASSIFICATION_METRICS + MULTILABEL_METRICS)
 SIMS_BINS = {"Mult_acc_2": (0.0,), "Mult_acc_3": (-0.1, 0.1), "Mult_acc_5": (-0.7, -0.1, 0.1, 0.7)}
 
 

@@ -136,6 +136,7 @@ class MID(CounterfactualMethod, Supervised):
     """The base model plus counterfactual subtraction at inference; modes ``factual`` (p0) and ``mid``."""
 
     modes = ("factual", "mid")
+    score_modes = ("mid",)
     factual_is_backbone = True
 
     def __init__(

@@ -227,6 +227,7 @@ class RoutedMethod(CounterfactualMethod):
     """
 
     modes = ("factual", "routed")
+    score_modes = ("routed",)  # a strategy may subtract counterfactual probabilities
     factual_is_backbone = True  # strategy 0 with no weights: p0
 
     def __init__(self, backbone: Backbone, router: Router | None, strategies: Sequence[int]) -> None:

@@ -571,6 +571,9 @@ def _read_sweeps(run_dirs: Sequence[Path], out_dir: Path) -> list[tuple[Path, di
     return parts
 
 
+#: Per-seed records that sweeps before the selection column did not keep (see :func:`_pool`).
+RECORDED_LATER = ("best_valid", "epochs")
+
 #: ``data`` key of a sweep's results: the content fingerprints of the splits it trained, selected and tested on.
 FINGERPRINTS = "fingerprints"
 
@@ -618,6 +621,10 @@ def _pool(parts: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, Any],
         if lacking:
             raise DataError(parts[0][0], "per_seed", f"seed {seed} has no results of model '{lacking[0]}'; every seed needs every model")
     per_seed = {seed: {m: pooled[seed][m] for m in models} for seed in sorted(pooled, key=int)}
+    for model in models:  # a record older sweeps did not keep: left out for a model unless every seed has it
+        partial = [k for k in RECORDED_LATER if 0 < sum(k in per_seed[s][model] for s in per_seed) < len(per_seed)]
+        for seed in per_seed:
+            per_seed[seed][model] = {k: v for k, v in per_seed[seed][model].items() if k not in partial}
     references = list(dict.fromkeys(ref for _, part in parts if (ref := part["config"].get("reference")) is not None))
     if len(references) > 1:
         raise DataError(parts[0][0] / "results.json", "config.reference", f"the runs name different reference models {references}; combine runs that agree")

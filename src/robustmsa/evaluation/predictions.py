@@ -4,7 +4,9 @@ One row per sample, in the split's order: ``id``, ``group``, ``truth`` (labelled
 mode the prediction:
 
 - regression: the score (``<mode>``);
-- classification: the predicted class (``<mode>``) and each class's probability (``<mode>:p(<class>)``);
+- classification: the predicted class (``<mode>``) and each class's probability (``<mode>:p(<class>)``), or its
+  score (``<mode>:score(<class>)``) for the modes whose outputs are debiased scores (:attr:`Method.score_modes`:
+  MID's ``mid``, MRID's and MME-JD's ``routed``; they may be negative and need not sum to 1);
 - multi-label: each label's probability (``<mode>:p(<label>)``); ``truth`` lists the positive labels, ``;``-joined.
 """
 
@@ -24,7 +26,7 @@ from robustmsa.training.fit import predict
 
 
 def _number(value: float) -> str:
-    return f"{float(value):.6g}"
+    return f"{float(value):.9g}"  # 9 significant digits: a float32 reads back exactly, so metrics recomputed from the CSV match
 
 
 def prediction_table(method: Method, split: MultimodalSplit, modes: Sequence[str]) -> tuple[list[str], list[list[str]]]:
@@ -51,7 +53,8 @@ def prediction_table(method: Method, split: MultimodalSplit, modes: Sequence[str
         if task.kind == "classification":
             header.append(mode)
             columns.append([names[int(k)] for k in np.argmax(pred, axis=1)])
-        header += [f"{mode}:p({n})" for n in names]
+        kind = "score" if mode in method.score_modes else "p"
+        header += [f"{mode}:{kind}({n})" for n in names]
         columns += [[_number(v) for v in pred[:, k]] for k in range(len(names))]
     return header, [list(row) for row in zip(*columns)]
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.evaluation.report import write_json
-from robustmsa.metrics import LOWER_IS_BETTER
+from robustmsa.metrics import LOWER_IS_BETTER, METRIC_NAMES
 
 Nested = Mapping[str, Any]
 
@@ -27,7 +27,8 @@ def mean_std(runs: Iterable[Nested]) -> dict[str, Any]:
     Leaves that are not numbers in any run (names, lists) are dropped; a leaf that is a number in some runs and not
     in others, or a number in some runs and absent from others, is a ValueError naming it, never a silently dropped
     metric (a section present in some runs only, e.g. an analysis of one seed, is left out). ``None`` among numbers is a NaN that went through JSON (results read
-    back from disk): the aggregate is then NaN, as it is for the in-memory NaN, never a crash or a dropped metric.
+    back from disk): the aggregate is then NaN, as it is for the in-memory NaN, never a crash or a dropped metric;
+    a metric (:data:`~robustmsa.metrics.METRIC_NAMES`) that is None in every run is kept as NaN too.
     """
     runs = list(runs)
     if not runs:
@@ -45,6 +46,8 @@ def mean_std(runs: Iterable[Nested]) -> dict[str, Any]:
             return {k: v for k, v in out.items() if v is not None}
         numbers = [it for it in items if it is not None]
         numeric = [isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool) for v in numbers]
+        if not numbers and where.rsplit(".", 1)[-1] in METRIC_NAMES:  # NaN in every run, read back from JSON (e.g. Corr of
+            return {"mean": float("nan"), "std": float("nan"), "n": len(items)}  # a constant prediction): still a metric
         if numbers and all(numeric):
             values = np.array([np.nan if v is None else float(v) for v in items], dtype=np.float64)
             std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
@@ -61,6 +64,8 @@ def run_seeds(run: Callable[[int], Nested], seeds: Iterable[int]) -> dict[str, A
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("run_seeds needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct; got {seeds}")
     per_seed = {str(seed): run(seed) for seed in seeds}
     return {"seeds": seeds, "per_seed": per_seed, "aggregate": mean_std(per_seed.values())}
 

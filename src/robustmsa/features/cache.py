@@ -35,6 +35,15 @@ def content_key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()
 
 
+def file_digest(path: Path) -> str:
+    """The sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class CachedText:
     """The cached features of one text: (L, D) float32, (L,) bool, L tokens, optional (L,) int64 token ids."""
@@ -45,7 +54,7 @@ class CachedText:
     ids: np.ndarray | None = None
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write a file via a temporary sibling and ``os.replace`` (readers never see partial files)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
@@ -111,7 +120,7 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         info_path = self.dir / "info.json"
         if self.info and not info_path.exists():
-            _atomic_write(info_path, lambda h: h.write(json.dumps(self.info, indent=2, sort_keys=True).encode("utf-8")))
+            atomic_write(info_path, lambda h: h.write(json.dumps(self.info, indent=2, sort_keys=True).encode("utf-8")))
         arrays: dict[str, np.ndarray] = {}
         for key, entry in entries.items():
             arrays[f"{key}.f"] = np.ascontiguousarray(entry.features, dtype=np.float32)
@@ -120,7 +129,7 @@ class FeatureCache:
             if entry.ids is not None:
                 arrays[f"{key}.i"] = np.asarray(entry.ids, dtype=np.int64)
         chunk = self.dir / f"{content_key(*sorted(entries))[:32]}.npz"
-        _atomic_write(chunk, lambda h: np.savez(h, **arrays))
+        atomic_write(chunk, lambda h: np.savez(h, **arrays))
         self._seen.add(chunk)
         for key in entries:
             self._index[key] = chunk

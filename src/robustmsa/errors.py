@@ -24,6 +24,10 @@ class DataError(RobustMSAError):
         self.field = field
         self.problem = problem
 
+    def __reduce__(self) -> tuple[type, tuple[object, str | None, str]]:
+        """Picklable with its three parts, so an error raised in a worker process reaches the caller intact."""
+        return type(self), (self.source, self.field, self.problem)
+
 
 def require_file(path: Path, expected: str = "a file", field: str | None = None, missing: str | None = None) -> Path:
     """``path`` if it is a file; else a :class:`DataError` naming it: ``is a directory; expected <expected>`` or

@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import io
+import multiprocessing
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,6 +234,23 @@ class _Extractor:
         features = self.cache(path, self.vision_recipe, lambda: {"features": face_video_features(path, self.settings.vision_fps, self.settings.face_model)})
         return _finite(path, "vision", features["features"])
 
+    def clip(self, job: _Job) -> _Done:
+        """``(id, audio or None, vision or None, transcript or None, audio feature names)`` of one clip."""
+        clip_id, sound, picture = job
+        audio, transcript = self.sound(sound) if sound is not None else (None, None)
+        return clip_id, audio, self.faces(picture) if picture is not None else None, transcript, self.audio_names
+
+
+#: One clip to extract: its id, the file to take the sound from, the file to take the picture from (None: absent).
+_Job = tuple[str, Path | None, Path | None]
+_Done = tuple[str, np.ndarray | None, np.ndarray | None, str | None, list[str]]
+
+
+def _extract_jobs(settings: ClipSettings, cache_dir: Path, asr: bool, video: bool, jobs: list[_Job]) -> list[_Done]:
+    """The features of ``jobs`` in a worker process, with its own models and the shared (atomic) cache."""
+    extractor = _Extractor(settings, ClipCache(cache_dir), asr=asr, video=video)
+    return [extractor.clip(job) for job in jobs]
+
 
 def extract_clips(
     labels: str | Path,
@@ -239,13 +259,17 @@ def extract_clips(
     *,
     cache_dir: str | Path | None = None,
     limit: int | None = None,
+    workers: int = 1,
     on_clip: Callable[[int, int, str], None] | None = None,
 ) -> DataBundle:
     """A regression :class:`DataBundle` (train / valid / test from the CSV's ``mode``) of every clip in ``labels``.
 
     ``limit``: a random N clips of each split (fixed seed, file order kept; :func:`~robustmsa.data.dataset.limited`),
-    chosen before anything is decoded. ``on_clip(done, total, clip_id)`` is called after each clip (for a progress display).
+    chosen before anything is decoded. ``workers``: processes extracting clips at once (each loads its own models;
+    the features do not depend on it). ``on_clip(done, total, clip_id)`` is called as clips finish (progress display).
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"clips: 'workers' must be an integer >= 1, got {workers!r}")
     from robustmsa.features.faces import FACE_FEATURES
     from robustmsa.features.media import probe
 
@@ -271,26 +295,43 @@ def extract_clips(
     has_text = all(s.raw_text is not None for s in samples)
     text_source = ("labels" if has_text else "asr") if settings.text == "auto" else settings.text
     files = find_media(media, [s.id for s in samples])
-    pictures = {clip.video: probe(clip.video).has_video for clip in files.values() if clip.video is not None}  # an .mp4 may hold sound only
-    cache = ClipCache(Path(cache_dir) / "clips" if cache_dir is not None else default_cache_root() / "clips")
-    extractor = _Extractor(settings, cache, asr=text_source == "asr", video=any(pictures.values()))
+    streams = {clip.video: probe(clip.video) for clip in files.values() if clip.video is not None}  # an .mp4 may hold sound only
+    jobs: list[_Job] = []
+    for sample in samples:
+        clip = files[sample.id]
+        video = streams[clip.video] if clip.video is not None else None
+        sound = clip.audio if clip.audio is not None else clip.video if video is not None and video.has_audio else None
+        jobs.append((sample.id, sound, clip.video if video is not None and video.has_video else None))
+    cache_folder = Path(cache_dir) / "clips" if cache_dir is not None else default_cache_root() / "clips"
+    asr, faces = text_source == "asr", any(job[2] is not None for job in jobs)
+    extractor = _Extractor(settings, ClipCache(cache_folder), asr=asr, video=faces)  # also checks the models, in this process
+    if workers == 1:
+        done_jobs: Iterable[_Done] = map(extractor.clip, jobs)
+    else:
+        size = -(-len(jobs) // (4 * workers))  # about 4 chunks per worker: an even load, a progress display that moves
+        chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))  # no fork of a process with threads
+        done_jobs = (done for chunk in pool.map(partial(_extract_jobs, settings, cache_folder, asr, faces), chunks) for done in chunk)
     counts = {"clips": len(samples), "without_audio": 0, "without_video": 0, "frames": 0, "frames_without_face": 0}
     features: dict[str, tuple[np.ndarray | None, np.ndarray | None, str]] = {}
-    for done, sample in enumerate(samples, 1):
-        clip = files[sample.id]
-        sound = clip.audio if clip.audio is not None else clip.video if clip.video is not None and probe(clip.video).has_audio else None
-        audio, transcript = extractor.sound(sound) if sound is not None else (None, None)
-        vision = extractor.faces(clip.video) if clip.video is not None and pictures[clip.video] else None
-        counts["without_audio"] += audio is None or len(audio) == 0
-        counts["without_video"] += vision is None or len(vision) == 0
-        if vision is not None:
-            counts["frames"] += len(vision)
-            counts["frames_without_face"] += int((vision[:, -1] == 0).sum())
-        features[sample.id] = (audio, vision, (sample.raw_text if text_source == "labels" else transcript) or "")
-        if on_clip is not None:
-            on_clip(done, len(samples), sample.id)
+    texts = {sample.id: sample.raw_text for sample in samples}
+    audio_names: list[str] = []
+    try:
+        for done, (clip_id, audio, vision, transcript, names) in enumerate(done_jobs, 1):
+            audio_names = names or audio_names
+            counts["without_audio"] += audio is None or len(audio) == 0
+            counts["without_video"] += vision is None or len(vision) == 0
+            if vision is not None:
+                counts["frames"] += len(vision)
+                counts["frames_without_face"] += int((vision[:, -1] == 0).sum())
+            features[clip_id] = (audio, vision, (texts[clip_id] if text_source == "labels" else transcript) or "")
+            if on_clip is not None:
+                on_clip(done, len(samples), clip_id)
+    finally:
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
     s = settings
-    audio_names = extractor.audio_names or smile_features(np.zeros(s.sample_rate, np.float32), s.sample_rate, s.audio_features, s.audio_level, s.audio_fps)[1]
+    audio_names = audio_names or smile_features(np.zeros(s.sample_rate, np.float32), s.sample_rate, s.audio_features, s.audio_level, s.audio_fps)[1]
     empty = {"audio": np.zeros((0, len(audio_names)), np.float32), "vision": np.zeros((0, len(FACE_FEATURES)), np.float32)}
     for split in parsed.values():
         for i, sample in enumerate(split):

@@ -28,9 +28,9 @@ def mmsa_pickle(path: str | Path, **kwargs: Any) -> DataBundle:
 
 
 @DATASETS.register("clips", forwards=ClipSettings)
-def clips(labels: str | Path, media: str | Path, cache_dir: str | Path | None = None, limit: int | None = None, **settings: Any) -> DataBundle:
+def clips(labels: str | Path, media: str | Path, cache_dir: str | Path | None = None, limit: int | None = None, workers: int = 1, **settings: Any) -> DataBundle:
     """Raw clips: a labels CSV and a folder of audio / video files, features extracted and cached; see :func:`extract_clips`."""
-    return extract_clips(labels, media, ClipSettings(**settings), cache_dir=cache_dir, limit=limit)
+    return extract_clips(labels, media, ClipSettings(**settings), cache_dir=cache_dir, limit=limit, workers=workers)
 
 
 @DATASETS.register("cmu_mfn", forwards=read_cmu_h5)

@@ -172,7 +172,7 @@ def extract_features(
 
     from robustmsa.data.clips import ClipSettings, extract_clips
     from robustmsa.data.mmsa import write_mmsa_pickle
-    from robustmsa.features.cache import atomic_write
+    from robustmsa.evaluation.report import write_json
 
     record = out.with_suffix(".json")
     if out.is_dir():
@@ -202,7 +202,7 @@ def extract_features(
         bundle = extract_clips(labels, media, settings, cache_dir=cache_dir, workers=workers, on_clip=lambda done, total, _: progress.update(task, completed=done, total=total))
     write_mmsa_pickle(bundle, out)
     info = {"labels": str(labels.resolve()), "media": str(media.resolve()), "text_encoder": bundle.meta["text_encoder"], "text_contextual": bundle.meta["text_contextual"], **bundle.meta["extraction"]}
-    atomic_write(record, lambda handle: handle.write(json.dumps(info, indent=2).encode("utf-8")))
+    write_json(record, info)
     counts = info["counts"]
     console.print(f"[green]Features[/green]: {counts['clips']} clips -> {out} (settings: {record})")
     for what, key in (("no sound (empty audio)", "without_audio"), ("no picture (empty vision)", "without_video")):

@@ -33,7 +33,7 @@ import io
 import multiprocessing
 import os
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -58,7 +58,7 @@ TEXT_SOURCES = ("auto", "labels", "asr")
 
 @dataclass(frozen=True)
 class ClipSettings:
-    """How clips become features (every field changes the features, so every field is part of the cache key).
+    """How clips become features (each file's cache key holds every field that changes what is computed from it).
 
     ``text``: ``labels`` (the CSV's ``text`` column), ``asr`` (Whisper), ``auto`` (``labels`` when the CSV has a
     ``text`` column); ``text_encoder``: ``minilm`` (contextual token features), ``static`` (one vector per word,
@@ -344,14 +344,7 @@ def extract_clips(
     for name, split in parsed.items():
         splits[name] = MultimodalSplit(encoded[start : start + len(split)], name=name, source=labels, task=task)
         start += len(split)
-    extraction = {"settings": _plain(asdict(settings)), "text_source": text_source, "counts": counts, "audio_features": audio_names, "vision_features": list(FACE_FEATURES)}
+    extraction = {"settings": asdict(settings), "text_source": text_source, "counts": counts, "audio_features": audio_names, "vision_features": list(FACE_FEATURES)}
     meta: dict[str, Any] = {"source": str(labels), "media": str(media), "text_encoder": encoder.name, TEXT_CONTEXTUAL: encoder.contextual, "extraction": extraction}
     return DataBundle(splits, task, name=labels.stem, meta=meta)
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value

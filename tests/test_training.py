@@ -196,10 +196,6 @@ def test_monitor_and_hardware_settings_are_checked_before_training(toy_bundle, m
     for split in ("test", "test_ood", "train"):  # also through the API, not only a config file
         with pytest.raises(ConfigError, match=rf"valid_split '{split}' cannot select checkpoints: choose a validation split"):
             TrainConfig(valid_split=split)
-    # several devices: each DDP process would select checkpoints on its share of the validation split
-    for devices, strategy in ((2, "auto"), (2, "ddp"), (2, "ddp_spawn")):
-        with pytest.raises(ConfigError, match=r"devices=2.*2 processes; a run trains on one device \(devices: 1\)"):
-            fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, devices=devices, strategy=strategy))
 
 
 def test_metric_names_match_what_task_metrics_reports() -> None:

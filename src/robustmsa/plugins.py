@@ -23,11 +23,18 @@ from pathlib import Path
 
 from robustmsa.errors import ConfigError
 
+_PREFIX = "robustmsa_plugin_"
+
 
 def _module_name(path: Path) -> str:
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
     stem = "".join(c if c.isalnum() else "_" for c in path.stem)
-    return f"robustmsa_plugin_{stem}_{digest}"
+    return f"{_PREFIX}{stem}_{digest}"
+
+
+def loaded_plugin_files() -> list[Path]:
+    """The plugin files imported in this process (by :func:`import_file`), for processes that must import them too."""
+    return [Path(module.__file__) for name, module in list(sys.modules.items()) if name.startswith(_PREFIX) and getattr(module, "__file__", None)]
 
 
 def import_file(path: Path) -> str:

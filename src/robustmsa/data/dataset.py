@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
@@ -278,30 +277,30 @@ class DataBundle:
         return [n for n in self.splits if n.startswith("test")]
 
 
-def make_loader(split: Dataset[Sample], batch_size: int, *, shuffle: bool = False, num_workers: int = 0, seed: int = 0) -> DataLoader[Batch]:
-    """A DataLoader that collates samples into :class:`Batch` objects."""
+def make_loader(
+    split: Dataset[Sample], batch_size: int, *, shuffle: bool = False, num_workers: int = 0, seed: int = 0, shard: tuple[int, int] | None = None
+) -> DataLoader[Batch]:
+    """A DataLoader that collates samples into :class:`Batch` objects.
+
+    ``shard=(rank, world)``: the share of process ``rank`` of ``world`` in a run on several devices. Each epoch the
+    processes draw the same permutation (from ``seed`` and the epoch, which the trainer sets) and take every
+    ``world``-th sample of it, so together they see every sample once; when ``world`` does not divide the split,
+    the first few of the permutation are repeated to even the shares (torch's DistributedSampler)."""
     import torch
+    from torch.utils.data.distributed import DistributedSampler
 
     # An explicit generator also for unshuffled loaders: otherwise iterating draws from the global RNG. Each epoch's
     # iterator draws the workers' base seed from it before the shuffle order; persistent workers would draw it once
     # only, so the order from the second epoch on (and every result) would depend on num_workers.
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, num_workers=num_workers, generator=generator, persistent_workers=False)
-
-
-class BundleDataModule(L.LightningDataModule):
-    """Lightning data module over a :class:`DataBundle` (train + one validation split)."""
-
-    def __init__(self, bundle: DataBundle, *, batch_size: int = 32, num_workers: int = 0, seed: int = 0, valid_split: str = "valid") -> None:
-        super().__init__()
-        self.bundle = bundle
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.valid_split = valid_split
-
-    def train_dataloader(self) -> DataLoader[Batch]:
-        return make_loader(self.bundle["train"], self.batch_size, shuffle=True, num_workers=self.num_workers, seed=self.seed)
-
-    def val_dataloader(self) -> DataLoader[Batch]:
-        return make_loader(self.bundle[self.valid_split], self.batch_size, num_workers=self.num_workers)
+    sampler = None if shard is None else DistributedSampler(split, num_replicas=shard[1], rank=shard[0], shuffle=shuffle, seed=seed)
+    return DataLoader(
+        split,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        generator=generator,
+        persistent_workers=False,
+    )

@@ -46,6 +46,9 @@ class Backbone(nn.Module):
     """
 
     modalities: tuple[str, ...] = ("text", "audio", "vision")
+    #: True when training keeps per-sample state outside the parameters (Self-MM's generated labels): the processes
+    #: of a run on several devices would each hold a different part of it, so such a model trains on one device.
+    per_sample_state: bool = False
 
     def __init__(self, dims: dict[str, int], task: TaskSpec) -> None:
         super().__init__()

@@ -58,6 +58,9 @@ def _relative_distance(features: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
 
 @BACKBONES.register("self_mm")
 class SelfMM(Backbone):
+    #: The generated unimodal labels and class centres are per-sample memory updated by each training step.
+    per_sample_state = True
+
     def __init__(
         self,
         dims: dict[str, int],

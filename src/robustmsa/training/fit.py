@@ -1,8 +1,8 @@
 """Fit, predict and evaluate: the one training path for every backbone and method.
 
 ``fit`` trains with Lightning (progress bar, early stopping and best
-checkpoint on a validation metric, CPU by default, one GPU when asked; a run
-on several devices is refused), saves the best checkpoint atomically together with the config that
+checkpoint on a validation metric, CPU by default, one or several GPUs when asked; several as DDP
+in processes it starts), saves the best checkpoint atomically together with the config that
 produced it, and loads the best weights back into the method. Seeding is local:
 the global RNG state is restored afterwards.
 """
@@ -29,6 +29,7 @@ from robustmsa.data.dataset import DataBundle, MultimodalSplit, check_selection_
 from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, check_metric, task_metrics
+from robustmsa.training.distributed import launched_externally, run_in_processes
 from robustmsa.training.module import LR_SCHEDULES, MethodModule, OptimConfig
 
 
@@ -169,7 +170,7 @@ def check_fit(method: Method, bundle: DataBundle, cfg: TrainConfig) -> tuple[str
             f"{bundle.name}: split 'train' holds only class '{names[int(classes[0])]}' ({len(bundle['train'])} samples); a classifier needs at least two "
             "(a reader's 'limit' keeps the first items of each file, which may all share a class)"
         )
-    _check_hardware(cfg)
+    _check_hardware(cfg, method)
     metric, mode = cfg.monitor_spec(bundle.task.kind)
     check_metric(metric, bundle.task, "monitor")
     if mode not in ("min", "max"):
@@ -187,6 +188,11 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
     With ``out_dir`` the checkpoint ``best.ckpt`` and logs are kept there;
     without, they live in a temporary directory. Earlier stages of multi-stage
     methods (``method.prepare``, e.g. frozen teachers) run first.
+
+    On several devices (``cfg.devices``) the training runs as DDP in processes started for it (see
+    :mod:`robustmsa.training.distributed`): ``cfg.batch_size`` is the global batch, split evenly between them, and
+    every process scores the whole validation split, so that checkpoints and early stopping follow the same numbers
+    as on one device.
     """
     valid_mode, metric, mode = check_fit(method, bundle, cfg)
     method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
@@ -199,24 +205,83 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
         else:
             root = Path(out_dir)
             root.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(seeded(seed))
-        stack.enter_context(_quiet_lightning())
+        job = _Job(module, bundle, cfg, seed, root, metric, mode, logs=out_dir is not None)
+        world = _world_size(cfg)
+        if world == 1:
+            outcome = _train(job)
+        else:
+            outcome = run_in_processes(_train, job, world, cpu_threads=cfg.accelerator == "cpu")
+        if outcome.weights is not None and outcome.weights.exists():
+            module.load_state_dict(load_checkpoint_state(outcome.weights)["state_dict"])
+            if outcome.weights.name == _FINAL:
+                outcome.weights.unlink()
+        method.cpu()
+        if outcome.score is not None and not math.isfinite(outcome.score):
+            raise TrainingDiverged(
+                f"training of {type(method).__name__} (seed {seed}) diverged: no epoch reached a finite validation {metric} "
+                f"(its predictions became NaN or infinite); lower train.lr or check the inputs"
+            )
+        best = outcome.weights if outcome.weights is not None and outcome.weights.name != _FINAL else None
+        return FitResult(best if out_dir is not None else None, outcome.score, metric, outcome.epochs, outcome.history)
+
+
+#: The weights a process of a several-device run leaves for the caller when no checkpoint was selected.
+_FINAL = "final-weights.ckpt"
+
+
+@dataclass
+class _Job:
+    """What one training needs: built by :func:`fit`, pickled to the processes of a run on several devices."""
+
+    module: MethodModule
+    bundle: DataBundle
+    cfg: TrainConfig
+    seed: int
+    root: Path
+    metric: str
+    mode: str
+    logs: bool
+
+
+@dataclass
+class _Outcome:
+    weights: Path | None  # the best checkpoint (or, on several devices without one, the final weights)
+    score: float | None
+    epochs: int
+    history: dict[str, list[float]]
+
+
+def _train(job: _Job, rank: int = 0, world: int = 1) -> _Outcome:
+    """The Lightning part of :func:`fit` (process ``rank`` of ``world``); the caller loads the weights it returns."""
+    cfg = job.cfg
+    # The processes of one run draw different dropout (and other training noise); the model they start from is the
+    # caller's, the same in every process.
+    seed = job.seed if world == 1 else int(np.random.SeedSequence([job.seed, rank]).generate_state(1)[0])
+    with seeded(seed), _quiet_lightning():
         checkpoint = AtomicCheckpoint(
-            dirpath=root, filename="best", monitor=f"val/{metric}", mode=mode, save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False
+            dirpath=job.root, filename="best", monitor=f"val/{job.metric}", mode=job.mode, save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False
         )
         history = _History()
-        callbacks: list[L.Callback] = [checkpoint, history, EarlyStopping(monitor=f"val/{metric}", mode=mode, patience=cfg.patience)]
+        callbacks: list[L.Callback] = [checkpoint, history, EarlyStopping(monitor=f"val/{job.metric}", mode=job.mode, patience=cfg.patience)]
         logger: Any = False
-        if out_dir is not None:
+        if job.logs:
             from lightning.pytorch.loggers import CSVLogger
 
-            logger = CSVLogger(root, name="logs", version="")
+            logger = CSVLogger(job.root, name="logs", version="")
+        distributed: dict[str, Any] = {"strategy": cfg.strategy}
+        if world > 1:
+            from lightning.fabric.plugins.environments import LightningEnvironment
+            from lightning.pytorch.strategies import DDPStrategy
+
+            # Parameters a step leaves unused (a phase of alternating optimisation, a branch) are found unless the
+            # user states there are none (Lightning's ddp_find_unused_parameters_false): otherwise DDP stops the run.
+            find_unused = cfg.strategy != "ddp_find_unused_parameters_false"
+            distributed = {"strategy": DDPStrategy(find_unused_parameters=find_unused, cluster_environment=LightningEnvironment()), "use_distributed_sampler": False}
         trainer = L.Trainer(
             max_epochs=cfg.max_epochs,
             min_epochs=cfg.min_epochs,
             accelerator=cfg.accelerator,
             devices=cfg.devices,
-            strategy=cfg.strategy,
             callbacks=callbacks,
             logger=logger,
             enable_progress_bar=cfg.progress,
@@ -224,54 +289,72 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
             deterministic=cfg.deterministic,
             num_sanity_val_steps=0,
             limit_train_batches=cfg.limit_train_batches,
-            default_root_dir=root,
+            default_root_dir=job.root,
+            **distributed,
         )
-        loaders = _loaders(bundle, cfg, seed)
+        train = make_loader(job.bundle["train"], cfg.batch_size // world, shuffle=True, num_workers=cfg.num_workers, seed=job.seed, shard=(rank, world) if world > 1 else None)
+        valid = make_loader(job.bundle[cfg.valid_split], cfg.batch_size, num_workers=cfg.num_workers)  # whole, in every process
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")
             warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # our own logs/ folder sits beside best.ckpt
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")  # losses are logged per epoch
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # frozen stage-1 models stay in eval mode
-            trainer.fit(module, *loaders)
-        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-        if best is not None and best.exists():
-            state = load_checkpoint_state(best)
-            module.load_state_dict(state["state_dict"])
-        score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
-        method.cpu()
-        if score is not None and not math.isfinite(score):
-            raise TrainingDiverged(
-                f"training of {type(method).__name__} (seed {seed}) diverged: no epoch reached a finite validation {metric} "
-                f"(its predictions became NaN or infinite); lower train.lr or check the inputs"
-            )
-        return FitResult(best if out_dir is not None else None, score, metric, trainer.current_epoch, history.values)
+            trainer.fit(job.module, train, valid)
+    weights = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    if world > 1 and (weights is None or not weights.exists()):  # on one device the final weights are in job.module
+        weights = job.root / _FINAL
+        if rank == 0:
+            torch.save({"state_dict": job.module.state_dict()}, weights)
+    score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+    return _Outcome(weights, score, trainer.current_epoch, history.values)
 
 
-def _check_hardware(cfg: TrainConfig) -> None:
-    """ConfigError, before anything trains, when Lightning refuses ``accelerator`` / ``devices`` / ``strategy`` (e.g.
-    ``accelerator: gpu`` on a machine without one). Building a Trainer runs no user code, so nothing is relabelled."""
+def _world_size(cfg: TrainConfig) -> int:
+    """How many processes Lightning would train ``cfg`` with (ConfigError for settings it refuses)."""
+    from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    settings = f"train settings accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, strategy={cfg.strategy!r}"
     try:
         with _quiet_lightning():
-            trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+            trainer = L.Trainer(
+                accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, plugins=[LightningEnvironment()], logger=False, enable_checkpointing=False, enable_progress_bar=False
+            )
     except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:  # ImportError: accelerator: tpu without torch_xla
-        raise ConfigError(f"{settings}: {' '.join(str(exc).split())}") from None
-    if trainer.world_size > 1:
-        # Under DDP each process would select checkpoints and stop early on its own share of the validation split,
-        # and every process runs the whole command (its own temporary checkpoint folder, its own result files).
+        raise ConfigError(f"{_settings(cfg)}: {' '.join(str(exc).split())}") from None
+    return trainer.world_size
+
+
+def _settings(cfg: TrainConfig) -> str:
+    return f"train settings accelerator={cfg.accelerator!r}, devices={cfg.devices!r}, strategy={cfg.strategy!r}"
+
+
+def _check_hardware(cfg: TrainConfig, method: Method) -> None:
+    """ConfigError, before anything trains, when Lightning refuses ``accelerator`` / ``devices`` / ``strategy`` (e.g.
+    ``accelerator: gpu`` on a machine without one) or a run on several devices cannot be done as :func:`fit` does it.
+    Building a Trainer runs no user code, so nothing is relabelled."""
+    world = _world_size(cfg)
+    if world == 1:
+        return
+    if cfg.strategy not in DISTRIBUTED_STRATEGIES:
         raise ConfigError(
-            f"{settings}: {trainer.world_size} processes; a run trains on one device (devices: 1). "
-            "To use several GPUs, run one process per GPU (CUDA_VISIBLE_DEVICES) with its own --seeds and --out"
+            f"{_settings(cfg)}: on several devices robustmsa trains with DDP in processes it starts itself; strategy must be one of {list(DISTRIBUTED_STRATEGIES)}"
+        )
+    if launched_externally():
+        raise ConfigError(f"{_settings(cfg)}: this process was started by a distributed launcher (torchrun, srun, ...); robustmsa starts the {world} processes itself: run it as one plain process")
+    if cfg.batch_size % world:
+        raise ConfigError(f"{_settings(cfg)}: batch_size {cfg.batch_size} is the global batch, split evenly between the {world} processes; choose a multiple of {world}")
+    if stateful := sorted({type(m).__name__ for m in method.modules() if getattr(m, "per_sample_state", False)}):
+        raise ConfigError(
+            f"{_settings(cfg)}: {', '.join(stateful)} keeps per-sample state while it trains (outside its parameters), which the {world} processes "
+            "would each hold a different part of; train it on one device (devices: 1)"
         )
 
 
-def _loaders(bundle: DataBundle, cfg: TrainConfig, seed: int) -> tuple[Any, Any]:
-    train = make_loader(bundle["train"], cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=seed)
-    valid = make_loader(bundle[cfg.valid_split], cfg.batch_size, num_workers=cfg.num_workers)
-    return train, valid
+#: ``strategy`` values accepted on several devices: all mean DDP in processes that :func:`fit` starts, which finds
+#: the parameters a step leaves unused, except ``ddp_find_unused_parameters_false`` (faster, for models that use
+#: every trainable parameter at every step).
+DISTRIBUTED_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
 
 
 @torch.no_grad()

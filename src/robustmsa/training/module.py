@@ -98,7 +98,8 @@ class MethodModule(L.LightningModule):
 
     def _log_losses(self, losses: dict[str, Tensor], batch: Batch, prefix: str = "train") -> None:
         for name, value in losses.items():
-            self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "loss", batch_size=len(batch), on_step=False, on_epoch=True)
+            # sync_dist: on several devices the epoch's loss is the mean over every process's batches
+            self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "loss", batch_size=len(batch), on_step=False, on_epoch=True, sync_dist=True)
 
     # --- validation -----------------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -118,7 +119,9 @@ class MethodModule(L.LightningModule):
         for name, value in metrics.items():
             # diverged: every score NaN, so EarlyStopping (check_finite) stops and the checkpoint stays an earlier epoch's
             if diverged or np.isfinite(value):
-                self.log(f"val/{name}", float("nan") if diverged else float(value), prog_bar=name in ("MAE", "Has0_acc_2", "Mult_acc_2", "Acc", "Weighted_F1"))
+                # sync_dist: every process scores the whole split, so the mean over processes is the same number
+                value = float("nan") if diverged else float(value)
+                self.log(f"val/{name}", value, prog_bar=name in ("MAE", "Has0_acc_2", "Mult_acc_2", "Acc", "Weighted_F1"), sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["robustmsa"] = {"config": self.config, "method": self.method.extra_state()}

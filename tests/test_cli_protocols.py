@@ -163,3 +163,8 @@ def test_image_text_command(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "run" / "image_text_mmsd2.json").read_text())
     assert set(saved["aggregate"]["metrics"]) == {"base", "base+FT", "MID", "MCTD", "MME-JD", "MRID"}
     assert "Oracle router" in (tmp_path / "run" / "image_text_mmsd2.md").read_text()
+    # its cost table counts forward passes in this process: training in other processes is refused, not undercounted
+    config.write_text(config.read_text().replace("finetune: {max_epochs: 1,", "finetune: {devices: 2, max_epochs: 1,"))
+    refused = _cli("image-text", "--config", str(config), "--out", str(tmp_path / "run2"), cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "methods.finetune.devices: this protocol counts the forward passes of every training for its cost table" in " ".join(refused.stderr.split())

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from robustmsa.config import parse_config
 from robustmsa.data.dataset import DataBundle, make_loader
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.method import Supervised
@@ -112,6 +113,10 @@ def test_several_device_settings_are_checked_before_training(toy_bundle: DataBun
     self_mm = Supervised(BACKBONES.build("self_mm", toy_bundle.dims(), toy_bundle.task))
     with pytest.raises(ConfigError, match=r"SelfMM keeps per-sample state while it trains .*train it on one device \(devices: 1\)"):
         fit(self_mm, toy_bundle, base)
+    for devices in (-1, "two"):  # Lightning's TypeError / ValueError, as one line
+        with pytest.raises(ConfigError, match=rf"train settings accelerator='cpu', devices={devices!r}, strategy='auto': "):
+            fit(method, toy_bundle, dataclasses.replace(base, devices=devices))
+    assert parse_config({"data": {"name": "synthetic"}, "backbone": {"name": "tfn"}, "train": {"devices": [0, 1]}}).train.to_train_config().devices == [0, 1]
     monkeypatch.setenv("LOCAL_RANK", "0")  # as under torchrun: every process would run the whole command
     with pytest.raises(ConfigError, match=r"started by a distributed launcher \(torchrun, srun, ...\); robustmsa starts the 2 processes itself"):
         fit(method, toy_bundle, base)
@@ -134,6 +139,15 @@ def fail(job, rank, world):
     time.sleep(120)  # rank 0 waits in vain: it is stopped when rank 1 fails
 '''
 
+UNGUARDED = """
+import sys
+sys.path.insert(0, {folder!r})
+import workers_for_test
+from robustmsa.training.distributed import run_in_processes
+
+run_in_processes(workers_for_test.sleep_and_report, {folder!r}, 2, cpu_threads=True)  # no main guard
+"""
+
 INTERRUPTED = """
 import sys
 sys.path.insert(0, {folder!r})
@@ -145,12 +159,13 @@ if __name__ == "__main__":
 """
 
 
-def test_interrupting_the_caller_stops_its_processes_and_a_bug_reports_its_traceback(tmp_path: Path) -> None:
+def test_the_processes_end_with_their_caller_and_failures_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
     import signal
     import subprocess
     import sys
     import time
+    import types
 
     import torch.multiprocessing as mp
 
@@ -178,3 +193,17 @@ def test_interrupting_the_caller_stops_its_processes_and_a_bug_reports_its_trace
             run_in_processes(workers_for_test.fail, None, 2, cpu_threads=False)
     finally:
         sys.path.remove(str(tmp_path))
+    # A script without a main guard: each process re-runs it and stops in start-up, before it reads its job. The
+    # caller reports that instead of waiting for ever; a class from an interactive session is refused before.
+    (tmp_path / "unguarded.py").write_text(UNGUARDED.format(folder=str(tmp_path)))
+    unguarded = subprocess.run([sys.executable, str(tmp_path / "unguarded.py")], capture_output=True, text=True, timeout=120)
+    assert unguarded.returncode == 1 and "guard the script's top level with `if __name__ == '__main__':`" in unguarded.stderr
+    session = types.ModuleType("__main__")  # as under `python -c` or in a notebook: no file to import
+
+    class Mine(torch.nn.Linear):
+        __module__, __qualname__ = "__main__", "Mine"
+
+    session.Mine = Mine
+    monkeypatch.setitem(sys.modules, "__main__", session)
+    with pytest.raises(ConfigError, match=r"the model or data uses classes defined in an interactive session, `python -c` or stdin"):
+        run_in_processes(print, Mine(2, 2), 2, cpu_threads=False)

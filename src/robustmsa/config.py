@@ -133,7 +133,7 @@ class TrainSection(_Strict):
     valid_split: str = "valid"
     valid_mode: str | None = None  # default: the method's first inference mode (factual; te for CLUE / CLEF)
     accelerator: str = "cpu"
-    devices: int | str = 1  # a number of devices, or "auto" / a list of ids as Lightning reads them; several: DDP
+    devices: int | str | list[StrictInt] = 1  # a number of devices, "auto", or GPU ids ([0, 1] or "0,1"); several: DDP
     strategy: str = "auto"  # several devices: auto / ddp, or ddp_find_unused_parameters_false (see training.fit)
     num_workers: StrictInt = Field(0, ge=0)
     progress: StrictBool = True

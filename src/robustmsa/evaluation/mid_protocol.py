@@ -57,7 +57,7 @@ from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, Supervised
 from robustmsa.metrics import task_metrics
 from robustmsa.registry import BACKBONES
-from robustmsa.training.fit import check_fit, fit, predict, seeded
+from robustmsa.training.fit import check_fit, fit, predict, seeded, world_size
 
 METHOD_NAMES = ("base", "base+FT", "MID", "MCTD", "MME-JD", "MRID")
 #: The control for the methods trained further from the base (MCTD, the MME-JD experts): the base fine-tuned with the
@@ -295,6 +295,12 @@ def run_image_text_protocol(
     with cfg.naming_errors():  # a config unfit for the data fails before the folder is claimed
         debiased_modalities(cfg.methods.modalities, data.dims())
         check_fit(Supervised(BACKBONES.build(cfg.backbone.name, data.dims(), data.task, **cfg.backbone.params)), data, cfg.train.to_train_config())
+        for section, train in (("train", cfg.train), ("methods.finetune", cfg.methods.finetune)):
+            if train is not None and world_size(train.to_train_config()) > 1:
+                raise ConfigError(
+                    f"{section}.devices: this protocol counts the forward passes of every training for its cost table, in its own process; "
+                    "train on one device (devices: 1)"
+                )
     records = {seed: out / f"seed_{seed}.json" for seed in seeds}
 
     def check(result: Mapping[str, Any]) -> None:

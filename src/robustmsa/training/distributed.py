@@ -5,7 +5,7 @@ results and pick checkpoints on its own): only the training itself runs in the p
 the calling process and report back to it. Each process
 
 * imports the calling process's plugin files first, so that a user's own components unpickle;
-* gets the job as bytes and unpickles it itself (after the plugins);
+* reads the job from a file the caller wrote and unpickles it itself (after the plugins);
 * sets the variables of a torch.distributed job on this machine (``MASTER_ADDR``/``PORT``, ``LOCAL_RANK``, ...),
   so that Lightning joins the group instead of launching processes of its own;
 * on CPU, uses its share of the CPU threads.
@@ -18,16 +18,22 @@ traceback.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import queue as queue_module
-from collections.abc import Callable
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.multiprocessing as mp
 
-from robustmsa.errors import RobustMSAError
+from robustmsa.errors import ConfigError, RobustMSAError
 
 #: Environment variables that mark a process started by a torch.distributed launcher (torchrun, srun, ...).
 LAUNCHER_VARIABLES = ("LOCAL_RANK", "TORCHELASTIC_RUN_ID")
@@ -42,34 +48,83 @@ def run_in_processes(fn: Callable[[Any, int, int], Any], job: Any, world: int, *
     """``fn(job, rank, world)`` in ``world`` spawned processes; the value rank 0 returns.
 
     ``fn`` must be a module-level function and ``job`` picklable. ``cpu_threads``: split this machine's CPU
-    threads between the processes (for training on CPU)."""
+    threads between the processes (for training on CPU). Ctrl-C or SIGTERM of the caller ends the processes."""
     from lightning.fabric.plugins.environments.lightning import find_free_network_port
 
     from robustmsa.plugins import loaded_plugin_files
 
+    payload = pickle.dumps(job)
+    main = sys.modules.get("__main__")
+    if b"__main__" in payload and not os.path.isfile(getattr(main, "__file__", None) or ""):
+        raise ConfigError(
+            "training on several devices: the model or data uses classes defined in an interactive session, `python -c` or stdin, "
+            "which the training processes cannot import; define them in a .py file (e.g. a plugin) and import them from there"
+        )
     context = mp.get_context("spawn")
     messages = context.SimpleQueue()
     threads = max(1, torch.get_num_threads() // world) if cpu_threads else None
-    payload = pickle.dumps(job)
-    args = (fn, payload, world, find_free_network_port(), [str(p) for p in loaded_plugin_files()], threads, messages)
-    processes = mp.start_processes(_worker, args=args, nprocs=world, join=False, start_method="spawn")
     received: list[tuple[str, Any]] = []
-    try:
-        while not processes.join(timeout=0.2):
-            _drain(messages, received)  # a process blocks on a full pipe until its message is read
-    except (mp.ProcessRaisedException, mp.ProcessExitedException):
-        _drain(messages, received)
-        error = next((value for kind, value in received if kind == "error"), None)
-        if error is not None:
-            raise error from None
-        raise
-    finally:  # also on Ctrl-C: no process outlives the call
-        for process in processes.processes:
-            if process.is_alive():
-                process.terminate()
+    with tempfile.TemporaryDirectory(prefix="robustmsa-ddp-") as folder, _stop_on_sigterm(), _quiet_spawn():
+        # The job travels as a file: written into a process's start-up pipe, a large one would block the caller
+        # for ever if that process died before reading it (e.g. a script without a main guard).
+        job_file = Path(folder) / "job.pickle"
+        job_file.write_bytes(payload)
+        args = (fn, str(job_file), world, find_free_network_port(), [str(p) for p in loaded_plugin_files()], threads, messages)
+        processes = mp.start_processes(_worker, args=args, nprocs=world, join=False, start_method="spawn")
+        try:
+            while not processes.join(timeout=0.2):
+                _drain(messages, received)  # a process blocks on a full pipe until its message is read
+        except mp.ProcessRaisedException:
+            _drain(messages, received)
+            error = next((value for kind, value in received if kind == "error"), None)
+            if error is not None:
+                raise error from None
+            raise
+        except mp.ProcessExitedException as exc:
+            how = f"signal {exc.signal_name}" if exc.signal_name else f"exit code {exc.exit_code}"
+            raise RuntimeError(
+                f"training process {exc.error_index} of {world} ended with {how} (its own messages are above). From a Python script, "
+                "guard the script's top level with `if __name__ == '__main__':`, since every training process imports it"
+            ) from None
+        finally:  # also on Ctrl-C / SIGTERM: no process outlives the call, none is left waiting in a collective
+            for process in processes.processes:
+                if process.is_alive():
+                    process.kill()
+            for process in processes.processes:
                 process.join()
     _drain(messages, received)
     return next(value for kind, value in received if kind == "result")
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM of the caller raises Lightning's SIGTERMException (as a run on one device does), so that the
+    processes are ended and the command reports that it was stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SIGTERMException
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _quiet_spawn() -> Iterator[None]:
+    """torch's 'Terminating process ... via signal SIGTERM' when one process failed: its error follows."""
+    spawn_logger = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_logger.level
+    spawn_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        spawn_logger.setLevel(level)
 
 
 def _drain(messages: Any, into: list[tuple[str, Any]]) -> None:
@@ -80,7 +135,7 @@ def _drain(messages: Any, into: list[tuple[str, Any]]) -> None:
         pass
 
 
-def _worker(rank: int, fn: Callable[[Any, int, int], Any], payload: bytes, world: int, port: int, plugin_files: list[str], threads: int | None, messages: Any) -> None:
+def _worker(rank: int, fn: Callable[[Any, int, int], Any], job_file: str, world: int, port: int, plugin_files: list[str], threads: int | None, messages: Any) -> None:
     """The body of one spawned process (``rank`` first: torch's spawn passes it)."""
     from robustmsa.plugins import import_plugins
 
@@ -89,7 +144,8 @@ def _worker(rank: int, fn: Callable[[Any, int, int], Any], payload: bytes, world
         torch.set_num_threads(threads)
     import_plugins(plugin_files)
     try:
-        result = fn(pickle.loads(payload), rank, world)  # our own bytes, pickled by the calling process just now
+        # our own file, written by the calling process just now into a folder of its own
+        result = fn(pickle.loads(Path(job_file).read_bytes()), rank, world)
     except RobustMSAError as exc:
         with contextlib.suppress(Exception):  # an error that cannot be pickled arrives as the traceback instead
             messages.put(("error", exc))

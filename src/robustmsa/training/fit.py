@@ -50,7 +50,7 @@ class TrainConfig:
     valid_split: str = "valid"
     valid_mode: str | None = None  # inference mode scored on valid_split; default: the method's first (factual; te for CLUE / CLEF)
     accelerator: str = "cpu"
-    devices: int | str = 1
+    devices: int | str | list[int] = 1
     strategy: str = "auto"
     num_workers: int = 0
     progress: bool = True
@@ -80,13 +80,15 @@ class FitResult:
 @contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Silence Lightning's informational start-up lines for one fit (restores the level)."""
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.distributed")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -206,7 +208,7 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
             root = Path(out_dir)
             root.mkdir(parents=True, exist_ok=True)
         job = _Job(module, bundle, cfg, seed, root, metric, mode, logs=out_dir is not None)
-        world = _world_size(cfg)
+        world = world_size(cfg)
         if world == 1:
             outcome = _train(job)
         else:
@@ -310,7 +312,7 @@ def _train(job: _Job, rank: int = 0, world: int = 1) -> _Outcome:
     return _Outcome(weights, score, trainer.current_epoch, history.values)
 
 
-def _world_size(cfg: TrainConfig) -> int:
+def world_size(cfg: TrainConfig) -> int:
     """How many processes Lightning would train ``cfg`` with (ConfigError for settings it refuses)."""
     from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -320,7 +322,7 @@ def _world_size(cfg: TrainConfig) -> int:
             trainer = L.Trainer(
                 accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy, plugins=[LightningEnvironment()], logger=False, enable_checkpointing=False, enable_progress_bar=False
             )
-    except (MisconfigurationException, ValueError, RuntimeError, ImportError) as exc:  # ImportError: accelerator: tpu without torch_xla
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as exc:  # ImportError: accelerator: tpu without torch_xla
         raise ConfigError(f"{_settings(cfg)}: {' '.join(str(exc).split())}") from None
     return trainer.world_size
 
@@ -333,7 +335,7 @@ def _check_hardware(cfg: TrainConfig, method: Method) -> None:
     """ConfigError, before anything trains, when Lightning refuses ``accelerator`` / ``devices`` / ``strategy`` (e.g.
     ``accelerator: gpu`` on a machine without one) or a run on several devices cannot be done as :func:`fit` does it.
     Building a Trainer runs no user code, so nothing is relabelled."""
-    world = _world_size(cfg)
+    world = world_size(cfg)
     if world == 1:
         return
     if cfg.strategy not in DISTRIBUTED_STRATEGIES:

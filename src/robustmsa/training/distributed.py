@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import pickle
-import queue as queue_module
 import signal
 import sys
 import tempfile
@@ -64,7 +63,8 @@ def run_in_processes(fn: Callable[[Any, int, int], Any], job: Any, world: int, *
     messages = context.SimpleQueue()
     threads = max(1, torch.get_num_threads() // world) if cpu_threads else None
     received: list[tuple[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="robustmsa-ddp-") as folder, _stop_on_sigterm(), _quiet_spawn():
+    # quiet: torch's "Terminating process ... via signal SIGTERM" when one process failed (its error follows)
+    with tempfile.TemporaryDirectory(prefix="robustmsa-ddp-") as folder, _stop_on_sigterm(), quiet_loggers(logging.ERROR, "torch.multiprocessing.spawn"):
         # The job travels as a file: written into a process's start-up pipe, a large one would block the caller
         # for ever if that process died before reading it (e.g. a script without a main guard).
         job_file = Path(folder) / "job.pickle"
@@ -116,22 +116,24 @@ def _stop_on_sigterm() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_spawn() -> Iterator[None]:
-    """torch's 'Terminating process ... via signal SIGTERM' when one process failed: its error follows."""
-    spawn_logger = logging.getLogger("torch.multiprocessing.spawn")
-    level = spawn_logger.level
-    spawn_logger.setLevel(logging.ERROR)
+def quiet_loggers(level: int, *names: str) -> Iterator[None]:
+    """Raise the level of the named loggers to ``level`` for a block (their levels are restored afterwards)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
     try:
         yield
     finally:
-        spawn_logger.setLevel(level)
+        for logger, previous in zip(loggers, levels):
+            logger.setLevel(previous)
 
 
 def _drain(messages: Any, into: list[tuple[str, Any]]) -> None:
     try:
         while not messages.empty():
             into.append(messages.get())
-    except (EOFError, OSError, queue_module.Empty):  # pragma: no cover - the pipe of a killed process
+    except (EOFError, OSError):  # pragma: no cover - the pipe of a killed process
         pass
 
 

@@ -29,7 +29,7 @@ from robustmsa.data.dataset import DataBundle, MultimodalSplit, check_selection_
 from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, check_metric, task_metrics
-from robustmsa.training.distributed import launched_externally, run_in_processes
+from robustmsa.training.distributed import launched_externally, quiet_loggers, run_in_processes
 from robustmsa.training.module import LR_SCHEDULES, MethodModule, OptimConfig
 
 
@@ -77,18 +77,9 @@ class FitResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's informational start-up lines for one fit (restores the level)."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.distributed")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+def _quiet_lightning() -> contextlib.AbstractContextManager[None]:
+    """Silence Lightning's informational start-up lines for one fit (restores the levels)."""
+    return quiet_loggers(logging.WARNING, "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.distributed")
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import csv
 import difflib
 import importlib.util
 import re
+import shlex
 import struct
 import wave
 from fractions import Fraction
@@ -297,6 +298,42 @@ def test_extract_features_command(tmp_path, monkeypatch, capsys):
     assert code == 2 and "must end in .pkl" in output
     code, output = _cli([*args, "--overwrite", "--label-range", "3"], monkeypatch, capsys)
     assert code == 2 and "LOW,HIGH" in output and out.read_bytes() == before
+
+
+def test_a_model_trained_on_clips_predicts_on_new_clips_without_labels(tmp_path, monkeypatch, capsys):
+    labels, media = _corpus(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp.yaml").write_text(
+        "data: {name: clips, params: {labels: labels.csv, media: media, text_encoder: hash, cache_dir: cache}}\n"
+        "backbone: {name: lf_dnn, params: {hidden: 8}}\ntrain: {max_epochs: 1, batch_size: 2, progress: false}\nseeds: [0]\n"
+    )
+    code, output = _cli(["train", "--config", "exp.yaml", "--out", "run"], monkeypatch, capsys)
+    assert code == 0, output
+    (tmp_path / "new").mkdir()
+    write_wav(tmp_path / "new" / "fresh_0.wav", 600.0, seconds=0.6)
+    write_wav(tmp_path / "new" / "fresh_1.wav", 150.0, seconds=0.6)
+    (tmp_path / "new.csv").write_text("id,text\nfresh_0,good film\nfresh_1,bad film\n", encoding="utf-8")
+    clips = ["--source", "clips", "--param", "labels=new.csv", "--param", "media=new", "--param", "text_encoder=hash", "--param", "cache_dir=cache"]
+    code, output = _cli(["evaluate", "--run", "run", *clips], monkeypatch, capsys)
+    assert code == 2 and "split 'test' of data 'new' has no labels" in output and "--predictions" in output
+    code, output = _cli(["evaluate", "--run", "run", *clips, "--predictions", "direct"], monkeypatch, capsys)
+    assert code == 0, output
+    direct = (tmp_path / "direct" / "seed_0" / "test.csv").read_text().splitlines()
+    assert direct[0] == "id,group,factual" and [row.split(",")[0] for row in direct[1:]] == ["fresh_0", "fresh_1"]
+    code, output = _cli(["evaluate", "--run", "run", *clips, "--param", "audio_fps=5", "--predictions", "other"], monkeypatch, capsys)
+    assert code == 2 and "trained on features made with audio_fps = 10.0; those of data 'new' were made with 5" in output
+
+    # the same clips through a feature file: the command prints how to predict on it, and the predictions agree
+    code, output = _cli(["extract-features", "--labels", "new.csv", "--media", "new", "--out", "new.pkl", "--text-encoder", "hash", "--cache-dir", "cache"], monkeypatch, capsys)
+    assert code == 0, output
+    hint = output.split("predict on it with: ")[1]
+    assert hint.startswith("robustmsa evaluate --run <training run> --source mmsa_pickle --param path=new.pkl")
+    params = hint.split("--source mmsa_pickle ")[1].split(" --predictions")[0]
+    code, output = _cli(["evaluate", "--run", "run", "--source", "mmsa_pickle", *shlex.split(params), "--predictions", "from_file"], monkeypatch, capsys)
+    assert code == 0, output
+    assert (tmp_path / "from_file" / "seed_0" / "test.csv").read_text().splitlines() == direct
+    code, output = _cli(["evaluate", "--run", "run", "--source", "mmsa_pickle", "--param", "path=new.pkl", "--predictions", "bert"], monkeypatch, capsys)
+    assert code == 2 and "text_contextual = False; those of data 'new' were made with True" in output
 
 
 def test_clip_media_of_every_shape(tmp_path):

@@ -57,14 +57,22 @@ def evaluate(
     mode: Annotated[list[str] | None, typer.Option("--mode", help="Inference mode(s) (default: all of the method).")] = None,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="Also write each sample's prediction per mode: <folder>/seed_<k>/<split>.csv.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow replacing prediction files that already exist.")] = False,
+    source: Annotated[str | None, typer.Option("--source", help="Evaluate on other data: this data source (mmsa_pickle, clips, ...) with its --param values.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Parameter KEY=VALUE of --source (YAML value), repeatable; without --source: changes the run's own data source.")] = None,
 ) -> None:
-    """Evaluate the saved models of a training run (every seed) and print the metrics as JSON."""
+    """Evaluate the saved models of a training run (every seed) and print the metrics as JSON; on other data too (--source)."""
     import json
 
-    from robustmsa.experiment import evaluate_run
+    from robustmsa.config import load_config, parse_pairs
+    from robustmsa.experiment import evaluate_run, other_data
 
-    metrics = evaluate_run(run, splits=split, modes=mode, predictions=predictions, overwrite=overwrite)
+    data = None
+    if source is not None or param:
+        data = other_data(load_config(run / "config.yaml"), source, parse_pairs(param, "--param"))
+    metrics = evaluate_run(run, splits=split, modes=mode, predictions=predictions, overwrite=overwrite, data=data)
     typer.echo(json.dumps(metrics, indent=2))
+    if predictions is not None:
+        console.print(f"[green]Predictions[/green]: {predictions}/seed_<k>/<split>.csv")
 
 
 Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds (default: the config's).")]
@@ -149,7 +157,7 @@ def detect_faces(
 
 @app.command("extract-features")
 def extract_features(
-    labels: Annotated[Path, typer.Option(help="Labels CSV: id,label,mode (train/valid/test) and optionally text (CMU-MOSI's layout).")],
+    labels: Annotated[Path, typer.Option(help="Labels CSV: id,label,mode (train/valid/test) and optionally text (CMU-MOSI's layout); without label: new clips to predict on.")],
     media: Annotated[Path, typer.Option(help="Folder searched recursively for <id>.wav / <id>.mp4 / ... of every clip.")],
     out: Annotated[Path, typer.Option(help="The MMSA feature pickle to write (read it with data: {name: mmsa_pickle}).")] = Path("features.pkl"),
     text: Annotated[str, typer.Option(help="Transcripts: labels (the CSV's text column), asr (Whisper), auto (labels when the CSV has text).")] = "auto",
@@ -167,6 +175,7 @@ def extract_features(
 ) -> None:
     """Turn raw clips (audio / video files and a labels CSV) into features: openSMILE audio, MediaPipe faces, text."""
     import json
+    import shlex
 
     from rich.progress import Progress
 
@@ -211,6 +220,11 @@ def extract_features(
     if counts["frames"]:
         console.print(f"Face found in {counts['frames'] - counts['frames_without_face']} of {counts['frames']} sampled frames")
     read_as = {"path": str(out), "label_range": list(settings.label_range), "text_contextual": bundle.meta["text_contextual"]}
+    if not all(split.labelled for split in bundle.splits.values()):  # new clips: a trained model predicts on them
+        values = {key: value if key == "path" else json.dumps(value) for key, value in read_as.items()}
+        pairs = " ".join("--param " + shlex.quote(f"{key}={value}") for key, value in values.items())
+        console.print(escape(f"No labels: predict on it with: robustmsa evaluate --run <training run> --source mmsa_pickle {pairs} --predictions <folder>"), soft_wrap=True)
+        return
     console.print(escape(f"Use it in a config as: data: {{name: mmsa_pickle, params: {json.dumps(read_as)}}}"), soft_wrap=True)
 
 

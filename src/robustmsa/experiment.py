@@ -12,6 +12,7 @@ Output folder layout (``out_dir``)::
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,18 +20,30 @@ from typing import Any
 import torch
 
 from robustmsa.config import ExperimentConfig, dump_config, parse_config
-from robustmsa.data.dataset import DataBundle
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
 from robustmsa.folders import ensure_folder, holds_output, prepare_out_dir
 from robustmsa.method import Method, check_required_extras
-from robustmsa.registry import BACKBONES, METHODS
+from robustmsa.registry import BACKBONES, DATASETS, METHODS
 from robustmsa.training.fit import check_fit, evaluate, fit, load_checkpoint_state, seeded
 
 
 def load_data(config: ExperimentConfig) -> DataBundle:
     return config.build_data()
+
+
+def other_data(config: ExperimentConfig, source: str | None, params: dict[str, Any]) -> DataBundle:
+    """Data to evaluate a run on besides its own: data source ``source`` with ``params``, or (``source`` None) the
+    run's own source with ``params`` changed, e.g. a larger generated test split."""
+    option = "--param" if source is None else f"--source {source}"
+    if source is None:
+        source, params = config.data.name, {**config.data.params, **params}  # type: ignore[attr-defined]
+    try:
+        return DATASETS.build(source, **params)
+    except ConfigError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
 
 
 def build_method(config: ExperimentConfig, bundle: DataBundle, seed: int) -> Method:
@@ -40,8 +53,53 @@ def build_method(config: ExperimentConfig, bundle: DataBundle, seed: int) -> Met
         return METHODS.build(config.method.name, backbone, **config.method.params)
 
 
-def save_model(method: Method, path: str | Path, config: ExperimentConfig, seed: int) -> Path:
-    """Save weights, inference parameters and the config atomically."""
+def data_record(bundle: DataBundle) -> dict[str, Any]:
+    """What a trained model depends on in its data: the feature widths, the task, and how the features were made
+    where the data source records it (text encoder, contextual text, the clip extractor's settings)."""
+    task = bundle.task
+    features: dict[str, Any] = {key: bundle.meta[key] for key in ("text_encoder", TEXT_CONTEXTUAL) if key in bundle.meta}
+    extraction = bundle.meta.get("extraction")
+    if isinstance(extraction, dict) and isinstance(extraction.get("settings"), dict):
+        features.update({key: value for key, value in extraction["settings"].items() if key != "label_range"})
+    record = {
+        "dims": bundle.dims(),
+        "task": {"kind": task.kind, "classes": task.label_names if task.kind != "regression" else [], "label_range": task.label_range, "metric_set": task.metric_set},
+        "features": features,
+    }
+    return json.loads(json.dumps(record))  # plain lists, as the record reads back
+
+
+def check_same_data(record: object, bundle: DataBundle, model: str | Path) -> None:
+    """ConfigError when ``bundle`` is not data the model saved with ``record`` (:func:`data_record`) can be applied
+    to: another task, another feature width of a modality, features made another way. A modality the model was
+    trained with and the data lacks is left to the backbone, which knows whether it reads it."""
+    if not isinstance(record, dict):
+        return  # a model file written before the record existed: its state dict still refuses other widths
+    now = data_record(bundle)
+
+    def task_text(task: dict[str, Any]) -> str:
+        if task["kind"] == "regression":
+            return f"regression in {task['label_range']} ({task['metric_set']} metrics)"
+        return f"{task['kind']} over {task['classes']}"
+
+    if record.get("task") != now["task"]:
+        raise ConfigError(f"{model}: the model was trained for {task_text(record['task'])}; data '{bundle.name}' is {task_text(now['task'])}")
+    for modality, width in now["dims"].items():
+        trained = record.get("dims", {}).get(modality)
+        if trained is not None and trained != width:
+            raise ConfigError(f"{model}: the model was trained on {modality} features of width {trained}; data '{bundle.name}' has width {width}")
+    trained_features = record.get("features", {})
+    for key, value in now["features"].items():
+        if key in trained_features and trained_features[key] != value:
+            raise ConfigError(
+                f"{model}: the model was trained on features made with {key} = {trained_features[key]!r}; those of data '{bundle.name}' "
+                f"were made with {value!r}: make them as the training data's were"
+            )
+
+
+def save_model(method: Method, path: str | Path, config: ExperimentConfig, seed: int, data: DataBundle | None = None) -> Path:
+    """Save weights, inference parameters and the config atomically; with ``data`` (the training data), also what
+    the model depends on in it (:func:`data_record`), which :func:`load_model` checks other data against."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = {
@@ -51,6 +109,8 @@ def save_model(method: Method, path: str | Path, config: ExperimentConfig, seed:
         "config": config.model_dump(mode="json"),
         "seed": seed,
     }
+    if data is not None:
+        payload["data"] = data_record(data)
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
@@ -73,7 +133,8 @@ def _trained_with(saved: Any, path: Path) -> dict[str, Any] | None:
 
 
 def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Method:
-    """Rebuild a method from a ``model.pt`` written by :func:`save_model` (safe loading)."""
+    """Rebuild a method from a ``model.pt`` written by :func:`save_model` (safe loading) for the data ``bundle``
+    (refused when it is not data the model can be applied to, see :func:`check_same_data`)."""
     from robustmsa.errors import DataError
 
     if not Path(path).is_file():
@@ -95,6 +156,7 @@ def load_model(path: Path, config: ExperimentConfig, bundle: DataBundle) -> Meth
             str(path), "config", f"the model was trained with other settings than {config._source}: the folder mixes two runs "
             "(an --overwrite run stopped part-way?); run the training into it again"
         )
+    check_same_data(state.get("data"), bundle, path)
     method = build_method(config, bundle, seed)
     try:
         method.rebuild(structure)
@@ -122,21 +184,36 @@ def evaluate_method(method: Method, bundle: DataBundle, splits: list[str], modes
 
 
 def evaluate_run(
-    run: Path, *, splits: list[str] | None = None, modes: list[str] | None = None, predictions: Path | None = None, overwrite: bool = False
+    run: Path,
+    *,
+    splits: list[str] | None = None,
+    modes: list[str] | None = None,
+    predictions: Path | None = None,
+    overwrite: bool = False,
+    data: DataBundle | None = None,
 ) -> dict[str, Any]:
     """Metrics ``{seed: {split: {mode: metrics}}}`` of every saved model of a :func:`run_experiment` folder.
 
     With ``predictions``, each sample's prediction per mode is also written to ``<predictions>/seed_<k>/<split>.csv``
     (see :mod:`robustmsa.evaluation.predictions`); existing files are refused, before anything is computed, unless
-    ``overwrite``."""
+    ``overwrite``. ``data``: other data than the run's (another data set with the same features, new clips to
+    predict on), checked to be data the models can be applied to; its splits (default: its test splits, else all)
+    are scored where labelled, and unlabelled ones need ``predictions``, their only output."""
     from robustmsa.config import load_config
     from robustmsa.evaluation.predictions import write_predictions
 
     run = Path(run)
     config = load_config(run / "config.yaml")
-    bundle = load_data(config)
-    config.check_split_names(bundle)
-    splits = evaluation_splits(config, bundle, splits)
+    if data is None:
+        bundle = load_data(config)
+        config.check_split_names(bundle)
+        splits = evaluation_splits(config, bundle, splits)
+    else:
+        bundle = data
+        splits = evaluation_splits(config, bundle, splits or bundle.test_splits() or list(bundle.splits))  # the config's names are its own data's
+    unlabelled = [name for name in splits if not bundle[name].labelled]
+    if unlabelled and predictions is None:
+        raise ConfigError(f"split '{unlabelled[0]}' of data '{bundle.name}' has no labels: it can only be predicted on; pass --predictions DIR")
     if predictions is not None:
         ensure_folder(predictions, "--predictions")
     files = {(seed, name): Path(predictions) / f"seed_{seed}" / f"{name}.csv" for seed in config.seeds for name in splits} if predictions else {}
@@ -146,8 +223,9 @@ def evaluate_run(
     out = {}
     for seed in config.seeds:
         method = load_model(run / f"seed_{seed}" / "model.pt", config, bundle)
+        check_required_extras(method, bundle, splits)
         chosen = list(modes or config.eval.modes or method.modes)
-        out[str(seed)] = evaluate_method(method, bundle, splits, chosen)
+        out[str(seed)] = evaluate_method(method, bundle, [name for name in splits if name not in unlabelled], chosen)
         for name in splits if files else ():
             write_predictions(files[seed, name], method, bundle[name], chosen)
     return out
@@ -189,7 +267,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
         seed_dir = out / f"seed_{seed}"
         result = fit(method, bundle, train_cfg, seed=seed, out_dir=seed_dir, config=config.model_dump(mode="json"))
         chosen = method.calibrate(bundle)
-        save_model(method, seed_dir / "model.pt", config, seed)
+        save_model(method, seed_dir / "model.pt", config, seed, data=bundle)
         metrics = evaluate_method(method, bundle, splits, config.eval.modes)
         return {"metrics": metrics, "best_valid": result.best_score, "epochs": result.epochs, "calibration": chosen}
 

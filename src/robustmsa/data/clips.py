@@ -4,7 +4,8 @@ What MMSA's feature-extraction toolkit does for its users, offline and cached:
 
 * **labels**: a CMU-MOSI-style CSV ``id,label,mode[,text]``
   (:func:`~robustmsa.data.text_corpora.parse_labels_csv`; the group of a clip is
-  its id without the trailing ``_<clip>``);
+  its id without the trailing ``_<clip>``); without ``label`` (``id[,mode][,text]``):
+  new clips to predict on;
 * **media**: every file under ``media`` (searched recursively) whose name
   without suffix is a clip id. A clip may have an audio file (``.wav``,
   ``.flac``, ...), a video file (``.mp4``, ``.avi``, ...) or both; without an
@@ -264,6 +265,9 @@ def extract_clips(
 ) -> DataBundle:
     """A regression :class:`DataBundle` (train / valid / test from the CSV's ``mode``) of every clip in ``labels``.
 
+    A CSV without a ``label`` column lists new clips to predict on: its splits (``test`` alone without a ``mode``
+    column) are unlabelled (``labelled=False``); a split that lists no clip is left out.
+
     ``limit``: a random N clips of each split (fixed seed, file order kept; :func:`~robustmsa.data.dataset.limited`),
     chosen before anything is decoded. ``workers``: processes extracting clips at once (each loads its own models;
     the features do not depend on it). ``on_clip(done, total, clip_id)`` is called as clips finish (progress display).
@@ -276,13 +280,14 @@ def extract_clips(
     settings = settings or ClipSettings()
     labels = Path(labels)
     limit = check_limit(limit, "clips")
-    parsed = {split: limited(samples, limit) for split, samples in parse_labels_csv(labels, text=settings.text == "labels").items()}
+    parsed = {split: limited(samples, limit) for split, samples in parse_labels_csv(labels, text=settings.text == "labels", unlabelled=True).items() if samples}
     samples = [s for split in parsed.values() for s in split]
     if not samples:
         raise DataError(labels, None, "lists no clips")
+    labelled = samples[0].label is not None  # a CSV without a label column lists new clips to predict on
     # everything that can be wrong with the inputs is found before hours of decoding, not after
     low, high = settings.label_range
-    outside = next((s for s in samples if not low <= s.label <= high), None)
+    outside = next((s for s in samples if labelled and not low <= s.label <= high), None)
     if outside is not None:
         raise DataError(labels, "label", f"clip '{outside.id}' has label {outside.label}; expected a value in [{low}, {high}] (set label_range)")
     seen: dict[str, str] = {}
@@ -342,7 +347,7 @@ def extract_clips(
     encoded = attach_text_features([s for split in parsed.values() for s in split], encoder)
     splits, start = {}, 0
     for name, split in parsed.items():
-        splits[name] = MultimodalSplit(encoded[start : start + len(split)], name=name, source=labels, task=task)
+        splits[name] = MultimodalSplit(encoded[start : start + len(split)], name=name, source=labels, task=task, labelled=labelled)
         start += len(split)
     extraction = {"settings": asdict(settings), "text_source": text_source, "counts": counts, "audio_features": audio_names, "vision_features": list(FACE_FEATURES)}
     meta: dict[str, Any] = {"source": str(labels), "media": str(media), "text_encoder": encoder.name, TEXT_CONTEXTUAL: encoder.contextual, "extraction": extraction}

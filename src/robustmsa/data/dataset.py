@@ -271,7 +271,9 @@ class DataBundle:
         return name in self.splits
 
     def dims(self) -> dict[str, int]:
-        return self["train"].dims()
+        """Feature width of each modality (every split has the same): the training split's, or the first split's in
+        data without one (new data to predict on)."""
+        return (self.splits["train"] if "train" in self.splits else self[next(iter(self.splits), "train")]).dims()
 
     def test_splits(self) -> list[str]:
         return [n for n in self.splits if n.startswith("test")]

@@ -8,7 +8,10 @@ where each ``S`` is a dict of arrays over the N samples of the split:
   ``text_bert`` (N, 3, L): rows token ids, attention mask, segment ids
 * ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv) float; ``audio_lengths``,
   ``vision_lengths`` (N,) true lengths (unaligned files)
-* ``regression_labels`` (N,) float; ``classification_labels`` (ignored here)
+* ``regression_labels`` (N,) float; ``classification_labels`` (ignored here).
+  A file of new data to predict on (``robustmsa extract-features`` of clips
+  without labels) has no ``regression_labels`` in any split and need not have
+  all three splits; its splits are read as unlabelled.
 
 The file is loaded with :mod:`robustmsa.data.safe_pickle` (no code runs).
 Cleaning: ``-inf`` values (a known artefact of COVAREP audio features in the
@@ -79,11 +82,13 @@ def read_mmsa_pickle(
     data = safe_load(path)
     if not isinstance(data, Mapping):
         raise DataError(path, None, f"expected a dict of splits, got {type(data).__name__}")
-    missing = [s for s in REQUIRED_SPLITS if s not in data]
+    labelled = _labelled(path, data)
+    missing = [s for s in REQUIRED_SPLITS if s not in data] if labelled else []
     if missing:
         raise DataError(path, "split", f"missing splits {missing}; found {sorted(map(str, data))}")
+    first = data["train"] if "train" in data else next(iter(data.values()))
     if auto_range:  # CH-SIMS carries unimodal labels; scoring it on MOSI's scale would be meaningless
-        label_range = (-1.0, 1.0) if isinstance(data["train"], Mapping) and "regression_labels_T" in data["train"] else (-3.0, 3.0)
+        label_range = (-1.0, 1.0) if isinstance(first, Mapping) and "regression_labels_T" in first else (-3.0, 3.0)
     if metric_set == "auto":
         metric_set = "sims" if label_range == (-1.0, 1.0) else "mosi"
     task = TaskSpec(kind="regression", num_classes=1, label_range=label_range, metric_set=metric_set)
@@ -94,14 +99,25 @@ def read_mmsa_pickle(
             raise DataError(path, str(name), f"split must be a dict of arrays, got {type(raw).__name__}")
         samples, stats = _read_split(path, str(name), raw, text_field, max_text_len, label_range, limit)
         meta["neg_inf_replaced"].update(stats)
-        splits[str(name)] = MultimodalSplit(samples, name=str(name), source=path, task=task)
+        splits[str(name)] = MultimodalSplit(samples, name=str(name), source=path, task=task, labelled=labelled)
     if text_contextual is not None:
         if not isinstance(text_contextual, bool):
             raise ConfigError(f"mmsa: 'text_contextual' must be true or false, got {text_contextual!r}")
         meta[TEXT_CONTEXTUAL] = text_contextual
-    elif text_field == "text" or (text_field == "auto" and "text" in data["train"]):
+    elif text_field == "text" or (text_field == "auto" and "text" in first):
         meta[TEXT_CONTEXTUAL] = True  # MMSA's released 'text' features are BERT hidden states
     return DataBundle(splits, task, name=path.stem, meta=meta)
+
+
+def _labelled(path: Path, data: Mapping[Any, Any]) -> bool:
+    """Whether the file holds labels: in every split (training data), or in none (new data to predict on)."""
+    if not data:
+        raise DataError(path, None, f"holds no split; expected {list(REQUIRED_SPLITS)}")
+    has = {str(name): isinstance(raw, Mapping) and "regression_labels" in raw for name, raw in data.items()}
+    if len(set(has.values())) > 1:
+        without = next(name for name, on in has.items() if not on)
+        raise DataError(f"{path} [{without}]", "regression_labels", f"missing; splits {sorted(n for n, on in has.items() if on)} have labels (a file is labelled in every split or in none)")
+    return next(iter(has.values()))
 
 
 def _label_range(value: object) -> tuple[float, float] | None:
@@ -199,10 +215,10 @@ def _read_split(
     stats: dict[str, int] = {}
     ids = _strings(where, _array(where, raw, "id", 1, None, dtype=object), "id", allow_empty=False)
     n = len(ids)
-    labels = _array(where, raw, "regression_labels", 1, n, squeeze=True)
-    if not np.isfinite(labels).all():
+    labels = _array(where, raw, "regression_labels", 1, n, squeeze=True) if "regression_labels" in raw else None  # None: new data
+    if labels is not None and not np.isfinite(labels).all():
         raise DataError(where, "regression_labels", f"contains {int((~np.isfinite(labels)).sum())} NaN/inf values")
-    if label_range is not None:
+    if labels is not None and label_range is not None:
         lo, hi = label_range
         bad = np.flatnonzero((labels < lo) | (labels > hi))
         if bad.size:
@@ -264,7 +280,7 @@ def _read_split(
                 text_ids=ids_row,
                 audio=np.ascontiguousarray(seqs["audio"][0][i, : seqs["audio"][1][i]], dtype=np.float32),
                 vision=np.ascontiguousarray(seqs["vision"][0][i, : seqs["vision"][1][i]], dtype=np.float32),
-                label=float(labels[i]),
+                label=None if labels is None else float(labels[i]),
             )
         )
     return samples, stats
@@ -291,7 +307,10 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
     path = Path(path)
     if bundle.task.kind != "regression":
         raise DataError(path, "regression_labels", f"the MMSA format stores regression labels; bundle '{bundle.name}' is {bundle.task.kind}")
-    missing = [s for s in REQUIRED_SPLITS if s not in bundle.splits]
+    labelled = {split.labelled for split in bundle.splits.values()}
+    if len(labelled) > 1:
+        raise DataError(path, "regression_labels", f"bundle '{bundle.name}' mixes labelled and unlabelled splits; a file is labelled in every split or in none")
+    missing = [s for s in REQUIRED_SPLITS if s not in bundle.splits] if True in labelled else []
     if missing:
         raise DataError(path, "split", f"bundle '{bundle.name}' lacks splits {missing}")
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -303,8 +322,9 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
         entry: dict[str, np.ndarray] = {
             "id": np.array([s.id for s in samples], dtype=object),
             "raw_text": np.array([s.raw_text or "" for s in samples], dtype=object),
-            "regression_labels": np.array([s.label for s in samples], dtype=np.float32),
         }
+        if split.labelled:
+            entry["regression_labels"] = np.array([s.label for s in samples], dtype=np.float32)
         entry["text"], text_len = _pad_stack([s.text for s in samples], np.float32)
         if all(s.text_ids is not None for s in samples):
             bert = np.zeros((len(samples), 3, entry["text"].shape[1]), dtype=np.float32)

@@ -139,11 +139,13 @@ def _existing_folder(folder: str | Path) -> Path:
     return folder
 
 
-def parse_labels_csv(path: str | Path, *, text: bool = True) -> dict[str, list[Sample]]:
+def parse_labels_csv(path: str | Path, *, text: bool = True, unlabelled: bool = False) -> dict[str, list[Sample]]:
     """The rows of a CMU-MOSI-style labels CSV (``id,text,label,mode``) as samples per split, without features.
 
     ``mode`` train/valid/test (``dev`` is read as valid); ``group`` is the video id (the id without its trailing
     ``_<clip>``). ``text=False``: the ``text`` column is optional (``raw_text`` None where absent).
+    ``unlabelled=True``: a file without a ``label`` column lists new clips to predict on: its samples have no label
+    (``label`` None) and its ``mode`` column is optional too (without it every row is in ``test``).
     """
     path = Path(path)
     parsed: dict[str, list[Sample]] = {"train": [], "valid": [], "test": []}
@@ -153,6 +155,8 @@ def parse_labels_csv(path: str | Path, *, text: bool = True) -> dict[str, list[S
         header = reader.fieldnames or []
         if not header:
             raise DataError(path, None, f"the file is empty; expected a CSV with the header {','.join(columns)}")
+        if unlabelled and "label" not in header:
+            columns = tuple(c for c in columns if c != "label" and (c != "mode" or "mode" in header))
         missing = [c for c in columns if c not in header]
         if missing:
             raise DataError(path, missing[0], f"column missing; header is {reader.fieldnames}")
@@ -169,10 +173,10 @@ def parse_labels_csv(path: str | Path, *, text: bool = True) -> dict[str, list[S
                 raise DataError(path, short[0], f"missing on line {row_no}: the row has {fields} fields, the header {len(header)} ({','.join(header)})")
             if None in row:  # csv.DictReader keeps the fields beyond the header under the key None
                 raise DataError(path, f"line {row_no}", f"has {len(header) + len(row[None])} fields; the header has {len(header)} ({','.join(header)})")  # type: ignore[index]
-            split = _SPLIT_NAMES.get(row["mode"].strip().lower())
+            split = _SPLIT_NAMES.get(row["mode"].strip().lower()) if "mode" in columns else "test"
             if split is None:
                 raise DataError(path, "mode", f"line {row_no} has '{row['mode']}'; expected train, valid/dev or test")
-            label = _number(path, row["label"], "label", f"line {row_no}")
+            label = _number(path, row["label"], "label", f"line {row_no}") if "label" in columns else None
             sid = _string(path, row["id"], "id", f"line {row_no}", is_id=True)
             parsed[split].append(Sample(id=sid, group=sid.rsplit("_", 1)[0], raw_text=row.get("text"), label=label))
     except csv.Error as exc:

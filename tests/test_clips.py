@@ -322,18 +322,25 @@ def test_a_model_trained_on_clips_predicts_on_new_clips_without_labels(tmp_path,
     assert direct[0] == "id,group,factual" and [row.split(",")[0] for row in direct[1:]] == ["fresh_0", "fresh_1"]
     code, output = _cli(["evaluate", "--run", "run", *clips, "--param", "audio_fps=5", "--predictions", "other"], monkeypatch, capsys)
     assert code == 2 and "trained on features made with audio_fps = 10.0; those of data 'new' were made with 5" in output
+    code, output = _cli(["evaluate", "--run", "run", *clips, "--param", "text=labels", "--predictions", "same"], monkeypatch, capsys)
+    assert code == 0, output  # 'auto' took the CSV's transcripts in training too: the same features
 
-    # the same clips through a feature file: the command prints how to predict on it, and the predictions agree
-    code, output = _cli(["extract-features", "--labels", "new.csv", "--media", "new", "--out", "new.pkl", "--text-encoder", "hash", "--cache-dir", "cache"], monkeypatch, capsys)
+    # the same clips through a feature file: the command prints how to predict on it (to paste as is), the file
+    # records how its features were made, and the predictions agree
+    out = "feats #2: v1.pkl"  # YAML would read '#' as a comment and ': ' as a mapping
+    code, output = _cli(["extract-features", "--labels", "new.csv", "--media", "new", "--out", out, "--text-encoder", "hash", "--cache-dir", "cache"], monkeypatch, capsys)
     assert code == 0, output
     hint = output.split("predict on it with: ")[1]
-    assert hint.startswith("robustmsa evaluate --run <training run> --source mmsa_pickle --param path=new.pkl")
-    params = hint.split("--source mmsa_pickle ")[1].split(" --predictions")[0]
-    code, output = _cli(["evaluate", "--run", "run", "--source", "mmsa_pickle", *shlex.split(params), "--predictions", "from_file"], monkeypatch, capsys)
+    assert hint.startswith("robustmsa evaluate --run <training run> --source mmsa_pickle --param ")
+    code, output = _cli(["evaluate", *shlex.split(hint.split(" --predictions")[0].replace("<training run>", "run"))[2:], "--predictions", "from_file"], monkeypatch, capsys)
     assert code == 0, output
     assert (tmp_path / "from_file" / "seed_0" / "test.csv").read_text().splitlines() == direct
-    code, output = _cli(["evaluate", "--run", "run", "--source", "mmsa_pickle", "--param", "path=new.pkl", "--predictions", "bert"], monkeypatch, capsys)
-    assert code == 2 and "text_contextual = False; those of data 'new' were made with True" in output
+    code, output = _cli(["evaluate", "--run", "run", "--source", "mmsa_pickle", "--param", f"path='{out}'", "--param", "text_contextual=true", "--predictions", "bert"], monkeypatch, capsys)
+    assert code == 2 and "text_contextual = False; those of data 'feats #2: v1' were made with True" in output
+    code, output = _cli(["extract-features", "--labels", "new.csv", "--media", "new", "--out", "slow.pkl", "--text-encoder", "hash", "--cache-dir", "cache", "--audio-fps", "5"], monkeypatch, capsys)
+    assert code == 0, output
+    code, output = _cli(["evaluate", "--run", "run", "--source", "mmsa_pickle", "--param", "path=slow.pkl", "--predictions", "slow"], monkeypatch, capsys)
+    assert code == 2 and "audio_fps = 10.0; those of data 'slow' were made with 5.0" in output
 
 
 def test_clip_media_of_every_shape(tmp_path):

@@ -14,7 +14,8 @@ from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit,
 from robustmsa.data.mmsa import read_mmsa_pickle, write_mmsa_pickle
 from robustmsa.data.text_corpora import parse_labels_csv
 from robustmsa.errors import ConfigError, DataError
-from robustmsa.experiment import evaluate_run, load_model, run_experiment
+from robustmsa.experiment import check_same_data, data_record, evaluate_run, load_model, run_experiment
+from robustmsa.method import check_required_extras
 from robustmsa.training.fit import load_checkpoint_state, predict
 from tests.conftest import make_toy_split
 
@@ -26,8 +27,8 @@ def _other(name: str = "other", **meta: object) -> DataBundle:
     return DataBundle({"test": make_toy_split(30, "other", 7)}, TaskSpec(), name=name, meta=dict(meta))
 
 
-def _unlabelled(split: MultimodalSplit) -> MultimodalSplit:
-    return MultimodalSplit([dataclasses.replace(s, label=None) for s in split], name=split.name, source="new", task=split.task, labelled=False)
+def _unlabelled(split: MultimodalSplit, task: TaskSpec | None = None) -> MultimodalSplit:
+    return MultimodalSplit([dataclasses.replace(s, label=None) for s in split], name=split.name, source="new", task=task or split.task, labelled=False)
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,55 @@ def test_mmsa_pickles_without_labels_round_trip_and_mixed_files_are_refused(tmp_
         del split["regression_labels"]
     (tmp_path / "two.pkl").write_bytes(pickle.dumps(raw))
     assert sorted(read_mmsa_pickle(tmp_path / "two.pkl").splits) == ["test", "train"]  # unlabelled: any splits
+
+
+def test_features_are_compared_as_they_were_made() -> None:
+    settings = {"text": "auto", "text_encoder": "static", "audio_fps": 10.0, "label_range": [-3.0, 3.0]}
+    trained = _other(text_encoder="static", extraction={"settings": settings, "text_source": "labels", "counts": {"clips": 9}})
+    record = data_record(trained)
+    assert record["features"] == {"text_encoder": "static", "text": "labels", "audio_fps": 10.0}  # 'auto' as it took effect; no counts
+    same = _other(text_encoder="static", extraction={"settings": {**settings, "text": "labels"}, "text_source": "labels", "counts": {"clips": 2}})
+    check_same_data(record, same, "m.pt")
+    transcribed = _other("asr", text_encoder="static", extraction={"settings": settings, "text_source": "asr"})
+    with pytest.raises(ConfigError, match="m.pt: the model was trained on features made with text = 'labels'; those of data 'asr' were made with 'asr'"):
+        check_same_data(record, transcribed, "m.pt")
+    check_same_data(record, _other(), "m.pt")  # data that records nothing of how it was made: widths and task only
+    check_same_data(None, transcribed, "old.pt")  # a model file from before the record
+
+
+def test_mmsa_pickles_record_how_their_features_were_made(tmp_path: Path) -> None:
+    settings = {"text": "auto", "text_encoder": "static", "audio_fps": 10.0, "label_range": [-1.0, 1.0]}
+    meta = {"text_encoder": "static", TEXT_CONTEXTUAL: False, "extraction": {"settings": settings, "text_source": "labels", "counts": {"clips": 6}}}
+    task = TaskSpec(label_range=(-1.0, 1.0), metric_set="sims")
+    clips = DataBundle({"test": _unlabelled(make_toy_split(6, "test", 3), task)}, task, name="clips", meta=meta)
+    write_mmsa_pickle(clips, tmp_path / "f.pkl")
+    read = read_mmsa_pickle(tmp_path / "f.pkl")
+    assert read.meta["text_encoder"] == "static" and read.meta[TEXT_CONTEXTUAL] is False and read.task.label_range == (-1.0, 1.0)
+    assert read.meta["extraction"] == {"settings": settings, "text_source": "labels"} and data_record(read) == data_record(clips)
+    assert read_mmsa_pickle(tmp_path / "f.pkl", text_contextual=True, label_range=[-3, 3]).meta[TEXT_CONTEXTUAL] is True  # parameters win
+    raw = pickle.loads((tmp_path / "f.pkl").read_bytes())
+    raw["other"] = dict(raw["test"], id=np.array([f"o{i}" for i in range(6)], dtype=object), features_made_with="{}")
+    (tmp_path / "two.pkl").write_bytes(pickle.dumps(raw))
+    with pytest.raises(DataError, match="features_made_with.*differs between splits"):
+        read_mmsa_pickle(tmp_path / "two.pkl")
+    raw["other"]["features_made_with"] = raw["test"]["features_made_with"] = "not json"
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps(raw))
+    with pytest.raises(DataError, match="features_made_with.*is not the JSON record write_mmsa_pickle writes: 'not json'"):
+        read_mmsa_pickle(tmp_path / "bad.pkl")
+
+
+def test_split_names_never_name_a_path_and_other_data_checks_the_extras_of_test_data(tmp_path: Path) -> None:
+    for name in ("../escaped", "/tmp/victim", "a\\b", "..", ""):
+        with pytest.raises(DataError, match="cannot name a file; expected a plain name"):
+            DataBundle({name: make_toy_split(3, "x", 0)}, TaskSpec(), name="evil")
+
+    class NeedsCounterfactuals:
+        def required_extras(self, split: str) -> tuple[str, ...]:
+            return () if split == "train" else ("cf",)
+
+        extras_hint = ""
+
+    new = DataBundle({"train": _unlabelled(make_toy_split(3, "x", 0))}, TaskSpec(), name="new")
+    check_required_extras(NeedsCounterfactuals(), new, ["train"])  # as training data: nothing needed
+    with pytest.raises(ConfigError, match="needs 'cf' in the extras of every sample of split 'train'"):
+        check_required_extras(NeedsCounterfactuals(), new, ["train"], as_split="test")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from robustmsa.errors import ConfigError
@@ -98,6 +100,10 @@ def test_data_source_parameters_are_checked_before_reading(tmp_path) -> None:
         DATASETS.build("synthetic", n_trian=10)
     with pytest.raises(ConfigError, match=r"method 'lnln': unknown parameter\(s\) 'w_tsk'"):
         METHODS.check("lnln", {"w_tsk": 1.0, "complete_share": 0.2}, supplied=1)
+    # a path YAML reads as something else (a folder named 2024, a date, null): named, with the remedy
+    for value in (2024, datetime.date(2024, 5, 1), None, {"a": "b.pkl"}):
+        with pytest.raises(ConfigError, match=r"dataset 'clips': 'media' is .*; expected str or a path \(in quotes if it is a name that YAML reads as a number"):
+            DATASETS.build("clips", labels="labels.csv", media=value)
 
 
 def test_parameters_of_a_part_the_factory_builds_are_checked_too() -> None:

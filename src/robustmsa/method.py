@@ -185,10 +185,11 @@ class Supervised(Method):
         return scores_from_logits(self.backbone(batch).logits, self.task)
 
 
-def check_required_extras(method: Method, bundle: DataBundle, splits: Iterable[str]) -> None:
-    """ConfigError, before any training, if a sample of one of ``splits`` lacks an extra the method needs there."""
+def check_required_extras(method: Method, bundle: DataBundle, splits: Iterable[str], as_split: str | None = None) -> None:
+    """ConfigError, before any training, if a sample of one of ``splits`` lacks an extra the method needs there
+    (``as_split``: the extras it needs on a split of that name, for every split)."""
     for name in dict.fromkeys(splits):
-        keys = method.required_extras(name)
+        keys = method.required_extras(as_split or name)
         lacking = next(((s.id, k) for s in bundle[name] for k in keys if k not in s.extras), None)
         if lacking is not None:
             raise ConfigError(

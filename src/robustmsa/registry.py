@@ -10,6 +10,8 @@ from __future__ import annotations
 import collections.abc
 import importlib
 import inspect
+import os
+import pathlib
 import traceback
 import types
 import typing
@@ -141,6 +143,8 @@ def value_fits(value: Any, hint: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
+    if hint is pathlib.Path:
+        return isinstance(value, str | os.PathLike)
     if origin is typing.Literal:
         return value in args
     if origin in (list, collections.abc.Sequence) or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
@@ -157,7 +161,7 @@ def _judged(hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return all(_judged(a) for a in typing.get_args(hint))
-    return hint in (type(None), bool, int, float, str, dict, collections.abc.Mapping) or origin in (typing.Literal, list, tuple, collections.abc.Sequence, dict, collections.abc.Mapping)
+    return hint in (type(None), bool, int, float, str, pathlib.Path, dict, collections.abc.Mapping) or origin in (typing.Literal, list, tuple, collections.abc.Sequence, dict, collections.abc.Mapping)
 
 
 def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], supplied: int, what: str) -> None:
@@ -182,7 +186,8 @@ def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], sup
     hints = _annotations(factory)
     for name, value in params.items():
         if name in hints and name in accepted and not value_fits(value, hints[name]):
-            problems.append(f"'{name}' is {value!r}; expected {_describe(hints[name])}")
+            quote = " (in quotes if it is a name that YAML reads as a number, date or null: \"2024\")" if _accepts_text(hints[name]) and not isinstance(value, str) else ""
+            problems.append(f"'{name}' is {value!r}; expected {_describe(hints[name])}{quote}")
     if problems:
         names = [n for n in accepted if n not in taken]
         raise ConfigError(f"{what}: {'; '.join(problems)} (parameters: {', '.join(names) or 'none'})")
@@ -193,6 +198,13 @@ def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], sup
             check_parameters(part, params[name], part_supplied, f"{what}: '{name}'")
 
 
+def _accepts_text(hint: Any) -> bool:
+    """Whether a parameter of annotation ``hint`` takes a string (a name, a path)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_accepts_text(a) for a in typing.get_args(hint))
+    return hint in (str, pathlib.Path)
+
+
 def _describe(hint: Any) -> str:
     """An annotation as a reader would say it (``int``, ``float or None``, ``list of float``)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -200,6 +212,8 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(a) for a in args)
     if hint is type(None):
         return "None"
+    if hint is pathlib.Path:
+        return "a path"
     if origin is typing.Literal:
         return "one of " + ", ".join(map(repr, args))
     if origin in (list, tuple, collections.abc.Sequence):

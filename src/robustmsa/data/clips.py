@@ -44,7 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_limit, limited
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_limit, default_metric_set, limited
 from robustmsa.data.text_corpora import parse_labels_csv
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.features.audio import check_audio_settings, smile_features
@@ -65,7 +65,7 @@ class ClipSettings:
     ``text`` column); ``text_encoder``: ``minilm`` (contextual token features), ``static`` (one vector per word,
     what missing-modality sweeps need), ``hash``. Audio: openSMILE ``audio_features`` at ``audio_level``, averaged
     to ``audio_fps`` rows per second (``None``: every 10 ms); ``sample_rate`` of the decoded sound. Vision:
-    ``vision_fps`` sampled frames per second. ``label_range``: the labels' scale (MOSI / MOSEI: -3 .. 3).
+    ``vision_fps`` sampled frames per second. ``label_range``: the labels' scale (MOSI / MOSEI: -3 .. 3; -1 .. 1 is scored with CH-SIMS's metrics, as in MMSA pickles).
     ``face_model`` / ``asr_model``: own model files instead of the wheels' ones.
     """
 
@@ -343,7 +343,7 @@ def extract_clips(
             audio, vision, text = features[sample.id]
             audio, vision = empty["audio"] if audio is None else audio, empty["vision"] if vision is None else vision
             split[i] = Sample(sample.id, sample.group, text, audio=audio, vision=vision, label=sample.label)
-    task = TaskSpec(kind="regression", num_classes=1, label_range=settings.label_range)
+    task = TaskSpec(kind="regression", num_classes=1, label_range=settings.label_range, metric_set=default_metric_set(settings.label_range))  # as read back from its MMSA pickle
     encoded = attach_text_features([s for split in parsed.values() for s in split], encoder)
     splits, start = {}, 0
     for name, split in parsed.items():

@@ -69,6 +69,11 @@ class TaskSpec:
         return list(self.class_names) if len(self.class_names) == self.num_classes else [str(k) for k in range(self.num_classes)]
 
 
+def default_metric_set(label_range: tuple[float, float] | None) -> Literal["mosi", "sims"]:
+    """MMSA's metrics for regression labels on this scale: CH-SIMS's for [-1, 1], MOSI / MOSEI's otherwise."""
+    return "sims" if label_range is not None and tuple(label_range) == (-1.0, 1.0) else "mosi"
+
+
 class MultimodalSplit(Dataset[Sample]):
     """A named list of samples from one source, validated on construction.
 
@@ -243,9 +248,12 @@ class DataBundle:
     disjoint_ids: bool = True
 
     def __post_init__(self) -> None:
-        """A modality must have one feature width in every split; with ``disjoint_ids`` (default) no sample id may be
+        """Split names are plain names (no path); a modality must have one feature width in every split; with ``disjoint_ids`` (default) no sample id may be
         in two splits: a shared id is train/test leakage. Only bundles that number their samples per split turn it off
         (the router data of MRID / MME-JD: ids '0', '1', ... in both train and valid)."""
+        for name in self.splits:  # names become file names (predictions, reports): never a path
+            if not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in '/\\\0'):
+                raise DataError(self.meta.get("source", self.name), "split", f"split name {name!r} cannot name a file; expected a plain name such as 'test'")
         widths: dict[str, tuple[str, int]] = {}
         for name, split in self.splits.items():
             if not len(split):

@@ -12,6 +12,10 @@ where each ``S`` is a dict of arrays over the N samples of the split:
   A file of new data to predict on (``robustmsa extract-features`` of clips
   without labels) has no ``regression_labels`` in any split and need not have
   all three splits; its splits are read as unlabelled.
+* ``features_made_with`` (files written here): how the features were made, as
+  JSON text (text encoder, contextual text, the clip extractor's settings); read
+  back into ``bundle.meta``, so that a model is not applied to features made
+  another way.
 
 The file is loaded with :mod:`robustmsa.data.safe_pickle` (no code runs).
 Cleaning: ``-inf`` values (a known artefact of COVAREP audio features in the
@@ -22,6 +26,7 @@ recorded in ``bundle.meta['neg_inf_replaced']``; NaN and ``+inf`` raise
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, limited
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, default_metric_set, limited
 from robustmsa.data.safe_pickle import safe_load
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.features.cache import atomic_write
@@ -60,14 +65,15 @@ def read_mmsa_pickle(
     all-zero rows of ``text`` are padding. Audio/vision lengths come from
     ``*_lengths`` (clipped to the array length); without them an aligned
     modality (same length as text) takes the text lengths, else its full length.
-    Labels must lie in ``label_range``: MOSI/MOSEI (-3, 3), CH-SIMS (-1, 1); ``auto``: (-1, 1) for a pickle in
-    CH-SIMS's layout (unimodal labels ``regression_labels_T`` beside ``regression_labels``), else (-3, 3).
+    Labels must lie in ``label_range``: MOSI/MOSEI (-3, 3), CH-SIMS (-1, 1); ``auto``: the range a file written by
+    :func:`write_mmsa_pickle` records, else (-1, 1) for a pickle in CH-SIMS's layout (unimodal labels
+    ``regression_labels_T`` beside ``regression_labels``), else (-3, 3).
     ``metric_set``: MMSA's metrics for ``mosi`` (MOSI / MOSEI) or ``sims`` (CH-SIMS); ``auto``: ``sims`` when
     ``label_range`` is (-1, 1), else ``mosi`` (see :mod:`robustmsa.metrics`).
     Splits other than train/valid/test (e.g. ``test_ood``) are read as well.
     ``text_contextual``: whether each token feature depends on the whole sentence (what missing-rate sweeps refuse);
-    default: true for float ``text`` features (MMSA's are BERT's), false for ``text_bert``. A file written by
-    ``robustmsa extract-features`` with static word vectors is read with ``text_contextual: false``.
+    default: what a file written by :func:`write_mmsa_pickle` records (e.g. false for ``robustmsa extract-features``
+    with static word vectors), else true for float ``text`` features (MMSA's are BERT's), false for ``text_bert``.
     """
     if text_field not in ("auto", "text", "text_bert"):
         raise ConfigError(f"text_field must be 'auto', 'text' or 'text_bert', got '{text_field}'")
@@ -87,10 +93,14 @@ def read_mmsa_pickle(
     if missing:
         raise DataError(path, "split", f"missing splits {missing}; found {sorted(map(str, data))}")
     first = data["train"] if "train" in data else next(iter(data.values()))
-    if auto_range:  # CH-SIMS carries unimodal labels; scoring it on MOSI's scale would be meaningless
+    made_with = _made_with(path, data)
+    recorded_range = made_with.get("extraction", {}).get("settings", {}).get("label_range")
+    if auto_range and recorded_range is not None:  # the scale the labels were declared on when the file was written
+        label_range = _label_range(recorded_range)
+    elif auto_range:  # CH-SIMS carries unimodal labels; scoring it on MOSI's scale would be meaningless
         label_range = (-1.0, 1.0) if isinstance(first, Mapping) and "regression_labels_T" in first else (-3.0, 3.0)
     if metric_set == "auto":
-        metric_set = "sims" if label_range == (-1.0, 1.0) else "mosi"
+        metric_set = default_metric_set(label_range)
     task = TaskSpec(kind="regression", num_classes=1, label_range=label_range, metric_set=metric_set)
     meta: dict[str, Any] = {"source": str(path), "format": "mmsa", "neg_inf_replaced": {}}
     splits = {}
@@ -100,13 +110,47 @@ def read_mmsa_pickle(
         samples, stats = _read_split(path, str(name), raw, text_field, max_text_len, label_range, limit)
         meta["neg_inf_replaced"].update(stats)
         splits[str(name)] = MultimodalSplit(samples, name=str(name), source=path, task=task, labelled=labelled)
+    float_text = text_field == "text" or (text_field == "auto" and "text" in first)
+    if float_text:  # what the file records of how its features were made (the text part: of the float features)
+        meta.update(made_with)
     if text_contextual is not None:
         if not isinstance(text_contextual, bool):
             raise ConfigError(f"mmsa: 'text_contextual' must be true or false, got {text_contextual!r}")
         meta[TEXT_CONTEXTUAL] = text_contextual
-    elif text_field == "text" or (text_field == "auto" and "text" in first):
-        meta[TEXT_CONTEXTUAL] = True  # MMSA's released 'text' features are BERT hidden states
+    elif float_text:
+        meta.setdefault(TEXT_CONTEXTUAL, True)  # MMSA's released 'text' features are BERT hidden states
     return DataBundle(splits, task, name=path.stem, meta=meta)
+
+
+#: Key of every split of a file written by :func:`write_mmsa_pickle`: how its features were made (JSON text), so that
+#: a model is not applied to features made otherwise (MMSA's own files lack it; MMSA ignores it).
+MADE_WITH = "features_made_with"
+
+
+def features_made_with(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What a bundle's meta says of how its features were made: text encoder, contextual text, the clip extractor's
+    settings, text source and feature names (not its counts, which describe one extraction's clips)."""
+    made = {key: meta[key] for key in ("text_encoder", TEXT_CONTEXTUAL) if key in meta}
+    if isinstance(meta.get("extraction"), Mapping):
+        made["extraction"] = {key: value for key, value in meta["extraction"].items() if key != "counts"}
+    return made
+
+
+def _made_with(path: Path, data: Mapping[Any, Any]) -> dict[str, Any]:
+    """The :data:`MADE_WITH` record of a file (``{}`` without one); DataError when it is unreadable or differs between splits."""
+    records = {raw.get(MADE_WITH) if isinstance(raw, Mapping) else None for raw in data.values()}
+    if len(records) > 1:
+        raise DataError(path, MADE_WITH, "differs between splits (or is missing in some): the splits were not written together")
+    record = records.pop()
+    if record is None:
+        return {}
+    try:
+        made = json.loads(record) if isinstance(record, str) else None
+    except json.JSONDecodeError:
+        made = None
+    if not isinstance(made, dict) or not isinstance(made.get("extraction", {}), dict) or not isinstance(made.get("extraction", {}).get("settings", {}), dict):
+        raise DataError(path, MADE_WITH, f"is not the JSON record write_mmsa_pickle writes: {str(record)[:80]!r}")
+    return made
 
 
 def _labelled(path: Path, data: Mapping[Any, Any]) -> bool:
@@ -302,7 +346,9 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
     ``text_bert`` (ids, mask, zero segment ids) is written only when every
     sample has ``text_ids``. Audio/vision are zero-padded with
     ``*_lengths``; a missing ``raw_text`` is written as ``''``. ``text_special`` is not part of the format: on reading it
-    is rebuilt from ``text_bert`` (first/last real token) or left empty.
+    is rebuilt from ``text_bert`` (first/last real token) or left empty. How the features were made
+    (:func:`features_made_with`) goes to every split's :data:`MADE_WITH`, which :func:`read_mmsa_pickle` puts back
+    into the bundle's meta (and its ``label_range`` is the file's default scale).
     """
     path = Path(path)
     if bundle.task.kind != "regression":
@@ -313,18 +359,21 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
     missing = [s for s in REQUIRED_SPLITS if s not in bundle.splits] if True in labelled else []
     if missing:
         raise DataError(path, "split", f"bundle '{bundle.name}' lacks splits {missing}")
-    out: dict[str, dict[str, np.ndarray]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    made_with = features_made_with(bundle.meta)
     for name, split in bundle.splits.items():
         samples = split.samples
         for field in ("text", "audio", "vision"):
             if any(getattr(s, field) is None for s in samples):
                 raise DataError(path, field, f"split '{name}' of bundle '{bundle.name}' has samples without {field}; the MMSA format needs it")
-        entry: dict[str, np.ndarray] = {
+        entry: dict[str, Any] = {
             "id": np.array([s.id for s in samples], dtype=object),
             "raw_text": np.array([s.raw_text or "" for s in samples], dtype=object),
         }
         if split.labelled:
             entry["regression_labels"] = np.array([s.label for s in samples], dtype=np.float32)
+        if made_with:
+            entry[MADE_WITH] = json.dumps(made_with)
         entry["text"], text_len = _pad_stack([s.text for s in samples], np.float32)
         if all(s.text_ids is not None for s in samples):
             bert = np.zeros((len(samples), 3, entry["text"].shape[1]), dtype=np.float32)

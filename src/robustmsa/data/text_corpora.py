@@ -159,7 +159,8 @@ def parse_labels_csv(path: str | Path, *, text: bool = True, unlabelled: bool = 
             columns = tuple(c for c in columns if c != "label" and (c != "mode" or "mode" in header))
         missing = [c for c in columns if c not in header]
         if missing:
-            raise DataError(path, missing[0], f"column missing; header is {reader.fieldnames}")
+            hint = " (labelled clips need their split; a CSV of new clips to predict on has no label column)" if unlabelled and missing[0] == "mode" else ""
+            raise DataError(path, missing[0], f"column missing; header is {reader.fieldnames}{hint}")
         repeated = sorted({c for c in header if header.count(c) > 1})
         if repeated:
             raise DataError(path, repeated[0], f"column named more than once in the header {header}")

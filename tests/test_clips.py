@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import difflib
 import importlib.util
+import json
 import re
 import shlex
 import struct
@@ -342,6 +343,15 @@ def test_a_model_trained_on_clips_predicts_on_new_clips_without_labels(tmp_path,
     code, output = _cli(["evaluate", "--run", "run", "--source", "mmsa_pickle", "--param", "path=slow.pkl", "--predictions", "slow"], monkeypatch, capsys)
     assert code == 2 and "audio_fps = 10.0; those of data 'slow' were made with 5.0" in output
 
+    # labelled clips of a test split only: data to score a trained run on, through a feature file too
+    (tmp_path / "scored.csv").write_text("id,text,label,mode\nfresh_0,good film,2.0,test\nfresh_1,bad film,-1.5,test\n", encoding="utf-8")
+    code, output = _cli(["extract-features", "--labels", "scored.csv", "--media", "new", "--out", "scored.pkl", "--text-encoder", "hash", "--cache-dir", "cache"], monkeypatch, capsys)
+    assert code == 0 and "No training split: evaluate a trained run on it with: robustmsa evaluate --run <training run> --source mmsa_pickle --param path=scored.pkl" in output
+    code, output = _cli(["evaluate", "--run", "run", "--source", "mmsa_pickle", "--param", "path=scored.pkl"], monkeypatch, capsys)
+    assert code == 0, output
+    scores = [float(row.split(",")[2]) for row in direct[1:]]
+    assert json.loads(output[: output.rindex("}") + 1])["0"]["test"]["factual"]["MAE"] == pytest.approx((abs(scores[0] - 2.0) + abs(scores[1] + 1.5)) / 2, rel=1e-5)
+
 
 def test_clip_media_of_every_shape(tmp_path):
     """A sound-only MP4, an empty WAV, a clip in a linked folder; the cache lives in cache_dir/clips."""
@@ -463,6 +473,37 @@ def test_real_mosi_clips(tmp_path, shared_data):
     assert video.vision[:, -1].mean() > 0.9  # the speaker's face is found in (nearly) every frame
     assert video.audio.shape == (74, 25)  # its sound track, 7.44 s
     assert clips["03bSnISJMiM_1"].vision.shape[0] == 0  # a WAV file has no picture
+
+
+@pytest.mark.realdata
+def test_a_model_trained_on_mosi_transcripts_predicts_the_real_clips_as_their_transcripts(tmp_path, shared_data):
+    """Trained on MOSI's transcripts CSV (text only), applied to the two real clips as new clips without labels: the
+    same predictions as on their rows of the transcripts CSV (the clip path reads the same text the same way)."""
+    from robustmsa.config import parse_config
+    from robustmsa.experiment import evaluate_run, other_data, run_experiment
+
+    labels, media = _mosi_raw(shared_data, tmp_path)
+    clip_ids = {row.split(",")[0] for row in labels.read_text(encoding="utf-8").splitlines()[1:]}
+    with (shared_data / "mosi" / "transcripts_labels.csv").open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["id"] not in clip_ids]
+    train = tmp_path / "train.csv"  # a small part of MOSI's rows, the clips' left out (written at run time, never stored)
+    kept = [row for mode in ("train", "dev", "test") for row in [r for r in rows if r["mode"] == mode][:40]]
+    with train.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["id", "text", "label", "mode"], *([r["id"], r["text"], r["label"], r["mode"]] for r in kept)])
+    data = {"name": "mosi_csv", "params": {"path": str(train), "text_encoder": "hash"}}
+    config = parse_config({"data": data, "backbone": {"name": "text_only"}, "train": {"max_epochs": 2, "progress": False}, "seeds": [0]})
+    run_experiment(config, tmp_path / "run")
+    new = tmp_path / "new.csv"  # the clips' ids and transcripts, no label
+    known = [line.split(",", 2)[:2] for line in labels.read_text(encoding="utf-8").splitlines()[1:] if not line.startswith("copy_")]
+    new.write_text("id,text\n" + "".join(f"{i},{t}\n" for i, t in known), encoding="utf-8")
+    as_clips = other_data(config, "clips", {"labels": str(new), "media": str(media), "text_encoder": "hash", "cache_dir": str(tmp_path / "cache")})
+    evaluate_run(tmp_path / "run", data=as_clips, predictions=tmp_path / "clips")
+    rows = other_data(config, "mosi_csv", {"path": str(labels), "text_encoder": "hash"})  # the clips' rows, labelled (one per split)
+    metrics = evaluate_run(tmp_path / "run", data=rows, splits=list(rows.splits), predictions=tmp_path / "rows")
+    from_clips = {r["id"]: float(r["factual"]) for r in csv.DictReader((tmp_path / "clips" / "seed_0" / "test.csv").open(encoding="utf-8"))}
+    from_rows = {r["id"]: float(r["factual"]) for split in rows.splits for r in csv.DictReader((tmp_path / "rows" / "seed_0" / f"{split}.csv").open(encoding="utf-8"))}
+    assert sorted(from_clips) == sorted(i for i, _ in known) and all(from_clips[i] == pytest.approx(from_rows[i], abs=1e-6) for i in from_clips)
+    assert all(np.isfinite(metrics["0"][split]["factual"]["MAE"]) for split in rows.splits)
 
 
 @pytest.mark.realdata

@@ -118,7 +118,6 @@ def test_text_field_bert_and_aligned_lengths(tmp_path: Path) -> None:
         (lambda d: d["train"].__setitem__("regression_labels", np.zeros(5)), "regression_labels"),
         (lambda d: d["train"].__setitem__("text_bert", np.zeros((6, 2, L))), "text_bert"),
         (lambda d: d["train"].__setitem__("audio_lengths", -np.ones(6, int)), "audio_lengths"),
-        (lambda d: d.pop("valid"), "split"),
         # feature width of a modality differs between splits
         (lambda d: d["valid"].__setitem__("audio", np.ones((3, LA, DA + 1), np.float32)), "audio"),
         # the same sample in train and test

@@ -114,11 +114,16 @@ def test_mmsa_pickles_without_labels_round_trip_and_mixed_files_are_refused(tmp_
     (tmp_path / "broken.pkl").write_bytes(pickle.dumps(raw))
     with pytest.raises(DataError, match=r"broken.pkl \[valid\].*regression_labels.*missing; splits \['test', 'train'\] have labels"):
         read_mmsa_pickle(tmp_path / "broken.pkl")
-    del raw["valid"]
+    del raw["valid"], raw["train"]
+    (tmp_path / "test_only.pkl").write_bytes(pickle.dumps(raw))
+    assert list(read_mmsa_pickle(tmp_path / "test_only.pkl").splits) == ["test"]  # labelled data to evaluate on
     for split in raw.values():
         del split["regression_labels"]
-    (tmp_path / "two.pkl").write_bytes(pickle.dumps(raw))
-    assert sorted(read_mmsa_pickle(tmp_path / "two.pkl").splits) == ["test", "train"]  # unlabelled: any splits
+    (tmp_path / "new.pkl").write_bytes(pickle.dumps(raw))
+    assert not read_mmsa_pickle(tmp_path / "new.pkl")["test"].labelled
+    with pytest.raises(DataError, match="empty.pkl: holds no split"):
+        (tmp_path / "empty.pkl").write_bytes(pickle.dumps({}))
+        read_mmsa_pickle(tmp_path / "empty.pkl")
 
 
 def test_features_are_compared_as_they_were_made() -> None:

@@ -217,9 +217,11 @@ def extract_features(
             console.print(f"[yellow]{counts[key]} {'clip has' if counts[key] == 1 else 'clips have'} {what}[/yellow]")
     if counts["frames"]:
         console.print(f"Face found in {counts['frames'] - counts['frames_without_face']} of {counts['frames']} sampled frames")
-    if not all(split.labelled for split in bundle.splits.values()):  # new clips: a trained model predicts on them
-        param = shlex.quote(f"path={_yaml_text(str(out))}")
-        console.print(escape(f"No labels: predict on it with: robustmsa evaluate --run <training run> --source mmsa_pickle --param {param} --predictions <folder>"), soft_wrap=True)
+    labelled = all(split.labelled for split in bundle.splits.values())
+    if not labelled or "train" not in bundle.splits:  # clips to evaluate (or predict on) a trained model with
+        command = f"robustmsa evaluate --run <training run> --source mmsa_pickle --param {shlex.quote(f'path={_yaml_text(str(out))}')}"
+        what = "No training split: evaluate a trained run on it with: " if labelled else "No labels: predict on it with: "
+        console.print(escape(what + command + ("" if labelled else " --predictions <folder>")), soft_wrap=True)
         return
     read_as = {"path": str(out)}  # the file records how its features were made (label range, contextual text, ...)
     console.print(escape(f"Use it in a config as: data: {{name: mmsa_pickle, params: {json.dumps(read_as)}}}"), soft_wrap=True)

@@ -10,8 +10,9 @@ where each ``S`` is a dict of arrays over the N samples of the split:
   ``vision_lengths`` (N,) true lengths (unaligned files)
 * ``regression_labels`` (N,) float; ``classification_labels`` (ignored here).
   A file of new data to predict on (``robustmsa extract-features`` of clips
-  without labels) has no ``regression_labels`` in any split and need not have
-  all three splits; its splits are read as unlabelled.
+  without labels) has no ``regression_labels`` in any split; its splits are read
+  as unlabelled. Any splits are read (training needs train and valid, evaluating
+  other data only its test split).
 * ``features_made_with`` (files written here): how the features were made, as
   JSON text (text encoder, contextual text, the clip extractor's settings); read
   back into ``bundle.meta``, so that a model is not applied to features made
@@ -40,7 +41,6 @@ from robustmsa.data.safe_pickle import safe_load
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.features.cache import atomic_write
 
-REQUIRED_SPLITS = ("train", "valid", "test")
 _MMSA_ID_SEP = "$_$"
 
 
@@ -89,9 +89,6 @@ def read_mmsa_pickle(
     if not isinstance(data, Mapping):
         raise DataError(path, None, f"expected a dict of splits, got {type(data).__name__}")
     labelled = _labelled(path, data)
-    missing = [s for s in REQUIRED_SPLITS if s not in data] if labelled else []
-    if missing:
-        raise DataError(path, "split", f"missing splits {missing}; found {sorted(map(str, data))}")
     first = data["train"] if "train" in data else next(iter(data.values()))
     made_with = _made_with(path, data)
     recorded_range = made_with.get("extraction", {}).get("settings", {}).get("label_range")
@@ -156,7 +153,7 @@ def _made_with(path: Path, data: Mapping[Any, Any]) -> dict[str, Any]:
 def _labelled(path: Path, data: Mapping[Any, Any]) -> bool:
     """Whether the file holds labels: in every split (training data), or in none (new data to predict on)."""
     if not data:
-        raise DataError(path, None, f"holds no split; expected {list(REQUIRED_SPLITS)}")
+        raise DataError(path, None, "holds no split; expected a dict such as {'train': ..., 'valid': ..., 'test': ...}")
     has = {str(name): isinstance(raw, Mapping) and "regression_labels" in raw for name, raw in data.items()}
     if len(set(has.values())) > 1:
         without = next(name for name, on in has.items() if not on)
@@ -341,8 +338,8 @@ def _pad_stack(arrays: list[np.ndarray], dtype: type) -> tuple[np.ndarray, np.nd
 def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
     """Write a regression bundle in the MMSA pickle layout (see module doc).
 
-    Every split of the bundle is written (train/valid/test plus e.g.
-    ``test_ood``). Text features are zero-padded to the split's maximum length;
+    Every split of the bundle is written (train/valid/test, e.g. ``test_ood``,
+    or only those a bundle of evaluation data has; unlabelled splits without labels). Text features are zero-padded to the split's maximum length;
     ``text_bert`` (ids, mask, zero segment ids) is written only when every
     sample has ``text_ids``. Audio/vision are zero-padded with
     ``*_lengths``; a missing ``raw_text`` is written as ``''``. ``text_special`` is not part of the format: on reading it
@@ -356,9 +353,6 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
     labelled = {split.labelled for split in bundle.splits.values()}
     if len(labelled) > 1:
         raise DataError(path, "regression_labels", f"bundle '{bundle.name}' mixes labelled and unlabelled splits; a file is labelled in every split or in none")
-    missing = [s for s in REQUIRED_SPLITS if s not in bundle.splits] if True in labelled else []
-    if missing:
-        raise DataError(path, "split", f"bundle '{bundle.name}' lacks splits {missing}")
     out: dict[str, dict[str, Any]] = {}
     made_with = features_made_with(bundle.meta)
     for name, split in bundle.splits.items():

@@ -108,8 +108,8 @@ def read_mmsa_pickle(
         meta["neg_inf_replaced"].update(stats)
         splits[str(name)] = MultimodalSplit(samples, name=str(name), source=path, task=task, labelled=labelled)
     float_text = text_field == "text" or (text_field == "auto" and "text" in first)
-    if float_text:  # what the file records of how its features were made (the text part: of the float features)
-        meta.update(made_with)
+    # how the file's features were made; its contextual-text flag is about the float text features
+    meta.update({key: value for key, value in made_with.items() if key != TEXT_CONTEXTUAL or float_text})
     if text_contextual is not None:
         if not isinstance(text_contextual, bool):
             raise ConfigError(f"mmsa: 'text_contextual' must be true or false, got {text_contextual!r}")

@@ -347,6 +347,9 @@ def test_a_model_trained_on_clips_predicts_on_new_clips_without_labels(tmp_path,
     (tmp_path / "scored.csv").write_text("id,text,label,mode\nfresh_0,good film,2.0,test\nfresh_1,bad film,-1.5,test\n", encoding="utf-8")
     code, output = _cli(["extract-features", "--labels", "scored.csv", "--media", "new", "--out", "scored.pkl", "--text-encoder", "hash", "--cache-dir", "cache"], monkeypatch, capsys)
     assert code == 0 and "No training split: evaluate a trained run on it with: robustmsa evaluate --run <training run> --source mmsa_pickle --param path=scored.pkl" in output
+    (tmp_path / "no_valid.csv").write_text("id,text,label,mode\nfresh_0,good film,2.0,train\nfresh_1,bad film,-1.5,test\n", encoding="utf-8")
+    code, output = _cli(["extract-features", "--labels", "no_valid.csv", "--media", "new", "--out", "no_valid.pkl", "--text-encoder", "hash", "--cache-dir", "cache"], monkeypatch, capsys)
+    assert code == 0 and "No valid split: training on it needs one" in output and "Use it in a config" not in output
     code, output = _cli(["evaluate", "--run", "run", "--source", "mmsa_pickle", "--param", "path=scored.pkl"], monkeypatch, capsys)
     assert code == 0, output
     scores = [float(row.split(",")[2]) for row in direct[1:]]

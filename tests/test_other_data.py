@@ -137,6 +137,13 @@ def test_features_are_compared_as_they_were_made() -> None:
     with pytest.raises(ConfigError, match="m.pt: the model was trained on features made with text = 'labels'; those of data 'asr' were made with 'asr'"):
         check_same_data(record, transcribed, "m.pt")
     check_same_data(record, _other(), "m.pt")  # data that records nothing of how it was made: widths and task only
+    # models by content where used, not by the path they were given as; the generated corpus's {name, dim} encoder
+    faces = {"settings": {**settings, "face_model": "/opt/models/face.task"}, "text_source": "labels", "models": {"face": "face-landmarker:ab12"}}
+    assert data_record(_other(extraction=faces))["features"]["face_model"] == "face-landmarker:ab12"
+    check_same_data(data_record(_other(extraction=faces)), _other(extraction={**faces, "settings": settings}), "m.pt")
+    with pytest.raises(ConfigError, match="face_model = 'face-landmarker:ab12'; those of data 'other' were made with 'face-landmarker:cd34'"):
+        check_same_data(data_record(_other(extraction=faces)), _other(extraction={**faces, "models": {"face": "face-landmarker:cd34"}}), "m.pt")
+    assert data_record(_other(text_encoder={"name": "hash", "dim": 16}))["features"] == {"text_encoder": "hash"}
     check_same_data(None, transcribed, "old.pt")  # a model file from before the record
 
 
@@ -159,12 +166,28 @@ def test_mmsa_pickles_record_how_their_features_were_made(tmp_path: Path) -> Non
     (tmp_path / "bad.pkl").write_bytes(pickle.dumps(raw))
     with pytest.raises(DataError, match="features_made_with.*is not the JSON record write_mmsa_pickle writes: 'not json'"):
         read_mmsa_pickle(tmp_path / "bad.pkl")
+    for record, match in (
+        ({"a": 1}, "differs between splits, is missing in some, or is not text"),
+        ('{"text_contextual": "yes"}', "is not the JSON record"),
+        ('{"extraction": {"settings": {"label_range": [3, -3]}}}', "features_made_with.label_range.*low < high"),
+    ):
+        raw["other"]["features_made_with"] = raw["test"]["features_made_with"] = record
+        (tmp_path / "bad.pkl").write_bytes(pickle.dumps(raw))
+        with pytest.raises(DataError, match=match):
+            read_mmsa_pickle(tmp_path / "bad.pkl")
 
 
 def test_split_names_never_name_a_path_and_other_data_checks_the_extras_of_test_data(tmp_path: Path) -> None:
-    for name in ("../escaped", "/tmp/victim", "a\\b", "..", ""):
+    for name in ("../escaped", "/tmp/victim", "a\\b", "..", "", "t" * 201):
         with pytest.raises(DataError, match="cannot name a file; expected a plain name"):
             DataBundle({name: make_toy_split(3, "x", 0)}, TaskSpec(), name="evil")
+    labelled = DataBundle({"test": make_toy_split(4, "a", 0)}, TaskSpec(), name="l")
+    write_mmsa_pickle(labelled, tmp_path / "one.pkl")
+    raw = pickle.loads((tmp_path / "one.pkl").read_bytes())
+    raw = {1: raw["test"], "1": dict(raw["test"], id=np.array([f"b{i}" for i in range(4)], dtype=object))}
+    (tmp_path / "twice.pkl").write_bytes(pickle.dumps(raw))
+    with pytest.raises(DataError, match="two splits have the same name once read as text"):
+        read_mmsa_pickle(tmp_path / "twice.pkl")
 
     class NeedsCounterfactuals:
         def required_extras(self, split: str) -> tuple[str, ...]:
@@ -176,3 +199,14 @@ def test_split_names_never_name_a_path_and_other_data_checks_the_extras_of_test_
     check_required_extras(NeedsCounterfactuals(), new, ["train"])  # as training data: nothing needed
     with pytest.raises(ConfigError, match="needs 'cf' in the extras of every sample of split 'train'"):
         check_required_extras(NeedsCounterfactuals(), new, ["train"], as_split="test")
+
+
+def test_training_needs_labelled_train_and_valid_splits_and_a_split_to_score(tmp_path: Path) -> None:
+    config = parse_config({**CONFIG, "seeds": [0]})
+    splits = {"train": make_toy_split(40, "train", 0), "valid": make_toy_split(10, "valid", 1), "test": make_toy_split(10, "test", 2)}
+    unlabelled = DataBundle({**splits, "train": _unlabelled(splits["train"])}, TaskSpec(), name="new")
+    with pytest.raises(DataError, match=r"new \[train\].*split 'train' has no labels \(new data to predict on\): training and calibration need labelled data"):
+        run_experiment(config, tmp_path / "unlabelled", bundle=unlabelled)
+    with pytest.raises(ConfigError, match="data 'nothing' has no test split .*: name the splits to score in eval.splits"):
+        run_experiment(config, tmp_path / "untested", bundle=DataBundle({k: splits[k] for k in ("train", "valid")}, TaskSpec(), name="nothing"))
+    assert not (tmp_path / "unlabelled").exists() and not (tmp_path / "untested").exists()

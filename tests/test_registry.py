@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 
@@ -102,7 +103,8 @@ def test_data_source_parameters_are_checked_before_reading(tmp_path) -> None:
         METHODS.check("lnln", {"w_tsk": 1.0, "complete_share": 0.2}, supplied=1)
     # a path YAML reads as something else (a folder named 2024, a date, null): named, with the remedy
     for value in (2024, datetime.date(2024, 5, 1), None, {"a": "b.pkl"}):
-        with pytest.raises(ConfigError, match=r"dataset 'clips': 'media' is .*; expected str or a path \(in quotes if it is a name that YAML reads as a number"):
+        hint = """(a name YAML reads as a number, date, boolean or null goes in quotes: "2024"; on the command line '--param KEY="2024"')"""
+        with pytest.raises(ConfigError, match=r"dataset 'clips': 'media' is .*; expected str or a path " + re.escape(hint)):
             DATASETS.build("clips", labels="labels.csv", media=value)
 
 

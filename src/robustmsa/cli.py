@@ -223,6 +223,9 @@ def extract_features(
         what = "No training split: evaluate a trained run on it with: " if labelled else "No labels: predict on it with: "
         console.print(escape(what + command + ("" if labelled else " --predictions <folder>")), soft_wrap=True)
         return
+    if "valid" not in bundle.splits:
+        console.print("[yellow]No valid split: training on it needs one (clips with mode valid), to choose checkpoints on[/yellow]")
+        return
     read_as = {"path": str(out)}  # the file records how its features were made (label range, contextual text, ...)
     console.print(escape(f"Use it in a config as: data: {{name: mmsa_pickle, params: {json.dumps(read_as)}}}"), soft_wrap=True)
 

@@ -58,10 +58,16 @@ def data_record(bundle: DataBundle) -> dict[str, Any]:
     where the data source records it (text encoder, contextual text, the clip extractor's settings)."""
     task = bundle.task
     features: dict[str, Any] = {key: bundle.meta[key] for key in ("text_encoder", TEXT_CONTEXTUAL) if key in bundle.meta}
+    if isinstance(features.get("text_encoder"), dict):  # the generated corpus records {name, dim}; the width is compared below
+        features["text_encoder"] = features["text_encoder"].get("name")
     extraction = bundle.meta.get("extraction")
     if isinstance(extraction, dict) and isinstance(extraction.get("settings"), dict):
-        features.update({key: value for key, value in extraction["settings"].items() if key != "label_range"})
-        features["text"] = extraction.get("text_source", features.get("text"))  # 'auto' as it took effect: transcripts or ASR
+        # the clip extractor's settings as they took effect: the text source ('auto': transcripts or ASR), and the
+        # face / speech models by content where they were used (not by the path they were given as)
+        unused = {"label_range", "face_model", "asr_model"}
+        features.update({key: value for key, value in extraction["settings"].items() if key not in unused})
+        features["text"] = extraction.get("text_source", features.get("text"))
+        features.update({f"{kind}_model": identity for kind, identity in (extraction.get("models") or {}).items()})
     record = {
         "dims": bundle.dims(),
         "task": {"kind": task.kind, "classes": task.label_names if task.kind != "regression" else [], "label_range": task.label_range, "metric_set": task.metric_set},
@@ -245,6 +251,8 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     bundle = bundle if bundle is not None else load_data(config)
     config.check_split_names(bundle)
     splits = evaluation_splits(config, bundle)
+    if not splits:
+        raise ConfigError(f"{config._source}: data '{bundle.name}' has no test split (a name starting with 'test'; splits: {sorted(bundle.splits)}): name the splits to score in eval.splits")
     train_cfg = config.train.to_train_config()
     prints = split_fingerprints(bundle, ["train", train_cfg.valid_split, *splits])
     settings = {seed: {"config": config.model_dump(mode="json", exclude={"seeds"}), "splits": prints, "seed": seed} for seed in config.seeds}

@@ -186,7 +186,7 @@ def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], sup
     hints = _annotations(factory)
     for name, value in params.items():
         if name in hints and name in accepted and not value_fits(value, hints[name]):
-            quote = " (in quotes if it is a name that YAML reads as a number, date or null: \"2024\")" if _accepts_text(hints[name]) and not isinstance(value, str) else ""
+            quote = _QUOTE_HINT if _accepts_text(hints[name]) and not isinstance(value, str) else ""
             problems.append(f"'{name}' is {value!r}; expected {_describe(hints[name])}{quote}")
     if problems:
         names = [n for n in accepted if n not in taken]
@@ -196,6 +196,9 @@ def check_parameters(factory: Callable[..., Any], params: Mapping[str, Any], sup
     for name, (part, part_supplied) in getattr(factory, "nested_parameters", {}).items():
         if isinstance(params.get(name), Mapping):
             check_parameters(part, params[name], part_supplied, f"{what}: '{name}'")
+
+
+_QUOTE_HINT = " (a name YAML reads as a number, date, boolean or null goes in quotes: \"2024\"; on the command line '--param KEY=\"2024\"')"
 
 
 def _accepts_text(hint: Any) -> bool:

@@ -196,14 +196,17 @@ class _Extractor:
         self.audio_recipe = f"smile-1:{smile}:{settings.audio_features}:{settings.audio_level}:{settings.audio_fps}:{settings.sample_rate}"
         self.audio_names: list[str] = []
         self.transcriber = None
+        self.models: dict[str, str] = {}  # the models by content (what a trained model's features depend on)
         if asr:  # faster-whisper and the model load before hours of work start, as MediaPipe's below
             self.transcriber = Transcriber(settings.asr_model)
             self.transcriber.load()
             self.asr_recipe = f"asr-1:{_version('faster-whisper')}:{self.transcriber.identity}"
+            self.models["asr"] = self.transcriber.identity
         if video:
             faces.open_landmarker(settings.face_model, video=True)[1].close()
             model = file_digest(faces.face_landmarker_path(settings.face_model))
             self.vision_recipe = f"faces-1:{_version('mediapipe')}:{settings.vision_fps}:{model}"
+            self.models["face"] = f"face-landmarker:{model}"
 
     def sound(self, path: Path) -> tuple[np.ndarray, str | None]:
         """Acoustic features (T, D) of a file's sound, and its transcript when ASR is on (decoded at most once)."""
@@ -349,7 +352,14 @@ def extract_clips(
     for name, split in parsed.items():
         splits[name] = MultimodalSplit(encoded[start : start + len(split)], name=name, source=labels, task=task, labelled=labelled)
         start += len(split)
-    extraction = {"settings": asdict(settings), "text_source": text_source, "counts": counts, "audio_features": audio_names, "vision_features": list(FACE_FEATURES)}
+    extraction = {
+        "settings": asdict(settings),
+        "text_source": text_source,
+        "models": extractor.models,  # by content, those used
+        "counts": counts,
+        "audio_features": audio_names,
+        "vision_features": list(FACE_FEATURES),
+    }
     meta: dict[str, Any] = {"source": str(labels), "media": str(media), "text_encoder": encoder.name, TEXT_CONTEXTUAL: encoder.contextual, "extraction": extraction}
     return DataBundle(splits, task, name=labels.stem, meta=meta)
 

@@ -252,8 +252,8 @@ class DataBundle:
         in two splits: a shared id is train/test leakage. Only bundles that number their samples per split turn it off
         (the router data of MRID / MME-JD: ids '0', '1', ... in both train and valid)."""
         for name in self.splits:  # names become file names (predictions, reports): never a path
-            if not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in '/\\\0'):
-                raise DataError(self.meta.get("source", self.name), "split", f"split name {name!r} cannot name a file; expected a plain name such as 'test'")
+            if not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in '/\\\0') or len(name.encode()) > 200:
+                raise DataError(self.meta.get("source", self.name), "split", f"split name {name[:80]!r} cannot name a file; expected a plain name such as 'test'")
         widths: dict[str, tuple[str, int]] = {}
         for name, split in self.splits.items():
             if not len(split):

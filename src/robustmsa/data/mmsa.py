@@ -89,6 +89,8 @@ def read_mmsa_pickle(
     if not isinstance(data, Mapping):
         raise DataError(path, None, f"expected a dict of splits, got {type(data).__name__}")
     labelled = _labelled(path, data)
+    if len({str(name) for name in data}) < len(data):
+        raise DataError(path, "split", f"two splits have the same name once read as text: {sorted(map(repr, data))}")
     first = data["train"] if "train" in data else next(iter(data.values()))
     made_with = _made_with(path, data)
     recorded_range = made_with.get("extraction", {}).get("settings", {}).get("label_range")
@@ -135,18 +137,28 @@ def features_made_with(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def _made_with(path: Path, data: Mapping[Any, Any]) -> dict[str, Any]:
     """The :data:`MADE_WITH` record of a file (``{}`` without one); DataError when it is unreadable or differs between splits."""
-    records = {raw.get(MADE_WITH) if isinstance(raw, Mapping) else None for raw in data.values()}
-    if len(records) > 1:
-        raise DataError(path, MADE_WITH, "differs between splits (or is missing in some): the splits were not written together")
-    record = records.pop()
-    if record is None:
+    records = [raw.get(MADE_WITH) if isinstance(raw, Mapping) else None for raw in data.values()]
+    if any(not isinstance(record, str | None) or record != records[0] for record in records):
+        raise DataError(path, MADE_WITH, "differs between splits, is missing in some, or is not text: the splits were not written together by write_mmsa_pickle")
+    if records[0] is None:
         return {}
     try:
-        made = json.loads(record) if isinstance(record, str) else None
+        made = json.loads(records[0])
     except json.JSONDecodeError:
         made = None
-    if not isinstance(made, dict) or not isinstance(made.get("extraction", {}), dict) or not isinstance(made.get("extraction", {}).get("settings", {}), dict):
-        raise DataError(path, MADE_WITH, f"is not the JSON record write_mmsa_pickle writes: {str(record)[:80]!r}")
+    extraction = made.get("extraction", {}) if isinstance(made, dict) else None
+    if (
+        not isinstance(extraction, dict)
+        or not isinstance(extraction.get("settings", {}), dict)
+        or not isinstance(made.get(TEXT_CONTEXTUAL, False), bool)
+        or not isinstance(made.get("text_encoder", ""), str)
+    ):
+        raise DataError(path, MADE_WITH, f"is not the JSON record write_mmsa_pickle writes: {records[0][:80]!r}")
+    if "label_range" in extraction.get("settings", {}):
+        try:
+            _label_range(extraction["settings"]["label_range"])
+        except ConfigError as exc:
+            raise DataError(path, f"{MADE_WITH}.label_range", str(exc).split(": ", 1)[-1]) from None
     return made
 
 

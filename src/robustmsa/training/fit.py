@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, check_selection_split, make_loader
-from robustmsa.errors import ConfigError, TrainingDiverged
+from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, check_metric, task_metrics
 from robustmsa.training.distributed import launched_externally, quiet_loggers, run_in_processes
@@ -128,8 +128,6 @@ def load_checkpoint_state(path: Path) -> dict[str, Any]:
     Always ``weights_only=True``: a corrupt, foreign or crafted file raises
     :class:`DataError` naming the file; it is never loaded unsafely.
     """
-    from robustmsa.errors import DataError
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, OSError, ... for such files
@@ -155,7 +153,8 @@ def check_fit(method: Method, bundle: DataBundle, cfg: TrainConfig) -> tuple[str
         raise ConfigError(f"valid_mode '{valid_mode}' is not an inference mode of {type(method).__name__}: {list(method.modes)}")
     read = ("train", cfg.valid_split, *method.calibration_splits())
     for name in dict.fromkeys(read):
-        bundle[name]  # a missing split fails now, naming it, not after training
+        if not bundle[name].labelled:  # a missing split fails now, naming it, not after training; so does one without labels
+            raise DataError(f"{bundle[name].source} [{name}]", "label", f"split '{name}' has no labels (new data to predict on): training and calibration need labelled data")
     check_required_extras(method, bundle, read)
     if bundle.task.kind == "classification" and not method.one_class_ok and len(classes := np.unique(bundle["train"].labels())) < 2:
         names = bundle.task.label_names

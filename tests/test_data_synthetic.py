@@ -56,7 +56,7 @@ def test_splits_sizes_groups_and_fields(small) -> None:
             assert s.vision.shape[1] == cfg.vision_dim and cfg.vision_len[0] <= len(s.vision) <= cfg.vision_len[1]
     assert small.task.kind == "regression" and small.task.label_range == (-3.0, 3.0)
     assert small.dims() == {"text": 32, "audio": cfg.audio_dim, "vision": cfg.vision_dim}
-    assert small.meta["config"]["seed"] == 0 and small.meta["text_encoder"]["name"] == "hash"
+    assert small.meta["config"]["seed"] == 0 and small.meta["text_encoder"] == "hash"
     assert small.meta["text_contextual"] is False  # hash word vectors; the default MiniLM features are contextual
 
 

@@ -58,8 +58,6 @@ def data_record(bundle: DataBundle) -> dict[str, Any]:
     where the data source records it (text encoder, contextual text, the clip extractor's settings)."""
     task = bundle.task
     features: dict[str, Any] = {key: bundle.meta[key] for key in ("text_encoder", TEXT_CONTEXTUAL) if key in bundle.meta}
-    if isinstance(features.get("text_encoder"), dict):  # the generated corpus records {name, dim}; the width is compared below
-        features["text_encoder"] = features["text_encoder"].get("name")
     extraction = bundle.meta.get("extraction")
     if isinstance(extraction, dict) and isinstance(extraction.get("settings"), dict):
         # the clip extractor's settings as they took effect: the text source ('auto': transcripts or ASR), and the

@@ -479,6 +479,6 @@ def generate_corpus(config: SyntheticConfig | None = None) -> DataBundle:
     for name, samples in raw.items():
         splits[name] = MultimodalSplit(everything[start : start + len(samples)], name=name, source="synthetic", task=task)
         start += len(samples)
-    meta["text_encoder"] = {"name": encoder.name, "dim": encoder.dim}
+    meta["text_encoder"] = encoder.name  # as every data source records it (its width is the text modality's)
     meta[TEXT_CONTEXTUAL] = encoder.contextual
     return DataBundle(splits, task, name="synthetic", meta=meta)

@@ -317,6 +317,11 @@ def test_a_model_trained_on_clips_predicts_on_new_clips_without_labels(tmp_path,
     clips = ["--source", "clips", "--param", "labels=new.csv", "--param", "media=new", "--param", "text_encoder=hash", "--param", "cache_dir=cache"]
     code, output = _cli(["evaluate", "--run", "run", *clips], monkeypatch, capsys)
     assert code == 2 and "split 'test' of data 'new' has no labels" in output and "--predictions" in output
+    # the run's own data source with a parameter changed (here: one clip per split)
+    code, output = _cli(["evaluate", "--run", "run", "--param", "limit=1", "--split", "train", "--predictions", "one"], monkeypatch, capsys)
+    assert code == 0 and len((tmp_path / "one" / "seed_0" / "train.csv").read_text().splitlines()) == 1 + 1, output
+    code, output = _cli(["evaluate", "--run", "run", "--param", "limt=1"], monkeypatch, capsys)
+    assert code == 2 and "--param: dataset 'clips': unknown parameter(s) 'limt'" in output
     code, output = _cli(["evaluate", "--run", "run", *clips, "--predictions", "direct"], monkeypatch, capsys)
     assert code == 0, output
     direct = (tmp_path / "direct" / "seed_0" / "test.csv").read_text().splitlines()

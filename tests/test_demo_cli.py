@@ -112,12 +112,6 @@ def test_cli_train_then_evaluate(tmp_path: Path) -> None:
     assert into_a_file.returncode == 2 and "--predictions must be a folder" in into_a_file.stderr and "Traceback" not in into_a_file.stderr
     typo = _cli("evaluate", "--run", str(run), "--split", "tset", cwd=tmp_path)
     assert typo.returncode == 2 and "--split 'tset': no split named 'tset' in data 'synthetic'; available: [" in typo.stderr
-    # the run's own data source with a parameter changed: a larger test split, same training data
-    larger = _cli("evaluate", "--run", str(run), "--param", "n_test=45", "--split", "test", "--predictions", str(tmp_path / "larger"), cwd=tmp_path)
-    assert larger.returncode == 0, larger.stderr
-    assert len((tmp_path / "larger" / "seed_0" / "test.csv").read_text().splitlines()) == 1 + 45
-    unknown = _cli("evaluate", "--run", str(run), "--param", "n_tset=45", cwd=tmp_path)
-    assert unknown.returncode == 2 and "--param: dataset 'synthetic': unknown parameter(s) 'n_tset'" in unknown.stderr
 
 
 def test_a_run_stopped_by_sigterm_does_not_exit_as_a_success(monkeypatch: pytest.MonkeyPatch) -> None:

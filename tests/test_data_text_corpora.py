@@ -67,6 +67,11 @@ def test_mosi_csv_empty_file(tmp_path: Path) -> None:
     path.write_text("")
     with pytest.raises(DataError, match=r"empty.csv: the file is empty; expected a CSV with the header id,text,label,mode"):
         read_mosi_csv(path, text_encoder="hash")
+    path.write_text("id,text,label,mode\n")
+    with pytest.raises(DataError, match=r"empty.csv: lists no rows under its header"):
+        read_mosi_csv(path, text_encoder="hash")
+    path.write_text("id,text,label,mode\nvidC_3,awful,-3.0,test\n")  # test rows only: data to score a trained run on
+    assert list(read_mosi_csv(path, text_encoder="hash").splits) == ["test"]
 
 
 def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:

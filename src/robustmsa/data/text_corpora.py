@@ -188,10 +188,15 @@ def parse_labels_csv(path: str | Path, *, text: bool = True, unlabelled: bool = 
 def read_mosi_csv(
     path: str | Path, *, text_encoder: EncoderArg = "minilm", cache_dir: str | Path | None = None, limit: int | None = None
 ) -> DataBundle:
-    """CMU-MOSI transcripts CSV (``id,text,label,mode``, see :func:`parse_labels_csv`) -> text-only regression bundle, labels in [-3, 3]."""
+    """CMU-MOSI transcripts CSV (``id,text,label,mode``, see :func:`parse_labels_csv`) -> text-only regression bundle, labels in [-3, 3].
+
+    A split no row names is left out (a file of test rows only is data to score a trained run on; training names the
+    split it lacks)."""
     path = Path(path)
     limit = check_limit(limit, "mosi_csv")
-    parsed = parse_labels_csv(path)
+    parsed = {split: rows for split, rows in parse_labels_csv(path).items() if rows}
+    if not parsed:
+        raise DataError(path, None, "lists no rows under its header")
     task = TaskSpec(kind="regression", num_classes=1, label_range=(-3.0, 3.0))
     return _finish(parsed, task=task, name="mosi_csv", source=path, encoder=_encoder(text_encoder, cache_dir), limit=limit, meta={})
 

@@ -54,7 +54,7 @@ def train(config: Annotated[Path, typer.Option("--config", help="Experiment YAML
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Option("--run", help="Folder written by `robustmsa train`.")],
-    split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to evaluate (default: the config's test splits).")] = None,
+    split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to evaluate (default: the config's test splits; on other data, its test splits and those without labels).")] = None,
     mode: Annotated[list[str] | None, typer.Option("--mode", help="Inference mode(s) (default: all of the method).")] = None,
     predictions: Annotated[Path | None, typer.Option("--predictions", help="Also write each sample's prediction per mode: <folder>/seed_<k>/<split>.csv.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow replacing prediction files that already exist.")] = False,

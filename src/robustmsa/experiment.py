@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from robustmsa.config import ExperimentConfig, dump_config, parse_config
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle
+from robustmsa.data.dataset import DataBundle, features_made_with
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
@@ -57,8 +57,8 @@ def data_record(bundle: DataBundle) -> dict[str, Any]:
     """What a trained model depends on in its data: the feature widths, the task, and how the features were made
     where the data source records it (text encoder, contextual text, the clip extractor's settings)."""
     task = bundle.task
-    features: dict[str, Any] = {key: bundle.meta[key] for key in ("text_encoder", TEXT_CONTEXTUAL) if key in bundle.meta}
-    extraction = bundle.meta.get("extraction")
+    features: dict[str, Any] = features_made_with(bundle.meta)
+    extraction = features.pop("extraction", None)
     if isinstance(extraction, dict) and isinstance(extraction.get("settings"), dict):
         # the clip extractor's settings as they took effect: the text source ('auto': transcripts or ASR), and the
         # face / speech models by content where they were used (not by the path they were given as)

@@ -10,7 +10,7 @@ tensor op.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -230,6 +230,17 @@ def _validate_label(s: Sample, source: str, task: TaskSpec) -> None:
 #: token's vector carries information about the other tokens; False: static word vectors such as GloVe; absent:
 #: unknown). The missing-rate protocol zeroes token vectors, which removes a word only from static features.
 TEXT_CONTEXTUAL = "text_contextual"
+
+
+def features_made_with(meta: Mapping[str, object]) -> dict[str, object]:
+    """What a bundle's meta says of how its features were made (what a model trained on them depends on): text encoder,
+    contextual text, the clip extractor's record (settings, text source, models, feature names; not its counts,
+    which describe one extraction's clips)."""
+    made = {key: meta[key] for key in ("text_encoder", TEXT_CONTEXTUAL) if key in meta}
+    extraction = meta.get("extraction")
+    if isinstance(extraction, Mapping):
+        made["extraction"] = {key: value for key, value in extraction.items() if key != "counts"}
+    return made
 
 
 @dataclass

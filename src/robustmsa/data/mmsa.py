@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, default_metric_set, limited
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, default_metric_set, features_made_with, limited
 from robustmsa.data.safe_pickle import safe_load
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.features.cache import atomic_write
@@ -124,15 +124,6 @@ def read_mmsa_pickle(
 #: Key of every split of a file written by :func:`write_mmsa_pickle`: how its features were made (JSON text), so that
 #: a model is not applied to features made otherwise (MMSA's own files lack it; MMSA ignores it).
 MADE_WITH = "features_made_with"
-
-
-def features_made_with(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """What a bundle's meta says of how its features were made: text encoder, contextual text, the clip extractor's
-    settings, text source and feature names (not its counts, which describe one extraction's clips)."""
-    made = {key: meta[key] for key in ("text_encoder", TEXT_CONTEXTUAL) if key in meta}
-    if isinstance(meta.get("extraction"), Mapping):
-        made["extraction"] = {key: value for key, value in meta["extraction"].items() if key != "counts"}
-    return made
 
 
 def _made_with(path: Path, data: Mapping[Any, Any]) -> dict[str, Any]:
@@ -356,7 +347,7 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
     sample has ``text_ids``. Audio/vision are zero-padded with
     ``*_lengths``; a missing ``raw_text`` is written as ``''``. ``text_special`` is not part of the format: on reading it
     is rebuilt from ``text_bert`` (first/last real token) or left empty. How the features were made
-    (:func:`features_made_with`) goes to every split's :data:`MADE_WITH`, which :func:`read_mmsa_pickle` puts back
+    (:func:`~robustmsa.data.dataset.features_made_with`) goes to every split's :data:`MADE_WITH`, which :func:`read_mmsa_pickle` puts back
     into the bundle's meta (and its ``label_range`` is the file's default scale).
     """
     path = Path(path)

@@ -101,6 +101,13 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     assert "{'n_test': 60} changed" in (tmp_path / "big" / "report.md").read_text()
     moved = _cli("sweep-evaluate", "--run", str(tmp_path / "run"), "--split", "test", "--data", "n_train=100", "--out", str(tmp_path / "m"), cwd=tmp_path)
     assert moved.returncode == 2 and "'train' split" in moved.stderr and "Traceback" not in moved.stderr and not (tmp_path / "m").exists()
+    # other data: a generated corpus with noisier audio and vision, from the generator's other seed
+    noisier = [f"--data={p}" for p in ("n_train=20", "n_valid=10", "n_test=40", "n_test_ood=10", "n_valid_ood=0", "text_encoder=hash", "audio_noise=3.0", "vision_noise=3.0", "seed=5")]
+    shifted = _cli("sweep-evaluate", "--run", str(tmp_path / "run"), "--split", "test", "--source", "synthetic", *noisier, "--out", str(tmp_path / "noisy"), cwd=tmp_path)
+    assert shifted.returncode == 0, shifted.stderr
+    noisy = json.loads((tmp_path / "noisy" / "results.json").read_text())
+    assert noisy["data"]["sizes"]["test"] == 40 and noisy["data"]["source"]["params"]["audio_noise"] == 3.0 and noisy["data"]["trained_on"] == "synthetic"
+    assert noisy["per_seed"]["0"]["baseline"]["mean"] != results["per_seed"]["0"]["baseline"]["mean"]
 
 
 def test_sweep_search_command_then_sweep_of_the_tuned_model(tmp_path: Path) -> None:

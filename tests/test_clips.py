@@ -504,9 +504,9 @@ def test_a_model_trained_on_mosi_transcripts_predicts_the_real_clips_as_their_tr
     new = tmp_path / "new.csv"  # the clips' ids and transcripts, no label
     known = [line.split(",", 2)[:2] for line in labels.read_text(encoding="utf-8").splitlines()[1:] if not line.startswith("copy_")]
     new.write_text("id,text\n" + "".join(f"{i},{t}\n" for i, t in known), encoding="utf-8")
-    as_clips = other_data(config, "clips", {"labels": str(new), "media": str(media), "text_encoder": "hash", "cache_dir": str(tmp_path / "cache")})
+    as_clips = other_data(config.data, "clips", {"labels": str(new), "media": str(media), "text_encoder": "hash", "cache_dir": str(tmp_path / "cache")})
     evaluate_run(tmp_path / "run", data=as_clips, predictions=tmp_path / "clips")
-    rows = other_data(config, "mosi_csv", {"path": str(labels), "text_encoder": "hash"})  # the clips' rows, labelled (one per split)
+    rows = other_data(config.data, "mosi_csv", {"path": str(labels), "text_encoder": "hash"})  # the clips' rows, labelled (one per split)
     metrics = evaluate_run(tmp_path / "run", data=rows, splits=list(rows.splits), predictions=tmp_path / "rows")
     from_clips = {r["id"]: float(r["factual"]) for r in csv.DictReader((tmp_path / "clips" / "seed_0" / "test.csv").open(encoding="utf-8"))}
     from_rows = {r["id"]: float(r["factual"]) for split in rows.splits for r in csv.DictReader((tmp_path / "rows" / "seed_0" / f"{split}.csv").open(encoding="utf-8"))}

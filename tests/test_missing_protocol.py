@@ -30,6 +30,7 @@ from robustmsa.evaluation.missing_protocol import (
     subsample,
     sweep_missing,
     sweep_report,
+    views_on_other_data,
 )
 from robustmsa.evaluation.protocols import mean_std
 from robustmsa.evaluation.report import write_json
@@ -37,6 +38,7 @@ from robustmsa.method import Method
 from robustmsa.metrics import regression_metrics
 from robustmsa.models.base import Backbone
 from robustmsa.reconstruct.corruption import missing_rates
+from tests.conftest import make_toy_split
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "missing"
 
@@ -349,6 +351,59 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
     assert shifted["per_seed"]["0"]["baseline"]["best_valid"] == saved["per_seed"]["0"]["baseline"]["best_valid"]  # what selected it
     with pytest.raises(DataError, match="no split named"):
         evaluate_sweep([tmp_path / "sweep"], "test_od", tmp_path / "typo", bundle=toy_bundle)
+
+
+def test_sweep_checkpoints_evaluated_on_other_data(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    """Another data set with the same features: scored with the sweep's checkpoints, rates and masks; data the models
+    cannot be applied to is refused before anything is written."""
+    sweep_missing(MissingSweepConfig.model_validate(ONE_EPOCH_BASELINE), tmp_path / "sweep", seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
+    run = [tmp_path / "sweep"]
+    other = DataBundle({"train": make_toy_split(30, "train", 7), "test": make_toy_split(50, "test", 8)}, TaskSpec(), name="toy_shifted")
+    out = evaluate_sweep(run, "train", tmp_path / "other", bundle=toy_bundle, source="toy_shifted", other=other)
+    method, _ = load_sweep_method(tmp_path / "sweep", "baseline", 0, bundle=toy_bundle)
+    expected = evaluate_missing(method, other["train"], [0.0, 0.9], seed=0)
+    assert out["per_seed"]["0"]["baseline"]["mean"]["MAE"] == pytest.approx(expected["mean"]["MAE"], rel=1e-6)
+    assert expected["mean"]["MAE"] != pytest.approx(evaluate_missing(method, toy_bundle["train"], [0.0, 0.9], seed=0)["mean"]["MAE"], rel=1e-3)
+    assert out["data"]["trained_on"] == "toy" and out["data"]["name"] == "toy_shifted" and out["data"]["source"] == {"name": "toy_shifted", "params": {}}
+    assert out["data"]["fingerprints"] == {"train": other["train"].fingerprint()} and out["data"]["sizes"] == {"train": 30, "test": 50}
+    report = (tmp_path / "other" / "report.md").read_text()
+    assert "**Other data**: models trained on 'toy', evaluated on data source 'toy_shifted'" in report
+    assert "Not a test result" not in report  # the other data's train split is not the one the models were trained on
+    unlabelled = MultimodalSplit([dataclasses.replace(s, label=None) for s in other["test"]], name="test", source="new", task=TaskSpec(), labelled=False)
+    wide = DataBundle({"test": make_toy_split(20, "test", 7, dims=(16, 6, 4))}, TaskSpec(), name="wide")
+    classes = DataBundle({"test": make_toy_split(20, "test", 7, task=TaskSpec(kind="classification", num_classes=2))}, TaskSpec(kind="classification", num_classes=2), name="two")
+    for data, message in (
+        (wide, r"sweep[/\\]results.json: the model was trained on audio features of width 5; data 'wide' has width 6"),
+        (classes, "the model was trained for regression in"),
+        (DataBundle({"test": unlabelled}, TaskSpec(), name="new"), "split 'test' of data 'new' has no labels"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            evaluate_sweep(run, "test", tmp_path / "refused", bundle=toy_bundle, source=data.name, other=data)
+    with pytest.raises(ConfigError, match="needs the name of its data source"):
+        evaluate_sweep(run, "test", tmp_path / "refused", bundle=toy_bundle, other=other)
+    unreadable = _fake_sweep(tmp_path / "fake", {"plain": [0.6]})  # trained on data source 'toy', which is not registered
+    with pytest.raises(ConfigError, match="the data these checkpoints were trained on cannot be read .*unknown dataset 'toy'"):
+        evaluate_sweep([unreadable], "test", tmp_path / "refused", source="toy_shifted", other=other)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_other_data_goes_through_the_sweep_views_with_the_training_statistics(toy_bundle: DataBundle) -> None:
+    config = MissingSweepConfig.model_validate({**ONE_EPOCH_BASELINE, "views": [{"name": "standardize", "params": {"modalities": ["audio"]}}]})
+    trained = standardize(toy_bundle, ["audio"])
+    other = DataBundle({"test": make_toy_split(30, "test", 9)}, TaskSpec(), name="o")  # no train split of its own
+    viewed = views_on_other_data(config, other, trained)
+    stats = trained.meta["standardized"][0]["audio"]
+    train_frames = np.concatenate([s.audio for s in toy_bundle["train"]])
+    assert np.allclose(stats["mean"], train_frames.mean(0), atol=1e-5) and np.allclose(stats["std"], train_frames.std(0), atol=1e-5)
+    raw = other["test"][3]
+    assert np.allclose(viewed["test"][3].audio, (raw.audio - np.array(stats["mean"])) / np.array(stats["std"]), atol=1e-5)
+    assert np.array_equal(viewed["test"][3].vision, raw.vision)
+    assert not np.allclose(viewed["test"][3].audio, standardize(DataBundle({"train": other["test"]}, TaskSpec()), ["audio"])["train"][3].audio)
+    with pytest.raises(ConfigError, match="was not standardised as views.0 says"):
+        views_on_other_data(config, other, toy_bundle)
+    natural = MissingSweepConfig.model_validate({**ONE_EPOCH_BASELINE, "views": [{"name": "natural_missing_text"}]})
+    with pytest.raises(ConfigError, match=r"views.0 \(natural_missing_text\) of the sweep, applied to data 'o': .*no split misses its text"):
+        views_on_other_data(natural, other, toy_bundle)
 
 
 def test_a_sweep_on_sims_scaled_data_reports_the_sims_metrics(toy_bundle: DataBundle, tmp_path: Path) -> None:

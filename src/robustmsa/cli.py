@@ -67,7 +67,7 @@ def evaluate(
 
     data = None
     if source is not None or param:
-        data = other_data(load_config(run / "config.yaml"), source, parse_pairs(param, "--param"))
+        data = other_data(load_config(run / "config.yaml").data, source, parse_pairs(param, "--param"))
     metrics = evaluate_run(run, splits=split, modes=mode, predictions=predictions, overwrite=overwrite, data=data)
     typer.echo(json.dumps(metrics, indent=2))
     if predictions is not None:
@@ -272,15 +272,19 @@ def sweep_evaluate(
     run: Annotated[list[Path], typer.Option("--run", help="A finished sweep-missing folder (repeat for sweeps run per seed).")],
     split: Annotated[str, typer.Option(help="The split to evaluate, e.g. test_ood.")],
     out: Out = Path("runs/missing_eval"),
-    data: Annotated[list[str] | None, typer.Option("--data", help="Data parameter KEY=VALUE changed for this evaluation, repeatable; e.g. n_test=4000 (refused if training data change).")] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="Data parameter KEY=VALUE, repeatable: changed for this evaluation, e.g. n_test=4000 (refused if training data change); with --source, its parameters."),
+    ] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Evaluate on other data: this data source (mmsa_pickle, synthetic, ...) with its --data values, through the sweep's views.")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="Evaluate this model only (repeatable; default: every model of the runs).")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Evaluate the best checkpoints of finished missing-rate sweeps on another split (same rates and masks, no retraining)."""
+    """Evaluate the best checkpoints of finished missing-rate sweeps on another split, or on other data (--source): same rates and masks, no retraining."""
     from robustmsa.config import parse_pairs
     from robustmsa.evaluation.missing_protocol import evaluate_sweep
 
-    evaluate_sweep(run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None)
+    evaluate_sweep(run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None, source=source)
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from robustmsa.config import ExperimentConfig, dump_config, parse_config
+from robustmsa.config import ComponentConfig, ExperimentConfig, dump_config, parse_config
 from robustmsa.data.dataset import DataBundle, features_made_with
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
@@ -34,12 +34,13 @@ def load_data(config: ExperimentConfig) -> DataBundle:
     return config.build_data()
 
 
-def other_data(config: ExperimentConfig, source: str | None, params: dict[str, Any]) -> DataBundle:
-    """Data to evaluate a run on besides its own: data source ``source`` with ``params``, or (``source`` None) the
-    run's own source with ``params`` changed, e.g. a larger generated test split."""
+def other_data(own: ComponentConfig, source: str | None, params: dict[str, Any]) -> DataBundle:
+    """Data to evaluate trained models on besides their own (``own``: the data source they were trained on): data
+    source ``source`` with ``params``, or (``source`` None) their own source with ``params`` changed, e.g. a larger
+    generated test split."""
     option = "--param" if source is None else f"--source {source}"
     if source is None:
-        source, params = config.data.name, {**config.data.params, **params}  # type: ignore[attr-defined]
+        source, params = own.name, {**own.params, **params}
     try:
         return DATASETS.build(source, **params)
     except ConfigError as exc:

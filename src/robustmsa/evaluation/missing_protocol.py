@@ -41,7 +41,7 @@ from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit,
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, check_numbers, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import PERCENT_METRICS, bar_plot, format_value, line_plot, markdown_table, write_json, write_text_atomic
-from robustmsa.experiment import build_method
+from robustmsa.experiment import build_method, check_same_data, data_record, other_data
 from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import REGRESSION_METRICS, SIMS_METRICS, task_metrics
@@ -193,14 +193,21 @@ def subsample(bundle: DataBundle, max_per_split: int, seed: int = 0) -> DataBund
     return DataBundle(splits, bundle.task, name=bundle.name, meta={**bundle.meta, "subsample": {"max_per_split": max_per_split, "seed": seed}})
 
 
-def standardize(bundle: DataBundle, modalities: Sequence[str] = ("audio", "vision")) -> DataBundle:
+def standardize(bundle: DataBundle, modalities: Sequence[str] = ("audio", "vision"), *, statistics: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> DataBundle:
     """Z-score each feature of ``modalities`` with statistics of the training frames (raw COVAREP reaches 255).
 
     All-zero frames (missing by nature, or padding-like steps) stay all-zero
     so that they still count as missing; they are left out of the statistics.
+    ``statistics``: ``{modality: {'mean': [...], 'std': [...]}}`` to use instead (those of the data models were
+    trained on, for other data they are evaluated on). The ones used are appended to ``meta['standardized']``.
     """
     stats = {}
     for m in modalities:
+        if statistics is not None:
+            if m not in statistics:
+                raise DataError(bundle.name, m, f"no standardisation statistics given for it (they cover {sorted(statistics)})")
+            stats[m] = (np.asarray(statistics[m]["mean"], np.float32), np.asarray(statistics[m]["std"], np.float32))
+            continue
         frames = [f for s in bundle["train"] for f in (getattr(s, m),) if f is not None]
         if not frames:
             raise DataError(bundle.name, m, "no training frames to standardise")
@@ -209,17 +216,24 @@ def standardize(bundle: DataBundle, modalities: Sequence[str] = ("audio", "visio
         if x.shape[0] < 2:
             raise DataError(bundle.name, m, "fewer than two non-empty training frames to standardise")
         std = x.std(axis=0)
-        stats[m] = (x.mean(axis=0), np.where(std > 1e-6, std, 1.0))
+        stats[m] = (x.mean(axis=0).astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32))
 
-    def scaled(s: Sample) -> Sample:
+    def scaled(s: Sample, source: str) -> Sample:
         changes = {}
         for m, (mean, std) in stats.items():
             x = getattr(s, m)
+            if x.shape[1] != mean.shape[0]:
+                raise DataError(source, m, f"sample '{s.id}' has {x.shape[1]} features; the standardisation statistics have {mean.shape[0]}")
             changes[m] = np.where(np.any(x != 0, axis=1, keepdims=True), (x - mean) / std, 0.0).astype(np.float32)
         return dataclasses.replace(s, **changes)
 
-    splits = {name: MultimodalSplit([scaled(s) for s in split], name=name, source=split.source, task=split.task) for name, split in bundle.splits.items()}
-    return DataBundle(splits, bundle.task, name=bundle.name, meta={**bundle.meta, "standardized": list(stats)})
+    splits = {name: MultimodalSplit([scaled(s, split.source) for s in split], name=name, source=split.source, task=split.task) for name, split in bundle.splits.items()}
+    used = {m: {"mean": mean.tolist(), "std": std.tolist()} for m, (mean, std) in stats.items()}
+    return DataBundle(splits, bundle.task, name=bundle.name, meta={**bundle.meta, STANDARDIZED: [*bundle.meta.get(STANDARDIZED, []), used]})  # type: ignore[list-item]
+
+
+#: ``meta`` key of a standardised bundle: the statistics of each :func:`standardize` applied, in order.
+STANDARDIZED = "standardized"
 
 
 VIEWS: dict[str, Callable[..., DataBundle]] = {"natural_missing_text": natural_missing_text, "image_as_vision": image_as_vision, "subsample": subsample, "standardize": standardize}
@@ -672,6 +686,8 @@ def evaluate_sweep(
     bundle: DataBundle | None = None,
     data_params: dict[str, Any] | None = None,
     models: Sequence[str] | None = None,
+    source: str | None = None,
+    other: DataBundle | None = None,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoints of finished sweeps on another ``split`` (e.g. ``test_ood``), same rates and masks.
 
@@ -682,6 +698,10 @@ def evaluate_sweep(
     ``data_params``: data-source parameters changed for this evaluation only
     (e.g. ``{"n_test": 4000}``: a larger test split of the generated corpus),
     see :func:`evaluation_data`; recorded as ``data.data_params``.
+    ``source``: evaluate on other data instead (another data set with the same
+    features): data source ``source`` with ``data_params`` as its parameters,
+    or ``other`` when given, through the sweep's views
+    (:func:`views_on_other_data`); recorded as ``data.source``.
     ``models``: evaluate these models only (default: every model of the runs).
     """
     parts = _read_sweeps(run_dirs, out_dir)
@@ -690,15 +710,27 @@ def evaluate_sweep(
     _pool(parts)  # refuse an incomplete or ambiguous grid before evaluating anything
     first = parts[0][1]
     sweep = sweep_config_of(first, parts[0][0] / "results.json")
-    bundle = bundle if bundle is not None else load_sweep_data(sweep)
-    data = {**first["data"], "split": split}
-    if data_params:
-        bundle = evaluation_data(sweep, bundle, data_params)
-        data.update(sizes={n: len(s) for n, s in bundle.splits.items()}, data_params=dict(data_params))
-    for run, part in parts:
-        _check_trained_on(run, part, bundle)
+    if source is None and other is not None:
+        raise ConfigError("other data needs the name of its data source (source=...)")
+    if source is not None:
+        bundle = _sweep_other_data(sweep, parts, other if other is not None else other_data(sweep.data, source, dict(data_params or {})), bundle)
+        data = {"name": bundle.name, "source": {"name": source, "params": dict(data_params or {})}, "trained_on": first["data"]["name"], "views": first["data"].get("views", [])}
+        data.update(sizes={n: len(s) for n, s in bundle.splits.items()}, split=split)
+        if TEXT_CONTEXTUAL in bundle.meta:
+            data[TEXT_CONTEXTUAL] = bool(bundle.meta[TEXT_CONTEXTUAL])
+    else:
+        bundle = bundle if bundle is not None else load_sweep_data(sweep)
+        data = {**first["data"], "split": split}
+        if data_params:
+            bundle = evaluation_data(sweep, bundle, data_params)
+            data.update(sizes={n: len(s) for n, s in bundle.splits.items()}, data_params=dict(data_params))
+        for run, part in parts:
+            _check_trained_on(run, part, bundle)
     target = bundle[split]
-    data[FINGERPRINTS] = split_fingerprints(bundle, [*(first["data"].get(FINGERPRINTS) or {}), split])
+    if not target.labelled:
+        raise ConfigError(f"split '{split}' of data '{bundle.name}' has no labels: a sweep scores its models at each missing rate, which needs them")
+    recorded = [] if source is not None else list(first["data"].get(FINGERPRINTS) or {})
+    data[FINGERPRINTS] = split_fingerprints(bundle, [*recorded, split])
     evaluated = []
     for run, part in parts:
         per_seed = {
@@ -708,6 +740,47 @@ def evaluate_sweep(
         evaluated.append((run, {"config": part["config"], "per_seed": per_seed}))
     per_seed, config = _pool(evaluated)
     return _write_sweep(out_dir, per_seed, config, first["rates"], data, overwrite=overwrite)
+
+
+def _sweep_other_data(config: MissingSweepConfig, parts: Sequence[tuple[Path, dict[str, Any]]], other: DataBundle, trained: DataBundle | None) -> DataBundle:
+    """``other`` through the sweeps' views (:func:`views_on_other_data`), checked to be data their checkpoints can be
+    applied to: as the data they were trained on (``trained``, default: read from the config; refused when it cannot
+    be read or is not the data they were trained on), see :func:`check_same_data`."""
+    run = parts[0][0]
+    if trained is None:
+        try:
+            trained = load_sweep_data(config)
+        except (ConfigError, DataError) as exc:
+            raise ConfigError(
+                f"{run}: the data these checkpoints were trained on cannot be read ({exc}); it is needed to check that the other data "
+                "was made the same way, and for the statistics of a standardize view"
+            ) from None
+    for path, part in parts:
+        _check_trained_on(path, part, trained)
+    bundle = views_on_other_data(config, other, trained)
+    check_same_data(data_record(trained), bundle, run / "results.json")  # the sweeps share their data (_read_sweeps)
+    return bundle
+
+
+def views_on_other_data(config: MissingSweepConfig, other: DataBundle, trained: DataBundle) -> DataBundle:
+    """``other`` through the sweep's views in order, as its training data (``trained``, already through them) went:
+    a ``standardize`` view scales with the statistics of the training data, not of ``other``'s own train split; a
+    view that cannot apply names itself (e.g. ``natural_missing_text`` on data that does not miss text by nature).
+    The result is checked as the sweep's own data was (:func:`check_text_features`)."""
+    statistics = list(trained.meta.get(STANDARDIZED, []))  # type: ignore[call-overload]
+    bundle = other
+    for index, view in enumerate(config.views):
+        params = dict(view.params)
+        if view.name == "standardize":
+            if not statistics:
+                raise ConfigError(f"the training data '{trained.name}' was not standardised as views.{index} says: give it through the sweep's views")
+            params["statistics"] = statistics.pop(0)
+        try:
+            bundle = VIEWS[view.name](bundle, **params)
+        except (ConfigError, DataError) as exc:
+            raise ConfigError(f"views.{index} ({view.name}) of the sweep, applied to data '{other.name}': {exc}") from None
+    check_text_features(config, bundle)
+    return bundle
 
 
 def _only_models(run: Path, part: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
@@ -760,8 +833,13 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
             "**Contextual text features** (allow_contextual_text): a dropped token's vector is zeroed, but the kept vectors "
             "were computed from the whole text, so the text is not fully removed; these curves overstate robustness to missing text.\n"
         )
+    if "trained_on" in results["data"]:
+        given = results["data"].get("source", {})
+        params = f" with {given['params']}" if given.get("params") else ""
+        views = f", through the sweep's views {results['data']['views']}" if results["data"].get("views") else ""
+        lines.append(f"**Other data**: models trained on '{results['data']['trained_on']}', evaluated on data source '{given.get('name')}'{params}{views}.\n")
     role = {"train": "trained", config.train.valid_split: "selected"}.get(results["data"].get("split"))
-    if role:
+    if role and "trained_on" not in results["data"]:
         lines.append(f"**Not a test result**: evaluated on the '{results['data']['split']}' split, the one the models were {role} on.\n")
     if results["data"].get("data_params"):
         lines.append(f"Evaluated with the data parameters {results['data']['data_params']} changed (training and validation data unchanged).\n")

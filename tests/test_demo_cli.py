@@ -131,3 +131,34 @@ def test_a_run_stopped_by_sigterm_does_not_exit_as_a_success(monkeypatch: pytest
     with pytest.raises(SystemExit) as info:
         cli.main()
     assert info.value.code == 0  # other exits pass through
+
+
+def test_configs_are_read_and_checked_without_importing_lightning(tmp_path: Path) -> None:
+    """A typo in a config is reported within a few seconds: reading and checking every kind of config (each
+    component's name and parameters) and importing the modules the commands start with load neither Lightning (with
+    torchmetrics, about 4 s) nor scikit-learn (about 2 s); they are imported when a model trains or is scored."""
+    configs = {
+        "load_config": "data: {name: synthetic}\nbackbone: {name: tfn, params: {hiden: 8}}\n",
+        "load_protocol_config": "data: {name: synthetic}\nbackbone: {name: lf_dnn, params: {hiden: 8}}\n",
+        "load_sweep_config": "data: {name: synthetic}\nmodels: {a: {name: lnln, params: {w_tsk: 1}}}\n",
+    }
+    for name, text in configs.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    code = """
+import sys
+import robustmsa.cli, robustmsa.experiment, robustmsa.evaluation.mid_protocol
+from robustmsa.config import load_config
+from robustmsa.errors import ConfigError
+from robustmsa.evaluation.clue_protocol import load_protocol_config
+from robustmsa.evaluation.missing_protocol import load_sweep_config
+for load in (load_config, load_protocol_config, load_sweep_config):
+    try:
+        load(load.__name__ + ".yaml")
+    except ConfigError as exc:
+        print("refused:", exc)
+print("heavy:", sorted(m for m in ("lightning", "torchmetrics", "sklearn") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("refused:") == 3 and "'hiden'" in done.stdout and "'w_tsk'" in done.stdout
+    assert "heavy: []" in done.stdout

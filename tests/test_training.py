@@ -174,7 +174,7 @@ def test_a_classifier_with_one_class_in_train_is_refused_before_training() -> No
 
 
 def test_monitor_and_hardware_settings_are_checked_before_training(toy_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
-    from robustmsa.training import fit as fit_module
+    import lightning
 
     method = Supervised(LFDNN(toy_bundle.dims(), toy_bundle.task, hidden=8))
     with pytest.raises(ConfigError, match=r"monitor 'bogus' is not a metric of a regression task \(mosi metrics\); choose one of \['Has0_acc_2'"):
@@ -184,9 +184,9 @@ def test_monitor_and_hardware_settings_are_checked_before_training(toy_bundle, m
     for monitor, mode in (("MAE", "max"), ("Corr", "min")):
         with pytest.raises(ConfigError, match=rf"monitor_mode '{mode}' with monitor '{monitor}' would keep the worst checkpoint"):
             fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, monitor=monitor, monitor_mode=mode))
-    real_trainer = fit_module.L.Trainer
+    real_trainer = lightning.Trainer
     calls = []
-    monkeypatch.setattr(fit_module.L, "Trainer", lambda **kw: calls.append(kw) or real_trainer(**kw))
+    monkeypatch.setattr(lightning, "Trainer", lambda **kw: calls.append(kw) or real_trainer(**kw))
     with pytest.raises(ConfigError, match=r"train settings accelerator='tpuz'.*invalid accelerator name"):
         fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False, accelerator="tpuz"))
     assert len(calls) == 1 and "callbacks" not in calls[0]  # only the settings check was built: nothing trained

@@ -18,7 +18,8 @@ to [-1, 1], then binned, each bin closed on the right:
 * ``Mult_acc_5``: [-1, -0.7], (-0.7, -0.1], (-0.1, 0.1], (0.1, 0.7], (0.7, 1];
 * ``MAE``, ``Corr`` on the clipped values.
 
-F1 scores are weighted F1 computed as scikit-learn defines it, truth first.
+F1 scores are weighted F1 computed as scikit-learn defines it, truth first. scikit-learn is imported by the
+functions that compute, so that reading a config (which imports this module) does not wait for it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score, fbeta_score, precision_recall_fscore_support, precision_score, recall_score
 
 from robustmsa.errors import ConfigError
 
@@ -38,9 +38,9 @@ REGRESSION_METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_scor
 SIMS_METRICS = ("Mult_acc_2", "F1_score", "Mult_acc_3", "Mult_acc_5", "MAE", "Corr")
 CLASSIFICATION_METRICS = ("Acc", "Precision", "Recall", "F1", "F0.5", "Macro_F1", "Weighted_F1")
 MULTILABEL_METRICS = ("Acc", "Micro_F1", "Macro_F1", "mAP")
-#: Inner bin edges of the SIMS class accuracies (bins closed on the right).
 #: Every metric name the toolkit computes (a leaf of that name is a metric wherever it appears in a result).
 METRIC_NAMES = frozenset(REGRESSION_METRICS + SIMS_METRICS + CLASSIFICATION_METRICS + MULTILABEL_METRICS)
+#: Inner bin edges of the SIMS class accuracies (bins closed on the right).
 SIMS_BINS = {"Mult_acc_2": (0.0,), "Mult_acc_3": (-0.1, 0.1), "Mult_acc_5": (-0.7, -0.1, 0.1, 0.7)}
 
 
@@ -82,6 +82,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def regression_metrics(pred: object, truth: object) -> dict[str, float]:
     """MMSA regression metrics of continuous sentiment predictions."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     p = _as_1d(pred, "pred")
     t = _as_1d(truth, "truth")
     if p.shape != t.shape or p.size == 0:
@@ -104,6 +106,8 @@ def regression_metrics(pred: object, truth: object) -> dict[str, float]:
 
 def sims_regression_metrics(pred: object, truth: object) -> dict[str, float]:
     """MMSA's CH-SIMS regression metrics (see module doc)."""
+    from sklearn.metrics import f1_score
+
     p = np.clip(_as_1d(pred, "pred"), -1.0, 1.0)
     t = np.clip(_as_1d(truth, "truth"), -1.0, 1.0)
     if p.shape != t.shape or p.size == 0:
@@ -125,6 +129,8 @@ def classification_metrics(pred: object, truth: object, num_classes: int | None 
     Macro_F1 and Weighted_F1 are reported for every task. F0.5 weighs precision
     higher than recall (model selection of routers).
     """
+    from sklearn.metrics import accuracy_score, f1_score, fbeta_score, precision_score, recall_score
+
     p = np.asarray(pred).reshape(-1).astype(np.int64)
     t = np.asarray(truth).reshape(-1).astype(np.int64)
     if p.shape != t.shape or p.size == 0:
@@ -149,6 +155,8 @@ def classification_metrics(pred: object, truth: object, num_classes: int | None 
 
 def per_class_scores(pred: object, truth: object, labels: list[int], beta: float = 1.0) -> dict[str, list[float]]:
     """Per-class precision, recall, F-beta and support (lists aligned with ``labels``), plus the confusion matrix (rows: truth)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     p = np.asarray(pred).reshape(-1).astype(np.int64)
     t = np.asarray(truth).reshape(-1).astype(np.int64)
     if p.shape != t.shape or p.size == 0:
@@ -163,6 +171,8 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, task: TaskSpec) -> dict[st
 
     ``pred`` is (N,) scores for regression and (N, C) class scores otherwise.
     """
+    from sklearn.metrics import f1_score
+
     if task.kind == "regression":
         task.check_signed(f"the {task.metric_set} metrics (Acc-2, F1, Acc-k)")
         return sims_regression_metrics(pred, truth) if task.metric_set == "sims" else regression_metrics(pred, truth)
@@ -184,6 +194,8 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, task: TaskSpec) -> dict[st
 def average_precisions(scores: object, truth: object) -> dict[int, float]:
     """Label index -> average precision of (N, K) scores against (N, K) 0/1 truth, for labels with a positive sample
     (the others have no defined average precision)."""
+    from sklearn.metrics import average_precision_score
+
     s = np.asarray(scores, dtype=np.float64)
     t = np.asarray(truth).astype(np.int64)
     if s.ndim != 2 or s.shape != t.shape or s.shape[0] == 0:

@@ -12,25 +12,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, check_selection_split, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.method import Method, check_required_extras
 from robustmsa.metrics import DEFAULT_MONITOR, LOWER_IS_BETTER, check_metric, task_metrics
 from robustmsa.training.distributed import launched_externally, quiet_loggers, run_in_processes
-from robustmsa.training.module import LR_SCHEDULES, MethodModule, OptimConfig
+
+if TYPE_CHECKING:
+    from robustmsa.training.module import MethodModule
+
+#: ``lr_schedule`` values (see :class:`TrainConfig`).
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -93,33 +95,6 @@ def seeded(seed: int) -> Iterator[None]:
             yield
         finally:
             np.random.set_state(np_state)
-
-
-class AtomicCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that writes to a temporary file and renames it into place."""
-
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        tmp = f"{filepath}.tmp-{os.getpid()}"
-        trainer.save_checkpoint(tmp, self.save_weights_only)
-        if trainer.is_global_zero:
-            os.replace(tmp, filepath)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-
-
-class _History(L.Callback):
-    """Per-epoch logged metrics, and ``lr/<phase>``: the learning rate each epoch trained with."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, list[float]] = {}
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for phase, optimizer in zip(pl_module.method.phases, trainer.optimizers):
-            self.values.setdefault(f"lr/{phase}", []).append(float(optimizer.param_groups[0]["lr"]))
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for key, value in trainer.callback_metrics.items():
-            self.values.setdefault(key, []).append(float(value))
 
 
 def load_checkpoint_state(path: Path) -> dict[str, Any]:
@@ -188,6 +163,8 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
     """
     valid_mode, metric, mode = check_fit(method, bundle, cfg)
     method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
+    from robustmsa.training.module import MethodModule, OptimConfig  # Lightning: imported when a model trains, not when a config is read
+
     config = {"train": asdict(cfg), "seed": seed, **(config or {})}
     optim = OptimConfig(cfg.lr, cfg.weight_decay, cfg.grad_clip, lr_schedule=cfg.lr_schedule, max_epochs=cfg.max_epochs)
     module = MethodModule(method, optim, valid_mode=valid_mode, config=config)
@@ -245,6 +222,11 @@ class _Outcome:
 
 def _train(job: _Job, rank: int = 0, world: int = 1) -> _Outcome:
     """The Lightning part of :func:`fit` (process ``rank`` of ``world``); the caller loads the weights it returns."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from robustmsa.training.module import AtomicCheckpoint, EpochHistory
+
     cfg = job.cfg
     # The processes of one run draw different dropout (and other training noise); the model they start from is the
     # caller's, the same in every process.
@@ -253,7 +235,7 @@ def _train(job: _Job, rank: int = 0, world: int = 1) -> _Outcome:
         checkpoint = AtomicCheckpoint(
             dirpath=job.root, filename="best", monitor=f"val/{job.metric}", mode=job.mode, save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False
         )
-        history = _History()
+        history = EpochHistory()
         callbacks: list[L.Callback] = [checkpoint, history, EarlyStopping(monitor=f"val/{job.metric}", mode=job.mode, patience=cfg.patience)]
         logger: Any = False
         if job.logs:
@@ -304,6 +286,7 @@ def _train(job: _Job, rank: int = 0, world: int = 1) -> _Outcome:
 
 def world_size(cfg: TrainConfig) -> int:
     """How many processes Lightning would train ``cfg`` with (ConfigError for settings it refuses)."""
+    import lightning as L
     from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 

@@ -8,6 +8,7 @@ their needs through ``training_loss``, ``phases`` and ``active_phases``.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -15,13 +16,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 from robustmsa.data.batch import Batch
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import task_metrics
-
-LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -125,3 +125,30 @@ class MethodModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["robustmsa"] = {"config": self.config, "method": self.method.extra_state()}
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes to a temporary file and renames it into place."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        tmp = f"{filepath}.tmp-{os.getpid()}"
+        trainer.save_checkpoint(tmp, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class EpochHistory(L.Callback):
+    """Per-epoch logged metrics, and ``lr/<phase>``: the learning rate each epoch trained with."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for phase, optimizer in zip(pl_module.method.phases, trainer.optimizers):
+            self.values.setdefault(f"lr/{phase}", []).append(float(optimizer.param_groups[0]["lr"]))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for key, value in trainer.callback_metrics.items():
+            self.values.setdefault(key, []).append(float(value))

@@ -265,6 +265,10 @@ def test_protocol_with_an_annealed_split(small: DataBundle, tmp_path) -> None:
     refused = config.model_copy(update={"train": config.train.model_copy(update={"monitor": "MAE"})})  # not a class metric
     with pytest.raises(ConfigError, match="monitor 'MAE' is not a metric of a classification task"):
         run_clue_protocol(refused, tmp_path / "run", bundle=small)
+    # parameter values the method refuses, its own and an ablation's, are named by field before anything is written
+    for change, field in (({"clue": {**config.clue, "fusion": "summ"}}, "clue"), ({"ablations": {"w/o fusion": {"fusion": "summ"}}}, "ablations.w/o fusion")):
+        with pytest.raises(ConfigError, match=rf"<config>: field '{field}': unknown fusion 'summ'; choose one of"):
+            run_clue_protocol(config.model_copy(update=change), tmp_path / "run", bundle=small)
     assert not (tmp_path / "run").exists()  # the annealed split is written once the checks passed, not before
     results = run_clue_protocol(config, tmp_path / "run", bundle=small)
     split = json.loads((tmp_path / "run" / "split.json").read_text())

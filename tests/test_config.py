@@ -116,6 +116,8 @@ def test_parse_pairs_yaml_values_and_errors() -> None:
     for bad in ("n_test", "=3"):
         with pytest.raises(ConfigError, match="--data expects KEY=VALUE"):
             parse_pairs([bad], "--data")
+    with pytest.raises(ConfigError, match="--data gives 'n_test' twice"):  # before: the last value was kept silently
+        parse_pairs(["n_test=4000", " n_test=40"], "--data")
 
 
 def test_data_source_errors_name_the_config_file_and_field(tmp_path: Path) -> None:

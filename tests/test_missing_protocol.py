@@ -353,7 +353,7 @@ def test_sweep_writes_results_report_and_plots(toy_bundle: DataBundle, tmp_path:
         evaluate_sweep([tmp_path / "sweep"], "test_od", tmp_path / "typo", bundle=toy_bundle)
 
 
-def test_sweep_checkpoints_evaluated_on_other_data(toy_bundle: DataBundle, tmp_path: Path) -> None:
+def test_sweep_checkpoints_evaluated_on_other_data(toy_bundle: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another data set with the same features: scored with the sweep's checkpoints, rates and masks; data the models
     cannot be applied to is refused before anything is written."""
     sweep_missing(MissingSweepConfig.model_validate(ONE_EPOCH_BASELINE), tmp_path / "sweep", seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
@@ -369,6 +369,12 @@ def test_sweep_checkpoints_evaluated_on_other_data(toy_bundle: DataBundle, tmp_p
     report = (tmp_path / "other" / "report.md").read_text()
     assert "**Other data**: models trained on 'toy', evaluated on data source 'toy_shifted'" in report
     assert "Not a test result" not in report  # the other data's train split is not the one the models were trained on
+    enabled = json.loads(json.dumps(out))
+    enabled["config"]["sensitivity"]["enabled"] = True  # evaluations never run the analysis, whatever the config says
+    assert "sweep-evaluate scores the checkpoints at the missing rates only" in sweep_report(enabled, "regression")
+    itself = evaluate_sweep(run, "train", tmp_path / "itself", bundle=toy_bundle, source="copy", other=toy_bundle)  # its own data under another name
+    assert itself["data"]["same_content_as"] == "train"
+    assert "the 'train' split evaluated holds the same samples as the 'train' split the models were trained on" in (tmp_path / "itself" / "report.md").read_text()
     unlabelled = MultimodalSplit([dataclasses.replace(s, label=None) for s in other["test"]], name="test", source="new", task=TaskSpec(), labelled=False)
     wide = DataBundle({"test": make_toy_split(20, "test", 7, dims=(16, 6, 4))}, TaskSpec(), name="wide")
     classes = DataBundle({"test": make_toy_split(20, "test", 7, task=TaskSpec(kind="classification", num_classes=2))}, TaskSpec(kind="classification", num_classes=2), name="two")
@@ -381,6 +387,16 @@ def test_sweep_checkpoints_evaluated_on_other_data(toy_bundle: DataBundle, tmp_p
             evaluate_sweep(run, "test", tmp_path / "refused", bundle=toy_bundle, source=data.name, other=data)
     with pytest.raises(ConfigError, match="needs the name of its data source"):
         evaluate_sweep(run, "test", tmp_path / "refused", bundle=toy_bundle, other=other)
+    # a folder whose results would be replaced, or a sweep's own folder: refused before any model is evaluated
+    from robustmsa.evaluation import missing_protocol
+
+    monkeypatch.setattr(missing_protocol, "evaluate_missing", None)
+    with pytest.raises(ConfigError, match=r"other[/\\]results.json already exists; choose another --out folder or pass --overwrite"):
+        evaluate_sweep(run, "test", tmp_path / "other", bundle=toy_bundle, source="toy_shifted", other=other)
+    (tmp_path / "s1").mkdir()
+    with pytest.raises(ConfigError, match="is the folder of a sweep"):  # its results.json would be replaced beside its checkpoints
+        evaluate_sweep([tmp_path / "s1"], "test", tmp_path / "sweep", bundle=toy_bundle, overwrite=True)
+    monkeypatch.undo()
     unreadable = _fake_sweep(tmp_path / "fake", {"plain": [0.6]})  # trained on data source 'toy', which is not registered
     with pytest.raises(ConfigError, match="the data these checkpoints were trained on cannot be read .*unknown dataset 'toy'"):
         evaluate_sweep([unreadable], "test", tmp_path / "refused", source="toy_shifted", other=other)
@@ -401,6 +417,8 @@ def test_other_data_goes_through_the_sweep_views_with_the_training_statistics(to
     assert not np.allclose(viewed["test"][3].audio, standardize(DataBundle({"train": other["test"]}, TaskSpec()), ["audio"])["train"][3].audio)
     with pytest.raises(ConfigError, match="was not standardised as views.0 says"):
         views_on_other_data(config, other, toy_bundle)
+    no_audio = DataBundle({"test": MultimodalSplit([dataclasses.replace(s, audio=None) for s in other["test"]], name="test", source="o", task=TaskSpec())}, TaskSpec(), name="o")
+    assert views_on_other_data(config, no_audio, trained)["test"][0].audio is None  # left to the backbone, which refuses such data
     natural = MissingSweepConfig.model_validate({**ONE_EPOCH_BASELINE, "views": [{"name": "natural_missing_text"}]})
     with pytest.raises(ConfigError, match=r"views.0 \(natural_missing_text\) of the sweep, applied to data 'o': .*no split misses its text"):
         views_on_other_data(natural, other, toy_bundle)

@@ -345,5 +345,7 @@ def parse_pairs(items: Sequence[str] | None, option: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{option} expects KEY=VALUE, got '{item}'")
+        if key.strip() in out:
+            raise ConfigError(f"{option} gives '{key.strip()}' twice; give each key once")
         out[key.strip()] = read_yaml(value, f"{option} {key.strip()}")
     return out

@@ -29,11 +29,16 @@ def ensure_folder(path: Path, option: str = "--out") -> Path:
     return path
 
 
+def check_out_dir(path: Path, overwrite: bool = False, marker: str = "results.json") -> None:
+    """Refuse (ConfigError) an output folder that already holds ``marker``, unless ``overwrite``: a command calls it
+    before its work, so that a result it could not write is not computed first."""
+    if (Path(path) / marker).exists() and not overwrite:
+        raise ConfigError(f"{Path(path) / marker} already exists; choose another --out folder or pass --overwrite")
+
+
 def prepare_out_dir(path: Path, overwrite: bool = False, marker: str = "results.json") -> Path:
     """Create ``path``; refuse (ConfigError) if it already holds ``marker`` and not ``overwrite``."""
-    path = Path(path)
-    if (path / marker).exists() and not overwrite:
-        raise ConfigError(f"{path / marker} already exists; choose another --out folder or pass --overwrite")
+    check_out_dir(path, overwrite, marker)
     return ensure_folder(path)
 
 

@@ -49,7 +49,7 @@ from robustmsa.method import scores_from_logits, target_of
 from robustmsa.metrics import LOWER_IS_BETTER, binary_accuracy, check_metric
 from robustmsa.models.base import Backbone
 from robustmsa.registry import BACKBONES, METHODS
-from robustmsa.training.fit import TrainConfig, fit, seeded
+from robustmsa.training.fit import TrainConfig, check_fit, fit, seeded
 
 FUSIONS = ("sum", "hm", "rubi")
 #: tau values tried by :meth:`DirectEffectDebiasing.calibrate`. The grid starts at the papers' tau = 1 (the whole
@@ -236,5 +236,16 @@ def train_debiased(
     Returns the trained method (tau set) and what calibration chose (``{'tau', 'split', 'metric', 'value'}``).
     """
     built = build_debiased(method, bundle, backbone_name, backbone_params, seed, **params)
-    fit(built, bundle, dataclasses.replace(train_cfg or TrainConfig(), valid_mode="te"), seed=seed)
+    fit(built, bundle, _selected_on_te(train_cfg), seed=seed)
     return built, built.calibrate(bundle)
+
+
+def check_debiased(method: str, bundle: DataBundle, backbone_name: str, backbone_params: Mapping[str, Any] | None = None, train_cfg: TrainConfig | None = None, **params: Any) -> None:
+    """What :func:`train_debiased` checks before it trains (the method's parameter values, the data, the training
+    settings), without training: a ConfigError."""
+    check_fit(build_debiased(method, bundle, backbone_name, backbone_params, 0, **params), bundle, _selected_on_te(train_cfg))
+
+
+def _selected_on_te(train_cfg: TrainConfig | None) -> TrainConfig:
+    """The training settings of a debiased model: its checkpoint is chosen by the total effect (TE) on validation."""
+    return dataclasses.replace(train_cfg or TrainConfig(), valid_mode="te")

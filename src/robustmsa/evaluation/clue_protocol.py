@@ -55,7 +55,7 @@ from robustmsa.data.ood_split import (
 )
 from robustmsa.debias.clue import CLUE
 from robustmsa.debias.counterfactual import collect_components
-from robustmsa.debias.direct_effect import train_debiased
+from robustmsa.debias.direct_effect import check_debiased, train_debiased
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import _save, markdown_table, plt, write_json, write_text_atomic
@@ -247,8 +247,14 @@ def run_clue_protocol(
     shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "case_study": [case_scheme, case_seed]}
     settings = {(scheme, seed): {**shared, "splits": split_fingerprints(views[scheme], views[scheme].splits), "scheme": scheme, "seed": seed} for scheme in schemes for seed in seeds}
     with config.naming_errors():  # a config unfit for the data fails before the folder is claimed
-        for data in views.values():
+        for scheme, data in views.items():
             check_fit(Supervised(BACKBONES.build(config.backbone.name, data.dims(), data.task, **config.backbone.params)), data, train_cfg)
+            variants = {config.method: config.params, **{f"ablations.{label}": {**config.params, **change} for label, change in config.method_ablations.items() if scheme in config.ablation_schemes}}
+            for field, params in variants.items():  # the method's parameter values too (a fusion it lacks), as it will train
+                try:
+                    check_debiased(config.method, data, config.backbone.name, config.backbone.params, train_cfg, **params)
+                except ConfigError as exc:
+                    raise ConfigError(f"field '{field}': {exc}") from None
     records = {key: out / f"seed_{key[1]}" / f"{key[0]}.json" for key in settings}
     rows = ("base", config.method)
     units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda row: check_numbers(row, *(f"{r}.{s}" for r in rows for s in ("iid", "ood"))))

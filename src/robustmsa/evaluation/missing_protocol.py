@@ -42,7 +42,7 @@ from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, check_numbers, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import PERCENT_METRICS, bar_plot, format_value, line_plot, markdown_table, write_json, write_text_atomic
 from robustmsa.experiment import build_method, check_same_data, data_record, other_data
-from robustmsa.folders import holds_output, prepare_out_dir
+from robustmsa.folders import check_out_dir, holds_output, prepare_out_dir
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import REGRESSION_METRICS, SIMS_METRICS, task_metrics
 from robustmsa.reconstruct.corruption import EVAL_RATES, corrupt_batch, drop_positions
@@ -222,6 +222,8 @@ def standardize(bundle: DataBundle, modalities: Sequence[str] = ("audio", "visio
         changes = {}
         for m, (mean, std) in stats.items():
             x = getattr(s, m)
+            if x is None:  # the data has no such modality: nothing to scale (a model that reads it refuses the data)
+                continue
             if x.shape[1] != mean.shape[0]:
                 raise DataError(source, m, f"sample '{s.id}' has {x.shape[1]} features; the standardisation statistics have {mean.shape[0]}")
             changes[m] = np.where(np.any(x != 0, axis=1, keepdims=True), (x - mean) / std, 0.0).astype(np.float32)
@@ -564,11 +566,15 @@ def sweep_config_of(results: dict[str, Any], source: Path | str = "<results.json
 _SHARED_SETTINGS = ("data", "views", "backbone", "train", "eval_split")
 
 
-def _read_sweeps(run_dirs: Sequence[Path], out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """``(folder, results.json)`` of sweeps run with the same data, backbone, training and rates (``out_dir``, where
-    the result goes, may not be one of them: it would replace that sweep's own results)."""
+def _read_sweeps(run_dirs: Sequence[Path], out_dir: Path, overwrite: bool) -> list[tuple[Path, dict[str, Any]]]:
+    """``(folder, results.json)`` of sweeps run with the same data, backbone, training and rates. ``out_dir``, where
+    the result goes, is checked first: it may not be one of them nor any sweep's folder (the result would replace
+    that sweep's results.json beside its checkpoints), nor hold results unless ``overwrite``."""
     if any(Path(run).resolve() == Path(out_dir).resolve() for run in run_dirs):
         raise ConfigError(f"--out {out_dir} is one of the --run folders; write the result into another folder")
+    if next(Path(out_dir).glob("seed_*/*/best.ckpt"), None) is not None:
+        raise ConfigError(f"--out {out_dir} is the folder of a sweep (it holds its checkpoints); write the result into another folder")
+    check_out_dir(out_dir, overwrite)
     parts: list[tuple[Path, dict[str, Any]]] = []
     for run in map(Path, run_dirs):
         path = run / "results.json"
@@ -590,13 +596,15 @@ RECORDED_LATER = ("best_valid", "epochs")
 
 #: ``data`` key of a sweep's results: the content fingerprints of the splits it trained, selected and tested on.
 FINGERPRINTS = "fingerprints"
+#: ``data`` key of the results of :func:`evaluate_sweep` (finished sweeps' checkpoints scored again): true.
+EVALUATED = "evaluated"
 
 
 def _data_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The keys of two results' ``data`` that disagree. Fingerprints are compared split by split where both sweeps
-    recorded them; a key that only one of them has and that older sweeps did not record (fingerprints, text_contextual)
-    is no difference, so sweeps run before those were recorded still combine with newer ones."""
-    optional = {FINGERPRINTS, TEXT_CONTEXTUAL}
+    recorded them; a key that only one of them has and that older sweeps did not record (fingerprints, text_contextual,
+    evaluated) is no difference, so sweeps run before those were recorded still combine with newer ones."""
+    optional = {FINGERPRINTS, TEXT_CONTEXTUAL, EVALUATED}
     differs = [k for k in dict.fromkeys([*a, *b]) if k != FINGERPRINTS and (a.get(k) != b.get(k) if k in a and k in b else k not in optional)]
     prints_a, prints_b = a.get(FINGERPRINTS) or {}, b.get(FINGERPRINTS) or {}
     return differs + [f"{FINGERPRINTS}.{name}" for name in prints_a if name in prints_b and prints_a[name] != prints_b[name]]
@@ -667,7 +675,7 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     The pooled results are re-aggregated (mean +- std over seeds) and written
     with the report and plots to ``out_dir``.
     """
-    parts = _read_sweeps(run_dirs, out_dir)
+    parts = _read_sweeps(run_dirs, out_dir, overwrite)
     per_seed, config = _pool(parts)
     first = parts[0][1]
     data = dict(first["data"])
@@ -704,7 +712,7 @@ def evaluate_sweep(
     (:func:`views_on_other_data`); recorded as ``data.source``.
     ``models``: evaluate these models only (default: every model of the runs).
     """
-    parts = _read_sweeps(run_dirs, out_dir)
+    parts = _read_sweeps(run_dirs, out_dir, overwrite)
     if models is not None:
         parts = [(run, _only_models(run, part, models)) for run, part in parts]
     _pool(parts)  # refuse an incomplete or ambiguous grid before evaluating anything
@@ -726,11 +734,17 @@ def evaluate_sweep(
             data.update(sizes={n: len(s) for n, s in bundle.splits.items()}, data_params=dict(data_params))
         for run, part in parts:
             _check_trained_on(run, part, bundle)
+    data[EVALUATED] = True
     target = bundle[split]
     if not target.labelled:
         raise ConfigError(f"split '{split}' of data '{bundle.name}' has no labels: a sweep scores its models at each missing rate, which needs them")
     recorded = [] if source is not None else list(first["data"].get(FINGERPRINTS) or {})
     data[FINGERPRINTS] = split_fingerprints(bundle, [*recorded, split])
+    if source is not None:  # other data whose split is, by content, the one the models were trained or selected on
+        trained_prints = first["data"].get(FINGERPRINTS) or {}
+        same = [name for name in ("train", sweep.train.valid_split) if trained_prints.get(name) == data[FINGERPRINTS][split]]
+        if same:
+            data["same_content_as"] = same[0]
     evaluated = []
     for run, part in parts:
         per_seed = {
@@ -759,14 +773,14 @@ def _sweep_other_data(config: MissingSweepConfig, parts: Sequence[tuple[Path, di
         _check_trained_on(path, part, trained)
     bundle = views_on_other_data(config, other, trained)
     check_same_data(data_record(trained), bundle, run / "results.json")  # the sweeps share their data (_read_sweeps)
+    check_text_features(config, bundle)
     return bundle
 
 
 def views_on_other_data(config: MissingSweepConfig, other: DataBundle, trained: DataBundle) -> DataBundle:
     """``other`` through the sweep's views in order, as its training data (``trained``, already through them) went:
     a ``standardize`` view scales with the statistics of the training data, not of ``other``'s own train split; a
-    view that cannot apply names itself (e.g. ``natural_missing_text`` on data that does not miss text by nature).
-    The result is checked as the sweep's own data was (:func:`check_text_features`)."""
+    view that cannot apply names itself (e.g. ``natural_missing_text`` on data that does not miss text by nature)."""
     statistics = list(trained.meta.get(STANDARDIZED, []))  # type: ignore[call-overload]
     bundle = other
     for index, view in enumerate(config.views):
@@ -779,7 +793,6 @@ def views_on_other_data(config: MissingSweepConfig, other: DataBundle, trained: 
             bundle = VIEWS[view.name](bundle, **params)
         except (ConfigError, DataError) as exc:
             raise ConfigError(f"views.{index} ({view.name}) of the sweep, applied to data '{other.name}': {exc}") from None
-    check_text_features(config, bundle)
     return bundle
 
 
@@ -838,9 +851,14 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
         params = f" with {given['params']}" if given.get("params") else ""
         views = f", through the sweep's views {results['data']['views']}" if results["data"].get("views") else ""
         lines.append(f"**Other data**: models trained on '{results['data']['trained_on']}', evaluated on data source '{given.get('name')}'{params}{views}.\n")
-    role = {"train": "trained", config.train.valid_split: "selected"}.get(results["data"].get("split"))
-    if role and "trained_on" not in results["data"]:
-        lines.append(f"**Not a test result**: evaluated on the '{results['data']['split']}' split, the one the models were {role} on.\n")
+    roles = {"train": "trained", config.train.valid_split: "selected"}
+    if "trained_on" not in results["data"]:
+        role = roles.get(results["data"].get("split"))
+        if role:
+            lines.append(f"**Not a test result**: evaluated on the '{results['data']['split']}' split, the one the models were {role} on.\n")
+    elif results["data"].get("same_content_as") in roles:
+        same = results["data"]["same_content_as"]
+        lines.append(f"**Not a test result**: the '{results['data']['split']}' split evaluated holds the same samples as the '{same}' split the models were {roles[same]} on.\n")
     if results["data"].get("data_params"):
         lines.append(f"Evaluated with the data parameters {results['data']['data_params']} changed (training and validation data unchanged).\n")
     lines.append("## Mean over missing rates\n")
@@ -868,7 +886,9 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
             lines.append(f"\nWhat {name} estimates from the corrupted input, mean over the samples (target: what it is trained towards; error: mean |estimate - target|):\n")
             lines.append(markdown_table(agg["estimates"], list(next(iter(agg["estimates"].values()))), row_header="r"))
     seed, analysed = _sensitivity_results(results)
-    if config.sensitivity.enabled and seed is None:
+    if config.sensitivity.enabled and seed is None and results["data"].get(EVALUATED):
+        lines.append("\nNo sentiment-clue sensitivity analysis here: sweep-evaluate scores the checkpoints at the missing rates only (the analysis is in the sweep's own report).\n")
+    elif config.sensitivity.enabled and seed is None:
         lines.append(
             "\nNo sentiment-clue sensitivity analysis here: it runs on the models of the config's first seed (or "
             "sensitivity.seed), which this run did not train; sweep-combine with that seed's run shows it.\n"

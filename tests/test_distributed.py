@@ -191,6 +191,26 @@ def test_the_processes_end_with_their_caller_and_failures_are_reported(tmp_path:
 
         with pytest.raises(mp.ProcessRaisedException, match=r"ValueError: bug in process 1 of 2"):
             run_in_processes(workers_for_test.fail, None, 2, cpu_threads=False)
+        # Ctrl-C while the processes are being started (torch has not returned them yet): they are ended too
+        import multiprocessing
+
+        from robustmsa.training import distributed
+
+        start = distributed.mp.start_processes
+
+        def interrupted(*args: object, **kwargs: object) -> None:
+            start(*args, **kwargs)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(distributed.mp, "start_processes", interrupted)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run_in_processes(workers_for_test.sleep_and_report, str(tmp_path), 2, cpu_threads=False)
+            assert not multiprocessing.active_children()
+        finally:
+            for child in multiprocessing.active_children():  # not left sleeping if the assertion failed
+                child.kill()
+        monkeypatch.undo()
     finally:
         sys.path.remove(str(tmp_path))
     # A script without a main guard: each process re-runs it and stops in start-up, before it reads its job. The

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -70,8 +71,10 @@ def run_in_processes(fn: Callable[[Any, int, int], Any], job: Any, world: int, *
         job_file = Path(folder) / "job.pickle"
         job_file.write_bytes(payload)
         args = (fn, str(job_file), world, find_free_network_port(), [str(p) for p in loaded_plugin_files()], threads, messages)
-        processes = mp.start_processes(_worker, args=args, nprocs=world, join=False, start_method="spawn")
+        earlier = set(multiprocessing.active_children())
+        processes = None
         try:
+            processes = mp.start_processes(_worker, args=args, nprocs=world, join=False, start_method="spawn")
             while not processes.join(timeout=0.2):
                 _drain(messages, received)  # a process blocks on a full pipe until its message is read
         except mp.ProcessRaisedException:
@@ -87,10 +90,12 @@ def run_in_processes(fn: Callable[[Any, int, int], Any], job: Any, world: int, *
                 "guard the script's top level with `if __name__ == '__main__':`, since every training process imports it"
             ) from None
         finally:  # also on Ctrl-C / SIGTERM: no process outlives the call, none is left waiting in a collective
-            for process in processes.processes:
+            # (interrupted while they were being started, the processes are found as this process's new children)
+            started = processes.processes if processes is not None else [p for p in multiprocessing.active_children() if p not in earlier]
+            for process in started:
                 if process.is_alive():
                     process.kill()
-            for process in processes.processes:
+            for process in started:
                 process.join()
     _drain(messages, received)
     return next(value for kind, value in received if kind == "result")

@@ -149,7 +149,10 @@ run_in_processes(workers_for_test.sleep_and_report, {folder!r}, 2, cpu_threads=T
 """
 
 INTERRUPTED = """
+import signal
 import sys
+# Ctrl-C as in a terminal, also where the tests run as a background job of a shell (which starts them ignoring SIGINT)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {folder!r})
 import workers_for_test
 from robustmsa.training.distributed import run_in_processes

@@ -75,8 +75,19 @@ def test_data_the_models_cannot_be_applied_to_is_refused_before_anything_is_writ
     classes = TaskSpec(kind="classification", num_classes=2, label_range=None, class_names=("neg", "pos"))
     with pytest.raises(ConfigError, match=r"trained for regression in \[-3.0, 3.0\] \(mosi metrics\); data 'cls' is classification over \['neg', 'pos'\]"):
         evaluate_run(toy_run, data=DataBundle({"test": make_toy_split(10, "c", 3, task=classes)}, classes, name="cls"))
-    with pytest.raises(ConfigError, match="made with text_contextual = False; those of data 'bert' were made with True: .*give its text_contextual=false if they are not"):
+    with pytest.raises(ConfigError, match="made with text_contextual = False; those of data 'bert' were made with True: make them as the training data's were$"):
         evaluate_run(toy_run, data=_other("bert", **{TEXT_CONTEXTUAL: True}), predictions=tmp_path / "p")
+    # an MMSA pickle that does not record how its features were made is read as BERT features: the error says it assumed
+    write_mmsa_pickle(_other("plain"), tmp_path / "plain.pkl")
+    raw = pickle.loads((tmp_path / "plain.pkl").read_bytes())
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps({name: {k: v for k, v in split.items() if k != "features_made_with"} for name, split in raw.items()}))
+    with pytest.raises(ConfigError, match=r"were made with True: make them as the training data's were \(assumed: the file does not record it; .*text_contextual=false"):
+        evaluate_run(toy_run, data=read_mmsa_pickle(tmp_path / "plain.pkl"), predictions=tmp_path / "p")
+    from robustmsa.evaluation.missing_protocol import MissingSweepConfig, check_text_features
+
+    sweep = MissingSweepConfig.model_validate({"data": {"name": "toy"}, "models": {"a": {"name": "missing_robust"}}})
+    with pytest.raises(ConfigError, match=r"data 'plain' has contextual text features \(the file does not record it; .*text_contextual=false"):
+        check_text_features(sweep, read_mmsa_pickle(tmp_path / "plain.pkl"))
     no_audio = [dataclasses.replace(s, audio=None) for s in make_toy_split(10, "n", 3)]
     with pytest.raises(ConfigError, match="needs modalities \\['text', 'audio', 'vision'\\]; the data has no \\['audio'\\]"):
         evaluate_run(toy_run, data=DataBundle({"test": MultimodalSplit(no_audio, name="test", source="x", task=TaskSpec())}, TaskSpec(), name="silent"))

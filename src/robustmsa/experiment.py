@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from robustmsa.config import ComponentConfig, ExperimentConfig, dump_config, parse_config
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, features_made_with
+from robustmsa.data.dataset import ASSUMED, DataBundle, features_made_with
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
@@ -97,9 +97,8 @@ def check_same_data(record: object, bundle: DataBundle, model: str | Path) -> No
     trained_features = record.get("features", {})
     for key, value in now["features"].items():
         if key in trained_features and trained_features[key] != value:
-            hint = ""
-            if key == TEXT_CONTEXTUAL and value:
-                hint = " (an MMSA pickle without the features_made_with record is read as contextual BERT features: give its text_contextual=false if they are not)"
+            assumed = (bundle.meta.get(ASSUMED) or {}).get(key)  # type: ignore[attr-defined]
+            hint = f" (assumed: {assumed})" if assumed else ""
             raise ConfigError(
                 f"{model}: the model was trained on features made with {key} = {trained_features[key]!r}; those of data '{bundle.name}' "
                 f"were made with {value!r}: make them as the training data's were{hint}"

@@ -231,6 +231,10 @@ def _validate_label(s: Sample, source: str, task: TaskSpec) -> None:
 #: unknown). The missing-rate protocol zeroes token vectors, which removes a word only from static features.
 TEXT_CONTEXTUAL = "text_contextual"
 
+#: ``DataBundle.meta`` key: ``{meta key: why}`` for values a reader assumed instead of reading them from the data
+#: (e.g. contextual text for an MMSA file that does not say), so that an error about such a value can say so.
+ASSUMED = "assumed"
+
 
 def features_made_with(meta: Mapping[str, object]) -> dict[str, object]:
     """What a bundle's meta says of how its features were made (what a model trained on them depends on): text encoder,

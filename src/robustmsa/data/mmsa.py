@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, default_metric_set, features_made_with, limited
+from robustmsa.data.dataset import ASSUMED, TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, default_metric_set, features_made_with, limited
 from robustmsa.data.safe_pickle import safe_load
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.features.cache import atomic_write
@@ -116,8 +116,9 @@ def read_mmsa_pickle(
         if not isinstance(text_contextual, bool):
             raise ConfigError(f"mmsa: 'text_contextual' must be true or false, got {text_contextual!r}")
         meta[TEXT_CONTEXTUAL] = text_contextual
-    elif float_text:
-        meta.setdefault(TEXT_CONTEXTUAL, True)  # MMSA's released 'text' features are BERT hidden states
+    elif float_text and TEXT_CONTEXTUAL not in meta:
+        meta[TEXT_CONTEXTUAL] = True
+        meta[ASSUMED] = {TEXT_CONTEXTUAL: "the file does not record it; MMSA's released 'text' features are BERT hidden states: give the data parameter text_contextual=false if these are not"}
     return DataBundle(splits, task, name=path.stem, meta=meta)
 
 

@@ -37,7 +37,7 @@ from pydantic import Field, StrictBool, ValidationInfo, field_validator
 
 from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, PluginConfig, Seeds, TrainSection, _Strict, checked, load_config, parse_config
 from robustmsa.data.batch import Sample, collate
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, make_loader
+from robustmsa.data.dataset import ASSUMED, TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, check_numbers, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import PERCENT_METRICS, bar_plot, format_value, line_plot, markdown_table, write_json, write_text_atomic
@@ -393,8 +393,9 @@ def check_text_features(config: MissingSweepConfig, bundle: DataBundle) -> None:
     a linear probe on what survives at r = 1.0 scores the sentiment as well as on the complete text. The sweep
     would then measure robustness to a corruption that removes no information."""
     if bundle.meta.get(TEXT_CONTEXTUAL) and not config.allow_contextual_text:
+        assumed = (bundle.meta.get(ASSUMED) or {}).get(TEXT_CONTEXTUAL)  # type: ignore[attr-defined]
         raise ConfigError(
-            f"data '{bundle.name}' has contextual text features ({bundle.meta.get('text_encoder', 'e.g. BERT / MiniLM hidden states')}): "
+            f"data '{bundle.name}' has contextual text features ({assumed or bundle.meta.get('text_encoder', 'e.g. BERT / MiniLM hidden states')}): "
             "zeroing a dropped token's vector leaves its information in the kept tokens, [CLS] and [SEP], so the text "
             "would not really be missing. Use static word features (data parameter text_encoder: static; the CMU "
             "GloVe features), or set allow_contextual_text: true in the sweep config to run the feature-level protocol anyway"

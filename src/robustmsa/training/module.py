@@ -1,9 +1,10 @@
-"""The one Lightning module family: trains any :class:`~robustmsa.method.Method`.
+"""The one Lightning module family: trains any :class:`~robustmsa.method.Method`; and the callbacks :func:`~robustmsa.training.fit.fit` uses.
 
 Single-phase methods use Lightning's automatic optimisation; methods that
 declare several phases (alternating optimisation) get one optimiser per phase
 and manual optimisation. Nothing method-specific lives here: methods express
-their needs through ``training_loss``, ``phases`` and ``active_phases``.
+their needs through ``training_loss``, ``phases`` and ``active_phases``. The Lightning classes live here;
+:mod:`robustmsa.training.fit` imports this module when a model trains, so reading a config does not wait for Lightning.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ from robustmsa.method import Method
 from robustmsa.training.fit import TrainConfig, evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("text_only", "lf_dnn", "tfn", "ef_lstm", "lmf", "mult", "misa", "self_mm", "mag", "text_centric")
+MODELS = ("text_only", "lf_dnn", "tfn", "ef_lstm", "lmf", "mfn", "mult", "misa", "mmim", "self_mm", "mag", "text_centric")
 METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Mult_acc_7", "MAE", "Corr")
 BATCH = 32
 
@@ -184,9 +184,13 @@ def merge_runs(folders: Sequence[Path]) -> dict[str, Any]:
             if name in models:
                 raise ConfigError(f"{folder}/backbones.json: model '{name}' is in two runs")
             models[name] = row
+    return {**runs[0], "models": ordered(models), "merged_from": [str(f) for f in folders]}
+
+
+def ordered(models: dict[str, Any]) -> dict[str, Any]:
+    """Rows ordered as :data:`MODELS`, plain rows first, then ``+ CLUE`` rows (others last, as they came)."""
     order = [*MODELS, *(f"{m} + CLUE" for m in MODELS)]
-    ranked = sorted(models, key=lambda n: order.index(n) if n in order else len(order))
-    return {**runs[0], "models": {n: models[n] for n in ranked}, "merged_from": [str(f) for f in folders]}
+    return {n: models[n] for n in sorted(models, key=lambda n: order.index(n) if n in order else len(order))}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -245,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             train_cfg = dataclasses.replace(train_cfg, max_epochs=args.epochs or 2)
         label = f"{name} + CLUE" if clue else name
         start = time.perf_counter()
-        data["models"][label] = run_model(config, bundle, train_cfg, seeds, clue)
+        data["models"] = ordered({**data["models"], label: run_model(config, bundle, train_cfg, seeds, clue)})
         agg = data["models"][label]["aggregate"]
         print(f"{label}: IID Acc-2 {agg['iid']['Has0_acc_2']['mean']:.3f}, OOD Acc-2 {agg['ood']['Has0_acc_2']['mean']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
         write_json(out / "backbones.json", data)

@@ -33,6 +33,8 @@ SMALL: dict[str, dict] = {
     "self_mm": {"text_hidden": 16, "av_hidden": 8, "fusion_hidden": 16, "text_post": 16, "av_post": 8},
     "mag": {"dim": 16, "heads": 2, "layers": 1},
     "text_centric": {"dim": 16, "heads": 2, "av_tokens": 4, "levels": 2},
+    "mfn": {"text_hidden": 8, "audio_hidden": 4, "vision_hidden": 4, "mem_dim": 8, "attn_hidden": 16, "mem_hidden": 16, "gate_hidden": 16, "hidden": 16},
+    "mmim": {"text_hidden": 16, "av_hidden": 8, "av_out": 8, "hidden": 16},
 }
 NAMES = sorted(SMALL)
 REGRESSION = TaskSpec()

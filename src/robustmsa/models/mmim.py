@@ -38,8 +38,8 @@ Simplifications and deviations, each on purpose:
   collapse y to a predictable constant; with it, shrinking y costs log-variance. ``entropy=False`` drops the term.
 * log q(y | x) is the full Gaussian log-density including -1/2 logvar and -1/2 log(2 pi) (the reference code keeps
   only the quadratic term, which gives the variance network no maximum-likelihood fit: it is then rewarded for
-  ever larger variances). logvar goes through tanh, i.e. variances in [1/e, e] (the reference code has such a
-  setting, "mmilb_last_activation", that its estimator does not apply), so that the bound stays finite: with an unbounded variance, a target dimension that
+  ever larger variances). logvar goes through tanh, i.e. variances in [1/e, e] (the reference configs name a tanh
+  "mmilb_last_activation"), so that the bound stays finite: with an unbounded variance, a target dimension that
   collapses to a constant would earn an unbounded log-likelihood.
 * Both stages in every step with one optimiser; the paper's reference code runs a whole epoch of stage 1 (its own
   Adam) before each epoch of stage 2, and in stage 2 uses the estimators as updated by stage 1, while here the

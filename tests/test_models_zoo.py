@@ -34,6 +34,20 @@ SMALL: dict[str, dict] = {
     "mag": {"dim": 16, "heads": 2, "layers": 1},
     "text_centric": {"dim": 16, "heads": 2, "av_tokens": 4, "levels": 2},
     "mfn": {"text_hidden": 8, "audio_hidden": 4, "vision_hidden": 4, "mem_dim": 8, "attn_hidden": 16, "mem_hidden": 16, "gate_hidden": 16, "hidden": 16},
+    "graph_mfn": {
+        "text_hidden": 8,
+        "audio_hidden": 4,
+        "vision_hidden": 4,
+        "mem_dim": 8,
+        "attn_hidden": 16,
+        "vertex_dim": 4,
+        "tau_dim": 8,
+        "graph_hidden": 8,
+        "efficacy_hidden": 8,
+        "mem_hidden": 16,
+        "gate_hidden": 16,
+        "hidden": 16,
+    },
     "mmim": {"text_hidden": 16, "av_hidden": 8, "av_out": 8, "hidden": 16},
 }
 NAMES = sorted(SMALL)

@@ -33,6 +33,11 @@ reach the cells so that whatever the padding holds cannot leak into gradients.
 
 Simplifications: the DMAN window is fixed at the paper's two steps (t-1, t);
 no input normalisation (like the paper); the cells start from zero states.
+
+The recurrence lives in :class:`MemoryRecurrence`, whose hook
+:meth:`~MemoryRecurrence.memory_input` says what the gated memory reads (here
+ĉ itself); Graph-MFN (:mod:`robustmsa.models.graph_mfn`) reuses everything
+else and replaces only that step with its Dynamic Fusion Graph.
 """
 
 from __future__ import annotations
@@ -47,8 +52,107 @@ from robustmsa.models.base import Backbone, Output, mlp
 from robustmsa.registry import BACKBONES
 
 
+class MemoryRecurrence(Backbone):
+    """What MFN and Graph-MFN share: the System of LSTMs, the DMAN, the multi-view gated memory, the state freezing at
+    masked steps and the output head over [h_t(T); h_a(T); h_v(T); u_T] (see the module docstring).
+
+    The step between the DMAN and the memory is :meth:`memory_input`: what the gated memory reads, of width
+    ``fused_dim``, computed from the attended memories ĉ. Here (MFN) it is ĉ itself; Graph-MFN overrides it with its
+    Dynamic Fusion Graph. ``trace_widths`` names the per-step tensors that the steps return (name -> width); they
+    reach ``Output.extras`` as (B, L, width), zero at masked steps.
+    """
+
+    def __init__(
+        self,
+        dims: dict[str, int],
+        task: TaskSpec,
+        widths: dict[str, int],
+        mem_dim: int,
+        attn_hidden: int,
+        mem_hidden: int,
+        gate_hidden: int,
+        hidden: int,
+        dropout: float,
+        fused_dim: int,
+    ) -> None:
+        super().__init__(dims, task)
+        self.widths = {m: widths[m] for m in self.modalities}
+        self.cells = nn.ModuleDict({m: nn.LSTMCell(dims[m], self.widths[m]) for m in self.modalities})
+        self.mem_dim = mem_dim
+        window = 2 * sum(self.widths.values())  # c^[t-1,t]
+        self.attention = mlp(window, attn_hidden, window, dropout)  # D_a
+        self.proposal = mlp(fused_dim, mem_hidden, mem_dim, dropout)  # D_u
+        self.retain_gate = mlp(fused_dim + mem_dim, gate_hidden, mem_dim, dropout)  # D_γ1
+        self.update_gate = mlp(fused_dim + mem_dim, gate_hidden, mem_dim, dropout)  # D_γ2
+        self.head = mlp(sum(self.widths.values()) + mem_dim, hidden, self.out_dim, dropout)
+        self.trace_widths: dict[str, int] = {"dman_attention": window}
+
+    def memory_input(self, attended: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """What the gated memory reads, from the attended memories ĉ (B, 2C), and this step's traces (name -> (B, width)
+        as declared in ``trace_widths``). MFN: ĉ itself, no traces."""
+        return attended, {}
+
+    def step(self, c_prev: Tensor, c_new: Tensor, memory: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """One DMAN + fusion + gated-memory update from the concatenated LSTM memories (B, C) before and after a step and
+        the memory u_{t-1} (B, mem_dim); returns u_t and the step's traces: the DMAN weights over c^[t-1,t] (B, 2C) as
+        ``dman_attention`` and those of :meth:`memory_input`."""
+        window = torch.cat([c_prev, c_new], dim=-1)
+        weights = torch.softmax(self.attention(window), dim=-1)
+        fused, traces = self.memory_input(window * weights)
+        both = torch.cat([fused, memory], dim=-1)
+        retain = torch.sigmoid(self.retain_gate(both))
+        update = torch.sigmoid(self.update_gate(both))
+        return retain * memory + update * torch.tanh(self.proposal(fused)), {"dman_attention": weights, **traces}
+
+    def memory_step(self, c_prev: Tensor, c_new: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """One DMAN + gated-memory update from the concatenated LSTM memories (B, C) before and after a step and the
+        memory u_{t-1} (B, mem_dim); returns (u_t, the attention weights over c^[t-1,t] (B, 2C)): :meth:`step` without
+        the other traces."""
+        new, traces = self.step(c_prev, c_new, memory)
+        return new, traces["dman_attention"]
+
+    def run(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor, dict[str, Tensor]]:
+        """Run the System of LSTMs and the memory over (B, L, D_m) ``inputs`` (one per modality, on a shared time axis).
+
+        At a step where the (B, L) bool ``mask`` is False a sample's h, c and u are left as they are. Returns the final
+        hidden states h_m (B, H_m), cell states c_m (B, H_m), the memory u (B, mem_dim) and the traces of every step
+        (name -> (B, L, width), see ``trace_widths``), zero at masked steps."""
+        keep = mask.unsqueeze(-1)
+        inputs = {m: inputs[m].masked_fill(~keep, 0.0) for m in self.modalities}  # padding never reaches a cell
+        size, steps = mask.shape
+        ref = inputs["text"]
+        h = {m: ref.new_zeros(size, self.widths[m]) for m in self.modalities}
+        c = {m: ref.new_zeros(size, self.widths[m]) for m in self.modalities}
+        memory = ref.new_zeros(size, self.mem_dim)
+        traces = {name: [ref.new_zeros(size, 0, width)] for name, width in self.trace_widths.items()}
+        for t in range(steps):
+            real = keep[:, t]  # (B, 1): False freezes the sample's state
+            new = {m: self.cells[m](inputs[m][:, t], (h[m], c[m])) for m in self.modalities}
+            c_prev = torch.cat([c[m] for m in self.modalities], dim=-1)
+            c_new = torch.cat([new[m][1] for m in self.modalities], dim=-1)
+            new_memory, step_traces = self.step(c_prev, c_new, memory)
+            h = {m: torch.where(real, new[m][0], h[m]) for m in self.modalities}
+            c = {m: torch.where(real, new[m][1], c[m]) for m in self.modalities}
+            memory = torch.where(real, new_memory, memory)
+            for name, value in step_traces.items():
+                traces[name].append((value * real.to(value.dtype)).unsqueeze(1))
+        return h, c, memory, {name: torch.cat(values, dim=1) for name, values in traces.items()}
+
+    def recur(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor, Tensor]:
+        """:meth:`run` returning, of the traces, the DMAN weights (B, L, 2 sum H_m) only (zero at masked steps): the final
+        hidden states h_m (B, H_m), cell states c_m (B, H_m), the memory u (B, mem_dim) and those weights."""
+        h, c, memory, traces = self.run(inputs, mask)
+        return h, c, memory, traces["dman_attention"]
+
+    def forward(self, batch: Batch) -> Output:
+        inputs = {m: batch.text if m == "text" else align_to_text(batch, m) for m in self.modalities}  # (B, Lt, D_m)
+        h, _, memory, traces = self.run(inputs, batch.mask("text"))
+        fused = torch.cat([h[m] for m in self.modalities] + [memory], dim=-1)
+        return Output(logits=self.head(fused), fused=fused, modality=h, extras=traces)
+
+
 @BACKBONES.register("mfn")
-class MFN(Backbone):
+class MFN(MemoryRecurrence):
     def __init__(
         self,
         dims: dict[str, int],
@@ -63,56 +167,6 @@ class MFN(Backbone):
         hidden: int = 64,
         dropout: float = 0.1,
     ) -> None:
-        super().__init__(dims, task)
-        self.widths = {"text": text_hidden, "audio": audio_hidden, "vision": vision_hidden}
-        self.cells = nn.ModuleDict({m: nn.LSTMCell(dims[m], self.widths[m]) for m in self.modalities})
-        self.mem_dim = mem_dim
-        window = 2 * sum(self.widths.values())  # c^[t-1,t]
-        self.attention = mlp(window, attn_hidden, window, dropout)  # D_a
-        self.proposal = mlp(window, mem_hidden, mem_dim, dropout)  # D_u
-        self.retain_gate = mlp(window + mem_dim, gate_hidden, mem_dim, dropout)  # D_γ1
-        self.update_gate = mlp(window + mem_dim, gate_hidden, mem_dim, dropout)  # D_γ2
-        self.head = mlp(sum(self.widths.values()) + mem_dim, hidden, self.out_dim, dropout)
-
-    def memory_step(self, c_prev: Tensor, c_new: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
-        """One DMAN + gated-memory update from the concatenated LSTM memories (B, C) before and after a step and the
-        memory u_{t-1} (B, mem_dim); returns (u_t, the attention weights over c^[t-1,t] (B, 2C))."""
-        window = torch.cat([c_prev, c_new], dim=-1)
-        weights = torch.softmax(self.attention(window), dim=-1)
-        attended = window * weights
-        both = torch.cat([attended, memory], dim=-1)
-        retain = torch.sigmoid(self.retain_gate(both))
-        update = torch.sigmoid(self.update_gate(both))
-        return retain * memory + update * torch.tanh(self.proposal(attended)), weights
-
-    def recur(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor, Tensor]:
-        """Run the System of LSTMs and the memory over (B, L, D_m) ``inputs`` (one per modality, on a shared time axis).
-
-        At a step where the (B, L) bool ``mask`` is False a sample's h, c and u are left as they are. Returns the final
-        hidden states h_m (B, H_m), cell states c_m (B, H_m), the memory u (B, mem_dim) and the DMAN weights
-        (B, L, 2 sum H_m), zero at masked steps."""
-        keep = mask.unsqueeze(-1)
-        inputs = {m: inputs[m].masked_fill(~keep, 0.0) for m in self.modalities}  # padding never reaches a cell
-        size, steps = mask.shape
-        ref = inputs["text"]
-        h = {m: ref.new_zeros(size, self.widths[m]) for m in self.modalities}
-        c = {m: ref.new_zeros(size, self.widths[m]) for m in self.modalities}
-        memory = ref.new_zeros(size, self.mem_dim)
-        attention = [ref.new_zeros(size, 0, 2 * sum(self.widths.values()))]
-        for t in range(steps):
-            real = keep[:, t]  # (B, 1): False freezes the sample's state
-            new = {m: self.cells[m](inputs[m][:, t], (h[m], c[m])) for m in self.modalities}
-            c_prev = torch.cat([c[m] for m in self.modalities], dim=-1)
-            c_new = torch.cat([new[m][1] for m in self.modalities], dim=-1)
-            new_memory, weights = self.memory_step(c_prev, c_new, memory)
-            h = {m: torch.where(real, new[m][0], h[m]) for m in self.modalities}
-            c = {m: torch.where(real, new[m][1], c[m]) for m in self.modalities}
-            memory = torch.where(real, new_memory, memory)
-            attention.append((weights * real.to(weights.dtype)).unsqueeze(1))
-        return h, c, memory, torch.cat(attention, dim=1)
-
-    def forward(self, batch: Batch) -> Output:
-        inputs = {m: batch.text if m == "text" else align_to_text(batch, m) for m in self.modalities}  # (B, Lt, D_m)
-        h, _, memory, attention = self.recur(inputs, batch.mask("text"))
-        fused = torch.cat([h[m] for m in self.modalities] + [memory], dim=-1)
-        return Output(logits=self.head(fused), fused=fused, modality=h, extras={"dman_attention": attention})
+        widths = {"text": text_hidden, "audio": audio_hidden, "vision": vision_hidden}
+        window = 2 * sum(widths.values())  # the gated memory reads ĉ, of the width of c^[t-1,t]
+        super().__init__(dims, task, widths, mem_dim, attn_hidden, mem_hidden, gate_hidden, hidden, dropout, fused_dim=window)

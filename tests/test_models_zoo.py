@@ -49,6 +49,7 @@ SMALL: dict[str, dict] = {
         "hidden": 16,
     },
     "mmim": {"text_hidden": 16, "av_hidden": 8, "av_out": 8, "hidden": 16},
+    "bbfn": {"dim": 16, "heads": 2, "layers": 2},
 }
 NAMES = sorted(SMALL)
 REGRESSION = TaskSpec()

@@ -60,10 +60,17 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: Tensor, padding: Tensor, source: Tensor | None = None) -> Tensor:
         """``padding``: key padding mask (True = ignore) of the keys (``source`` if cross, else ``x``)."""
+        return self.feed_forward(x + self.attend(x, padding, source))
+
+    def attend(self, x: Tensor, padding: Tensor, source: Tensor | None = None) -> Tensor:
+        """The attention term alone, Dropout(Attn(LN(x), LN(source))) (B, Lq, d), without the residual (BBFN gates it)."""
         q = self.norm_q(x)
         kv = self.norm_kv(source) if self.norm_kv is not None else q
         attended, _ = self.attn(q, kv, kv, key_padding_mask=padding, need_weights=False)
-        x = x + self.dropout(attended)
+        return self.dropout(attended)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The second half of the block: x + Dropout(FF(LN(x)))."""
         return x + self.dropout(self.ff(self.norm_ff(x)))
 
 

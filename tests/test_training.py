@@ -56,6 +56,25 @@ def test_fit_is_deterministic_and_leaves_global_rng_alone(toy_bundle) -> None:
     assert torch.equal(before, torch.random.get_rng_state())
 
 
+@pytest.mark.parametrize("given", [True, False], ids=["given_train", "given_eval"])
+def test_fit_trains_in_training_mode_whatever_mode_it_is_given_and_gives_that_mode_back(toy_bundle, given: bool) -> None:
+    """A method left in eval mode (e.g. after a look at its predictions) still trains with dropout and its training-only
+    losses; fit then hands it back in the caller's mode."""
+    method = _lfdnn(toy_bundle)
+    seen: list[bool] = []
+    loss = method.training_loss
+
+    def spy(batch, *args, **kwargs):
+        seen.append(method.training and all(m.training for m in method.backbone.modules()))
+        return loss(batch, *args, **kwargs)
+
+    method.training_loss = spy
+    method.train(given)
+    fit(method, toy_bundle, TrainConfig(max_epochs=1, progress=False), seed=0)
+    assert seen and all(seen)
+    assert method.training is given
+
+
 def test_early_stopping_stops_before_max_epochs(toy_bundle) -> None:
     method = _lfdnn(toy_bundle)
     # a learning rate of 0 cannot improve the validation metric, so patience 1 stops after 2 epochs

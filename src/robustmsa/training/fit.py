@@ -162,7 +162,21 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
     as on one device.
     """
     valid_mode, metric, mode = check_fit(method, bundle, cfg)
-    method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
+    was_training = method.training
+    try:
+        method.prepare(bundle, cfg, seed=seed, out_dir=None if out_dir is None else Path(out_dir) / "stages")
+        # Lightning trains a module in the mode it is given: a method the caller left in eval mode would train
+        # without dropout and without its training-only losses. Frozen parts stay in eval mode (their train()).
+        method.train()
+        return _fit(method, bundle, cfg, seed, out_dir, config, valid_mode, metric, mode)
+    finally:
+        method.train(was_training)
+
+
+def _fit(
+    method: Method, bundle: DataBundle, cfg: TrainConfig, seed: int, out_dir: Path | None, config: dict[str, Any] | None, valid_mode: str, metric: str, mode: str
+) -> FitResult:
+    """:func:`fit` after the checks and earlier stages, with ``method`` in training mode."""
     from robustmsa.training.module import MethodModule, OptimConfig  # Lightning: imported when a model trains, not when a config is read
 
     config = {"train": asdict(cfg), "seed": seed, **(config or {})}

@@ -50,6 +50,21 @@ SMALL: dict[str, dict] = {
     },
     "mmim": {"text_hidden": 16, "av_hidden": 8, "av_out": 8, "hidden": 16},
     "bbfn": {"dim": 16, "heads": 2, "layers": 2},
+    "mfm": {
+        "text_hidden": 8,
+        "audio_hidden": 4,
+        "vision_hidden": 4,
+        "mem_dim": 8,
+        "attn_hidden": 16,
+        "mem_hidden": 16,
+        "gate_hidden": 16,
+        "zy_dim": 8,
+        "za_dim": 8,
+        "fy_dim": 8,
+        "fa_dim": 4,
+        "decoder_hidden": 8,
+        "hidden": 16,
+    },
 }
 NAMES = sorted(SMALL)
 REGRESSION = TaskSpec()

@@ -51,6 +51,7 @@ SMALL: dict[str, dict] = {
     },
     "mmim": {"text_hidden": 16, "av_hidden": 8, "av_out": 8, "hidden": 16},
     "bbfn": {"dim": 16, "heads": 2, "layers": 2},
+    "mctn": {"hidden": 8, "second_hidden": 8, "predictor_hidden": 8},
     "mfm": {
         "text_hidden": 8,
         "audio_hidden": 4,

@@ -107,6 +107,17 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
+def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean of (prediction - target)^2 over the real steps ((B, L) bool ``mask``) and features of (B, L, D) inputs.
+
+    Padded steps are replaced before the difference, so whatever they hold (even NaN) reaches neither the value nor
+    the gradient; no real step at all gives 0."""
+    keep = mask.unsqueeze(-1)
+    diff = prediction.masked_fill(~keep, 0.0) - target.masked_fill(~keep, 0.0)
+    count = mask.sum() * prediction.shape[-1]
+    return diff.pow(2).sum() / count.clamp_min(1)
+
+
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0, layers: int = 2) -> nn.Sequential:
     """A plain ReLU MLP with ``layers`` linear layers."""
     mods: list[nn.Module] = []
@@ -140,9 +151,23 @@ class SequenceEncoder(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         if self.kind == "mean":
             return self.dropout(torch.relu(self.proj(masked_mean(x, mask))))
+        _, summary = self._run(x, mask)
+        return self.dropout(summary)
+
+    def states(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``kind='lstm'`` only: the per-step outputs (B, L, H) of the (bi)LSTM (both directions concatenated; zero at
+        padded steps) and the summary (B, H) that :meth:`forward` returns, before the dropout (neither is dropped)."""
+        if self.kind != "lstm":
+            raise ConfigError("per-step states need a sequence encoder of kind 'lstm'")
+        packed, summary = self._run(x, mask)
+        out, _ = nn.utils.rnn.pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])
+        return out.masked_fill(~mask.unsqueeze(-1), 0.0), summary
+
+    def _run(self, x: Tensor, mask: Tensor) -> tuple[nn.utils.rnn.PackedSequence, Tensor]:
+        """The LSTM over the packed true lengths: its packed outputs and the last hidden states (B, H)."""
         lengths = mask.sum(dim=1).clamp_min(1).cpu()
         x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # an empty sequence reads one zero frame, never what its padding holds
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.rnn(packed)
+        out, (h, _) = self.rnn(packed)
         summary = torch.cat([h[-2], h[-1]], dim=-1) if self.rnn.bidirectional else h[-1]
-        return self.dropout(summary)
+        return out, summary

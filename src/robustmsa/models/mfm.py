@@ -86,7 +86,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
 from robustmsa.models.align import align_to_text
-from robustmsa.models.base import Backbone, Output, SequenceEncoder, mlp
+from robustmsa.models.base import Backbone, Output, SequenceEncoder, masked_mse, mlp
 from robustmsa.models.mfn import MFN
 from robustmsa.registry import BACKBONES
 
@@ -117,17 +117,6 @@ def mmd(x: Tensor, y: Tensor, kernel: str = "imq", scale: float | None = None) -
     within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
     return within_x + within_y - 2.0 * kxy.mean()
-
-
-def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean of (prediction - target)^2 over the real steps ((B, L) bool ``mask``) and features of (B, L, D) inputs.
-
-    Padded steps are replaced before the difference, so whatever they hold (even NaN) reaches neither the value nor
-    the gradient; no real step at all gives 0."""
-    keep = mask.unsqueeze(-1)
-    diff = prediction.masked_fill(~keep, 0.0) - target.masked_fill(~keep, 0.0)
-    count = mask.sum() * prediction.shape[-1]
-    return diff.pow(2).sum() / count.clamp_min(1)
 
 
 class SequenceDecoder(nn.Module):

@@ -1,4 +1,4 @@
-"""Transformer blocks shared by the attention-based backbones (MulT, MAG, MISA, text-centric).
+"""Transformer blocks shared by the attention-based backbones (MulT, MAG, MISA, text-centric, BBFN, TETFN).
 
 One pre-norm block serves as self-attention (``cross=False``) or as
 cross-modal attention from a query sequence over a source sequence
@@ -39,6 +39,19 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device | None = No
     return table
 
 
+def scaled_positions(h: Tensor) -> Tensor:
+    """sqrt(d) h + sinusoidal positions of a (B, L, d) sequence: the input embedding of MulT, BBFN and TETFN."""
+    dim = h.shape[-1]
+    return math.sqrt(dim) * h + sinusoidal_positions(h.shape[1], dim, h.device, h.dtype)
+
+
+def conv_embed(proj: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
+    """(B, L, D) -> (B, L, d): the padding zeroed (whatever it holds), the Conv1d ``proj`` over time, then
+    :func:`scaled_positions`."""
+    x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+    return scaled_positions(proj(x.transpose(1, 2)).transpose(1, 2))
+
+
 def check_heads(dim: int, heads: int) -> None:
     if dim <= 0 or heads <= 0 or dim % heads:
         raise ConfigError(f"attention width {dim} must be a positive multiple of the number of heads {heads}")
@@ -72,6 +85,13 @@ class AttentionBlock(nn.Module):
     def feed_forward(self, x: Tensor) -> Tensor:
         """The second half of the block: x + Dropout(FF(LN(x)))."""
         return x + self.dropout(self.ff(self.norm_ff(x)))
+
+
+def attend_real(block: AttentionBlock, x: Tensor, source: Tensor, source_mask: Tensor) -> Tensor:
+    """``block.attend`` of queries x (B, Lq, d) over source (B, Ls, d) at its real positions ((B, Ls) bool mask), exactly 0
+    for a sample without any (instead of what the padding slot that keeps its softmax finite holds)."""
+    has_keys = source_mask.any(dim=1).to(x.dtype)[:, None, None]
+    return has_keys * block.attend(x, key_padding_mask(source_mask), source)
 
 
 class TransformerStack(nn.Module):

@@ -94,7 +94,7 @@ from torch import Tensor, nn
 from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
-from robustmsa.models.attention import AttentionBlock, key_padding_mask, sinusoidal_positions
+from robustmsa.models.attention import AttentionBlock, attend_real, conv_embed
 from robustmsa.models.base import Backbone, Output, masked_mean, mlp
 from robustmsa.registry import BACKBONES
 
@@ -151,10 +151,8 @@ class GatedCrossLayer(nn.Module):
         self.compound = nn.Linear(2 * dim, dim)
 
     def forward(self, x: Tensor, source: Tensor, source_mask: Tensor, control: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        attended = self.block.attend(x, key_padding_mask(source_mask), source)
-        has_keys = source_mask.any(dim=1).to(attended.dtype)[:, None, None]
         retain, compound = torch.sigmoid(self.retain(control)), torch.sigmoid(self.compound(control))
-        mixed = compound.unsqueeze(1) * (attended * has_keys) + retain.unsqueeze(1) * x
+        mixed = compound.unsqueeze(1) * attend_real(self.block, x, source, source_mask) + retain.unsqueeze(1) * x
         return self.block.feed_forward(mixed), retain, compound
 
 
@@ -228,10 +226,7 @@ class BBFN(Backbone):
 
     def embed(self, x: Tensor, mask: Tensor, modality: str) -> Tensor:
         """(B, L, D_m) -> (B, L, dim): padding zeroed, conv projection, sqrt(dim) scale, sinusoidal positions, dropout."""
-        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
-        h = self.proj[modality](x.transpose(1, 2)).transpose(1, 2)
-        h = math.sqrt(self.dim) * h + sinusoidal_positions(h.shape[1], self.dim, h.device, h.dtype)
-        return self.embed_dropout(h)
+        return self.embed_dropout(conv_embed(self.proj[modality], x, mask))
 
     def forward(self, batch: Batch) -> Output:
         masks = {m: batch.mask(m) for m in self.modalities}

@@ -14,15 +14,13 @@ batches). The three summaries (6 dim) go through a residual two-layer block
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
-from robustmsa.models.attention import TransformerStack, check_heads, sinusoidal_positions
+from robustmsa.models.attention import TransformerStack, check_heads, conv_embed
 from robustmsa.models.base import Backbone, Output, masked_mean
 from robustmsa.registry import BACKBONES
 
@@ -48,11 +46,8 @@ class MulT(Backbone):
         self.head = nn.Linear(width, self.out_dim)
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor, modality: str) -> torch.Tensor:
-        """(B, L, D_m) -> (B, L, dim): conv projection, scale, positions; padding stays zero before the conv."""
-        x = x * mask.unsqueeze(-1).to(x.dtype)
-        h = self.proj[modality](x.transpose(1, 2)).transpose(1, 2)
-        h = math.sqrt(self.dim) * h + sinusoidal_positions(h.shape[1], self.dim, h.device, h.dtype)
-        return self.embed_dropout(h)
+        """(B, L, D_m) -> (B, L, dim): padding zeroed, conv projection, sqrt(dim) scale, positions, dropout."""
+        return self.embed_dropout(conv_embed(self.proj[modality], x, mask))
 
     def forward(self, batch: Batch) -> Output:
         masks = {m: batch.mask(m) for m in self.modalities}

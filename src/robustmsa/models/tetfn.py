@@ -90,7 +90,7 @@ from torch import Tensor, nn
 from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
-from robustmsa.models.attention import TransformerStack, key_padding_mask, sinusoidal_positions
+from robustmsa.models.attention import TransformerStack, attend_real, scaled_positions
 from robustmsa.models.base import Output, masked_mean
 from robustmsa.models.ulgm import GeneratedLabelsBackbone, post_layer, score_head
 from robustmsa.registry import BACKBONES
@@ -105,10 +105,8 @@ def cross_attend(stack: TransformerStack, x: Tensor, source: Tensor, source_mask
     The same as ``stack(x, mask, source, source_mask)`` except that a sample without any real source position gets an
     attention term of exactly zero in every block (rather than reading the padding slot that keeps its softmax finite).
     """
-    padding = key_padding_mask(source_mask)
-    has_keys = source_mask.any(dim=1).to(x.dtype)[:, None, None]
     for block in stack.blocks:
-        x = block.feed_forward(x + has_keys * block.attend(x, padding, source))
+        x = block.feed_forward(x + attend_real(block, x, source, source_mask))
     return stack.norm(x)
 
 
@@ -213,7 +211,7 @@ class TETFN(GeneratedLabelsBackbone):
     def forward(self, batch: Batch) -> Output:
         masks = {m: batch.mask(m) for m in self.modalities}
         proj = self.project(batch)
-        seqs = {m: self.embed_dropout(math.sqrt(self.dim) * p + sinusoidal_positions(p.shape[1], self.dim, p.device, p.dtype)) for m, p in proj.items()}
+        seqs = {m: self.embed_dropout(scaled_positions(p)) for m, p in proj.items()}
         text, text_mask = seqs["text"], masks["text"]
         pairs = {"text": [cross_attend(self.text_from[s], text, seqs[s], masks[s]) for s in PARTNER]}
         for m, n in PARTNER.items():

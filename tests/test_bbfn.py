@@ -256,15 +256,6 @@ def test_the_separator_loss_value_and_where_its_gradient_goes() -> None:
     torch.testing.assert_close(model.auxiliary_losses(batch, model(batch))["bbfn_separator"], torch.tensor(0.3 * math.log(2.0)))
 
 
-def test_no_auxiliary_loss_in_eval_mode() -> None:
-    batch = _batch(4, "v", 7)
-    method = Supervised(_model(9)).eval()
-    assert method.backbone.auxiliary_losses(batch, method.backbone(batch)) == {}
-    assert set(method.training_loss(batch)) == {"task", "loss"}
-    method.train()
-    assert set(method.training_loss(batch)) == {"task", "bbfn_separator", "loss"}
-
-
 @pytest.mark.parametrize(
     ("params", "message"),
     [

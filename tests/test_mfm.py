@@ -271,15 +271,6 @@ def test_weights_scale_their_terms_and_zero_weights_give_zero_terms() -> None:
     torch.testing.assert_close(losses["loss"], losses["task"])
 
 
-def test_no_auxiliary_losses_in_eval_mode() -> None:
-    batch = _batch(6, "e", 7)
-    method = Supervised(_model(7)).eval()
-    assert method.backbone.auxiliary_losses(batch, method.backbone(batch)) == {}
-    assert set(method.training_loss(batch)) == {"task", "loss"}
-    method.train()
-    assert set(method.training_loss(batch)) == {"task", "loss"} | AUX
-
-
 @pytest.mark.parametrize("kind", ["regression", "classification"])
 def test_a_training_batch_of_one_sample(kind: str) -> None:
     task = TaskSpec() if kind == "regression" else TaskSpec(kind="classification", num_classes=7, label_range=None)

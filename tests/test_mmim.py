@@ -114,16 +114,6 @@ def test_each_weight_scales_its_terms_only() -> None:
     assert "mmim_entropy" not in _model(entropy=False).train().auxiliary_losses(batch, model(batch))
 
 
-def test_no_auxiliary_losses_in_eval_mode() -> None:
-    split = make_toy_split(6, "e", 4)
-    method = Supervised(_model()).eval()
-    batch = collate(split.samples)
-    assert method.backbone.auxiliary_losses(batch, method.backbone(batch)) == {}
-    assert set(method.training_loss(batch)) == {"task", "loss"}
-    method.train()
-    assert {"mmim_fit", "mmim_lld", "mmim_cpc", "mmim_entropy"} <= set(method.training_loss(batch))
-
-
 @pytest.mark.parametrize("kind", ["regression", "classification"])
 def test_a_training_batch_of_one_sample(kind: str) -> None:
     task = TaskSpec() if kind == "regression" else TaskSpec(kind="classification", num_classes=7, label_range=None)

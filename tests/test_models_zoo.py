@@ -132,6 +132,28 @@ def test_gradients_reach_every_parameter(name: str, kind: str) -> None:
     assert not missing
 
 
+#: The training-only auxiliary losses of the backbones that have some: none of them in eval mode.
+TRAINING_ONLY = {
+    "bbfn": {"bbfn_separator"},
+    "mctn": {"mctn_translate_vision", "mctn_cycle_text", "mctn_translate_audio"},
+    "mfm": {"mfm_recon_text", "mfm_recon_audio", "mfm_recon_vision", "mfm_mmd"},
+    "mmim": {"mmim_fit", "mmim_lld", "mmim_cpc", "mmim_entropy"},
+    "self_mm": {"selfmm_text", "selfmm_audio", "selfmm_vision"},
+    "tetfn": {"tetfn_text", "tetfn_audio", "tetfn_vision"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINING_ONLY))
+def test_training_only_losses_are_absent_in_eval_mode(name: str) -> None:
+    split = make_toy_split(6, "e", 4)
+    batch = collate(split.samples)
+    method = Supervised(_build(name, split.dims(), REGRESSION)).eval()
+    assert method.backbone.auxiliary_losses(batch, method.backbone(batch)) == {}
+    assert set(method.training_loss(batch)) == {"task", "loss"}
+    method.train()
+    assert set(method.training_loss(batch)) == {"task", "loss"} | TRAINING_ONLY[name]
+
+
 FIT = TrainConfig(max_epochs=6, patience=6, batch_size=32, lr=5e-3, progress=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,6 +13,7 @@ import torch
 from robustmsa.data.batch import collate
 from robustmsa.data.dataset import DataBundle, TaskSpec
 from robustmsa.data.labels import to_classification
+from robustmsa.data.mmsa import UNIMODAL_LABELS
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
 from robustmsa.debias.clue import CLUE, build_clue, demo_entry, train_clue
 from robustmsa.debias.counterfactual import collect_components
@@ -134,7 +136,8 @@ def test_wraps_every_backbone_with_its_auxiliary_losses() -> None:
     wrapped = []
     for task in (CLS2, TaskSpec()):
         split = make_toy_split(8, "train", 0, task=task)
-        batch = collate(split.samples)
+        # CH-SIMS-style unimodal labels, for the multi-task backbones (mlf_dnn, mtfn, mlmf); the others ignore them
+        batch = collate([dataclasses.replace(s, extras={key: np.float32(0.5) for _, key in UNIMODAL_LABELS.values()}) for s in split.samples])
         for name in BACKBONES.names():
             with seeded(0):
                 try:

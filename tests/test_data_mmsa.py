@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robustmsa.data.batch import Sample
+from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
-from robustmsa.data.mmsa import read_mmsa_pickle, write_mmsa_pickle
+from robustmsa.data.mmsa import UNIMODAL_LABELS, read_mmsa_pickle, write_mmsa_pickle
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.registry import DATASETS
 
@@ -181,7 +181,7 @@ def test_label_range_is_an_argument(tmp_path: Path) -> None:
     assert read_mmsa_pickle(path, label_range=(-1.0, 1.0), metric_set="mosi").task.metric_set == "mosi"
     assert read_mmsa_pickle(path).task.metric_set == "mosi"  # MOSI's layout: no unimodal labels
     for split in data.values():  # CH-SIMS's layout carries unimodal labels: its scale and metrics are found without asking
-        split["regression_labels_T"] = split["regression_labels"]
+        split.update({f"regression_labels_{m}": split["regression_labels"] for m in "TAV"})
     sims = read_mmsa_pickle(_write(tmp_path / "sims_layout.pkl", data)).task
     assert (sims.label_range, sims.metric_set) == ((-1.0, 1.0), "sims")
     assert read_mmsa_pickle(tmp_path / "sims_layout.pkl", label_range=(-3.0, 3.0)).task.metric_set == "mosi"  # given: kept
@@ -249,3 +249,68 @@ def test_writer_refuses_classification(tmp_path: Path) -> None:
     splits = {n: MultimodalSplit([Sample(id=n, text=np.ones((1, 2), np.float32), label_class=1)], name=n, source="mem", task=task) for n in ("train", "valid", "test")}
     with pytest.raises(DataError, match="regression_labels"):
         write_mmsa_pickle(DataBundle(splits, task), tmp_path / "x.pkl")
+
+
+def _sims() -> dict[str, dict[str, np.ndarray]]:
+    """CH-SIMS's layout: labels in [-1, 1] and one unimodal label per modality."""
+    data = _data()
+    rng = np.random.default_rng(7)
+    for split in data.values():
+        split["regression_labels"] = split["regression_labels"] / 3.0
+        n = len(split["id"])
+        split.update({f"regression_labels_{m}": np.round(rng.uniform(-1, 1, size=n), 1) for m in "TAV"})
+    return data
+
+
+def test_unimodal_labels_are_read_into_extras_and_batch_to_one_value_per_sample(tmp_path: Path) -> None:
+    data = _sims()
+    data["valid"]["regression_labels_A"] = data["valid"]["regression_labels_A"][:, None]  # (N, 1) as some files store them
+    bundle = read_mmsa_pickle(_write(tmp_path / "unaligned_39.pkl", data), limit=5)
+    assert bundle.task.label_range == (-1.0, 1.0)
+    for name, split in bundle.splits.items():
+        for s in split:  # limit keeps a random subset: rows found by id
+            i = list(data[name]["id"]).index(s.id)
+            assert set(s.extras) == {"label_text", "label_audio", "label_vision"}
+            for m, (field, key) in UNIMODAL_LABELS.items():
+                assert s.extras[key].dtype == np.float32 and s.extras[key].shape == ()
+                assert float(s.extras[key]) == pytest.approx(float(np.ravel(data[name][field])[i])), (name, m)
+    batch = collate(bundle["train"].samples)
+    assert {k: tuple(v.shape) for k, v in batch.extras.items()} == {"label_audio": (5,), "label_text": (5,), "label_vision": (5,)}
+    assert read_mmsa_pickle(_write(tmp_path / "mosi.pkl", _data()))["train"][0].extras == {}  # MOSI's layout: none
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "message"),
+    [
+        (lambda d: d["train"]["regression_labels_T"].__setitem__(0, np.nan), "regression_labels_T", "NaN"),
+        (lambda d: d["valid"]["regression_labels_V"].__setitem__(1, 1.5), "regression_labels_V", r"outside \[-1.0, 1.0\]"),
+        (lambda d: d["test"].__setitem__("regression_labels_A", np.zeros(3)), "regression_labels_A", "rows"),
+        (lambda d: d["test"].__setitem__("regression_labels_A", np.zeros((4, 2))), "regression_labels_A", "shape"),
+        (lambda d: d["train"].pop("regression_labels_V"), "regression_labels_V", "all of"),
+        (lambda d: [d["test"].pop(f"regression_labels_{m}") for m in "TAV"], "regression_labels_T", "every split or in none"),
+        (lambda d: [s.pop("regression_labels") for s in d.values()], "regression_labels_T", "without 'regression_labels'"),
+    ],
+)
+def test_bad_unimodal_labels_name_file_split_and_field(tmp_path: Path, mutate: object, field: str, message: str) -> None:
+    data = _sims()
+    mutate(data)  # type: ignore[operator]
+    path = _write(tmp_path / "bad_sims.pkl", data)
+    with pytest.raises(DataError, match=message) as info:
+        read_mmsa_pickle(path)
+    assert str(path) in str(info.value) and f"field '{field}'" in str(info.value)
+
+
+def test_unimodal_labels_round_trip(tmp_path: Path) -> None:
+    bundle = read_mmsa_pickle(_write(tmp_path / "sims.pkl", _sims()))
+    write_mmsa_pickle(bundle, tmp_path / "again.pkl")
+    raw = pickle.loads((tmp_path / "again.pkl").read_bytes())
+    assert raw["test"]["regression_labels_V"].shape == (4,) and raw["test"]["regression_labels_V"].dtype == np.float32
+    back = read_mmsa_pickle(tmp_path / "again.pkl")
+    assert back.task.label_range == (-1.0, 1.0)
+    for name, split in bundle.splits.items():
+        for a, b in zip(split, back[name]):
+            assert a.extras.keys() == b.extras.keys() and all(np.array_equal(a.extras[k], b.extras[k]) for k in a.extras)
+    # a bundle with unimodal labels on some samples only would make a file that cannot be read: refused
+    bundle["test"].samples[2].extras.pop("label_audio")
+    with pytest.raises(DataError, match=r"sample 'tevid1\$_\$1' of split 'test' .* no extras\['label_audio'\]"):
+        write_mmsa_pickle(bundle, tmp_path / "partial.pkl")

@@ -188,11 +188,14 @@ class Supervised(Method):
 def check_required_extras(method: Method, bundle: DataBundle, splits: Iterable[str], as_split: str | None = None) -> None:
     """ConfigError, before any training, if a sample of one of ``splits`` lacks an extra the method needs there
     (``as_split``: the extras it needs on a split of that name, for every split)."""
+    backbone = getattr(method, "backbone", None)
+    owners = [method] + ([backbone] if isinstance(backbone, Backbone) else [])  # the backbone's own needs (unimodal labels)
     for name in dict.fromkeys(splits):
-        keys = method.required_extras(as_split or name)
-        lacking = next(((s.id, k) for s in bundle[name] for k in keys if k not in s.extras), None)
-        if lacking is not None:
-            raise ConfigError(
-                f"{type(method).__name__} needs '{lacking[1]}' in the extras of every sample of split '{name}' ({bundle.name}); "
-                f"sample '{lacking[0]}' has none. {method.extras_hint}".rstrip()
-            )
+        for owner in owners:
+            keys = owner.required_extras(as_split or name)
+            lacking = next(((s.id, k) for s in bundle[name] for k in keys if k not in s.extras), None)
+            if lacking is not None:
+                raise ConfigError(
+                    f"{type(owner).__name__} needs '{lacking[1]}' in the extras of every sample of split '{name}' ({bundle.name}); "
+                    f"sample '{lacking[0]}' has none. {owner.extras_hint}".rstrip()
+                )

@@ -9,6 +9,12 @@ where each ``S`` is a dict of arrays over the N samples of the split:
 * ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv) float; ``audio_lengths``,
   ``vision_lengths`` (N,) true lengths (unaligned files)
 * ``regression_labels`` (N,) float; ``classification_labels`` (ignored here).
+* ``regression_labels_T``, ``regression_labels_A``, ``regression_labels_V`` (N,) float (CH-SIMS only): the unimodal
+  labels of text, audio and vision, on the label scale of ``regression_labels``. Read when a file has them (all
+  three in every split, or none anywhere) into ``Sample.extras`` under :data:`UNIMODAL_LABELS` (``label_text``,
+  ``label_audio``, ``label_vision``: float32 arrays of shape (), so ``batch.extras[...]`` is (B,)); the multi-task
+  backbones (``mlf_dnn``, ``mtfn``, ``mlmf``) train on them. :func:`write_mmsa_pickle` writes them back when every
+  sample has them.
   A file of new data to predict on (``robustmsa extract-features`` of clips
   without labels) has no ``regression_labels`` in any split; its splits are read
   as unlabelled. Any splits are read (training needs train and valid, evaluating
@@ -42,6 +48,13 @@ from robustmsa.errors import ConfigError, DataError
 from robustmsa.features.cache import atomic_write
 
 _MMSA_ID_SEP = "$_$"
+
+#: CH-SIMS's unimodal labels: modality -> (field of the MMSA pickle, key of ``Sample.extras`` / ``batch.extras``).
+UNIMODAL_LABELS: dict[str, tuple[str, str]] = {
+    "text": ("regression_labels_T", "label_text"),
+    "audio": ("regression_labels_A", "label_audio"),
+    "vision": ("regression_labels_V", "label_vision"),
+}
 
 
 def read_mmsa_pickle(
@@ -89,6 +102,7 @@ def read_mmsa_pickle(
     if not isinstance(data, Mapping):
         raise DataError(path, None, f"expected a dict of splits, got {type(data).__name__}")
     labelled = _labelled(path, data)
+    _unimodal_labelled(path, data, labelled)
     if len({str(name) for name in data}) < len(data):
         raise DataError(path, "split", f"two splits have the same name once read as text: {sorted(map(repr, data))}")
     first = data["train"] if "train" in data else next(iter(data.values()))
@@ -163,6 +177,23 @@ def _labelled(path: Path, data: Mapping[Any, Any]) -> bool:
         without = next(name for name, on in has.items() if not on)
         raise DataError(f"{path} [{without}]", "regression_labels", f"missing; splits {sorted(n for n, on in has.items() if on)} have labels (a file is labelled in every split or in none)")
     return next(iter(has.values()))
+
+
+def _unimodal_labelled(path: Path, data: Mapping[Any, Any], labelled: bool) -> bool:
+    """Whether the file holds CH-SIMS's unimodal labels: all three in every split, or none in any (DataError otherwise)."""
+    fields = [field for field, _ in UNIMODAL_LABELS.values()]
+    has = {str(name): [isinstance(raw, Mapping) and field in raw for field in fields] for name, raw in data.items()}
+    for name, present in has.items():
+        if any(present) and not all(present):
+            lacking = next(field for field, on in zip(fields, present) if not on)
+            raise DataError(f"{path} [{name}]", lacking, f"missing; a split holds all of {fields} (CH-SIMS's unimodal labels) or none")
+    if len({all(present) for present in has.values()}) > 1:
+        without = next(name for name, present in has.items() if not all(present))
+        raise DataError(f"{path} [{without}]", fields[0], f"missing; splits {sorted(n for n, p in has.items() if all(p))} have unimodal labels (a file has them in every split or in none)")
+    unimodal = all(next(iter(has.values())))
+    if unimodal and not labelled:
+        raise DataError(path, fields[0], "unimodal labels without 'regression_labels': a file of new data to predict on holds no labels")
+    return unimodal
 
 
 def _label_range(value: object) -> tuple[float, float] | None:
@@ -268,6 +299,7 @@ def _read_split(
         bad = np.flatnonzero((labels < lo) | (labels > hi))
         if bad.size:
             raise DataError(where, "regression_labels", f"{bad.size} labels outside [{lo}, {hi}], e.g. {float(labels[bad[0]])} for id '{ids[bad[0]]}'")
+    unimodal = {key: _unimodal_label(where, raw, field, n, ids, label_range) for field, key in UNIMODAL_LABELS.values() if field in raw}
 
     bert = _array(where, raw, "text_bert", 3, n) if "text_bert" in raw else None
     if bert is not None and bert.shape[1] != 3:
@@ -326,9 +358,23 @@ def _read_split(
                 audio=np.ascontiguousarray(seqs["audio"][0][i, : seqs["audio"][1][i]], dtype=np.float32),
                 vision=np.ascontiguousarray(seqs["vision"][0][i, : seqs["vision"][1][i]], dtype=np.float32),
                 label=None if labels is None else float(labels[i]),
+                extras={key: np.asarray(values[i], dtype=np.float32) for key, values in unimodal.items()},
             )
         )
     return samples, stats
+
+
+def _unimodal_label(where: str, raw: Mapping[str, Any], field: str, n: int, ids: list[str], label_range: tuple[float, float] | None) -> np.ndarray:
+    """A unimodal label field (N,), checked like ``regression_labels``: finite and inside ``label_range``."""
+    values = _array(where, raw, field, 1, n, squeeze=True)
+    if not np.isfinite(values).all():
+        raise DataError(where, field, f"contains {int((~np.isfinite(values)).sum())} NaN/inf values")
+    if label_range is not None:
+        lo, hi = label_range
+        bad = np.flatnonzero((values < lo) | (values > hi))
+        if bad.size:
+            raise DataError(where, field, f"{bad.size} labels outside [{lo}, {hi}], e.g. {float(values[bad[0]])} for id '{ids[bad[0]]}'")
+    return values
 
 
 def _pad_stack(arrays: list[np.ndarray], dtype: type) -> tuple[np.ndarray, np.ndarray]:
@@ -349,7 +395,9 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
     ``*_lengths``; a missing ``raw_text`` is written as ``''``. ``text_special`` is not part of the format: on reading it
     is rebuilt from ``text_bert`` (first/last real token) or left empty. How the features were made
     (:func:`~robustmsa.data.dataset.features_made_with`) goes to every split's :data:`MADE_WITH`, which :func:`read_mmsa_pickle` puts back
-    into the bundle's meta (and its ``label_range`` is the file's default scale).
+    into the bundle's meta (and its ``label_range`` is the file's default scale). CH-SIMS's unimodal labels
+    (``regression_labels_T/A/V`` from the extras :data:`UNIMODAL_LABELS`) are written when every sample of every
+    labelled split has all three; a bundle that has them only in part is refused (the file would be unreadable).
     """
     path = Path(path)
     if bundle.task.kind != "regression":
@@ -357,6 +405,7 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
     labelled = {split.labelled for split in bundle.splits.values()}
     if len(labelled) > 1:
         raise DataError(path, "regression_labels", f"bundle '{bundle.name}' mixes labelled and unlabelled splits; a file is labelled in every split or in none")
+    unimodal = _unimodal_to_write(path, bundle)
     out: dict[str, dict[str, Any]] = {}
     made_with = features_made_with(bundle.meta)
     for name, split in bundle.splits.items():
@@ -370,6 +419,8 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
         }
         if split.labelled:
             entry["regression_labels"] = np.array([s.label for s in samples], dtype=np.float32)
+        for field, key in UNIMODAL_LABELS.values() if unimodal else ():
+            entry[field] = np.array([float(np.asarray(s.extras[key]).reshape(())) for s in samples], dtype=np.float32)
         if made_with:
             entry[MADE_WITH] = json.dumps(made_with)
         entry["text"], text_len = _pad_stack([s.text for s in samples], np.float32)
@@ -384,3 +435,24 @@ def write_mmsa_pickle(bundle: DataBundle, path: str | Path) -> None:
         out[name] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda handle: pickle.dump(out, handle, protocol=4))  # never a half-written file
+
+
+def _unimodal_to_write(path: Path, bundle: DataBundle) -> bool:
+    """Whether every sample of every labelled split carries the three unimodal labels (DataError when only some do)."""
+    keys = [key for _, key in UNIMODAL_LABELS.values()]
+    samples = [(name, s) for name, split in bundle.splits.items() if split.labelled for s in split.samples]
+    present = [(name, s, [key in s.extras for key in keys]) for name, s in samples]
+    if not any(any(on) for _, _, on in present):
+        return False
+    lacking = next(((name, s, key) for name, s, on in present for key, has in zip(keys, on) if not has), None)
+    if lacking is not None:
+        name, s, key = lacking
+        field = UNIMODAL_LABELS[key.removeprefix("label_")][0]
+        message = f"sample '{s.id}' of split '{name}' of bundle '{bundle.name}' has no extras['{key}'] while other samples have unimodal labels"
+        raise DataError(path, field, f"{message}; the MMSA format holds them for every sample or none")
+    for name, s in samples:
+        for key in keys:
+            value = np.asarray(s.extras[key], dtype=np.float64)
+            if value.size != 1 or not np.isfinite(value).all():
+                raise DataError(path, UNIMODAL_LABELS[key.removeprefix("label_")][0], f"sample '{s.id}' of split '{name}' has extras['{key}'] = {value!r}; expected one finite number")
+    return True

@@ -67,6 +67,15 @@ class Backbone(nn.Module):
         """Extra weighted training losses of this model (name -> scalar)."""
         return {}
 
+    def required_extras(self, split: str) -> tuple[str, ...]:
+        """``Sample.extras`` keys every sample of ``split`` must carry for this backbone (e.g. the unimodal labels the
+        multi-task backbones train on); checked with the method's by :func:`robustmsa.method.check_required_extras`
+        before any training. Default: none."""
+        return ()
+
+    #: How a user provides the extras of :meth:`required_extras` (completes the error message).
+    extras_hint: str = ""
+
 
 class ComposableBackbone(Protocol):
     """What LNLN and TCMR need beyond :class:`Backbone`: a backbone split into encoding and fusion, so that they can

@@ -154,6 +154,18 @@ def test_training_only_losses_are_absent_in_eval_mode(name: str) -> None:
     assert set(method.training_loss(batch)) == {"task", "loss"} | TRAINING_ONLY[name]
 
 
+@pytest.mark.parametrize(("name", "kind"), [(n, k) for n in NAMES for k in ("regression", "classification") if n not in REGRESSION_ONLY or k == "regression"])
+def test_a_training_batch_of_one_sample_gives_finite_losses_and_gradients(name: str, kind: str) -> None:
+    """Batch statistics (variances, contrastive terms, centres) must not turn into NaN for a last batch of one sample."""
+    task = REGRESSION if kind == "regression" else CLASSIFICATION
+    split = make_toy_split(1, "one", 9, task=task)
+    method = Supervised(_build(name, split.dims(), task)).train()
+    losses = method.training_loss(collate(split.samples))
+    assert all(bool(torch.isfinite(v)) for v in losses.values()), {k: float(v.detach()) for k, v in losses.items()}
+    losses["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in method.parameters() if p.grad is not None)
+
+
 FIT = TrainConfig(max_epochs=6, patience=6, batch_size=32, lr=5e-3, progress=False)
 
 

@@ -145,13 +145,13 @@ def test_forward_follows_the_factorisation() -> None:
     with torch.no_grad():
         out = model(batch)
         inputs = {"text": batch.text, "audio": align_to_text(batch, "audio"), "vision": align_to_text(batch, "vision")}
-        h, _, memory, attention = model.mfn.recur(inputs, batch.mask("text"))
+        h, _, memory, traces = model.mfn.run(inputs, batch.mask("text"))
         z_y = model.to_zy(torch.cat([h["text"], h["audio"], h["vision"], memory], dim=-1))
         f_y = model.factor_y(z_y)
         torch.testing.assert_close(out.extras["z_y"], z_y)
         torch.testing.assert_close(out.fused, f_y)
         torch.testing.assert_close(out.logits, model.head(f_y))
-        torch.testing.assert_close(out.extras["dman_attention"], attention)
+        torch.testing.assert_close(out.extras["dman_attention"], traces["dman_attention"])
         for m in MODALITIES:
             z = model.to_za[m](model.encoders[m](getattr(batch, m), batch.mask(m)))
             torch.testing.assert_close(out.extras[f"z_{m}"], z)

@@ -39,19 +39,21 @@ def test_gated_memory_update_on_a_hand_set_case() -> None:
     c_prev, c_new = torch.tensor([[1.0, -2.0, 0.5]]), torch.tensor([[0.0, 3.0, -1.0]])
     memory = torch.tensor([[0.2, -0.4]])
     with torch.no_grad():
-        new, weights = model.memory_step(c_prev, c_new, memory)
+        new, traces = model.step(c_prev, c_new, memory)
+        weights = traces["dman_attention"]
     torch.testing.assert_close(weights, torch.full((1, 6), 1 / 6))
     expected = torch.tensor([[0.5 * 0.2 + 0.75 * math.tanh(0.5), 0.75 * -0.4 + 0.5 * math.tanh(-1.0)]])
     torch.testing.assert_close(new, expected)
 
 
-def test_memory_step_follows_the_paper_equations() -> None:
+def test_a_step_follows_the_paper_equations() -> None:
     """ĉ = c^[t-1,t] ⊙ softmax(D_a(c^[t-1,t])); u_t = σ(D_γ1([ĉ; u_{t-1}])) ⊙ u_{t-1} + σ(D_γ2([ĉ; u_{t-1}])) ⊙ tanh(D_u(ĉ))."""
     model = _model(1)
     gen = torch.Generator().manual_seed(0)
     c_prev, c_new, memory = torch.randn(4, WINDOW // 2, generator=gen), torch.randn(4, WINDOW // 2, generator=gen), torch.randn(4, 5, generator=gen)
     with torch.no_grad():
-        new, weights = model.memory_step(c_prev, c_new, memory)
+        new, traces = model.step(c_prev, c_new, memory)
+        weights = traces["dman_attention"]
         window = torch.cat([c_prev, c_new], dim=-1)
         a = torch.softmax(model.attention(window), dim=-1)
         attended = window * a
@@ -75,7 +77,7 @@ def test_dman_attention_sums_to_one_over_the_concatenated_memories() -> None:
 
 
 def _reference(model: MFN, batch: Batch, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-    """Sample ``i`` run step by step over exactly its true text length with the model's own cells and memory_step:
+    """Sample ``i`` run step by step over exactly its true text length with the model's own cells and step:
     the final h_m, the final memory u and the concatenated LSTM memories after each step."""
     n = int(batch.lengths("text")[i])
     inputs = {"text": batch.text[i : i + 1, :n], "audio": align_to_text(batch, "audio")[i : i + 1, :n], "vision": align_to_text(batch, "vision")[i : i + 1, :n]}
@@ -88,7 +90,7 @@ def _reference(model: MFN, batch: Batch, i: int) -> tuple[dict[str, torch.Tensor
         for m in inputs:
             h[m], c[m] = model.cells[m](inputs[m][:, t], (h[m], c[m]))
         states.append(torch.cat([c[m] for m in inputs], dim=-1))
-        memory, _ = model.memory_step(c_prev, states[-1], memory)
+        memory, _ = model.step(c_prev, states[-1], memory)
     return h, memory, states
 
 
@@ -177,8 +179,9 @@ def test_a_masked_step_is_skipped_by_every_state() -> None:
     holes = torch.tensor([[True, False, True, True, False]])
     kept = {m: x[:, [0, 2, 3]] for m, x in inputs.items()}
     with torch.no_grad():
-        h, c, memory, attention = model.recur(inputs, holes)
-        h2, c2, memory2, _ = model.recur(kept, torch.ones(1, 3, dtype=torch.bool))
+        h, c, memory, traces = model.run(inputs, holes)
+        h2, c2, memory2, _ = model.run(kept, torch.ones(1, 3, dtype=torch.bool))
+    attention = traces["dman_attention"]
     for m in inputs:
         torch.testing.assert_close(h[m], h2[m])
         torch.testing.assert_close(c[m], c2[m])

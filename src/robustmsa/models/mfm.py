@@ -7,7 +7,7 @@ P(Z) = P(Z_y) prod_m P(Z_a(m)). Each latent goes through a deterministic network
 generate the label and the data:
 
 * inference (encoders): Z_y = E_y(X_text, X_audio, X_vision), a Memory Fusion Network over all modalities
-  (:class:`~robustmsa.models.mfn.MFN`, reused through :meth:`~robustmsa.models.mfn.MFN.recur`: audio and vision
+  (:class:`~robustmsa.models.mfn.MFN`, reused through :meth:`~robustmsa.models.mfn.MemoryRecurrence.run`: audio and vision
   resampled onto the text positions as MFN does, then a linear layer on its final [h_t; h_a; h_v; u]);
   Z_a(m) = E_a(m)(X_m), an LSTM over modality m alone (last hidden state of its true length) and a linear layer;
 * factors: F_y = D_y(Z_y) and F_a(m) = D_a(m)(Z_a(m)), each Linear-ReLU-Dropout-Linear-ReLU;
@@ -206,7 +206,7 @@ class MFM(Backbone):
 
     def forward(self, batch: Batch) -> Output:
         inputs = {m: batch.text if m == "text" else align_to_text(batch, m) for m in self.modalities}  # (B, Lt, D_m)
-        h, _, memory, attention = self.mfn.recur(inputs, batch.mask("text"))
+        h, _, memory, traces = self.mfn.run(inputs, batch.mask("text"))
         z_y = self.to_zy(torch.cat([h[m] for m in self.modalities] + [memory], dim=-1))
         z_a = {m: self.to_za[m](self.encoders[m](getattr(batch, m), batch.mask(m))) for m in self.modalities}
         f_y = self.factor_y(z_y)
@@ -214,7 +214,7 @@ class MFM(Backbone):
         extras = {"z_y": z_y, **{f"z_{m}": z_a[m] for m in self.modalities}}
         for m in self.modalities:
             extras[f"recon_{m}"] = self.decoders[m](torch.cat([f_a[m], f_y], dim=-1), batch.mask(m))
-        extras["dman_attention"] = attention
+        extras["dman_attention"] = traces["dman_attention"]
         return Output(logits=self.head(f_y), fused=f_y, modality=f_a, extras=extras)
 
     def auxiliary_losses(self, batch: Batch, output: Output) -> dict[str, Tensor]:

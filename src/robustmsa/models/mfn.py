@@ -104,13 +104,6 @@ class MemoryRecurrence(Backbone):
         update = torch.sigmoid(self.update_gate(both))
         return retain * memory + update * torch.tanh(self.proposal(fused)), {"dman_attention": weights, **traces}
 
-    def memory_step(self, c_prev: Tensor, c_new: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
-        """One DMAN + gated-memory update from the concatenated LSTM memories (B, C) before and after a step and the
-        memory u_{t-1} (B, mem_dim); returns (u_t, the attention weights over c^[t-1,t] (B, 2C)): :meth:`step` without
-        the other traces."""
-        new, traces = self.step(c_prev, c_new, memory)
-        return new, traces["dman_attention"]
-
     def run(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor, dict[str, Tensor]]:
         """Run the System of LSTMs and the memory over (B, L, D_m) ``inputs`` (one per modality, on a shared time axis).
 
@@ -137,12 +130,6 @@ class MemoryRecurrence(Backbone):
             for name, value in step_traces.items():
                 traces[name].append((value * real.to(value.dtype)).unsqueeze(1))
         return h, c, memory, {name: torch.cat(values, dim=1) for name, values in traces.items()}
-
-    def recur(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor, Tensor]:
-        """:meth:`run` returning, of the traces, the DMAN weights (B, L, 2 sum H_m) only (zero at masked steps): the final
-        hidden states h_m (B, H_m), cell states c_m (B, H_m), the memory u (B, mem_dim) and those weights."""
-        h, c, memory, traces = self.run(inputs, mask)
-        return h, c, memory, traces["dman_attention"]
 
     def forward(self, batch: Batch) -> Output:
         inputs = {m: batch.text if m == "text" else align_to_text(batch, m) for m in self.modalities}  # (B, Lt, D_m)

@@ -61,7 +61,7 @@ def _reference(model: TETFN, sample: Sample) -> dict[str, torch.Tensor]:
     x = {m: torch.as_tensor(getattr(sample, m)) for m in MODALITIES}
     proj = {"text": x["text"] @ model.text_proj.weight.T}
     for m in ("audio", "vision"):
-        out = model.rnns[m](x[m].unsqueeze(0))[0][0] if x[m].shape[0] else torch.zeros(0, model.rnns[m].hidden_size)
+        out = model.rnns[m].rnn(x[m].unsqueeze(0))[0][0] if x[m].shape[0] else torch.zeros(0, model.rnns[m].rnn.hidden_size)
         proj[m] = out @ model.av_proj[m].weight.T
     seq = {m: math.sqrt(d) * p + sinusoidal_positions(p.shape[0], d) for m, p in proj.items()}
     pairs = {"text": [_stack(model.text_from["audio"], seq["text"], seq["audio"]), _stack(model.text_from["vision"], seq["text"], seq["vision"])]}

@@ -91,7 +91,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
 from robustmsa.models.attention import TransformerStack, attend_real, scaled_positions
-from robustmsa.models.base import Output, masked_mean
+from robustmsa.models.base import Output, SequenceEncoder, masked_mean
 from robustmsa.models.ulgm import GeneratedLabelsBackbone, post_layer, score_head
 from robustmsa.registry import BACKBONES
 
@@ -178,7 +178,7 @@ class TETFN(GeneratedLabelsBackbone):
         posts = {"text": text_post, "audio": audio_post, "vision": vision_post}
         # unimodal encoders: P_m (B, L_m, dim)
         self.text_proj = nn.Linear(dims["text"], dim, bias=False)
-        self.rnns = nn.ModuleDict({m: nn.LSTM(dims[m], hidden[m], batch_first=True) for m in PARTNER})
+        self.rnns = nn.ModuleDict({m: SequenceEncoder(dims[m], hidden[m], kind="lstm") for m in PARTNER})
         self.av_proj = nn.ModuleDict({m: nn.Linear(hidden[m], dim, bias=False) for m in PARTNER})
         self.embed_dropout = nn.Dropout(embed_dropout)
         # text stream: the text reads audio and vision
@@ -199,12 +199,10 @@ class TETFN(GeneratedLabelsBackbone):
         proj = {}
         for m in self.modalities:
             x, mask = getattr(batch, m), batch.mask(m)
-            x = x.masked_fill(~mask.unsqueeze(-1), 0.0)
-            if m != "text":
-                lengths = mask.sum(dim=1).clamp_min(1).cpu()  # an empty sequence reads one zero frame, masked below
-                packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-                x, _ = nn.utils.rnn.pad_packed_sequence(self.rnns[m](packed)[0], batch_first=True, total_length=x.shape[1])
-            p = self.text_proj(x) if m == "text" else self.av_proj[m](x)
+            if m == "text":
+                p = self.text_proj(x.masked_fill(~mask.unsqueeze(-1), 0.0))
+            else:
+                p = self.av_proj[m](self.rnns[m].states(x, mask)[0])  # the LSTM over the true lengths, 0 at padding
             proj[m] = p.masked_fill(~mask.unsqueeze(-1), 0.0)
         return proj
 

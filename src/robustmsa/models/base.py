@@ -138,6 +138,18 @@ def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0, layers: in
     return nn.Sequential(*mods)
 
 
+def run_packed(rnn: nn.RNNBase, x: Tensor, mask: Tensor, state: object = None) -> tuple[Tensor, object]:
+    """A batch-first ``nn.LSTM`` / ``nn.GRU`` over each sample's true length ((B, L) bool ``mask``, real steps first),
+    from ``state`` (None: zeros): its outputs (B, L, H), 0 at padded steps, and its final state. Padded inputs are
+    zeroed first, so whatever the padding holds reaches nothing; an empty sequence reads one zero frame (its outputs
+    are masked, its final state is that of the zero frame)."""
+    keep = mask.unsqueeze(-1)
+    packed = nn.utils.rnn.pack_padded_sequence(x.masked_fill(~keep, 0.0), mask.sum(dim=1).clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
+    out, final = rnn(packed, state)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out.masked_fill(~keep, 0.0), final
+
+
 class SequenceEncoder(nn.Module):
     """Summarise a padded (B, L, D) sequence into (B, H).
 
@@ -160,23 +172,12 @@ class SequenceEncoder(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         if self.kind == "mean":
             return self.dropout(torch.relu(self.proj(masked_mean(x, mask))))
-        _, summary = self._run(x, mask)
-        return self.dropout(summary)
+        return self.dropout(self.states(x, mask)[1])
 
     def states(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """``kind='lstm'`` only: the per-step outputs (B, L, H) of the (bi)LSTM (both directions concatenated; zero at
         padded steps) and the summary (B, H) that :meth:`forward` returns, before the dropout (neither is dropped)."""
         if self.kind != "lstm":
             raise ConfigError("per-step states need a sequence encoder of kind 'lstm'")
-        packed, summary = self._run(x, mask)
-        out, _ = nn.utils.rnn.pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])
-        return out.masked_fill(~mask.unsqueeze(-1), 0.0), summary
-
-    def _run(self, x: Tensor, mask: Tensor) -> tuple[nn.utils.rnn.PackedSequence, Tensor]:
-        """The LSTM over the packed true lengths: its packed outputs and the last hidden states (B, H)."""
-        lengths = mask.sum(dim=1).clamp_min(1).cpu()
-        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # an empty sequence reads one zero frame, never what its padding holds
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, (h, _) = self.rnn(packed)
-        summary = torch.cat([h[-2], h[-1]], dim=-1) if self.rnn.bidirectional else h[-1]
-        return out, summary
+        out, (h, _) = run_packed(self.rnn, x, mask)  # an empty sequence: the state after one zero frame
+        return out, torch.cat([h[-2], h[-1]], dim=-1) if self.rnn.bidirectional else h[-1]

@@ -95,7 +95,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
 from robustmsa.models.attention import AttentionBlock, attend_real, conv_embed
-from robustmsa.models.base import Backbone, Output, masked_mean, mlp
+from robustmsa.models.base import Backbone, Output, masked_mean, mlp, run_packed
 from robustmsa.registry import BACKBONES
 
 SEPARATORS = ("gru", "linear")
@@ -124,10 +124,7 @@ class ModalitySeparator(nn.Module):
         encoder = self.encoders[stream]
         if self.kind == "linear":
             return encoder(masked_mean(x, mask))
-        lengths = mask.sum(dim=1).clamp_min(1).cpu()
-        x = x.masked_fill(~mask.unsqueeze(-1), 0.0)  # an empty sequence reads one zero frame (then averaged over nothing)
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = nn.utils.rnn.pad_packed_sequence(encoder(packed)[0], batch_first=True, total_length=x.shape[1])
+        out, _ = run_packed(encoder, x, mask)
         return masked_mean(0.5 * (out[..., : self.dim] + out[..., self.dim :]), mask)
 
     def forward(self, text: Tensor, text_mask: Tensor, other: Tensor, other_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -94,7 +94,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
 from robustmsa.models.attention import key_padding_mask
-from robustmsa.models.base import Backbone, Output, SequenceEncoder, masked_mse
+from robustmsa.models.base import Backbone, Output, SequenceEncoder, masked_mse, run_packed
 from robustmsa.registry import BACKBONES
 
 TARGETS = ("vision", "audio")
@@ -129,8 +129,7 @@ class TranslationDecoder(nn.Module):
             t = torch.arange(steps, device=states.device, dtype=states.dtype).unsqueeze(0)
             inputs = (t / (lengths.to(states.dtype) - 1).clamp_min(1.0).unsqueeze(1)).unsqueeze(-1)
         h0 = torch.tanh(self.init(summary)).unsqueeze(0)
-        packed = nn.utils.rnn.pack_padded_sequence(inputs, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
-        hidden, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed, (h0, torch.zeros_like(h0)))[0], batch_first=True, total_length=steps)
+        hidden, _ = run_packed(self.rnn, inputs, target_mask, (h0, torch.zeros_like(h0)))
         scores = self.query(hidden) @ states.transpose(1, 2) / math.sqrt(states.shape[-1])  # (B, Lt, Ls)
         scores = scores.masked_fill(key_padding_mask(source_mask).unsqueeze(1), float("-inf"))
         keep = target_mask.unsqueeze(-1)

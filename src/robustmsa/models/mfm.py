@@ -86,7 +86,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
 from robustmsa.models.align import align_to_text
-from robustmsa.models.base import Backbone, Output, SequenceEncoder, masked_mse, mlp
+from robustmsa.models.base import Backbone, Output, SequenceEncoder, masked_mse, mlp, run_packed
 from robustmsa.models.mfn import MFN
 from robustmsa.registry import BACKBONES
 
@@ -136,8 +136,7 @@ class SequenceDecoder(nn.Module):
         t = torch.arange(steps, device=factors.device, dtype=factors.dtype).unsqueeze(0)
         position = t / (lengths.to(factors.dtype) - 1).clamp_min(1.0).unsqueeze(1)  # (B, L): 0 at the first, 1 at the last step
         inputs = torch.cat([factors.unsqueeze(1).expand(-1, steps, -1), position.unsqueeze(-1)], dim=-1)
-        packed = nn.utils.rnn.pack_padded_sequence(inputs, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
-        hidden, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=steps)
+        hidden, _ = run_packed(self.rnn, inputs, mask)
         return self.out(hidden).masked_fill(~mask.unsqueeze(-1), 0.0)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from robustmsa.config import ComponentConfig
 from robustmsa.data.batch import Batch, Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
@@ -460,6 +461,90 @@ def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
         bad.write_text(f"data: {{name: synthetic}}\n{text}\n")
         with pytest.raises(ConfigError, match=message):
             load_sweep_config(bad)
+
+
+#: ONE_EPOCH_BASELINE with a second model, 'own', on a backbone of its own (a small EF-LSTM) instead of the shared text_centric.
+WITH_OWN_BACKBONE = {
+    **ONE_EPOCH_BASELINE,
+    "models": {"baseline": {"name": "missing_robust"}, "own": {"name": "missing_robust"}},
+    "backbones": {"own": {"name": "ef_lstm", "params": {"hidden": 8}}},
+}
+
+
+def test_a_models_own_backbone_must_name_a_model_and_be_a_valid_backbone(tmp_path: Path) -> None:
+    config = MissingSweepConfig.model_validate(WITH_OWN_BACKBONE)
+    assert config.backbone_of("own") == ComponentConfig(name="ef_lstm", params={"hidden": 8}) and config.backbone_of("baseline") == config.backbone
+    with pytest.raises(ConfigError, match=r"no model 'ownn'; the sweep has \['baseline', 'own'\]"):
+        config.backbone_of("ownn")
+    bad = tmp_path / "bad.yaml"
+    for text, message in (
+        ("backbones: {tfr: {name: ef_lstm}}", r"bad.yaml: field 'backbones': 'tfr' is not one of the models \['a', 'b'\]"),
+        ("backbones: {b: {name: ef_lstmm}}", "field 'backbones.b': unknown backbone 'ef_lstmm'"),
+        ("backbones: {b: {name: ef_lstm, params: {hiden: 8}}}", r"field 'backbones.b': backbone 'ef_lstm': unknown parameter\(s\) 'hiden'"),
+    ):
+        bad.write_text(f"data: {{name: synthetic}}\nmodels: {{a: {{name: lnln}}, b: {{name: missing_robust}}}}\n{text}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_sweep_config(bad)
+
+
+def test_a_model_on_its_own_backbone_is_built_on_it_and_resumes_apart_from_the_others(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    from robustmsa.models.ef_lstm import EFLSTM
+    from robustmsa.models.text_centric import TextCentric
+
+    out = tmp_path / "sweep"
+    sweep_missing(MissingSweepConfig.model_validate(ONE_EPOCH_BASELINE), out, seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
+    assert "Backbones" not in (out / "report.md").read_text()  # every model on the shared backbone: nothing to say
+    record, checkpoint = out / "seed_0" / "baseline" / "sweep_result.json", out / "seed_0" / "baseline" / "best.ckpt"
+    # a model on the shared backbone has the settings records had before sweeps had 'backbones' (they stay valid)
+    assert set(json.loads(record.read_text())["settings"]) == {"data", "views", "backbone", "train", "eval_split", "splits", "rates", "model", "method", "seed", "sensitivity"}
+    written = record.read_bytes(), checkpoint.stat().st_mtime_ns
+    # (a) a model with its own backbone added to the finished sweep: only that model trains, on that backbone
+    (out / "results.json").unlink()
+    config = MissingSweepConfig.model_validate(WITH_OWN_BACKBONE)
+    results = sweep_missing(config, out, seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
+    assert (record.read_bytes(), checkpoint.stat().st_mtime_ns) == written
+    assert json.loads((out / "seed_0" / "own" / "sweep_result.json").read_text())["settings"]["model_backbone"] == {"name": "ef_lstm", "params": {"hidden": 8}}
+    assert results["config"]["backbones"] == {"own": {"name": "ef_lstm", "params": {"hidden": 8}}}
+    assert isinstance(load_sweep_method(out, "own", 0, bundle=toy_bundle)[0].backbone, EFLSTM)
+    assert isinstance(load_sweep_method(out, "baseline", 0, bundle=toy_bundle)[0].backbone, TextCentric)
+    assert "Backbones: every model on text_centric except own (ef_lstm).\n" in (out / "report.md").read_text()
+    # (b) another backbone for that model, or the shared one, is another setting: refused in that folder, nothing trains
+    trained = {m: (out / "seed_0" / m / "best.ckpt").stat().st_mtime_ns for m in config.models}
+    (out / "results.json").unlink()
+    for backbones in ({"own": {"name": "ef_lstm", "params": {"hidden": 6}}}, {}):
+        changed = MissingSweepConfig.model_validate({**WITH_OWN_BACKBONE, "backbones": backbones})
+        with pytest.raises(ConfigError, match=r"seed_0[/\\]own[/\\]sweep_result.json: this folder holds a run made with other settings"):
+            sweep_missing(changed, out, seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
+    assert trained == {m: (out / "seed_0" / m / "best.ckpt").stat().st_mtime_ns for m in config.models} and not (out / "results.json").exists()
+
+
+def test_combine_carries_each_models_own_backbone_and_refuses_a_model_on_another_one(tmp_path: Path) -> None:
+    ef_lstm = {"name": "ef_lstm", "params": {}}
+    first = _fake_sweep(tmp_path / "first", {"plain": [0.6, 0.9]})
+    results = json.loads((first / "results.json").read_text())
+    del results["config"]["backbones"]  # a results.json written before sweeps had 'backbones'
+    (first / "results.json").write_text(json.dumps(results))
+    own = _fake_sweep(tmp_path / "own", {"tfr": [0.5, 0.8]}, backbones={"tfr": ef_lstm})
+    merged = combine_sweeps([first, own], tmp_path / "all")
+    assert merged["config"]["backbones"] == {"tfr": ef_lstm} and list(merged["config"]["models"]) == ["plain", "tfr"]
+    assert "Backbones: every model on text_centric except tfr (ef_lstm).\n" in (tmp_path / "all" / "report.md").read_text()
+    alone = combine_sweeps([own], tmp_path / "alone")  # no model on the shared backbone
+    assert "Backbones: tfr (ef_lstm).\n" in (tmp_path / "alone" / "report.md").read_text() and alone["config"]["backbones"] == {"tfr": ef_lstm}
+    assert _only_models(own, json.loads((own / "results.json").read_text()), ["tfr"])["config"]["backbones"] == {"tfr": ef_lstm}
+    both = _fake_sweep(tmp_path / "both", {"plain": [0.6, 0.9], "tfr": [0.5, 0.8]}, backbones={"tfr": ef_lstm})
+    only = _only_models(both, json.loads((both / "results.json").read_text()), ["plain"])
+    assert only["config"]["backbones"] == {} and MissingSweepConfig.model_validate(only["config"]).backbones == {}
+    for k, (other, message) in enumerate(
+        (
+            ({"tfr": {"name": "lf_dnn"}}, "built on backbone 'lf_dnn' here and on backbone 'ef_lstm' in another run"),
+            ({"tfr": {"name": "ef_lstm", "params": {"hidden": 8}}}, r"built on backbone 'ef_lstm' with \{'hidden': 8\} here and on backbone 'ef_lstm' in another run"),
+            ({}, "built on the shared backbone here and on backbone 'ef_lstm' in another run"),
+        )
+    ):
+        later = _fake_sweep(tmp_path / f"later{k}", {"tfr": [0.5, 0.8]}, backbones=other)
+        with pytest.raises(DataError, match=rf"later{k}[/\\]results.json: field 'config.backbones.tfr': the model is {message}; give it another name"):
+            combine_sweeps([own, later], tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def _fake_sweep(

@@ -122,3 +122,20 @@ def test_a_range_end_the_method_refuses_fails_before_any_trial(toy_bundle: DataB
     with pytest.raises(ConfigError, match=r"sweep model 'lnln with \{'complete_share': 3.0\}': .*complete_share must lie in \[0, 1\], got 3.0"):
         search_sweep_model(search, sweep, tmp_path / "search", bundle=toy_bundle)
     assert not (tmp_path / "search" / "study.log").exists()
+
+
+def test_a_model_on_its_own_backbone_is_searched_and_tuned_on_it(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    own = {"name": "ef_lstm", "params": {"hidden": 8}}
+    sweep = MissingSweepConfig.model_validate({**SWEEP, "models": {**SWEEP["models"], "own": {"name": "missing_robust"}}, "backbones": {"own": own}})
+    search = SweepSearchConfig.model_validate({"sweep": "sweep.yaml", "model": "own", "space": {"complete_share": {"low": 0.1, "high": 0.9}}, "n_trials": 1, "seeds": [0]})
+    out = tmp_path / "search"
+    result = search_sweep_model(search, sweep, out, bundle=toy_bundle)
+    tuned = load_sweep_config(out / "best_sweep.yaml")
+    assert list(tuned.models) == ["own_tuned"] and tuned.backbone_of("own_tuned").model_dump() == own
+    assert json.loads((out / "search_config.json").read_text())["sweep"]["backbones"] == {"own": own}
+    # the trial trained on that backbone: retraining the tuned model on it reproduces the trial's score
+    _, fitted = train_sweep_model(tuned, "own_tuned", tuned.models["own_tuned"], toy_bundle, 0, None)
+    assert fitted.best_score == pytest.approx(result["trials"][0]["per_seed"]["0"], rel=1e-6)
+    # a search on a sweep without own backbones records its sweep as before they existed (its study is joined, not refused)
+    plain = search_sweep_model(search.model_copy(update={"model": "baseline"}), MissingSweepConfig.model_validate(SWEEP), tmp_path / "plain", bundle=toy_bundle)
+    assert plain["trials"] and "backbones" not in json.loads((tmp_path / "plain" / "search_config.json").read_text())["sweep"]

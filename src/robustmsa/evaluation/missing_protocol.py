@@ -10,7 +10,11 @@
   recorded in ``seed_<k>/<model>/sweep_result.json`` with the settings it was
   made with, so a sweep that stopped part-way resumes where it stopped when
   run again into the same folder with the same settings (another setting is
-  refused there unless ``overwrite``).
+  refused there unless ``overwrite``). Every model is built on the config's
+  ``backbone`` unless ``backbones`` gives it its own (display name -> backbone,
+  e.g. a method that comes with its own network); a model's own backbone is
+  part of its record's settings only, so adding such a model to a finished
+  sweep keeps the records of the others.
 * :func:`sentiment_clue_sensitivity`: mask one text token at a time in the
   correctly classified test texts and count, per token, how often the polarity
   of the prediction flips (``sensitivity_<model>.png``: the most
@@ -97,12 +101,14 @@ ViewComponent = Annotated[ComponentConfig, checked(_check_view)]
 
 
 class MissingSweepConfig(PluginConfig):
-    """A missing-rate sweep: one data set and backbone, several methods (display name -> method)."""
+    """A missing-rate sweep: one data set and backbone, several methods (display name -> method); a model named in
+    ``backbones`` is built on its own backbone instead (e.g. a method that comes with its own network)."""
 
     data: ComponentConfig
     views: list[ViewComponent] = Field(default_factory=list)  # applied in order; names in VIEWS
     backbone: BackboneComponent = Field(default_factory=lambda: ComponentConfig(name="text_centric"))
     models: dict[str, MethodComponent] = Field(min_length=1)
+    backbones: dict[str, BackboneComponent] = Field(default_factory=dict)  # model display name -> its own backbone
     reference: str | None = None  # the model the others are compared with, seed by seed (default: the first)
     train: SweepTrainSection = Field(default_factory=SweepTrainSection)
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
@@ -121,8 +127,23 @@ class MissingSweepConfig(PluginConfig):
             raise ValueError(f"'{value}' is not one of the models {sorted(models)}")
         return value
 
+    @field_validator("backbones")
+    @classmethod
+    def _backbones_are_models(cls, value: dict[str, ComponentConfig], info: ValidationInfo) -> dict[str, ComponentConfig]:
+        models = info.data.get("models", {})
+        unknown = [name for name in value if name not in models]
+        if unknown:
+            raise ValueError(f"'{unknown[0]}' is not one of the models {sorted(models)}")
+        return value
+
     def reference_model(self) -> str:
         return self.reference or next(iter(self.models))
+
+    def backbone_of(self, name: str) -> ComponentConfig:
+        """The backbone model ``name`` is built on: its own (``backbones``) or the shared one."""
+        if name not in self.models:
+            raise ConfigError(f"{self._source}: no model '{name}'; the sweep has {sorted(self.models)}")
+        return self.backbones.get(name, self.backbone)
 
 
 def load_sweep_config(path: Path | str) -> MissingSweepConfig:
@@ -377,9 +398,10 @@ def _metric_kind(results: dict[str, Any]) -> str:
 
 
 def train_sweep_model(config: MissingSweepConfig, name: str, component: ComponentConfig, bundle: DataBundle, seed: int, out_dir: Path | None) -> tuple[Method, FitResult]:
-    """Build ``component`` (shown as ``name``) on the sweep's backbone and train it with the sweep's settings;
-    the checkpoint is selected on validation (``config.train``), never on a test set."""
-    experiment = ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train, seeds=[seed])
+    """Build ``component`` (model ``name`` of the sweep, or a variant of it) on that model's backbone
+    (:meth:`MissingSweepConfig.backbone_of`) and train it with the sweep's settings; the checkpoint is selected on
+    validation (``config.train``), never on a test set."""
+    experiment = ExperimentConfig(data=config.data, backbone=config.backbone_of(name), method=component, train=config.train, seeds=[seed])
     method = build_method(experiment, bundle, seed)
     fitted = fit(method, bundle, config.train.to_train_config(), seed=seed, out_dir=out_dir, config={"sweep_model": name, **experiment.model_dump(mode="json")})
     return method, fitted
@@ -409,7 +431,7 @@ def check_sweep_models(config: MissingSweepConfig, bundle: DataBundle) -> None:
     check_text_features(config, bundle)
     for name, component in config.models.items():
         try:
-            method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone, method=component, train=config.train), bundle, 0)
+            method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone_of(name), method=component, train=config.train), bundle, 0)
             for mode in (config.train.valid_mode, "factual"):
                 method.check_mode(mode)
             check_fit(method, bundle, config.train.to_train_config())  # monitor, hardware, splits: before the folder is claimed
@@ -432,9 +454,15 @@ def _analysed(config: MissingSweepConfig, seed: int) -> bool:
 
 
 def _settings(config: MissingSweepConfig, shared: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
-    """Everything a (seed, model) result of a sweep depends on: the shared settings, the model and the seed."""
+    """Everything a (seed, model) result of a sweep depends on: the shared settings, the model and the seed, and the
+    model's own backbone if it has one (``model_backbone``; only then, so that the records of the models on the shared
+    backbone keep the settings they were written with: a model with its own backbone added to a finished sweep leaves
+    them valid, and records written before sweeps had ``backbones`` still match)."""
     sensitivity = config.sensitivity.model_dump(mode="json") if _analysed(config, seed) else None
-    return {**shared, "model": name, "method": config.models[name].model_dump(mode="json"), "seed": seed, "sensitivity": sensitivity}
+    settings = {**shared, "model": name, "method": config.models[name].model_dump(mode="json"), "seed": seed, "sensitivity": sensitivity}
+    if name in config.backbones:
+        settings["model_backbone"] = config.backbones[name].model_dump(mode="json")
+    return settings
 
 
 @holds_output
@@ -511,7 +539,7 @@ def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle |
     if not checkpoint.is_file():
         raise DataError(checkpoint, None, "checkpoint not found")
     bundle = bundle if bundle is not None else load_sweep_data(config)
-    method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone, method=config.models[model], train=config.train, seeds=[seed]), bundle, seed)
+    method = build_method(ExperimentConfig(data=config.data, backbone=config.backbone_of(model), method=config.models[model], train=config.train, seeds=[seed]), bundle, seed)
     state = load_checkpoint_state(checkpoint)["state_dict"]
     method.load_state_dict({k.removeprefix("method."): v for k, v in state.items()})
     return method, bundle
@@ -627,13 +655,18 @@ def _check_trained_on(run: Path, part: dict[str, Any], bundle: DataBundle) -> No
 
 def _pool(parts: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The per-seed results of several sweeps in one grid (every seed x every model, each from one run only) and
-    the config with every model."""
+    the config with every model (and every model's own backbone)."""
     models: dict[str, Any] = {}
+    backbones: dict[str, Any] = {}  # model -> its own backbone, None: the shared one
     pooled: dict[str, dict[str, Any]] = {}
     for run, part in parts:
+        own = part["config"].get("backbones") or {}  # results.json written before sweeps had 'backbones': none
         for model, component in part["config"]["models"].items():
             if models.setdefault(model, component) != component:
                 raise DataError(run / "results.json", f"config.models.{model}", "is configured differently in another run; give it another name")
+            if backbones.setdefault(model, own.get(model)) != own.get(model):
+                shown = [_backbone_shown(b) if b else "the shared backbone" for b in (own.get(model), backbones[model])]
+                raise DataError(run / "results.json", f"config.backbones.{model}", f"the model is built on {shown[0]} here and on {shown[1]} in another run; give it another name")
         for seed, results in part["per_seed"].items():
             for model, result in results.items():
                 if model in pooled.setdefault(seed, {}):
@@ -651,7 +684,13 @@ def _pool(parts: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, Any],
     references = list(dict.fromkeys(ref for _, part in parts if (ref := part["config"].get("reference")) is not None))
     if len(references) > 1:
         raise DataError(parts[0][0] / "results.json", "config.reference", f"the runs name different reference models {references}; combine runs that agree")
-    return per_seed, {**parts[0][1]["config"], "models": models, "reference": references[0] if references else None}
+    own_backbones = {m: b for m, b in backbones.items() if b is not None}
+    return per_seed, {**parts[0][1]["config"], "models": models, "backbones": own_backbones, "reference": references[0] if references else None}
+
+
+def _backbone_shown(backbone: Mapping[str, Any]) -> str:
+    """A backbone component as the errors name it: its name, with its parameters if it has any."""
+    return f"backbone '{backbone['name']}'" + (f" with {dict(backbone['params'])}" if backbone.get("params") else "")
 
 
 def _write_sweep(out_dir: Path, per_seed: dict[str, Any], config: dict[str, Any], rates: list[float], data: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
@@ -671,8 +710,10 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     """Merge sweeps run separately into one result: other seeds of the same models (e.g. one process per seed),
     other models on the same seeds (a variant added later), or both.
 
-    The runs must share data, backbone, training settings and rates; each
-    (seed, model) may come from one run only and every seed needs every model.
+    The runs must share data, backbone, training settings and rates, and a
+    model must be on the same backbone (its own, ``backbones``, or the shared
+    one) in every run that has it; each (seed, model) may come from one run
+    only and every seed needs every model.
     The pooled results are re-aggregated (mean +- std over seeds) and written
     with the report and plots to ``out_dir``.
     """
@@ -804,6 +845,7 @@ def _only_models(run: Path, part: dict[str, Any], models: Sequence[str]) -> dict
         raise DataError(run / "results.json", "config.models", f"has no model '{unknown[0]}' (it has {sorted(part['config']['models'])})")
     keep = dict.fromkeys(models)
     config = {**part["config"], "models": {m: c for m, c in part["config"]["models"].items() if m in keep}}
+    config["backbones"] = {m: b for m, b in (part["config"].get("backbones") or {}).items() if m in keep}
     if config.get("reference") not in keep:
         config["reference"] = None  # the reference model was left out: the first kept model is the reference
     return {**part, "config": config, "per_seed": {seed: {m: r for m, r in res.items() if m in keep} for seed, res in part["per_seed"].items()}}
@@ -842,6 +884,9 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
     monitor = config.train.to_train_config().monitor_spec("regression" if kind == "sims" else kind)[0]
     split = f" ({results['data']['split']} split)" if "split" in results["data"] else ""
     lines = [f"# Missing-rate sweep on {results['data']['name']}{split}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
+    if config.backbones:  # the models on their own backbone (without any, every model is on the shared one)
+        own = ", ".join(f"{name} ({config.backbones[name].name})" for name in config.models if name in config.backbones)
+        lines.append(f"Backbones: every model on {config.backbone.name} except {own}.\n" if len(config.backbones) < len(config.models) else f"Backbones: {own}.\n")
     if results["data"].get(TEXT_CONTEXTUAL):
         lines.append(
             "**Contextual text features** (allow_contextual_text): a dropped token's vector is zeroed, but the kept vectors "

@@ -1,8 +1,8 @@
 """Search the training hyper-parameters of one model of a missing-rate sweep on validation data (Optuna).
 
 A search config names a sweep YAML (its data, views, backbone and training
-settings are used as they are), one of its models, and a space over that
-model's parameters::
+settings are used as they are; the model's own backbone if the sweep gives it
+one), one of its models, and a space over that model's parameters::
 
     sweep: synthetic.yaml          # relative to this file
     model: lnln
@@ -131,10 +131,18 @@ def _tuned_component(sweep: MissingSweepConfig, model: str, params: dict[str, An
     return ComponentConfig(name=base.name, params={**base.params, **params})
 
 
+def _variants(sweep: MissingSweepConfig, model: str, components: dict[str, ComponentConfig]) -> MissingSweepConfig:
+    """The sweep with ``components`` (display name -> variant of ``model``) as its only models, each on ``model``'s
+    backbone (its own one, if the sweep gives it one)."""
+    backbones = {name: sweep.backbones[model] for name in components} if model in sweep.backbones else {}
+    return sweep.model_copy(update={"models": components, "backbones": backbones, "reference": None})
+
+
 def _open_study(out: Path, search: SweepSearchConfig, sweep: MissingSweepConfig, direction: str, worker: int, overwrite: bool) -> optuna.Study:
     """Create the study in ``out``, or join the one there if it was made from the same settings (the number of
     trials may grow)."""
-    snapshot = {"search": search.model_dump(mode="json", exclude={"sweep", "n_trials"}), "sweep": sweep.model_dump(mode="json")}
+    # without own backbones as before sweeps had them, so that the studies of those days are joined, not refused
+    snapshot = {"search": search.model_dump(mode="json", exclude={"sweep", "n_trials"}), "sweep": sweep.model_dump(mode="json", exclude=None if sweep.backbones else {"backbones"})}
     marker = out / "search_config.json"
     journal = out / "study.log"
     if marker.exists():
@@ -164,17 +172,18 @@ def search_sweep_model(
     bundle = bundle if bundle is not None else load_sweep_data(sweep)
     sweep.check_split_names(bundle)
     # a value the method refuses (a range end outside its bounds) fails now, not in a trial after others have trained
-    check_sweep_models(sweep.model_copy(update={"models": {f"{search.model} with {v}": _tuned_component(sweep, search.model, v) for v in _corners(search.space)}}), bundle)
+    check_sweep_models(_variants(sweep, search.model, {f"{search.model} with {v}": _tuned_component(sweep, search.model, v) for v in _corners(search.space)}), bundle)
     metric, mode = sweep.train.to_train_config().monitor_spec(bundle.task.kind)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(out, search, sweep, "minimize" if mode == "min" else "maximize", worker, overwrite)
 
     def objective(trial: optuna.Trial) -> float:
+        name = f"{search.model}_trial{trial.number}"
         component = _tuned_component(sweep, search.model, _suggest(trial, search.space))
         scores = {}
         for seed in search.seeds:
             try:
-                fitted = train_sweep_model(sweep, f"{search.model}_trial{trial.number}", component, bundle, seed, None)[1]
+                fitted = train_sweep_model(_variants(sweep, search.model, {name: component}), name, component, bundle, seed, None)[1]
             except TrainingDiverged:
                 return float("nan")  # Optuna records the trial as failed
             if fitted.best_score is None:
@@ -208,7 +217,7 @@ def write_search(out: Path, study: optuna.Study, search: SweepSearchConfig, swee
         "search": search.model_dump(mode="json"),
     }
     write_json(out / "search.json", result)
-    best_sweep = sweep.model_copy(update={"models": {tuned: _tuned_component(sweep, search.model, best.params)}, "reference": None})
+    best_sweep = _variants(sweep, search.model, {tuned: _tuned_component(sweep, search.model, best.params)})
     header = f"# {tuned}: {search.model} with the parameters of trial {best.number} of {out / 'search.json'}\n"
     write_text_atomic(out / "best_sweep.yaml", header + yaml.safe_dump(best_sweep.model_dump(mode="json"), sort_keys=False))
     ordered = sorted(trials, key=lambda t: t["value"], reverse=result["direction"] == "maximize")

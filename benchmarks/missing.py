@@ -5,6 +5,7 @@
     python benchmarks/missing.py tcmr_blend_missing --out runs/tcmr_blend        # TCMR / LNLN, proxy blended into missing
     python benchmarks/missing.py lnln_blend_missing --out runs/lnln_blend        #   tokens only
     python benchmarks/missing.py lnln_latent --out runs/lnln_latent              # LNLN reconstructing encoder tokens
+    python benchmarks/missing.py tfr_net --out runs/tfr_net                      # TFR-Net, with and without reconstruction
     python benchmarks/missing.py cmu --out runs/missing_mmmo                     # ../shared/data/cmu_mfn (MMMO)
     python benchmarks/missing.py cmu_youtube --out runs/missing_youtube          # ../shared/data/cmu_mfn (YouTube, 3 classes)
     python benchmarks/missing.py mmsd2 --out runs/missing_mmsd2                  # ../shared/data/mmsd2
@@ -63,6 +64,7 @@ CONFIGS = {
     "lnln_blend_missing": ROOT / "configs/missing/lnln_blend_missing.yaml",
     "lnln_tuned": ROOT / "configs/missing/lnln_tuned.yaml",
     "lnln_latent": ROOT / "configs/missing/lnln_latent.yaml",
+    "tfr_net": ROOT / "configs/missing/tfr_net.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",
     "cmu_youtube": ROOT / "configs/missing/cmu_youtube.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",

@@ -58,7 +58,7 @@ from robustmsa.method import Method
 from robustmsa.training.fit import TrainConfig, evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("text_only", "lf_dnn", "tfn", "ef_lstm", "lmf", "mfn", "graph_mfn", "mfm", "mctn", "mult", "bbfn", "tfr_net", "misa", "mmim", "self_mm", "tetfn", "mag", "text_centric")
+MODELS = ("text_only", "lf_dnn", "tfn", "ef_lstm", "lmf", "mfn", "graph_mfn", "mfm", "mctn", "mult", "bbfn", "tfr_net", "misa", "mmim", "self_mm", "tetfn", "mag", "cenet", "text_centric")
 METRICS = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Mult_acc_7", "MAE", "Corr")
 BATCH = 32
 

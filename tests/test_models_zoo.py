@@ -67,6 +67,7 @@ SMALL: dict[str, dict] = {
         "decoder_hidden": 8,
         "hidden": 16,
     },
+    "cenet": {"dim": 8, "heads": 2},
     "tfr_net": {"dim": 8, "heads": 2, "layers": 1, "fusion_hidden": 8, "fusion_layers": 1, "classifier_hidden": 16},
 }
 NAMES = sorted(SMALL)

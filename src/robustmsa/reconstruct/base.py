@@ -26,7 +26,7 @@ from torch import Tensor
 from robustmsa.data.batch import Batch
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, scores_from_logits, task_loss
-from robustmsa.models.base import Backbone
+from robustmsa.models.base import Backbone, Output
 from robustmsa.reconstruct.corruption import DEFAULT_UNK_ID, corrupt_batch, corrupt_for_training, missing_positions
 from robustmsa.registry import METHODS
 
@@ -160,10 +160,15 @@ class MissingRobust(MissingAwareMethod):
     def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
         noisy = self.corrupt(batch)
         out = self.backbone(noisy)
-        losses = {"task": self.task_term(out.logits, noisy)}
+        losses = {"task": self.task_term(out.logits, noisy), **self.extra_losses(batch, noisy, out)}
         losses.update(self.backbone.auxiliary_losses(noisy, out))
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
+
+    def extra_losses(self, clean: Batch, noisy: Batch, output: Output) -> dict[str, Tensor]:
+        """Weighted losses a subclass adds to the task loss, from the complete batch, its corruption and the backbone's
+        output on it (none here)."""
+        return {}
 
     def logits(self, batch: Batch) -> Tensor:
         return self.backbone(batch).logits

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -43,7 +42,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.errors import ConfigError
 from robustmsa.models.attention import TransformerStack
 from robustmsa.models.base import Backbone, Output
-from robustmsa.reconstruct.base import MissingAwareMethod, loss_weights
+from robustmsa.reconstruct.base import MissingRobust, loss_weights
 from robustmsa.reconstruct.corruption import missing_positions
 from robustmsa.registry import METHODS
 
@@ -61,7 +60,7 @@ def masked_smooth_l1(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor
 
 
 @METHODS.register("tfr_net")
-class TFRNetTraining(MissingAwareMethod):
+class TFRNetTraining(MissingRobust):
     """TFR-Net's training: corrupted inputs, task loss and feature reconstruction of the dropped positions (see module doc)."""
 
     def __init__(
@@ -91,9 +90,6 @@ class TFRNetTraining(MissingAwareMethod):
         self.temporal = nn.ModuleDict({m: TransformerStack(width, heads, layers, dropout) for m in self.weights})
         self.generate = nn.ModuleDict({m: nn.Linear(width, backbone.dims[m]) for m in self.weights})
 
-    def logits(self, batch: Batch) -> Tensor:
-        return self.backbone(batch).logits
-
     def reconstruct(self, noisy: Batch, output: Output, modality: str) -> Tensor:
         """The complete features (B, L_m, D_m) of ``modality`` predicted from ``output`` = ``backbone(noisy)``."""
         aligned, mask = output.extras.get(f"aligned_{modality}"), noisy.mask(modality)
@@ -102,19 +98,12 @@ class TFRNetTraining(MissingAwareMethod):
             raise ConfigError(f"backbone {type(self.backbone).__name__}: Output.extras['aligned_{modality}'] must have shape {(*mask.shape, self.generate[modality].in_features)}, got {got}")
         return self.generate[modality](self.temporal[modality](aligned, mask))
 
-    def reconstruction_losses(self, clean: Batch, noisy: Batch, output: Output) -> dict[str, Tensor]:
-        """``reconstruction_<m>``: the weighted Smooth-L1 loss of each modality over its dropped positions."""
+    def extra_losses(self, clean: Batch, noisy: Batch, output: Output) -> dict[str, Tensor]:
+        """``reconstruction_<m>``: the weighted Smooth-L1 loss of each modality over its dropped positions (none
+        during the warm-up epochs)."""
+        if self.epoch < self.warmup_epochs:
+            return {}
         return {
             f"reconstruction_{m}": weight * masked_smooth_l1(self.reconstruct(noisy, output, m), getattr(clean, m), dropped_positions(clean, noisy, m))
             for m, weight in self.weights.items()
         }
-
-    def training_loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
-        noisy = self.corrupt(batch)
-        out = self.backbone(noisy)
-        losses = {"task": self.task_term(out.logits, noisy)}
-        if self.epoch >= self.warmup_epochs:
-            losses.update(self.reconstruction_losses(batch, noisy, out))
-        losses.update(self.backbone.auxiliary_losses(noisy, out))
-        losses["loss"] = torch.stack(list(losses.values())).sum()
-        return losses

@@ -1,4 +1,5 @@
-"""Missing-rate robustness benchmarks: baseline vs LNLN vs TCMR (text-centric backbone), mean +- std over seeds.
+"""Missing-rate robustness benchmarks: baseline vs LNLN vs TCMR (text-centric backbone) and TFR-Net (its own network),
+mean +- std over seeds.
 
     python benchmarks/missing.py synthetic --out runs/missing_synthetic          # generated default corpus, 3 seeds
     python benchmarks/missing.py ablations --out runs/missing_ablations          # TCMR variants / ablations
@@ -32,6 +33,7 @@ Model-specific training parameters can be searched on validation data first (Opt
 several processes can work on one study with --worker 0, 1, ...); the tuned model is then swept like any other:
 
     python benchmarks/missing.py search_lnln --out runs/search_lnln [--worker 1]
+    python benchmarks/missing.py search_tfr_net --out runs/search_tfr_net [--worker 1]   # TFR-Net's reconstruction weights
     python benchmarks/missing.py synthetic --config runs/search_lnln/best_sweep.yaml --out runs/lnln_tuned
     python benchmarks/missing.py lnln_tuned --out runs/lnln_tuned    # the shipped result of that search
 
@@ -69,7 +71,7 @@ CONFIGS = {
     "cmu_youtube": ROOT / "configs/missing/cmu_youtube.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",
 }
-SEARCHES = {"search_lnln": ROOT / "configs/missing/search/lnln.yaml"}
+SEARCHES = {"search_lnln": ROOT / "configs/missing/search/lnln.yaml", "search_tfr_net": ROOT / "configs/missing/search/tfr_net.yaml"}
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,9 @@ import torch.nn.functional as F
 from robustmsa.data.batch import collate
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
+from robustmsa.evaluation.missing_protocol import MissingSweepConfig, load_sweep_method, sweep_missing
+from robustmsa.models.text_centric import TextCentric
+from robustmsa.models.tfr_net import TFRNet
 from robustmsa.reconstruct.corruption import corrupt_batch, missing_positions
 from robustmsa.reconstruct.tfr_net import dropped_positions, masked_smooth_l1
 from robustmsa.registry import BACKBONES, METHODS
@@ -170,3 +175,23 @@ def test_training_lowers_the_reconstruction_error_of_dropped_features(toy_bundle
     before = error()
     fit(method, toy_bundle, TrainConfig(max_epochs=6, batch_size=16, lr=3e-3, patience=6, progress=False, valid_mode="missing"), seed=0)
     assert error() < 0.8 * before
+
+
+def test_tfr_net_sweeps_on_its_own_network_next_to_the_text_centric_baseline(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    config = MissingSweepConfig.model_validate(
+        {
+            "data": {"name": "toy"},
+            "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2, "av_tokens": 2, "levels": 1}},
+            "models": {"baseline": {"name": "missing_robust"}, "tfr_net": {"name": "tfr_net", "params": {"heads": 2, "warmup_epochs": 0}}},
+            "backbones": {"tfr_net": {"name": "tfr_net", "params": SMALL}},
+            "train": {"max_epochs": 1, "batch_size": 64},
+            "sensitivity": {"enabled": False},
+        }
+    )
+    results = sweep_missing(config, tmp_path / "sweep", seeds=[0], rates=[0.0, 0.9], bundle=toy_bundle)
+    assert list(results["aggregate"]) == ["baseline", "tfr_net"]
+    loaded = load_sweep_method(tmp_path / "sweep", "tfr_net", 0, bundle=toy_bundle)[0]
+    assert isinstance(loaded.backbone, TFRNet) and set(loaded.generate) == set(MODALITIES)
+    assert isinstance(load_sweep_method(tmp_path / "sweep", "baseline", 0, bundle=toy_bundle)[0].backbone, TextCentric)
+    logged = (tmp_path / "sweep" / "seed_0" / "tfr_net" / "logs" / "metrics.csv").read_text()
+    assert "train/reconstruction_vision" in logged

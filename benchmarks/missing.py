@@ -18,7 +18,7 @@ Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged 
 
 The same command puts models run separately on the same seeds into one report, each paired seed by seed with
 the first model (benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing + lnln_tuned +
-lnln_latent + ablations; missing_synthetic_all_ood: the same from their _ood folders):
+lnln_latent + ablations + tfr_net; missing_synthetic_all_ood: the same from their _ood folders):
 
     python benchmarks/missing.py combine --out runs/all --runs runs/missing_synthetic runs/tcmr_blend runs/ablations
 

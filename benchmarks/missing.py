@@ -18,7 +18,7 @@ Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged 
 
 The same command puts models run separately on the same seeds into one report, each paired seed by seed with
 the first model (benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing + lnln_tuned +
-lnln_latent + ablations + tfr_net; missing_synthetic_all_ood: the same from their _ood folders):
+lnln_latent + ablations + tfr_net + tfr_net_tuned; missing_synthetic_all_ood: the same from their _ood folders):
 
     python benchmarks/missing.py combine --out runs/all --runs runs/missing_synthetic runs/tcmr_blend runs/ablations
 
@@ -34,6 +34,7 @@ several processes can work on one study with --worker 0, 1, ...); the tuned mode
 
     python benchmarks/missing.py search_lnln --out runs/search_lnln [--worker 1]
     python benchmarks/missing.py search_tfr_net --out runs/search_tfr_net [--worker 1]   # TFR-Net's reconstruction weights
+    python benchmarks/missing.py tfr_net_tuned --out runs/tfr_net_tuned   # the shipped result of that search
     python benchmarks/missing.py synthetic --config runs/search_lnln/best_sweep.yaml --out runs/lnln_tuned
     python benchmarks/missing.py lnln_tuned --out runs/lnln_tuned    # the shipped result of that search
 
@@ -67,6 +68,7 @@ CONFIGS = {
     "lnln_tuned": ROOT / "configs/missing/lnln_tuned.yaml",
     "lnln_latent": ROOT / "configs/missing/lnln_latent.yaml",
     "tfr_net": ROOT / "configs/missing/tfr_net.yaml",
+    "tfr_net_tuned": ROOT / "configs/missing/tfr_net_tuned.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",
     "cmu_youtube": ROOT / "configs/missing/cmu_youtube.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",

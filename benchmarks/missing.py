@@ -8,6 +8,7 @@ mean +- std over seeds.
     python benchmarks/missing.py lnln_latent --out runs/lnln_latent              # LNLN reconstructing encoder tokens
     python benchmarks/missing.py tfr_net --out runs/tfr_net                      # TFR-Net, with and without reconstruction
     python benchmarks/missing.py cmu --out runs/missing_mmmo                     # ../shared/data/cmu_mfn (MMMO)
+    python benchmarks/missing.py cmu_tfr_net --out runs/mmmo_tfr_net             #   TFR-Net on it (combined into missing_mmmo)
     python benchmarks/missing.py cmu_youtube --out runs/missing_youtube          # ../shared/data/cmu_mfn (YouTube, 3 classes)
     python benchmarks/missing.py mmsd2 --out runs/missing_mmsd2                  # ../shared/data/mmsd2
 
@@ -70,6 +71,7 @@ CONFIGS = {
     "tfr_net": ROOT / "configs/missing/tfr_net.yaml",
     "tfr_net_tuned": ROOT / "configs/missing/tfr_net_tuned.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",
+    "cmu_tfr_net": ROOT / "configs/missing/cmu_mmmo_tfr_net.yaml",
     "cmu_youtube": ROOT / "configs/missing/cmu_youtube.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",
 }

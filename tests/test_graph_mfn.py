@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from robustmsa.data.batch import Batch, Sample, collate
+from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
-from robustmsa.models.align import align_to_text
 from robustmsa.models.graph_mfn import EDGES, MULTIMODAL, VERTICES, GraphMFN
 from robustmsa.models.mfn import MFN
 from robustmsa.registry import BACKBONES
 from robustmsa.training.fit import seeded
 from tests.conftest import make_toy_split
+from tests.mfn_reference import constant_output, step_by_step
 
 SIZES = {
     "text_hidden": 6,
@@ -42,13 +42,6 @@ def _model(seed: int = 0, **sizes: int) -> GraphMFN:
         return GraphMFN({"text": 16, "audio": 5, "vision": 4}, TaskSpec(), **{**SIZES, **sizes}).eval()
 
 
-def _constant(layers: torch.nn.Sequential, bias: list[float]) -> None:
-    """Make an MLP output the constant ``bias`` (zero weights in its last layer)."""
-    with torch.no_grad():
-        layers[-1].weight.zero_()
-        layers[-1].bias.copy_(torch.tensor(bias))
-
-
 def _sum_of_inputs(layers: torch.nn.Sequential) -> None:
     """Make a two-layer ReLU MLP with one output compute relu(sum of its inputs) (its first hidden unit)."""
     with torch.no_grad():
@@ -71,7 +64,7 @@ def test_the_graph_on_a_hand_set_case() -> None:
     """Constant efficacies, every vertex network and D_τ computing relu(sum of inputs): τ by hand from the equations."""
     model = _model(text_hidden=1, audio_hidden=1, vision_hidden=1, vertex_dim=1, tau_dim=1)
     alpha = [(i + 1) / 20 for i in range(19)]
-    _constant(model.graph.efficacy, [math.log(a / (1 - a)) for a in alpha])  # sigmoid(logit(α)) = α
+    constant_output(model.graph.efficacy, [math.log(a / (1 - a)) for a in alpha])  # sigmoid(logit(α)) = α
     for network in [*model.graph.vertices.values(), model.graph.tau]:
         _sum_of_inputs(network)
     # ĉ = [c_t(t-1), c_a(t-1), c_v(t-1), c_t(t), c_a(t), c_v(t)] ⊙ a and v_m = 2C [ĉ_m(t-1); ĉ_m(t)] (2C = 6):
@@ -141,24 +134,6 @@ def test_an_edge_of_efficacy_zero_cuts_its_source_off() -> None:
     assert (grad[:, audio] != 0).any()
 
 
-def _reference(model: GraphMFN, batch: Batch, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Sample ``i`` run step by step over exactly its true text length with the model's own cells and step:
-    the final h_m, the final memory u and the efficacies of every step (n, 19)."""
-    n = int(batch.lengths("text")[i])
-    inputs = {"text": batch.text[i : i + 1, :n], "audio": align_to_text(batch, "audio")[i : i + 1, :n], "vision": align_to_text(batch, "vision")[i : i + 1, :n]}
-    h = {m: torch.zeros(1, model.widths[m]) for m in inputs}
-    c = {m: torch.zeros(1, model.widths[m]) for m in inputs}
-    memory = torch.zeros(1, model.mem_dim)
-    efficacies = []
-    for t in range(n):
-        c_prev = torch.cat([c[m] for m in inputs], dim=-1)
-        for m in inputs:
-            h[m], c[m] = model.cells[m](inputs[m][:, t], (h[m], c[m]))
-        memory, traces = model.step(c_prev, torch.cat([c[m] for m in inputs], dim=-1), memory)
-        efficacies.append(traces["dfg_efficacies"])
-    return h, memory, torch.cat(efficacies)
-
-
 def test_state_and_efficacies_stop_at_each_samples_true_length() -> None:
     split = make_toy_split(4, "ref", 1)
     batch = collate(split.samples)
@@ -171,7 +146,8 @@ def test_state_and_efficacies_stop_at_each_samples_true_length() -> None:
         assert eff.shape == (4, batch.text.shape[1], 19) and out.extras["dman_attention"].shape == (4, batch.text.shape[1], WINDOW)
         assert ((eff[mask] > 0) & (eff[mask] < 1)).all() and (eff[~mask] == 0).all()
         for i in range(4):
-            h, memory, efficacies = _reference(model, batch, i)
+            h, memory, _, traces = step_by_step(model, batch, i)
+            efficacies = torch.cat([step["dfg_efficacies"] for step in traces])  # (n, 19)
             n = len(efficacies)
             torch.testing.assert_close(out.fused[i : i + 1], torch.cat([h["text"], h["audio"], h["vision"], memory], dim=-1), atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(eff[i, :n], efficacies, atol=1e-5, rtol=1e-5)

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import torch
 
-from robustmsa.data.batch import Batch, Sample, collate
+from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import TaskSpec
-from robustmsa.models.align import align_to_text
 from robustmsa.models.mfn import MFN
 from robustmsa.training.fit import seeded
 from tests.conftest import make_toy_split
+from tests.mfn_reference import constant_output, step_by_step
 
 SIZES = {"text_hidden": 6, "audio_hidden": 3, "vision_hidden": 4, "mem_dim": 5, "attn_hidden": 8, "mem_hidden": 8, "gate_hidden": 8, "hidden": 8}
 WINDOW = 2 * (6 + 3 + 4)
@@ -23,19 +23,12 @@ def _model(seed: int = 0, **sizes: int) -> MFN:
         return MFN({"text": 16, "audio": 5, "vision": 4}, TaskSpec(), **{**SIZES, **sizes}).eval()
 
 
-def _constant(layers: torch.nn.Sequential, bias: list[float]) -> None:
-    """Make an MLP output the constant ``bias`` (zero weights in its last layer)."""
-    with torch.no_grad():
-        layers[-1].weight.zero_()
-        layers[-1].bias.copy_(torch.tensor(bias))
-
-
 def test_gated_memory_update_on_a_hand_set_case() -> None:
     model = _model(text_hidden=1, audio_hidden=1, vision_hidden=1, mem_dim=2)
-    _constant(model.attention, [0.0] * 6)  # uniform attention: a = 1/6
-    _constant(model.proposal, [0.5, -1.0])  # û
-    _constant(model.retain_gate, [0.0, math.log(3.0)])  # γ1 = (1/2, 3/4)
-    _constant(model.update_gate, [math.log(3.0), 0.0])  # γ2 = (3/4, 1/2)
+    constant_output(model.attention, [0.0] * 6)  # uniform attention: a = 1/6
+    constant_output(model.proposal, [0.5, -1.0])  # û
+    constant_output(model.retain_gate, [0.0, math.log(3.0)])  # γ1 = (1/2, 3/4)
+    constant_output(model.update_gate, [math.log(3.0), 0.0])  # γ2 = (3/4, 1/2)
     c_prev, c_new = torch.tensor([[1.0, -2.0, 0.5]]), torch.tensor([[0.0, 3.0, -1.0]])
     memory = torch.tensor([[0.2, -0.4]])
     with torch.no_grad():
@@ -76,24 +69,6 @@ def test_dman_attention_sums_to_one_over_the_concatenated_memories() -> None:
     assert (att[mask] > 0).all() and (att[~mask] == 0).all()
 
 
-def _reference(model: MFN, batch: Batch, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-    """Sample ``i`` run step by step over exactly its true text length with the model's own cells and step:
-    the final h_m, the final memory u and the concatenated LSTM memories after each step."""
-    n = int(batch.lengths("text")[i])
-    inputs = {"text": batch.text[i : i + 1, :n], "audio": align_to_text(batch, "audio")[i : i + 1, :n], "vision": align_to_text(batch, "vision")[i : i + 1, :n]}
-    h = {m: torch.zeros(1, model.widths[m]) for m in inputs}
-    c = {m: torch.zeros(1, model.widths[m]) for m in inputs}
-    memory = torch.zeros(1, model.mem_dim)
-    states = []
-    for t in range(n):
-        c_prev = torch.cat([c[m] for m in inputs], dim=-1)
-        for m in inputs:
-            h[m], c[m] = model.cells[m](inputs[m][:, t], (h[m], c[m]))
-        states.append(torch.cat([c[m] for m in inputs], dim=-1))
-        memory, _ = model.step(c_prev, states[-1], memory)
-    return h, memory, states
-
-
 def test_final_state_is_the_state_at_each_samples_true_length() -> None:
     split = make_toy_split(4, "ref", 1)
     batch = collate(split.samples)
@@ -101,7 +76,7 @@ def test_final_state_is_the_state_at_each_samples_true_length() -> None:
     with torch.no_grad():
         out = model(batch)
         for i in range(4):
-            h, memory, _ = _reference(model, batch, i)
+            h, memory, _, _ = step_by_step(model, batch, i)
             for m in ("text", "audio", "vision"):
                 torch.testing.assert_close(out.modality[m][i : i + 1], h[m], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(out.fused[i : i + 1], torch.cat([h["text"], h["audio"], h["vision"], memory], dim=-1), atol=1e-5, rtol=1e-5)
@@ -152,17 +127,17 @@ def test_gates_control_what_the_memory_keeps() -> None:
     split = make_toy_split(3, "gate", 4)
     batch = collate(split.samples)
     model = _model(5)
-    _constant(model.retain_gate, [50.0] * 5)
-    _constant(model.update_gate, [-50.0] * 5)
+    constant_output(model.retain_gate, [50.0] * 5)
+    constant_output(model.update_gate, [-50.0] * 5)
     with torch.no_grad():
         kept = model(batch).fused[:, -5:]
     torch.testing.assert_close(kept, torch.zeros(3, 5))
-    _constant(model.retain_gate, [-50.0] * 5)
-    _constant(model.update_gate, [50.0] * 5)
+    constant_output(model.retain_gate, [-50.0] * 5)
+    constant_output(model.update_gate, [50.0] * 5)
     with torch.no_grad():
         last = model(batch).fused[:, -5:]
         for i in range(3):
-            states = _reference(model, batch, i)[2]  # c after steps 1..n
+            states = step_by_step(model, batch, i)[2]  # c after steps 1..n
             proposals = []
             for before, after in zip(states[-3:-1], states[-2:]):
                 window = torch.cat([before, after], dim=-1)

@@ -23,17 +23,10 @@ from torch import Tensor, nn
 from robustmsa.data.batch import Batch
 from robustmsa.errors import ConfigError
 from robustmsa.models.attention import TransformerStack, sinusoidal_positions
-from robustmsa.models.base import masked_mean, mlp
+from robustmsa.models.base import masked_mean, masked_mse, mlp
 
 SOURCES = ("audio", "vision")
 MODALITIES = ("text", *SOURCES)
-
-
-def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error over the real positions of (B, L, D) tensors ((B, L) bool mask); 0 if none."""
-    weights = mask.to(pred.dtype).unsqueeze(-1)
-    squared = ((pred - target) ** 2 * weights).sum()
-    return squared / (weights.sum() * pred.shape[-1]).clamp_min(1.0)
 
 
 class GradReverse(torch.autograd.Function):

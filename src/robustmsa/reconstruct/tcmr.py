@@ -65,9 +65,9 @@ from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.method import Supervised, target_of
 from robustmsa.metrics import SIMS_BINS
-from robustmsa.models.base import Backbone, Output, masked_mean, mlp
+from robustmsa.models.base import Backbone, Output, masked_mean, masked_mse, mlp
 from robustmsa.reconstruct.base import MissingAwareMethod, blend_text, check_blend, encode_checked, loss_weights, token_dim, with_target
-from robustmsa.reconstruct.proxy import FrameReconstructor, ProxyGenerator, masked_mse
+from robustmsa.reconstruct.proxy import FrameReconstructor, ProxyGenerator
 from robustmsa.registry import METHODS
 
 SCHEDULES = ("aos", "end2end", "confnet_first", "confnet_later")

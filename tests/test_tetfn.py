@@ -15,8 +15,9 @@ from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
 from robustmsa.method import Supervised
 from robustmsa.models.attention import TransformerStack, sinusoidal_positions
+from robustmsa.models.base import masked_max
 from robustmsa.models.self_mm import SelfMM
-from robustmsa.models.tetfn import TETFN, cross_attend, masked_max
+from robustmsa.models.tetfn import TETFN, cross_attend
 from robustmsa.models.ulgm import GeneratedLabelsBackbone
 from robustmsa.training.fit import seeded
 from tests.conftest import make_toy_split

@@ -116,6 +116,12 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
+def masked_max(x: Tensor, mask: Tensor) -> Tensor:
+    """Max over the time axis of (B, L, D) ``x`` at the real positions of the (B, L) mask; rows without any give 0."""
+    filled = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+    return torch.where(mask.any(dim=1, keepdim=True), filled, torch.zeros_like(filled))
+
+
 def masked_mse(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean of (prediction - target)^2 over the real steps ((B, L) bool ``mask``) and features of (B, L, D) inputs.
 

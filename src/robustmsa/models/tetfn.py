@@ -91,7 +91,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
 from robustmsa.models.attention import TransformerStack, attend_real, scaled_positions
-from robustmsa.models.base import Output, SequenceEncoder, masked_mean
+from robustmsa.models.base import Output, SequenceEncoder, masked_max, masked_mean
 from robustmsa.models.ulgm import GeneratedLabelsBackbone, post_layer, score_head
 from robustmsa.registry import BACKBONES
 
@@ -108,12 +108,6 @@ def cross_attend(stack: TransformerStack, x: Tensor, source: Tensor, source_mask
     for block in stack.blocks:
         x = block.feed_forward(x + attend_real(block, x, source, source_mask))
     return stack.norm(x)
-
-
-def masked_max(x: Tensor, mask: Tensor) -> Tensor:
-    """Max over the time axis of (B, L, D) ``x`` at the real positions of the (B, L) mask; rows without any give 0."""
-    filled = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
-    return torch.where(mask.any(dim=1, keepdim=True), filled, torch.zeros_like(filled))
 
 
 class TextEnhancedTransformer(nn.Module):

@@ -55,7 +55,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
 from robustmsa.errors import ConfigError
 from robustmsa.models.attention import TransformerStack, check_heads, conv_embed
-from robustmsa.models.base import Backbone, Output, run_packed
+from robustmsa.models.base import Backbone, Output, masked_max, run_packed
 from robustmsa.registry import BACKBONES
 
 #: MMSA's MOSI kernel sizes of the input convolutions.
@@ -76,8 +76,7 @@ class ContextGate(nn.Module):
         context, _ = run_packed(self.gru, x, mask)  # (B, L, 2 hidden), 0 at padded steps
         gate = torch.sigmoid(self.gate(context.transpose(1, 2))).transpose(1, 2)  # (B, L, 1)
         rep = torch.tanh(self.out(torch.cat([x, torch.tanh(context) * gate], dim=-1)))
-        pooled = rep.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(dim=1).values
-        return self.dropout(torch.where(mask.any(dim=1, keepdim=True), pooled, torch.zeros_like(pooled)))
+        return self.dropout(masked_max(rep, mask))
 
 
 @BACKBONES.register("tfr_net")

@@ -10,7 +10,9 @@ mean +- std over seeds.
     python benchmarks/missing.py cmu --out runs/missing_mmmo                     # ../shared/data/cmu_mfn (MMMO)
     python benchmarks/missing.py cmu_tfr_net --out runs/mmmo_tfr_net             #   TFR-Net on it (combined into missing_mmmo)
     python benchmarks/missing.py cmu_youtube --out runs/missing_youtube          # ../shared/data/cmu_mfn (YouTube, 3 classes)
+    python benchmarks/missing.py youtube_tfr_net --out runs/youtube_tfr_net      #   TFR-Net on it (combined into missing_youtube)
     python benchmarks/missing.py mmsd2 --out runs/missing_mmsd2                  # ../shared/data/mmsd2
+    python benchmarks/missing.py mmsd2_tfr_net --out runs/mmsd2_tfr_net          #   TFR-Net on it (combined into missing_mmsd2)
 
 Each run writes results.json, report.md and the PNG plots (see robustmsa.evaluation.missing_protocol).
 Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged afterwards:
@@ -73,7 +75,9 @@ CONFIGS = {
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",
     "cmu_tfr_net": ROOT / "configs/missing/cmu_mmmo_tfr_net.yaml",
     "cmu_youtube": ROOT / "configs/missing/cmu_youtube.yaml",
+    "youtube_tfr_net": ROOT / "configs/missing/cmu_youtube_tfr_net.yaml",
     "mmsd2": ROOT / "configs/missing/mmsd2.yaml",
+    "mmsd2_tfr_net": ROOT / "configs/missing/mmsd2_tfr_net.yaml",
 }
 SEARCHES = {"search_lnln": ROOT / "configs/missing/search/lnln.yaml", "search_tfr_net": ROOT / "configs/missing/search/tfr_net.yaml"}
 

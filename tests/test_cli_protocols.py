@@ -1,4 +1,4 @@
-"""The protocol sub-commands of the CLI (split-ood, clue, clef, sweep-missing, sweep-search, image-text), end to end on tiny data."""
+"""The protocol sub-commands of the CLI (split-ood, clue, clef, sweep-missing, sweep-search, search, image-text), end to end on tiny data."""
 
 from __future__ import annotations
 
@@ -131,6 +131,25 @@ def test_sweep_search_command_then_sweep_of_the_tuned_model(tmp_path: Path) -> N
     bad.write_text("sweep: sweep.yaml\nmodel: tcmr\nspace: {w_reconstruction: {low: 0.01, high: 1.0}}\n")
     refused = _cli("sweep-search", "--config", str(bad), "--out", str(tmp_path / "b"), cwd=tmp_path)
     assert refused.returncode == 2 and "field 'model'" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_search_command_then_training_of_the_tuned_config(tmp_path: Path) -> None:
+    (tmp_path / "experiment.yaml").write_text(
+        f"data: {{name: synthetic, params: {SMALL}}}\nbackbone: {{name: lf_dnn, params: {{hidden: 8}}}}\ntrain: {{max_epochs: 1, progress: false}}\nseeds: [0, 1]\n"
+    )
+    search = tmp_path / "search.yaml"
+    search.write_text("experiment: experiment.yaml\nn_trials: 2\nstartup_trials: 2\nspace: {backbone.hidden: {low: 4, high: 16, integer: true}, train.lr: {low: 0.001, high: 0.01, log: true}}\n")
+    done = _cli("search", "--config", str(search), "--out", str(tmp_path / "s"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert len(found["trials"]) == 2 and "Best" in done.stdout + done.stderr and "best_config.yaml" in (done.stdout + done.stderr).replace("\n", "")
+    trained = _cli("train", "--config", str(tmp_path / "s" / "best_config.yaml"), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["config"]["backbone"]["params"]["hidden"] == found["best"]["params"]["backbone.hidden"] and set(results["per_seed"]) == {"0", "1"}
+    search.write_text("experiment: experiment.yaml\nspace: {data.n_train: {choices: [60, 120]}}\n")
+    refused = _cli("search", "--config", str(search), "--out", str(tmp_path / "b"), cwd=tmp_path)
+    assert refused.returncode == 2 and "field 'space'" in refused.stderr and "Traceback" not in refused.stderr and not (tmp_path / "b").exists()
 
 
 def _mmsd2_folder(folder: Path, n: int = 160) -> Path:

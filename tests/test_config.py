@@ -91,6 +91,7 @@ def test_every_shipped_config_is_valid() -> None:
     from robustmsa.evaluation.clue_protocol import CLUEProtocolConfig
     from robustmsa.evaluation.mid_protocol import ImageTextProtocolConfig
     from robustmsa.evaluation.missing_protocol import MissingSweepConfig
+    from robustmsa.tuning.experiment import load_experiment_search
     from robustmsa.tuning.sweep import load_search_config
 
     kinds = {
@@ -100,14 +101,17 @@ def test_every_shipped_config_is_valid() -> None:
         "clef": lambda p: load_config(p, CLUEProtocolConfig),
         "image_text": lambda p: load_config(p, ImageTextProtocolConfig),
         "missing": lambda p: load_config(p, MissingSweepConfig),
-        "search": load_search_config,  # configs/missing/search/: a sweep model's training-parameter search
+        "missing/search": load_search_config,  # a sweep model's training-parameter search
+        "search": load_experiment_search,  # an experiment's hyper-parameter search
         "data": SyntheticConfig.from_yaml,
     }
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    root = Path(__file__).resolve().parents[1] / "configs"
+    configs = sorted(root.rglob("*.yaml"))
     assert len(configs) > 20
     for path in configs:
-        assert path.parent.name in kinds, f"{path}: no config kind known for folder '{path.parent.name}'"
-        kinds[path.parent.name](path)
+        folder = path.parent.relative_to(root).as_posix()
+        assert folder in kinds, f"{path}: no config kind known for folder '{folder}'"
+        kinds[folder](path)
 
 
 def test_parse_pairs_yaml_values_and_errors() -> None:

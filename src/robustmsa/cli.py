@@ -317,6 +317,22 @@ def sweep_search(
     console.print(f"[green]Report[/green]: {_shown(out / 'search.md')}; tuned sweep config: {_shown(out / 'best_sweep.yaml')}")
 
 
+@app.command("search")
+def search(
+    config: Annotated[Path, typer.Option("--config", help="Search YAML: an experiment config and a space over its backbone, method and train parameters (configs/search/*.yaml).")],
+    out: Out = Path("runs/search"),
+    worker: Annotated[int, typer.Option(min=0, help="Run more processes on the same --out with worker 1, 2, ... (own sampler seeds).")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Search an experiment's hyper-parameters on validation data (Optuna); resumes or joins the study in --out."""
+    from robustmsa.tuning.experiment import load_experiment_search, search_experiment
+
+    settings, experiment = load_experiment_search(config)
+    result = search_experiment(settings, experiment, out, worker=worker, overwrite=overwrite)
+    console.print(f"[green]Best[/green] (trial {result['best']['number']}, {result['metric']} = {result['best']['value']:.4f}): {escape(str(result['best']['params']))}")
+    console.print(f"[green]Report[/green]: {_shown(out / 'search.md')}; tuned config: {_shown(out / 'best_config.yaml')} (robustmsa train --config ...)")
+
+
 @app.command("image-text")
 def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds = None, overwrite: Overwrite = False) -> None:
     """Base, MID, MCTD, MME-JD and MRID on an image-text task, with router analysis and cost (configs/image_text/)."""

@@ -15,13 +15,10 @@ one), one of its models, and a space over that model's parameters::
       blend: {choices: [sample, missing]}
 
 Each trial trains the model with the sampled parameters (over the sweep's own
-ones) on each of ``seeds`` and scores it by the sweep's checkpoint criterion on
-the validation split (by default the MAE at r = 0.5), averaged over the seeds:
-a test split is never seen. A trial whose score is not finite (a diverged
-run) fails and still counts towards ``n_trials``. The study lives in an Optuna
-journal file (``study.log``) in the output folder, so an interrupted search
-resumes, and several processes (``worker`` 1, 2, ..., each with its own sampler
-seed) can run trials of the same study at once.
+ones) on each of ``seeds`` and is scored by the sweep's checkpoint criterion
+on the validation split (by default the MAE at r = 0.5), averaged over the
+seeds; trials, studies and workers behave as :mod:`robustmsa.tuning.search`
+describes.
 
 Outputs: ``search.json`` (every trial, the best one), ``search.md`` and
 ``best_sweep.yaml``, the sweep config with only the tuned model, named
@@ -31,67 +28,26 @@ untuned runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
-from pydantic import Field, model_validator
 
-from robustmsa.config import ComponentConfig, Seeds, _Strict, load_config
+from robustmsa.config import ComponentConfig, load_config
 from robustmsa.data.dataset import DataBundle
-from robustmsa.errors import ConfigError, TrainingDiverged
+from robustmsa.errors import ConfigError
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, check_sweep_models, load_sweep_config, load_sweep_data, train_sweep_model
-from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
+from robustmsa.evaluation.report import write_json, write_text_atomic
 from robustmsa.registry import METHODS
+from robustmsa.tuning.search import SearchSettings, corners, finished_trials, open_study, run_trials, suggest, trial_table
 
 
-class Param(_Strict):
-    """One searched parameter: a range ``{low, high, log?, integer?}`` (floats; whole numbers with ``integer``) or a
-    list of ``choices``."""
-
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    integer: bool = False
-    choices: list[str | bool | int | float] | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Param:
-        if self.choices is not None:
-            if self.low is not None or self.high is not None or not self.choices:
-                raise ValueError("give either a non-empty 'choices' list or 'low' and 'high', not both")
-        elif self.low is None or self.high is None:
-            raise ValueError("give 'low' and 'high' (a float range) or 'choices'")
-        elif not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        elif self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got {self.low}")
-        elif self.integer and not (self.low.is_integer() and self.high.is_integer()):
-            raise ValueError(f"an integer range needs whole-number ends, got {self.low} and {self.high}")
-        if self.integer:
-            self.low, self.high = int(self.low), int(self.high)  # type: ignore[union-attr, arg-type]
-        return self
-
-    def suggest(self, trial: optuna.Trial, name: str) -> Any:
-        if self.choices is not None:
-            return trial.suggest_categorical(name, self.choices)
-        if self.integer:
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)  # type: ignore[arg-type]
-        return trial.suggest_float(name, self.low, self.high, log=self.log)  # type: ignore[arg-type]
-
-
-class SweepSearchConfig(_Strict):
+class SweepSearchConfig(SearchSettings):
     """What to search (see module doc)."""
 
     sweep: Path
     model: str
-    space: dict[str, Param] = Field(min_length=1)
-    seeds: Seeds = Field(default_factory=lambda: [0])
-    n_trials: int = Field(12, ge=1)
-    startup_trials: int = Field(4, ge=1)
-    sampler_seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
 def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSweepConfig]:
@@ -109,21 +65,11 @@ def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSwee
             "configured missing rate); searching them would compare trials at different conditions"
         )
     try:
-        for values in _corners(search.space):  # every choice, and both ends of every range, must be a value the method takes
+        for values in corners(search.space):  # every choice, and both ends of every range, must be a value the method takes
             METHODS.check(sweep.models[search.model].name, _tuned_component(sweep, search.model, values).params, 1)
     except ConfigError as exc:
         raise ConfigError(f"{path}: field 'space': {exc}") from None
     return search, sweep
-
-
-def _suggest(trial: optuna.Trial, space: dict[str, Param]) -> dict[str, Any]:
-    return {name: p.suggest(trial, name) for name, p in space.items()}
-
-
-def _corners(space: dict[str, Param]) -> list[dict[str, Any]]:
-    """Parameter sets that together hold every choice and both ends of every range of ``space``."""
-    options = {name: p.choices if p.choices is not None else [p.low, p.high] for name, p in space.items()}
-    return [{name: values[min(k, len(values) - 1)] for name, values in options.items()} for k in range(max(map(len, options.values())))]
 
 
 def _tuned_component(sweep: MissingSweepConfig, model: str, params: dict[str, Any]) -> ComponentConfig:
@@ -136,25 +82,6 @@ def _variants(sweep: MissingSweepConfig, model: str, components: dict[str, Compo
     backbone (its own one, if the sweep gives it one)."""
     backbones = {name: sweep.backbones[model] for name in components} if model in sweep.backbones else {}
     return sweep.model_copy(update={"models": components, "backbones": backbones, "reference": None})
-
-
-def _open_study(out: Path, search: SweepSearchConfig, sweep: MissingSweepConfig, direction: str, worker: int, overwrite: bool) -> optuna.Study:
-    """Create the study in ``out``, or join the one there if it was made from the same settings (the number of
-    trials may grow)."""
-    # without own backbones as before sweeps had them, so that the studies of those days are joined, not refused
-    snapshot = {"search": search.model_dump(mode="json", exclude={"sweep", "n_trials"}), "sweep": sweep.model_dump(mode="json", exclude=None if sweep.backbones else {"backbones"})}
-    marker = out / "search_config.json"
-    journal = out / "study.log"
-    if marker.exists():
-        if overwrite:
-            journal.unlink(missing_ok=True)
-        elif json.loads(marker.read_text(encoding="utf-8")) != json.loads(json.dumps(snapshot)):
-            raise ConfigError(f"{marker}: this folder holds a search with other settings; choose another --out folder or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(marker, snapshot)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    sampler = optuna.samplers.TPESampler(seed=search.sampler_seed + worker, n_startup_trials=search.startup_trials)
-    return optuna.create_study(study_name="search", storage=storage, sampler=sampler, direction=direction, load_if_exists=True)
 
 
 def search_sweep_model(
@@ -172,39 +99,24 @@ def search_sweep_model(
     bundle = bundle if bundle is not None else load_sweep_data(sweep)
     sweep.check_split_names(bundle)
     # a value the method refuses (a range end outside its bounds) fails now, not in a trial after others have trained
-    check_sweep_models(_variants(sweep, search.model, {f"{search.model} with {v}": _tuned_component(sweep, search.model, v) for v in _corners(search.space)}), bundle)
+    check_sweep_models(_variants(sweep, search.model, {f"{search.model} with {v}": _tuned_component(sweep, search.model, v) for v in corners(search.space)}), bundle)
     metric, mode = sweep.train.to_train_config().monitor_spec(bundle.task.kind)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(out, search, sweep, "minimize" if mode == "min" else "maximize", worker, overwrite)
+    # without own backbones as before sweeps had them, so that the studies of those days are joined, not refused
+    snapshot = {"search": search.model_dump(mode="json", exclude={"sweep", "n_trials"}), "sweep": sweep.model_dump(mode="json", exclude=None if sweep.backbones else {"backbones"})}
+    study = open_study(out, snapshot, search, "minimize" if mode == "min" else "maximize", worker, overwrite)
 
-    def objective(trial: optuna.Trial) -> float:
+    def train(trial: optuna.Trial, seed: int) -> float | None:
         name = f"{search.model}_trial{trial.number}"
-        component = _tuned_component(sweep, search.model, _suggest(trial, search.space))
-        scores = {}
-        for seed in search.seeds:
-            try:
-                fitted = train_sweep_model(_variants(sweep, search.model, {name: component}), name, component, bundle, seed, None)[1]
-            except TrainingDiverged:
-                return float("nan")  # Optuna records the trial as failed
-            if fitted.best_score is None:
-                raise ConfigError(f"trial {trial.number}: training recorded no validation '{metric}'")
-            scores[str(seed)] = float(fitted.best_score)
-        trial.set_user_attr("per_seed", scores)
-        return sum(scores.values()) / len(scores)
+        component = _tuned_component(sweep, search.model, suggest(trial, search.space))
+        return train_sweep_model(_variants(sweep, search.model, {name: component}), name, component, bundle, seed, None)[1].best_score
 
-    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)
-    while len(study.get_trials(deepcopy=False, states=counted)) < search.n_trials:
-        study.optimize(objective, n_trials=1)
+    run_trials(study, search, metric, train)
     return write_search(out, study, search, sweep, metric)
 
 
 def write_search(out: Path, study: optuna.Study, search: SweepSearchConfig, sweep: MissingSweepConfig, metric: str) -> dict[str, Any]:
     """``search.json``, ``search.md`` and ``best_sweep.yaml`` from the finished trials of ``study``."""
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not done:
-        failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
-        raise ConfigError(f"{out}: no trial of the study finished ({failed} failed: no finite validation '{metric}')")
-    trials = [{"number": t.number, "params": t.params, "value": t.value, "per_seed": t.user_attrs.get("per_seed")} for t in done]
+    trials = finished_trials(out, study, metric)
     best = study.best_trial
     tuned = f"{search.model}_tuned"
     result = {
@@ -220,12 +132,10 @@ def write_search(out: Path, study: optuna.Study, search: SweepSearchConfig, swee
     best_sweep = _variants(sweep, search.model, {tuned: _tuned_component(sweep, search.model, best.params)})
     header = f"# {tuned}: {search.model} with the parameters of trial {best.number} of {out / 'search.json'}\n"
     write_text_atomic(out / "best_sweep.yaml", header + yaml.safe_dump(best_sweep.model_dump(mode="json"), sort_keys=False))
-    ordered = sorted(trials, key=lambda t: t["value"], reverse=result["direction"] == "maximize")
-    rows = {f"trial {t['number']}": {metric: t["value"], **t["params"]} for t in ordered}
     text = (
         f"# Search over the training parameters of '{search.model}'\n\n"
         f"{len(trials)} finished trials, training seeds {search.seeds}; score: {result['metric']}, mean over the seeds, {result['direction']}d. Best first.\n\n"
-        + markdown_table(rows, [metric, *search.space], row_header="trial")
+        + trial_table(trials, metric, search.space, result["direction"])
         + f"\nThe best parameters are in best_sweep.yaml as model '{tuned}'.\n"
     )
     write_text_atomic(out / "search.md", text)

@@ -1,4 +1,4 @@
-"""The benchmark scripts never replace stored results unless told to (checked before anything trains)."""
+"""The benchmark scripts never replace stored results unless told to (checked before anything trains); what they compute."""
 
 from __future__ import annotations
 
@@ -37,3 +37,23 @@ def test_backbones_script_keeps_stored_results(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="seed 0 is given more than once"):
         script.main(["--quick", "--models", "text_only", "--seeds", "0", "0", "--out", str(tmp_path / "new")])
     assert stored.read_text(encoding="utf-8") == '{"stored": true}'
+
+
+def test_search_script_compares_the_searched_config_with_the_shipped_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    small = "{n_train: 120, n_valid: 30, n_test: 30, n_test_ood: 30, n_valid_ood: 20, text_encoder: hash}"
+    (tmp_path / "experiment.yaml").write_text(f"data: {{name: synthetic, params: {small}}}\nbackbone: {{name: lf_dnn, params: {{hidden: 8}}}}\ntrain: {{max_epochs: 1, progress: false}}\nseeds: [0, 1]\n")
+    (tmp_path / "search.yaml").write_text("experiment: experiment.yaml\nn_trials: 2\nstartup_trials: 2\nspace: {train.lr: {low: 0.0001, high: 0.05, log: true}}\n")
+    out = tmp_path / "out"
+    assert _script("search").main(["--config", str(tmp_path / "search.yaml"), "--out", str(out)]) == 0
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert set(comparison["table"]) == {"valid MAE", "test / factual", "test_ood / factual"} and comparison["n_trials"] == 2
+    runs = {name: json.loads((out / "runs" / name / "results.json").read_text())["per_seed"] for name in ("default", "tuned")}
+    assert runs["tuned"]["0"]["best_valid"] == json.loads((out / "search" / "search.json").read_text())["trials"][comparison["search"]["best"]["number"]]["per_seed"]["0"]
+    diffs = [runs["tuned"][s]["metrics"]["test"]["factual"]["MAE"] - runs["default"][s]["metrics"]["test"]["factual"]["MAE"] for s in ("0", "1")]
+    assert comparison["table"]["test / factual"]["tuned_minus_default"]["MAE"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert "## test / factual" in (out / "comparison.md").read_text()
+    capsys.readouterr()
+    assert _script("search").main(["--config", str(tmp_path / "search.yaml"), "--out", str(out)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err

@@ -86,7 +86,9 @@ def test_search_scores_on_validation_resumes_joins_and_writes_the_tuned_config(t
     assert [t["number"] for t in more["trials"]] == [0, 1, 2] and more["trials"][:2] == result["trials"]
     assert search_experiment(search.model_copy(update={"n_trials": 3}), config, out, bundle=toy_bundle)["trials"] == more["trials"]
     assert json.loads((out / "search.json").read_text())["best"] == more["best"]
-    assert "| trial " in (out / "search.md").read_text()
+    report = (out / "search.md").read_text()
+    assert "| trial " in report and f"| {more['best']['params']['train.lr']:.4g} |" in report  # not rounded to 0.010
+    assert f"| {more['best']['params']['backbone.hidden']} |" in report  # a whole number as one
     # another experiment never mixes into an existing study; --overwrite starts afresh
     changed = ExperimentConfig.model_validate({**EXPERIMENT, "train": {**EXPERIMENT["train"], "max_epochs": 1}})
     with pytest.raises(ConfigError, match="search_config.json: this folder holds a search with other settings"):

@@ -41,7 +41,7 @@ from robustmsa.evaluation.report import write_json, write_text_atomic
 from robustmsa.experiment import build_method, load_data
 from robustmsa.registry import METHODS
 from robustmsa.training.fit import check_fit, fit
-from robustmsa.tuning.search import SearchSettings, corners, finished_trials, open_study, run_trials, suggest, trial_table
+from robustmsa.tuning.search import SearchSettings, corners, finished_trials, named_file, open_study, run_trials, suggest, trial_table
 
 #: Training settings a search may vary. The others set what a trial is scored by (monitor, monitor_mode,
 #: valid_split, valid_mode) or where it runs (accelerator, devices, strategy, ...), not how well it learns.
@@ -60,7 +60,7 @@ def load_experiment_search(path: Path | str) -> tuple[ExperimentSearchConfig, Ex
     choice and range end is checked against the experiment's components (ConfigError naming the file and field)."""
     path = Path(path)
     search = load_config(path, ExperimentSearchConfig)
-    experiment_path = search.experiment if search.experiment.is_absolute() else path.parent / search.experiment
+    experiment_path = named_file(path, search.experiment)
     config = load_config(experiment_path)
     try:
         check_space(search, config)

@@ -70,6 +70,16 @@ class SearchSettings(_Strict):
     sampler_seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
+def named_file(config: Path, named: Path) -> Path:
+    """The file ``named`` by the search config ``config`` (relative to its folder), below the working directory
+    as a relative path (reports then name ``configs/backbones/tfn.yaml``, not ``configs/search/../backbones/tfn.yaml``)."""
+    full = (config.parent / named).resolve()
+    try:
+        return full.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return full
+
+
 def suggest(trial: optuna.Trial, space: Mapping[str, Param]) -> dict[str, Any]:
     return {name: p.suggest(trial, name) for name, p in space.items()}
 
@@ -136,5 +146,11 @@ def finished_trials(out: Path, study: optuna.Study, metric: str) -> list[dict[st
 def trial_table(trials: list[dict[str, Any]], metric: str, space: Mapping[str, Param], direction: str) -> str:
     """Markdown: one row per finished trial, best first."""
     ordered = sorted(trials, key=lambda t: t["value"], reverse=direction == "maximize")
-    rows = {f"trial {t['number']}": {metric: t["value"], **t["params"]} for t in ordered}
+    rows = {f"trial {t['number']}": {metric: t["value"], **{name: _shown(value) for name, value in t["params"].items()}} for t in ordered}
     return markdown_table(rows, [metric, *space], row_header="trial")
+
+
+def _shown(value: Any) -> str:
+    """A parameter value as written in a config: whole numbers as they are, floats to 4 significant digits (a
+    learning rate of 0.0003 is not 0.000)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -40,7 +40,7 @@ from robustmsa.errors import ConfigError
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, check_sweep_models, load_sweep_config, load_sweep_data, train_sweep_model
 from robustmsa.evaluation.report import write_json, write_text_atomic
 from robustmsa.registry import METHODS
-from robustmsa.tuning.search import SearchSettings, corners, finished_trials, open_study, run_trials, suggest, trial_table
+from robustmsa.tuning.search import SearchSettings, corners, finished_trials, named_file, open_study, run_trials, suggest, trial_table
 
 
 class SweepSearchConfig(SearchSettings):
@@ -54,7 +54,7 @@ def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSwee
     """The search config and the sweep config it names (relative paths: to the search file's folder)."""
     path = Path(path)
     search = load_config(path, SweepSearchConfig)
-    sweep_path = search.sweep if search.sweep.is_absolute() else path.parent / search.sweep
+    sweep_path = named_file(path, search.sweep)
     sweep = load_sweep_config(sweep_path)
     if search.model not in sweep.models:
         raise ConfigError(f"{path}: field 'model': '{search.model}' is not a model of {sweep_path} ({sorted(sweep.models)})")

@@ -1,0 +1,110 @@
+"""Does a validation search pay off on test data? An experiment as shipped against its searched version.
+
+    python benchmarks/search.py tfn --out benchmarks/results/search_tfn      # configs/search/tfn.yaml
+    python benchmarks/search.py --config my_search.yaml --out runs/my_search
+
+1. The search (``robustmsa search``) into OUT/search: study.log, search.json, search.md and best_config.yaml; an
+   interrupted search resumes (``--worker 1`` in a second process joins it).
+2. The experiment as shipped and best_config.yaml, each trained and evaluated on the experiment's own seeds
+   (``robustmsa train`` into OUT/runs/default and OUT/runs/tuned; a stopped run resumes; the model files there are
+   not results, and git ignores them).
+3. OUT/comparison.json and OUT/comparison.md: the checkpoint criterion on validation (what the search chose by) and
+   the test metrics, mean +- std over the seeds for both, and tuned minus shipped paired seed by seed.
+
+The choice is made on validation data in step 1; step 2 reads the test splits after it, for both configs alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from robustmsa.config import load_config
+from robustmsa.errors import ConfigError
+from robustmsa.evaluation.protocols import mean_std, paired_differences
+from robustmsa.evaluation.report import format_value, markdown_table, write_json, write_text_atomic
+from robustmsa.experiment import load_data, run_experiment
+from robustmsa.tuning.experiment import load_experiment_search, search_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+SEARCHES = {"tfn": ROOT / "configs/search/tfn.yaml"}
+VALID = "best_valid"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="?", choices=sorted(SEARCHES), help="a shipped search config (or give --config)")
+    parser.add_argument("--config", type=Path, default=None, help="a search YAML of your own")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--worker", type=int, default=0, help="this process's worker number in the search (own sampler seed)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results in --out")
+    args = parser.parse_args(argv)
+    if (args.which is None) == (args.config is None):
+        parser.error("give a shipped search name or --config, not both")
+    if (args.out / "comparison.json").exists() and not args.overwrite:
+        print(f"{args.out / 'comparison.json'} already exists: pass --overwrite to replace it", file=sys.stderr)
+        return 2
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    search, config = load_experiment_search(args.config or SEARCHES[args.which])
+    bundle = load_data(config)
+    found = search_experiment(search, config, args.out / "search", worker=args.worker, overwrite=args.overwrite, bundle=bundle)
+    tuned = load_config(args.out / "search" / "best_config.yaml")
+    runs = {name: run_experiment(cfg, args.out / "runs" / name, overwrite=args.overwrite, bundle=bundle) for name, cfg in (("default", config), ("tuned", tuned))}
+    comparison = compare(runs, found)
+    write_json(args.out / "comparison.json", comparison)
+    write_text_atomic(args.out / "comparison.md", comparison_report(comparison))
+    print(comparison_report(comparison))
+    return 0
+
+
+def compare(runs: dict[str, dict[str, Any]], found: dict[str, Any]) -> dict[str, Any]:
+    """Per (split, mode): both configs' metrics over the seeds and tuned minus default seed by seed; the same for the
+    validation checkpoint criterion."""
+    seeds = [str(s) for s in runs["default"]["seeds"]]
+    if seeds != [str(s) for s in runs["tuned"]["seeds"]]:
+        raise ConfigError(f"the tuned config has seeds {runs['tuned']['seeds']}, the shipped one {runs['default']['seeds']}")
+    metric = found["metric"].split(" (")[0]
+    per_seed: dict[str, dict[str, dict[str, dict[str, Any]]]] = {s: {} for s in seeds}
+    for seed in seeds:
+        for name, run in runs.items():
+            result = run["per_seed"][seed]
+            by_split = {f"{split} / {mode}": metrics for split, modes in result["metrics"].items() for mode, metrics in modes.items()}
+            per_seed[seed][name] = {metric: {metric: result[VALID]}, **by_split}
+    keys = list(per_seed[seeds[0]]["default"])
+    table = {}
+    for key in keys:
+        names = list(per_seed[seeds[0]]["default"][key])
+        table[key] = {
+            "default": mean_std(per_seed[s]["default"][key] for s in seeds),
+            "tuned": mean_std(per_seed[s]["tuned"][key] for s in seeds),
+            "tuned_minus_default": paired_differences(per_seed, "default", names, key=key)["tuned"],
+        }
+    return {"seeds": seeds, "search": {k: found[k] for k in ("metric", "direction", "seeds", "best")}, "n_trials": len(found["trials"]), "table": table}
+
+
+def comparison_report(comparison: dict[str, Any]) -> str:
+    best = comparison["search"]["best"]
+    lines = [
+        "# The shipped config against its validation search\n",
+        f"Search: {comparison['n_trials']} finished trials on seeds {comparison['search']['seeds']}, scored by {comparison['search']['metric']}; "
+        f"best trial {best['number']}: {best['params']}.",
+        f"Both configs trained and evaluated on seeds {comparison['seeds']}: mean ± std over seeds; 'tuned − default': paired seed by seed, "
+        "in brackets on how many seeds the tuned config is better. The first table is the validation criterion the search chose by.\n",
+    ]
+    for key, entry in comparison["table"].items():
+        metrics = list(entry["default"])
+        diff = {m: f"{format_value(d, m)} ({d['better']}/{d['n']})" for m, d in entry["tuned_minus_default"].items()}
+        rows = {"default": entry["default"], "tuned": entry["tuned"], "tuned − default": diff}
+        lines += [f"## {key}\n", markdown_table(rows, metrics, row_header="config")]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -6,8 +6,8 @@
 1. The search (``robustmsa search``) into OUT/search: study.log, search.json, search.md and best_config.yaml; an
    interrupted search resumes (``--worker 1`` in a second process joins it).
 2. The experiment as shipped and best_config.yaml, each trained and evaluated on the experiment's own seeds
-   (``robustmsa train`` into OUT/runs/default and OUT/runs/tuned; a stopped run resumes; the model files there are
-   not results, and git ignores them).
+   (``robustmsa train`` into OUT/runs/default and OUT/runs/tuned; a stopped run resumes, a finished one is read
+   back; the model files there are not results, and git ignores them).
 3. OUT/comparison.json and OUT/comparison.md: the checkpoint criterion on validation (what the search chose by) and
    the test metrics, mean +- std over the seeds for both, and tuned minus shipped paired seed by seed.
 
@@ -22,9 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from robustmsa.config import load_config
+from robustmsa.config import ExperimentConfig, load_config
+from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import mean_std, paired_differences
+from robustmsa.evaluation.protocols import mean_std, paired_differences, read_json_file
 from robustmsa.evaluation.report import format_value, markdown_table, write_json, write_text_atomic
 from robustmsa.experiment import load_data, run_experiment
 from robustmsa.tuning.experiment import load_experiment_search, search_experiment
@@ -52,12 +53,24 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_data(config)
     found = search_experiment(search, config, args.out / "search", worker=args.worker, overwrite=args.overwrite, bundle=bundle)
     tuned = load_config(args.out / "search" / "best_config.yaml")
-    runs = {name: run_experiment(cfg, args.out / "runs" / name, overwrite=args.overwrite, bundle=bundle) for name, cfg in (("default", config), ("tuned", tuned))}
+    runs = {name: trained(cfg, args.out / "runs" / name, args.overwrite, bundle) for name, cfg in (("default", config), ("tuned", tuned))}
     comparison = compare(runs, found)
     write_json(args.out / "comparison.json", comparison)
     write_text_atomic(args.out / "comparison.md", comparison_report(comparison))
     print(comparison_report(comparison))
     return 0
+
+
+def trained(config: ExperimentConfig, folder: Path, overwrite: bool, bundle: DataBundle) -> dict[str, Any]:
+    """The results of ``config`` trained into ``folder``: read back if a finished run of the same config is there
+    (a comparison rerun after a fix), trained otherwise (a stopped run resumes)."""
+    done = folder / "results.json"
+    if done.exists() and not overwrite:
+        results = read_json_file(done)
+        if results.get("config") != config.model_dump(mode="json"):
+            raise ConfigError(f"{done}: a run of another config; pass --overwrite to replace it")
+        return results
+    return run_experiment(config, folder, overwrite=overwrite, bundle=bundle)
 
 
 def compare(runs: dict[str, dict[str, Any]], found: dict[str, Any]) -> dict[str, Any]:
@@ -66,13 +79,13 @@ def compare(runs: dict[str, dict[str, Any]], found: dict[str, Any]) -> dict[str,
     seeds = [str(s) for s in runs["default"]["seeds"]]
     if seeds != [str(s) for s in runs["tuned"]["seeds"]]:
         raise ConfigError(f"the tuned config has seeds {runs['tuned']['seeds']}, the shipped one {runs['default']['seeds']}")
-    metric = found["metric"].split(" (")[0]
+    metric = found["monitor"]  # the bare metric name: lower is better for MAE
     per_seed: dict[str, dict[str, dict[str, dict[str, Any]]]] = {s: {} for s in seeds}
     for seed in seeds:
         for name, run in runs.items():
             result = run["per_seed"][seed]
             by_split = {f"{split} / {mode}": metrics for split, modes in result["metrics"].items() for mode, metrics in modes.items()}
-            per_seed[seed][name] = {metric: {metric: result[VALID]}, **by_split}
+            per_seed[seed][name] = {f"valid {metric}": {metric: result[VALID]}, **by_split}
     keys = list(per_seed[seeds[0]]["default"])
     table = {}
     for key in keys:

@@ -53,7 +53,16 @@ def test_search_script_compares_the_searched_config_with_the_shipped_one(tmp_pat
     assert runs["tuned"]["0"]["best_valid"] == json.loads((out / "search" / "search.json").read_text())["trials"][comparison["search"]["best"]["number"]]["per_seed"]["0"]
     diffs = [runs["tuned"][s]["metrics"]["test"]["factual"]["MAE"] - runs["default"][s]["metrics"]["test"]["factual"]["MAE"] for s in ("0", "1")]
     assert comparison["table"]["test / factual"]["tuned_minus_default"]["MAE"]["mean"] == pytest.approx(sum(diffs) / 2)
+    valid = [runs["tuned"][s]["best_valid"] - runs["default"][s]["best_valid"] for s in ("0", "1")]
+    assert comparison["table"]["valid MAE"]["tuned_minus_default"]["MAE"]["better"] == sum(d < 0 for d in valid)  # lower MAE is better
+    assert comparison["table"]["test / factual"]["tuned_minus_default"]["MAE"]["better"] == sum(d < 0 for d in diffs)
     assert "## test / factual" in (out / "comparison.md").read_text()
     capsys.readouterr()
     assert _script("search").main(["--config", str(tmp_path / "search.yaml"), "--out", str(out)]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
+    # a rerun after the comparison was removed reads the finished search and runs back instead of training again
+    (out / "comparison.json").unlink()
+    script = _script("search")
+    script.run_experiment = lambda *args, **kwargs: pytest.fail("a finished run was trained again")
+    assert script.main(["--config", str(tmp_path / "search.yaml"), "--out", str(out)]) == 0
+    assert json.loads((out / "comparison.json").read_text()) == comparison

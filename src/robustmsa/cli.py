@@ -301,36 +301,41 @@ def sweep_combine(
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
+Worker = Annotated[int, typer.Option(min=0, help="Run more processes on the same --out with worker 1, 2, ... (own sampler seeds).")]
+
+
+def _searched(result: dict, out: Path, tuned: str) -> None:
+    """The best trial of a finished search and where its outputs are (``tuned``: the config it writes, and its use)."""
+    console.print(f"[green]Best[/green] (trial {result['best']['number']}, {result['metric']} = {result['best']['value']:.4f}): {escape(str(result['best']['params']))}")
+    console.print(f"[green]Report[/green]: {_shown(out / 'search.md')}; {tuned}")
+
+
 @app.command("sweep-search")
 def sweep_search(
     config: Annotated[Path, typer.Option("--config", help="Search YAML: a sweep, one of its models and a space (configs/missing/search/*.yaml).")],
     out: Out = Path("runs/missing_search"),
-    worker: Annotated[int, typer.Option(min=0, help="Run more processes on the same --out with worker 1, 2, ... (own sampler seeds).")] = 0,
+    worker: Worker = 0,
     overwrite: Overwrite = False,
 ) -> None:
     """Search one sweep model's training parameters on validation data (Optuna); resumes or joins the study in --out."""
     from robustmsa.tuning.sweep import load_search_config, search_sweep_model
 
     search, sweep = load_search_config(config)
-    result = search_sweep_model(search, sweep, out, worker=worker, overwrite=overwrite)
-    console.print(f"[green]Best[/green] (trial {result['best']['number']}, {result['metric']} = {result['best']['value']:.4f}): {escape(str(result['best']['params']))}")
-    console.print(f"[green]Report[/green]: {_shown(out / 'search.md')}; tuned sweep config: {_shown(out / 'best_sweep.yaml')}")
+    _searched(search_sweep_model(search, sweep, out, worker=worker, overwrite=overwrite), out, f"tuned sweep config: {_shown(out / 'best_sweep.yaml')}")
 
 
 @app.command("search")
 def search(
     config: Annotated[Path, typer.Option("--config", help="Search YAML: an experiment config and a space over its backbone, method and train parameters (configs/search/*.yaml).")],
     out: Out = Path("runs/search"),
-    worker: Annotated[int, typer.Option(min=0, help="Run more processes on the same --out with worker 1, 2, ... (own sampler seeds).")] = 0,
+    worker: Worker = 0,
     overwrite: Overwrite = False,
 ) -> None:
     """Search an experiment's hyper-parameters on validation data (Optuna); resumes or joins the study in --out."""
     from robustmsa.tuning.experiment import load_experiment_search, search_experiment
 
     settings, experiment = load_experiment_search(config)
-    result = search_experiment(settings, experiment, out, worker=worker, overwrite=overwrite)
-    console.print(f"[green]Best[/green] (trial {result['best']['number']}, {result['metric']} = {result['best']['value']:.4f}): {escape(str(result['best']['params']))}")
-    console.print(f"[green]Report[/green]: {_shown(out / 'search.md')}; tuned config: {_shown(out / 'best_config.yaml')} (robustmsa train --config ...)")
+    _searched(search_experiment(settings, experiment, out, worker=worker, overwrite=overwrite), out, f"tuned config: {_shown(out / 'best_config.yaml')} (robustmsa train --config ...)")
 
 
 @app.command("image-text")

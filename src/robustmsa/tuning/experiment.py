@@ -144,6 +144,7 @@ def write_experiment_search(out: Path, study: optuna.Study, search: ExperimentSe
     result = {
         "experiment": config._source,
         "metric": f"valid {metric} (the training's checkpoint criterion)",
+        "monitor": metric,
         "direction": study.direction.name.lower(),
         "seeds": search.seeds,
         "best": {"number": best.number, "params": best.params, "value": best.value},

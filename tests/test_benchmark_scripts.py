@@ -43,7 +43,8 @@ def test_search_script_compares_the_searched_config_with_the_shipped_one(tmp_pat
     import json
 
     small = "{n_train: 120, n_valid: 30, n_test: 30, n_test_ood: 30, n_valid_ood: 20, text_encoder: hash}"
-    (tmp_path / "experiment.yaml").write_text(f"data: {{name: synthetic, params: {small}}}\nbackbone: {{name: lf_dnn, params: {{hidden: 8}}}}\ntrain: {{max_epochs: 1, progress: false}}\nseeds: [0, 1]\n")
+    experiment = f"data: {{name: synthetic, params: {small}}}\nbackbone: {{name: lf_dnn, params: {{hidden: 8}}}}\n"
+    (tmp_path / "experiment.yaml").write_text(experiment + "train: {max_epochs: 1, progress: false}\nseeds: [0, 1]\n")
     (tmp_path / "search.yaml").write_text("experiment: experiment.yaml\nn_trials: 2\nstartup_trials: 2\nspace: {train.lr: {low: 0.0001, high: 0.05, log: true}}\n")
     out = tmp_path / "out"
     assert _script("search").main(["--config", str(tmp_path / "search.yaml"), "--out", str(out)]) == 0

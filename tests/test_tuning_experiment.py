@@ -105,6 +105,9 @@ def test_a_sampled_value_a_component_refuses_fails_that_trial_only(toy_bundle: D
     assert all(f["params"] == {"train.min_epochs": 2, "train.max_epochs": 1} for f in result["failed"])
     assert len(result["trials"]) + len(result["failed"]) == 4
     assert "failed" in (tmp_path / "s" / "search.md").read_text()
+    # when every trial fails, the error says why (sampler seed 0 draws min_epochs 2, max_epochs 1 first)
+    with pytest.raises(ConfigError, match=r"no trial of the study finished \(1 failed: .*min_epochs \(2\) exceeds max_epochs \(1\)"):
+        search_experiment(_search(space=space, n_trials=1, startup_trials=1, sampler_seed=0), ExperimentConfig.model_validate(EXPERIMENT), tmp_path / "t", bundle=toy_bundle)
 
 
 def test_a_range_end_a_component_refuses_fails_before_any_trial(toy_bundle: DataBundle, tmp_path: Path) -> None:

@@ -138,8 +138,9 @@ def finished_trials(out: Path, study: optuna.Study, metric: str) -> list[dict[st
     """The finished trials of ``study`` (number, params, value, per-seed scores); a ConfigError when none finished."""
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not done:
-        failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
-        raise ConfigError(f"{out}: no trial of the study finished ({failed} failed: no finite validation '{metric}')")
+        failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        reasons = [t.user_attrs["error"] for t in failed if "error" in t.user_attrs]  # a value a component refused
+        raise ConfigError(f"{out}: no trial of the study finished ({len(failed)} failed: {reasons[0] if reasons else f'no finite validation {metric!r}'})")
     return [{"number": t.number, "params": t.params, "value": t.value, "per_seed": t.user_attrs.get("per_seed")} for t in done]
 
 

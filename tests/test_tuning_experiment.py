@@ -13,7 +13,8 @@ from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
 from robustmsa.experiment import build_method
 from robustmsa.training.fit import fit
-from robustmsa.tuning.experiment import ExperimentSearchConfig, load_experiment_search, search_experiment
+from robustmsa.tuning.experiment import ExperimentSearchConfig, load_experiment_search, search_experiment, variant
+from robustmsa.tuning.search import check_pruner, pruned_trials
 from tests.conftest import make_toy_split
 
 EXPERIMENT = {
@@ -115,3 +116,43 @@ def test_a_range_end_a_component_refuses_fails_before_any_trial(toy_bundle: Data
     with pytest.raises(ConfigError, match=r"backbone 'lf_dnn': a parameter value is out of range"):
         search_experiment(search, ExperimentConfig.model_validate(EXPERIMENT), tmp_path / "s", bundle=toy_bundle)
     assert not (tmp_path / "s").exists()
+
+
+def test_the_median_pruner_stops_a_trial_worse_than_the_earlier_ones(toy_bundle: DataBundle) -> None:
+    import optuna
+
+    from robustmsa.tuning.search import SearchSettings, run_trials
+
+    config = ExperimentConfig.model_validate({**EXPERIMENT, "train": {**EXPERIMENT["train"], "max_epochs": 4}})
+    epochs: dict[int, int] = {}
+
+    def train(trial: optuna.Trial, seed: int, callbacks: list) -> float | None:
+        chosen = variant(config, {"train.lr": trial.suggest_categorical("train.lr", [0.03, 1e-7])}, "trial")
+        fitted = fit(build_method(chosen, toy_bundle, seed), toy_bundle, chosen.train.to_train_config(), seed=seed, callbacks=callbacks)
+        epochs[trial.number] = fitted.epochs
+        return fitted.best_score
+
+    settings = SearchSettings.model_validate({"space": {"train.lr": {"choices": [0.03, 1e-7]}}, "n_trials": 3, "startup_trials": 1, "pruner": "median", "pruner_warmup_epochs": 1})
+    study = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1))
+    for lr in (0.03, 1e-7, 0.03):  # a learning rate that learns nothing, between two that learn
+        study.enqueue_trial({"train.lr": lr})
+    run_trials(study, settings, "MAE", train)
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
+    # the pruned trial stopped after the warm-up epoch at which it first fell behind; the others trained to the end
+    assert study.trials[1].last_step == 1 and epochs[1] < epochs[0] == epochs[2] == 4
+    assert pruned_trials(study) == [{"number": 1, "params": {"train.lr": 1e-7}, "epochs": 2, "last_value": study.trials[1].intermediate_values[1]}]
+
+
+def test_pruning_settings_are_part_of_the_study_and_need_one_device(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    config = ExperimentConfig.model_validate(EXPERIMENT)
+    plain = search_experiment(_search(n_trials=1), config, tmp_path / "plain", bundle=toy_bundle)
+    assert plain["pruned"] == [] and "pruner" not in json.loads((tmp_path / "plain" / "search_config.json").read_text())["search"]  # as before pruning
+    pruning = _search(n_trials=1, pruner="median")
+    with pytest.raises(ConfigError, match="this folder holds a search with other settings"):
+        search_experiment(pruning, config, tmp_path / "plain", bundle=toy_bundle)
+    assert search_experiment(pruning, config, tmp_path / "pruning", bundle=toy_bundle)["pruned"] == []  # one trial: nothing to compare with
+    with pytest.raises(ConfigError, match="pruner 'median' needs training on one device \\(this training runs as 2 processes\\)"):
+        check_pruner(pruning, 2)
+    check_pruner(pruning, 1)
+    check_pruner(_search(), 2)

@@ -139,3 +139,21 @@ def test_a_model_on_its_own_backbone_is_searched_and_tuned_on_it(toy_bundle: Dat
     # a search on a sweep without own backbones records its sweep as before they existed (its study is joined, not refused)
     plain = search_sweep_model(search.model_copy(update={"model": "baseline"}), MissingSweepConfig.model_validate(SWEEP), tmp_path / "plain", bundle=toy_bundle)
     assert plain["trials"] and "backbones" not in json.loads((tmp_path / "plain" / "search_config.json").read_text())["sweep"]
+
+
+def test_a_pruning_search_gives_the_first_seed_of_each_trial_a_report(toy_bundle: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustmsa.tuning import sweep as module
+
+    given = []
+
+    def recording(*args: object) -> object:
+        given.append(args[-1])
+        return train_sweep_model(*args)
+
+    monkeypatch.setattr(module, "train_sweep_model", recording)
+    search = SweepSearchConfig.model_validate({"sweep": "sweep.yaml", "model": "lnln", "space": SPACE, "n_trials": 2, "startup_trials": 1, "seeds": [0, 1], "pruner": "median"})
+    result = search_sweep_model(search, MissingSweepConfig.model_validate(SWEEP), tmp_path / "s", bundle=toy_bundle)
+    # trial 0 trains seeds 0 (with the report) and 1; trial 1 the same, or only seed 0 if it was pruned there
+    assert [len(callbacks) for callbacks in given] == [1, 0, 1, 0][: len(given)] and len(given) == (3 if result["pruned"] else 4)
+    assert len(result["trials"]) + len(result["pruned"]) == 2
+    assert json.loads((tmp_path / "s" / "search_config.json").read_text())["search"]["pruner"] == "median"

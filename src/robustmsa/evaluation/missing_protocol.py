@@ -397,13 +397,15 @@ def _metric_kind(results: dict[str, Any]) -> str:
     return "sims" if "Mult_acc_3" in reported else "regression" if "MAE" in reported else "classification"
 
 
-def train_sweep_model(config: MissingSweepConfig, name: str, component: ComponentConfig, bundle: DataBundle, seed: int, out_dir: Path | None) -> tuple[Method, FitResult]:
+def train_sweep_model(
+    config: MissingSweepConfig, name: str, component: ComponentConfig, bundle: DataBundle, seed: int, out_dir: Path | None, callbacks: Sequence[Any] = ()
+) -> tuple[Method, FitResult]:
     """Build ``component`` (model ``name`` of the sweep, or a variant of it) on that model's backbone
-    (:meth:`MissingSweepConfig.backbone_of`) and train it with the sweep's settings; the checkpoint is selected on
-    validation (``config.train``), never on a test set."""
+    (:meth:`MissingSweepConfig.backbone_of`) and train it with the sweep's settings (``callbacks``: see
+    :func:`fit`); the checkpoint is selected on validation (``config.train``), never on a test set."""
     experiment = ExperimentConfig(data=config.data, backbone=config.backbone_of(name), method=component, train=config.train, seeds=[seed])
     method = build_method(experiment, bundle, seed)
-    fitted = fit(method, bundle, config.train.to_train_config(), seed=seed, out_dir=out_dir, config={"sweep_model": name, **experiment.model_dump(mode="json")})
+    fitted = fit(method, bundle, config.train.to_train_config(), seed=seed, out_dir=out_dir, config={"sweep_model": name, **experiment.model_dump(mode="json")}, callbacks=callbacks)
     return method, fitted
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,7 +147,9 @@ def check_fit(method: Method, bundle: DataBundle, cfg: TrainConfig) -> tuple[str
     return valid_mode, metric, mode
 
 
-def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, out_dir: Path | None = None, config: dict[str, Any] | None = None) -> FitResult:
+def fit(
+    method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, out_dir: Path | None = None, config: dict[str, Any] | None = None, callbacks: Sequence[Any] = ()
+) -> FitResult:
     """Train ``method`` on ``bundle['train']``, select on ``bundle[cfg.valid_split]``.
 
     The best weights (by ``cfg.monitor``) are loaded back into ``method``. Validation predictions that become NaN
@@ -159,7 +161,8 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
     On several devices (``cfg.devices``) the training runs as DDP in processes started for it (see
     :mod:`robustmsa.training.distributed`): ``cfg.batch_size`` is the global batch, split evenly between them, and
     every process scores the whole validation split, so that checkpoints and early stopping follow the same numbers
-    as on one device.
+    as on one device. ``callbacks``: the caller's own Lightning callbacks for this training (not for the earlier
+    stages), e.g. a search's per-epoch report; on several devices each process gets a copy.
     """
     valid_mode, metric, mode = check_fit(method, bundle, cfg)
     was_training = method.training
@@ -168,13 +171,22 @@ def fit(method: Method, bundle: DataBundle, cfg: TrainConfig, *, seed: int = 0, 
         # Lightning trains a module in the mode it is given: a method the caller left in eval mode would train
         # without dropout and without its training-only losses. Frozen parts stay in eval mode (their train()).
         method.train()
-        return _fit(method, bundle, cfg, seed, out_dir, config, valid_mode, metric, mode)
+        return _fit(method, bundle, cfg, seed, out_dir, config, valid_mode, metric, mode, tuple(callbacks))
     finally:
         method.train(was_training)
 
 
 def _fit(
-    method: Method, bundle: DataBundle, cfg: TrainConfig, seed: int, out_dir: Path | None, config: dict[str, Any] | None, valid_mode: str, metric: str, mode: str
+    method: Method,
+    bundle: DataBundle,
+    cfg: TrainConfig,
+    seed: int,
+    out_dir: Path | None,
+    config: dict[str, Any] | None,
+    valid_mode: str,
+    metric: str,
+    mode: str,
+    callbacks: tuple[Any, ...],
 ) -> FitResult:
     """:func:`fit` after the checks and earlier stages, with ``method`` in training mode."""
     from robustmsa.training.module import MethodModule, OptimConfig  # Lightning: imported when a model trains, not when a config is read
@@ -188,7 +200,7 @@ def _fit(
         else:
             root = Path(out_dir)
             root.mkdir(parents=True, exist_ok=True)
-        job = _Job(module, bundle, cfg, seed, root, metric, mode, logs=out_dir is not None)
+        job = _Job(module, bundle, cfg, seed, root, metric, mode, logs=out_dir is not None, callbacks=callbacks)
         world = world_size(cfg)
         if world == 1:
             outcome = _train(job)
@@ -224,6 +236,7 @@ class _Job:
     metric: str
     mode: str
     logs: bool
+    callbacks: tuple[Any, ...] = ()  # the caller's own Lightning callbacks (a search's pruning report)
 
 
 @dataclass
@@ -250,7 +263,7 @@ def _train(job: _Job, rank: int = 0, world: int = 1) -> _Outcome:
             dirpath=job.root, filename="best", monitor=f"val/{job.metric}", mode=job.mode, save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, enable_version_counter=False
         )
         history = EpochHistory()
-        callbacks: list[L.Callback] = [checkpoint, history, EarlyStopping(monitor=f"val/{job.metric}", mode=job.mode, patience=cfg.patience)]
+        callbacks: list[L.Callback] = [checkpoint, history, EarlyStopping(monitor=f"val/{job.metric}", mode=job.mode, patience=cfg.patience), *job.callbacks]
         logger: Any = False
         if job.logs:
             from lightning.pytorch.loggers import CSVLogger

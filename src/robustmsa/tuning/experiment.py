@@ -8,6 +8,7 @@ parameters of its backbone, its method and its training, as ``section.parameter`
     seeds: [0]                            # training seeds of every trial (score: the mean over them)
     n_trials: 12
     startup_trials: 4                     # random trials before TPE takes over
+    pruner: median                        # optional: stop trials that fall behind (see robustmsa.tuning.search)
     space:
       backbone.hidden: {low: 16, high: 128, integer: true, log: true}
       backbone.dropout: {low: 0.0, high: 0.5}
@@ -29,6 +30,7 @@ Outputs: ``search.json`` (every trial, the best one, the failed ones with their 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,8 @@ from robustmsa.errors import ConfigError
 from robustmsa.evaluation.report import write_json, write_text_atomic
 from robustmsa.experiment import build_method, load_data
 from robustmsa.registry import METHODS
-from robustmsa.training.fit import check_fit, fit
-from robustmsa.tuning.search import SearchSettings, corners, finished_trials, named_file, open_study, run_trials, suggest, trial_table
+from robustmsa.training.fit import check_fit, fit, world_size
+from robustmsa.tuning.search import SearchSettings, check_pruner, corners, finished_trials, named_file, open_study, pruned_trials, run_trials, suggest, trial_table
 
 #: Training settings a search may vary. The others set what a trial is scored by (monitor, monitor_mode,
 #: valid_split, valid_mode) or where it runs (accelerator, devices, strategy, ...), not how well it learns.
@@ -116,10 +118,11 @@ def search_experiment(
             chosen = variant(config, values, f"{config._source} with {values}")
             check_fit(build_method(chosen, bundle, search.seeds[0]), bundle, chosen.train.to_train_config())
     metric, mode = config.train.to_train_config().monitor_spec(bundle.task.kind)
-    snapshot = {"search": search.model_dump(mode="json", exclude={"experiment", "n_trials"}), "experiment": config.model_dump(mode="json")}
+    check_pruner(search, world_size(config.train.to_train_config()))
+    snapshot = {"search": search.record({"experiment", "n_trials"}), "experiment": config.model_dump(mode="json")}
     study = open_study(out, snapshot, search, "minimize" if mode == "min" else "maximize", worker, overwrite)
 
-    def train(trial: optuna.Trial, seed: int) -> float | None:
+    def train(trial: optuna.Trial, seed: int, callbacks: Sequence[Any]) -> float | None:
         values = suggest(trial, search.space)
         try:
             chosen = variant(config, values, f"trial {trial.number}")
@@ -127,7 +130,7 @@ def search_experiment(
         except ConfigError as exc:  # a value inside the ranges that a component refuses: this trial fails, the search goes on
             trial.set_user_attr("error", str(exc))
             return float("nan")
-        return fit(method, bundle, chosen.train.to_train_config(), seed=seed).best_score
+        return fit(method, bundle, chosen.train.to_train_config(), seed=seed, callbacks=callbacks).best_score
 
     run_trials(study, search, metric, train)
     return write_experiment_search(out, study, search, config, metric)
@@ -150,6 +153,7 @@ def write_experiment_search(out: Path, study: optuna.Study, search: ExperimentSe
         "best": {"number": best.number, "params": best.params, "value": best.value},
         "trials": trials,
         "failed": failed,
+        "pruned": pruned_trials(study),
         "search": search.model_dump(mode="json"),
     }
     write_json(out / "search.json", result)
@@ -157,7 +161,7 @@ def write_experiment_search(out: Path, study: optuna.Study, search: ExperimentSe
     write_text_atomic(out / "best_config.yaml", header + dump_config(variant(config, best.params, "the best trial")))
     text = (
         f"# Search over the parameters of {config._source}\n\n"
-        f"{len(trials)} finished trials ({len(failed)} failed), training seeds {search.seeds}; score: {result['metric']}, mean over the seeds, "
+        f"{len(trials)} finished trials ({len(failed)} failed, {len(result['pruned'])} pruned), training seeds {search.seeds}; score: {result['metric']}, mean over the seeds, "
         f"{result['direction']}d. Best first.\n\n" + trial_table(trials, metric, search.space, result["direction"]) + "\nThe best parameters are in best_config.yaml, ready for `robustmsa train`.\n"
     )
     write_text_atomic(out / "search.md", text)

@@ -7,15 +7,20 @@ the validation split, averaged over the seeds: a test split is never seen. A tri
 diverged run) fails and still counts towards ``n_trials``. The study lives in an Optuna journal file
 (``study.log``) in the output folder, so an interrupted search resumes, and several processes (``worker`` 1, 2, ...,
 each with its own sampler seed) can run trials of the same study at once.
+
+With ``pruner: median`` a trial reports its validation score after every epoch of its first seed, and stops early
+when it is worse than the median of the earlier trials at the same epoch (Optuna's MedianPruner; not before
+``pruner_warmup_epochs`` epochs, nor during the first ``startup_trials`` trials). A pruned trial counts towards
+``n_trials`` and is listed apart from the finished ones; its partial score is never the best.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from pydantic import Field, model_validator
@@ -68,6 +73,14 @@ class SearchSettings(_Strict):
     n_trials: int = Field(12, ge=1)
     startup_trials: int = Field(4, ge=1)  # random trials before TPE takes over
     sampler_seed: int = Field(0, ge=0, le=2**32 - 1)
+    pruner: Literal["none", "median"] = "none"
+    pruner_warmup_epochs: int = Field(3, ge=0)  # epochs every trial trains before it can be pruned
+
+    def record(self, exclude: set[str]) -> dict[str, Any]:
+        """The settings a study is made from (see :func:`open_study`); without the pruner's when there is none,
+        as studies were recorded before searches could prune, so that those are joined, not refused."""
+        unpruned = {"pruner", "pruner_warmup_epochs"} if self.pruner == "none" else set()
+        return self.model_dump(mode="json", exclude=exclude | unpruned)
 
 
 def named_file(config: Path, named: Path) -> Path:
@@ -106,21 +119,50 @@ def open_study(out: Path, snapshot: dict[str, Any], settings: SearchSettings, di
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     sampler = optuna.samplers.TPESampler(seed=settings.sampler_seed + worker, n_startup_trials=settings.startup_trials)
-    return optuna.create_study(study_name="search", storage=storage, sampler=sampler, direction=direction, load_if_exists=True)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials, n_warmup_steps=settings.pruner_warmup_epochs) if settings.pruner == "median" else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name="search", storage=storage, sampler=sampler, pruner=pruner, direction=direction, load_if_exists=True)
 
 
-def run_trials(study: optuna.Study, settings: SearchSettings, metric: str, train: Callable[[optuna.Trial, int], float | None]) -> None:
-    """Run trials until ``study`` has ``settings.n_trials`` finished, failed or running ones. A trial's score is the
-    mean over ``settings.seeds`` of ``train(trial, seed)``, the best validation ``metric`` of one training run;
-    a run that diverges fails the trial."""
+def check_pruner(settings: SearchSettings, world: int) -> None:
+    """A pruned trial stops from a per-epoch report made in the training process: one device only."""
+    if settings.pruner != "none" and world > 1:
+        raise ConfigError(f"pruner '{settings.pruner}' needs training on one device (this training runs as {world} processes); set pruner: none")
+
+
+def pruning_report(trial: optuna.Trial, metric: str) -> Any:
+    """A Lightning callback that reports the validation ``metric`` to ``trial`` after every epoch and stops the
+    training when the study's pruner says so (its ``pruned`` is then True)."""
+    import lightning as L  # imported when a trial trains, not when a search config is read
+
+    class Report(L.Callback):
+        pruned = False
+
+        def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            value = trainer.callback_metrics.get(f"val/{metric}")
+            if trainer.sanity_checking or value is None or not math.isfinite(float(value)):
+                return
+            trial.report(float(value), trainer.current_epoch)
+            if trial.should_prune():
+                self.pruned = trainer.should_stop = True
+
+    return Report()
+
+
+def run_trials(study: optuna.Study, settings: SearchSettings, metric: str, train: Callable[[optuna.Trial, int, Sequence[Any]], float | None]) -> None:
+    """Run trials until ``study`` has ``settings.n_trials`` finished, failed, pruned or running ones. A trial's score
+    is the mean over ``settings.seeds`` of ``train(trial, seed, callbacks)``, the best validation ``metric`` of one
+    training run given those Lightning callbacks; a run that diverges fails the trial."""
 
     def objective(trial: optuna.Trial) -> float:
         scores = {}
-        for seed in settings.seeds:
+        for k, seed in enumerate(settings.seeds):
+            report = pruning_report(trial, metric) if settings.pruner != "none" and k == 0 else None
             try:
-                score = train(trial, seed)
+                score = train(trial, seed, [report] if report is not None else [])
             except TrainingDiverged:
                 return float("nan")  # Optuna records the trial as failed
+            if report is not None and report.pruned:
+                raise optuna.TrialPruned()
             if score is None:
                 raise ConfigError(f"trial {trial.number}: training recorded no validation '{metric}'")
             if not math.isfinite(score):
@@ -129,7 +171,7 @@ def run_trials(study: optuna.Study, settings: SearchSettings, metric: str, train
         trial.set_user_attr("per_seed", scores)
         return sum(scores.values()) / len(scores)
 
-    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.RUNNING)
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
     while len(study.get_trials(deepcopy=False, states=counted)) < settings.n_trials:
         study.optimize(objective, n_trials=1)
 
@@ -155,3 +197,9 @@ def _shown(value: Any) -> str:
     """A parameter value as written in a config: whole numbers as they are, floats to 4 significant digits (a
     learning rate of 0.0003 is not 0.000)."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def pruned_trials(study: optuna.Study) -> list[dict[str, Any]]:
+    """The trials the pruner stopped: number, params and the last epoch's validation score they reported."""
+    pruned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+    return [{"number": t.number, "params": t.params, "epochs": t.last_step + 1 if t.last_step is not None else 0, "last_value": t.intermediate_values.get(t.last_step)} for t in pruned]

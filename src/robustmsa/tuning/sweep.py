@@ -9,6 +9,7 @@ one), one of its models, and a space over that model's parameters::
     seeds: [0]                     # training seeds of every trial (score: the mean over them)
     n_trials: 12
     startup_trials: 4              # random trials before TPE takes over
+    pruner: median                 # optional: stop trials that fall behind (see robustmsa.tuning.search)
     space:
       w_completeness: {low: 0.01, high: 1.0, log: true}
       proxy_layers: {low: 1, high: 3, integer: true}   # whole numbers low..high
@@ -28,6 +29,7 @@ untuned runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,8 @@ from robustmsa.errors import ConfigError
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, check_sweep_models, load_sweep_config, load_sweep_data, train_sweep_model
 from robustmsa.evaluation.report import write_json, write_text_atomic
 from robustmsa.registry import METHODS
-from robustmsa.tuning.search import SearchSettings, corners, finished_trials, named_file, open_study, run_trials, suggest, trial_table
+from robustmsa.training.fit import world_size
+from robustmsa.tuning.search import SearchSettings, check_pruner, corners, finished_trials, named_file, open_study, pruned_trials, run_trials, suggest, trial_table
 
 
 class SweepSearchConfig(SearchSettings):
@@ -102,13 +105,14 @@ def search_sweep_model(
     check_sweep_models(_variants(sweep, search.model, {f"{search.model} with {v}": _tuned_component(sweep, search.model, v) for v in corners(search.space)}), bundle)
     metric, mode = sweep.train.to_train_config().monitor_spec(bundle.task.kind)
     # without own backbones as before sweeps had them, so that the studies of those days are joined, not refused
-    snapshot = {"search": search.model_dump(mode="json", exclude={"sweep", "n_trials"}), "sweep": sweep.model_dump(mode="json", exclude=None if sweep.backbones else {"backbones"})}
+    check_pruner(search, world_size(sweep.train.to_train_config()))
+    snapshot = {"search": search.record({"sweep", "n_trials"}), "sweep": sweep.model_dump(mode="json", exclude=None if sweep.backbones else {"backbones"})}
     study = open_study(out, snapshot, search, "minimize" if mode == "min" else "maximize", worker, overwrite)
 
-    def train(trial: optuna.Trial, seed: int) -> float | None:
+    def train(trial: optuna.Trial, seed: int, callbacks: Sequence[Any]) -> float | None:
         name = f"{search.model}_trial{trial.number}"
         component = _tuned_component(sweep, search.model, suggest(trial, search.space))
-        return train_sweep_model(_variants(sweep, search.model, {name: component}), name, component, bundle, seed, None)[1].best_score
+        return train_sweep_model(_variants(sweep, search.model, {name: component}), name, component, bundle, seed, None, callbacks)[1].best_score
 
     run_trials(study, search, metric, train)
     return write_search(out, study, search, sweep, metric)
@@ -126,6 +130,7 @@ def write_search(out: Path, study: optuna.Study, search: SweepSearchConfig, swee
         "seeds": search.seeds,
         "best": {"number": best.number, "params": best.params, "value": best.value},
         "trials": trials,
+        "pruned": pruned_trials(study),
         "search": search.model_dump(mode="json"),
     }
     write_json(out / "search.json", result)
@@ -134,7 +139,7 @@ def write_search(out: Path, study: optuna.Study, search: SweepSearchConfig, swee
     write_text_atomic(out / "best_sweep.yaml", header + yaml.safe_dump(best_sweep.model_dump(mode="json"), sort_keys=False))
     text = (
         f"# Search over the training parameters of '{search.model}'\n\n"
-        f"{len(trials)} finished trials, training seeds {search.seeds}; score: {result['metric']}, mean over the seeds, {result['direction']}d. Best first.\n\n"
+        f"{len(trials)} finished trials ({len(result['pruned'])} pruned), training seeds {search.seeds}; score: {result['metric']}, mean over the seeds, {result['direction']}d. Best first.\n\n"
         + trial_table(trials, metric, search.space, result["direction"])
         + f"\nThe best parameters are in best_sweep.yaml as model '{tuned}'.\n"
     )

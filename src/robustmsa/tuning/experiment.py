@@ -106,8 +106,8 @@ def search_experiment(
     overwrite: bool = False,
     bundle: DataBundle | None = None,
 ) -> dict[str, Any]:
-    """Run trials until the study in ``out_dir`` has ``search.n_trials`` finished, failed or running ones; write
-    the outputs (see module doc) and return the content of ``search.json``."""
+    """Search ``config``'s parameters in the study in ``out_dir`` until it holds ``search.n_trials`` trials
+    (:func:`robustmsa.tuning.search.run_trials`); write the outputs (see module doc) and return ``search.json``'s content."""
     out = Path(out_dir)
     check_space(search, config)
     bundle = bundle if bundle is not None else load_data(config)

@@ -96,8 +96,8 @@ def search_sweep_model(
     overwrite: bool = False,
     bundle: DataBundle | None = None,
 ) -> dict[str, Any]:
-    """Run trials until the study in ``out_dir`` has ``search.n_trials`` finished, failed or running ones; write
-    the outputs (see module doc) and return the content of ``search.json``."""
+    """Search the sweep model's parameters in the study in ``out_dir`` until it holds ``search.n_trials`` trials
+    (:func:`robustmsa.tuning.search.run_trials`); write the outputs (see module doc) and return ``search.json``'s content."""
     out = Path(out_dir)
     bundle = bundle if bundle is not None else load_sweep_data(sweep)
     sweep.check_split_names(bundle)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace the results in --out")
     args = parser.parse_args(argv)
     if (args.which is None) == (args.config is None):
-        parser.error("give a shipped search name or --config, not both")
+        parser.error("give either a shipped search name or --config")
     if (args.out / "comparison.json").exists() and not args.overwrite:
         print(f"{args.out / 'comparison.json'} already exists: pass --overwrite to replace it", file=sys.stderr)
         return 2

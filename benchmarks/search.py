@@ -1,6 +1,6 @@
 """Does a validation search pay off on test data? An experiment as shipped against its searched version.
 
-    python benchmarks/search.py tfn --out benchmarks/results/search_tfn      # configs/search/tfn.yaml
+    python benchmarks/search.py tfn --out benchmarks/results/search_tfn      # configs/search/tfn.yaml (also: lf_dnn)
     python benchmarks/search.py --config my_search.yaml --out runs/my_search
 
 1. The search (``robustmsa search``) into OUT/search: study.log, search.json, search.md and best_config.yaml; an
@@ -31,7 +31,7 @@ from robustmsa.experiment import load_data, run_experiment
 from robustmsa.tuning.experiment import load_experiment_search, search_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-SEARCHES = {"tfn": ROOT / "configs/search/tfn.yaml"}
+SEARCHES = {"tfn": ROOT / "configs/search/tfn.yaml", "lf_dnn": ROOT / "configs/search/lf_dnn.yaml"}
 VALID = "best_valid"
 
 

@@ -12,7 +12,7 @@ parameters of its backbone, its method and its training, as ``section.parameter`
     space:
       backbone.hidden: {low: 16, high: 128, integer: true, log: true}
       backbone.dropout: {low: 0.0, high: 0.5}
-      method.alpha: {choices: [0.5, 1.0]}  # a parameter of the method's factory
+      method.alpha: {choices: [0.5, 1.0]}  # a parameter of the method (with method: clue, its loss weight alpha)
       train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
 
 Each trial trains the experiment with the sampled parameters (over the config's own ones) on each of ``seeds`` and

@@ -156,3 +156,13 @@ def test_pruning_settings_are_part_of_the_study_and_need_one_device(toy_bundle: 
         check_pruner(pruning, 2)
     check_pruner(pruning, 1)
     check_pruner(_search(), 2)
+
+
+def test_a_classification_search_maximises_the_validation_f1(tmp_path: Path) -> None:
+    from robustmsa.data.dataset import TaskSpec
+
+    task = TaskSpec(kind="classification", num_classes=2, label_range=None)
+    bundle = DataBundle({name: make_toy_split(n, name, seed, task=task) for name, n, seed in (("train", 120, 0), ("valid", 40, 1), ("test", 40, 2))}, task, name="toy")
+    result = search_experiment(_search(n_trials=3, startup_trials=3), ExperimentConfig.model_validate(EXPERIMENT), tmp_path / "s", bundle=bundle)
+    values = [t["value"] for t in result["trials"]]
+    assert result["monitor"] == "Weighted_F1" and result["direction"] == "maximize" and result["best"]["value"] == max(values) != min(values)

@@ -8,10 +8,13 @@
 2. The experiment as shipped and best_config.yaml, each trained and evaluated on the experiment's own seeds
    (``robustmsa train`` into OUT/runs/default and OUT/runs/tuned; a stopped run resumes, a finished one is read
    back; the model files there are not results, and git ignores them).
-3. OUT/comparison.json and OUT/comparison.md: the checkpoint criterion on validation (what the search chose by) and
-   the test metrics, mean +- std over the seeds for both, and tuned minus shipped paired seed by seed.
+3. OUT/comparison.json and OUT/comparison.md (``robustmsa compare`` of the two runs): the checkpoint criterion on
+   validation (what the search chose by) and the test metrics, mean +- std over the seeds for both, tuned minus
+   shipped paired seed by seed, with a bootstrap interval over the test data (``--bootstrap``, default 1000 draws).
 
 The choice is made on validation data in step 1; step 2 reads the test splits after it, for both configs alike.
+Rerunning into OUT reads the finished steps back: delete OUT/comparison.json to redo step 3 alone (``--overwrite``
+replaces the search and the runs too).
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ from typing import Any
 from robustmsa.config import ExperimentConfig, load_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.protocols import mean_std, paired_differences, read_json_file
-from robustmsa.evaluation.report import format_value, markdown_table, write_json, write_text_atomic
+from robustmsa.evaluation.compare import Run, compare_runs, comparison_report
+from robustmsa.evaluation.protocols import RUN_SETTINGS, read_json_file
+from robustmsa.evaluation.report import write_json, write_text_atomic
 from robustmsa.experiment import load_data, run_experiment
 from robustmsa.tuning.experiment import load_experiment_search, search_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCHES = {"tfn": ROOT / "configs/search/tfn.yaml", "lf_dnn": ROOT / "configs/search/lf_dnn.yaml"}
-VALID = "best_valid"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None, help="a search YAML of your own")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--worker", type=int, default=0, help="this process's worker number in the search (own sampler seed)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="draws of the test data for the differences' intervals (robustmsa compare)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results in --out")
     args = parser.parse_args(argv)
     if (args.which is None) == (args.config is None):
@@ -54,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     found = search_experiment(search, config, args.out / "search", worker=args.worker, overwrite=args.overwrite, bundle=bundle)
     tuned = load_config(args.out / "search" / "best_config.yaml")
     runs = {name: trained(cfg, args.out / "runs" / name, args.overwrite, bundle) for name, cfg in (("default", config), ("tuned", tuned))}
-    comparison = compare(runs, found)
+    compared = [Run(name, args.out / "runs" / name, results, read_json_file(args.out / "runs" / name / RUN_SETTINGS)["splits"]) for name, results in runs.items()]
+    comparison = compare_runs(compared, bootstrap=args.bootstrap)
+    comparison["search"] = {**{k: found[k] for k in ("metric", "direction", "seeds", "best")}, "n_trials": len(found["trials"])}
     write_json(args.out / "comparison.json", comparison)
-    write_text_atomic(args.out / "comparison.md", comparison_report(comparison))
-    print(comparison_report(comparison))
+    write_text_atomic(args.out / "comparison.md", searched_report(comparison))
+    print(searched_report(comparison))
     return 0
 
 
@@ -73,46 +79,15 @@ def trained(config: ExperimentConfig, folder: Path, overwrite: bool, bundle: Dat
     return run_experiment(config, folder, overwrite=overwrite, bundle=bundle)
 
 
-def compare(runs: dict[str, dict[str, Any]], found: dict[str, Any]) -> dict[str, Any]:
-    """Per (split, mode): both configs' metrics over the seeds and tuned minus default seed by seed; the same for the
-    validation checkpoint criterion."""
-    seeds = [str(s) for s in runs["default"]["seeds"]]
-    if seeds != [str(s) for s in runs["tuned"]["seeds"]]:
-        raise ConfigError(f"the tuned config has seeds {runs['tuned']['seeds']}, the shipped one {runs['default']['seeds']}")
-    metric = found["monitor"]  # the bare metric name: lower is better for MAE
-    per_seed: dict[str, dict[str, dict[str, dict[str, Any]]]] = {s: {} for s in seeds}
-    for seed in seeds:
-        for name, run in runs.items():
-            result = run["per_seed"][seed]
-            by_split = {f"{split} / {mode}": metrics for split, modes in result["metrics"].items() for mode, metrics in modes.items()}
-            per_seed[seed][name] = {f"valid {metric}": {metric: result[VALID]}, **by_split}
-    keys = list(per_seed[seeds[0]]["default"])
-    table = {}
-    for key in keys:
-        names = list(per_seed[seeds[0]]["default"][key])
-        table[key] = {
-            "default": mean_std(per_seed[s]["default"][key] for s in seeds),
-            "tuned": mean_std(per_seed[s]["tuned"][key] for s in seeds),
-            "tuned_minus_default": paired_differences(per_seed, "default", names, key=key)["tuned"],
-        }
-    return {"seeds": seeds, "search": {k: found[k] for k in ("metric", "direction", "seeds", "best")}, "n_trials": len(found["trials"]), "table": table}
-
-
-def comparison_report(comparison: dict[str, Any]) -> str:
+def searched_report(comparison: dict[str, Any]) -> str:
     best = comparison["search"]["best"]
-    lines = [
-        "# The shipped config against its validation search\n",
-        f"Search: {comparison['n_trials']} finished trials on seeds {comparison['search']['seeds']}, scored by {comparison['search']['metric']}; "
-        f"best trial {best['number']}: {best['params']}.",
-        f"Both configs trained and evaluated on seeds {comparison['seeds']}: mean ± std over seeds; 'tuned − default': paired seed by seed, "
-        "in brackets on how many seeds the tuned config is better. The first table is the validation criterion the search chose by.\n",
-    ]
-    for key, entry in comparison["table"].items():
-        metrics = list(entry["default"])
-        diff = {m: f"{format_value(d, m)} ({d['better']}/{d['n']})" for m, d in entry["tuned_minus_default"].items()}
-        rows = {"default": entry["default"], "tuned": entry["tuned"], "tuned − default": diff}
-        lines += [f"## {key}\n", markdown_table(rows, metrics, row_header="config")]
-    return "\n".join(lines)
+    head = (
+        "# The shipped config against its validation search\n\n"
+        f"Search: {comparison['search']['n_trials']} finished trials on seeds {comparison['search']['seeds']}, scored by {comparison['search']['metric']}; "
+        f"best trial {best['number']}: {best['params']}. Both configs trained and evaluated on seeds {comparison['seeds']}: "
+        "'default' is the experiment as shipped, 'tuned' its best_config.yaml.\n\n"
+    )
+    return head + comparison_report(comparison).split("\n", 1)[1].lstrip("\n")
 
 
 if __name__ == "__main__":

@@ -47,23 +47,26 @@ def test_search_script_compares_the_searched_config_with_the_shipped_one(tmp_pat
     (tmp_path / "experiment.yaml").write_text(experiment + "train: {max_epochs: 1, progress: false}\nseeds: [0, 1]\n")
     (tmp_path / "search.yaml").write_text("experiment: experiment.yaml\nn_trials: 2\nstartup_trials: 2\nspace: {train.lr: {low: 0.0001, high: 0.05, log: true}}\n")
     out = tmp_path / "out"
-    assert _script("search").main(["--config", str(tmp_path / "search.yaml"), "--out", str(out)]) == 0
+    args = ["--config", str(tmp_path / "search.yaml"), "--out", str(out), "--bootstrap", "5"]
+    assert _script("search").main(args) == 0
     comparison = json.loads((out / "comparison.json").read_text())
-    assert set(comparison["table"]) == {"valid MAE", "test / factual", "test_ood / factual"} and comparison["n_trials"] == 2
+    assert set(comparison["splits"]) == {"test", "test_ood"} and comparison["search"]["n_trials"] == 2 and comparison["reference"] == "default"
     runs = {name: json.loads((out / "runs" / name / "results.json").read_text())["per_seed"] for name in ("default", "tuned")}
     assert runs["tuned"]["0"]["best_valid"] == json.loads((out / "search" / "search.json").read_text())["trials"][comparison["search"]["best"]["number"]]["per_seed"]["0"]
     diffs = [runs["tuned"][s]["metrics"]["test"]["factual"]["MAE"] - runs["default"][s]["metrics"]["test"]["factual"]["MAE"] for s in ("0", "1")]
-    assert comparison["table"]["test / factual"]["tuned_minus_default"]["MAE"]["mean"] == pytest.approx(sum(diffs) / 2)
+    tuned = comparison["splits"]["test"]["minus_reference"]["tuned"]["MAE"]
+    assert tuned["mean"] == pytest.approx(sum(diffs) / 2) and "interval" in tuned
     valid = [runs["tuned"][s]["best_valid"] - runs["default"][s]["best_valid"] for s in ("0", "1")]
-    assert comparison["table"]["valid MAE"]["tuned_minus_default"]["MAE"]["better"] == sum(d < 0 for d in valid)  # lower MAE is better
-    assert comparison["table"]["test / factual"]["tuned_minus_default"]["MAE"]["better"] == sum(d < 0 for d in diffs)
-    assert "## test / factual" in (out / "comparison.md").read_text()
+    assert comparison["validation"]["minus_reference"]["tuned"]["MAE"]["better"] == sum(d < 0 for d in valid)  # lower MAE is better
+    assert tuned["better"] == sum(d < 0 for d in diffs)
+    report = (out / "comparison.md").read_text()
+    assert "## test_ood" in report and "best trial" in report and "over 5 bootstrap draws" in report
     capsys.readouterr()
-    assert _script("search").main(["--config", str(tmp_path / "search.yaml"), "--out", str(out)]) == 2
+    assert _script("search").main(args) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     # a rerun after the comparison was removed reads the finished search and runs back instead of training again
     (out / "comparison.json").unlink()
     script = _script("search")
     script.run_experiment = lambda *args, **kwargs: pytest.fail("a finished run was trained again")
-    assert script.main(["--config", str(tmp_path / "search.yaml"), "--out", str(out)]) == 0
+    assert script.main(args) == 0
     assert json.loads((out / "comparison.json").read_text()) == comparison

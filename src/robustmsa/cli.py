@@ -78,6 +78,23 @@ Seeds = Annotated[str | None, typer.Option("--seeds", help="Comma-separated seed
 Config = Annotated[Path, typer.Option("--config", help="Protocol YAML (see configs/).")]
 
 
+@app.command()
+def compare(
+    run: Annotated[list[str], typer.Option("--run", help="A finished `robustmsa train` folder, or NAME=FOLDER; two or more.")],
+    out: Out = Path("runs/compare"),
+    reference: Annotated[str | None, typer.Option(help="The run (or run/mode) the others are paired against (default: the first).")] = None,
+    split: Annotated[list[str] | None, typer.Option("--split", help="Split(s) to compare (default: every test split all runs were scored on).")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Draws of the test samples (whole videos where grouped) for an interval of each difference; 0: recorded metrics only.")] = 1000,
+    level: Annotated[float, typer.Option(help="Confidence level of the bootstrap interval.")] = 0.95,
+    overwrite: Overwrite = False,
+) -> None:
+    """Compare training runs on the same test data: paired seed by seed, with a bootstrap interval over test samples."""
+    from robustmsa.evaluation.compare import read_run, write_comparison
+
+    write_comparison([read_run(spec) for spec in run], out, overwrite=overwrite, reference=reference, splits=split, bootstrap=bootstrap, level=level)
+    console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
+
+
 @app.command("split-ood")
 def split_ood(
     source: Annotated[str, typer.Argument(help="Data source: synthetic, mosi_csv, mmsd2, mvsa, vader, ... (see `robustmsa.registry.DATASETS`).")],

@@ -8,7 +8,7 @@
 2. The experiment as shipped and best_config.yaml, each trained and evaluated on the experiment's own seeds
    (``robustmsa train`` into OUT/runs/default and OUT/runs/tuned; a stopped run resumes, a finished one is read
    back; the model files there are not results, and git ignores them).
-3. OUT/comparison.json and OUT/comparison.md (``robustmsa compare`` of the two runs): the checkpoint criterion on
+3. OUT/comparison.json, OUT/comparison.md and OUT/differences.png (``robustmsa compare`` of the two runs): the checkpoint criterion on
    validation (what the search chose by) and the test metrics, mean +- std over the seeds for both, tuned minus
    shipped paired seed by seed, with a bootstrap interval over the test data (``--bootstrap``, default 1000 draws).
 
@@ -28,7 +28,7 @@ from typing import Any
 from robustmsa.config import ExperimentConfig, load_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.compare import Run, compare_runs, comparison_report
+from robustmsa.evaluation.compare import Run, compare_runs, comparison_report, plot_differences
 from robustmsa.evaluation.protocols import RUN_SETTINGS, read_json_file
 from robustmsa.evaluation.report import write_json, write_text_atomic
 from robustmsa.experiment import load_data, run_experiment
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     compared = [Run(name, args.out / "runs" / name, results, read_json_file(args.out / "runs" / name / RUN_SETTINGS)["splits"]) for name, results in runs.items()]
     comparison = compare_runs(compared, bootstrap=args.bootstrap)
     comparison["search"] = {**{k: found[k] for k in ("metric", "direction", "seeds", "best")}, "n_trials": len(found["trials"])}
+    plot_differences(args.out / "differences.png", comparison)
     write_json(args.out / "comparison.json", comparison)
     write_text_atomic(args.out / "comparison.md", searched_report(comparison))
     print(searched_report(comparison))

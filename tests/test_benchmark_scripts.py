@@ -61,6 +61,7 @@ def test_search_script_compares_the_searched_config_with_the_shipped_one(tmp_pat
     assert tuned["better"] == sum(d < 0 for d in diffs)
     report = (out / "comparison.md").read_text()
     assert "## test_ood" in report and "best trial" in report and "over 5 bootstrap draws" in report
+    assert (out / "differences.png").is_file()
     capsys.readouterr()
     assert _script("search").main(args) == 2
     assert "pass --overwrite" in capsys.readouterr().err

@@ -57,6 +57,7 @@ def test_the_recorded_metrics_paired_seed_by_seed(runs: dict[str, Path]) -> None
         paired = test["minus_reference"][entry]["MAE"]
         assert paired["mean"] == pytest.approx(np.mean(diffs)) and paired["std"] == pytest.approx(np.std(diffs, ddof=1))
         assert paired["better"] == sum(d < 0 for d in diffs)  # lower MAE is better
+        assert paired["per_seed"] == pytest.approx(diffs)
         assert "interval" not in paired
     valid = found["validation"]
     assert valid["compared"] and valid["metric"] == "MAE"
@@ -115,6 +116,17 @@ def test_what_a_comparison_refuses(runs: dict[str, Path], tmp_path: Path) -> Non
         compare_runs([base, read_run(runs["wide"])], splits=["valid"], bootstrap=0)
     with pytest.raises(ConfigError, match="not a finished `robustmsa train` run"):
         read_run(tmp_path)
+    edited = tmp_path / "edited"
+    shutil.copytree(runs["base"], edited)
+    results = json.loads((edited / "results.json").read_text())
+    results["per_seed"]["1"]["metrics"]["test"]["factual"]["MAE"] = "abc"
+    (edited / "results.json").write_text(json.dumps(results))
+    with pytest.raises(DataError, match="edited/results.json: field 'per_seed.1.metrics.test.factual.MAE' is 'abc'; expected a number"):
+        read_run(edited)
+    del results["per_seed"]["1"]["metrics"]["test"]
+    (edited / "results.json").write_text(json.dumps(results))
+    with pytest.raises(DataError, match="field 'per_seed.1.metrics': holds splits and modes \\{'test_ood': \\['factual'\\]\\}; the first seed holds"):
+        read_run(edited)
     # a larger IID test split (the same training, validation and OOD clips) is other test data
     other = _train(tmp_path / "other", "backbone: {name: lf_dnn, params: {hidden: 4}}\nseeds: [0]\n", DATA.replace("n_test: 40", "n_test: 50"))
     with pytest.raises(ConfigError, match="split 'test' holds other samples in run other than in run base"):
@@ -158,5 +170,18 @@ def test_compare_command(runs: dict[str, Path], tmp_path: Path) -> None:
     assert "Reference: **plain**" in report and "| clue/tie − reference |" in report and "over 20 bootstrap draws of the test data" in report
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert results["bootstrap"]["resamples"] == 20 and "interval" in results["splits"]["test_ood"]["minus_reference"]["clue/te"]["Has0_acc_2"]
+    assert (tmp_path / "cmp" / "differences.png").read_bytes()[:4] == b"\x89PNG"
     refused = _cli("compare", "--run", str(runs["base"]), "--out", str(tmp_path / "one"), cwd=tmp_path)
     assert refused.returncode == 2 and "at least two runs" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_classification_comparison(tmp_path: Path) -> None:
+    data = "data: {name: synthetic_context, params: {n_train: 120, n_valid: 30, n_test: 30, n_valid_ood: 30, n_test_ood: 30}}\n"
+    pair = [read_run(_train(tmp_path / name, f"backbone: {{name: two_stream, params: {{hidden: {hidden}}}}}\nseeds: [0, 1]\n", data)) for name, hidden in (("narrow", 4), ("wide", 16))]
+    found = compare_runs(pair, bootstrap=3)
+    assert found["validation"]["metric"] == "Weighted_F1"
+    narrow, wide = (run.results["per_seed"] for run in pair)
+    diffs = [wide[s]["metrics"]["test"]["factual"]["Acc"] - narrow[s]["metrics"]["test"]["factual"]["Acc"] for s in ("0", "1")]
+    paired = found["splits"]["test"]["minus_reference"]["wide"]["Acc"]
+    assert paired["mean"] == pytest.approx(np.mean(diffs)) and paired["better"] == sum(d > 0 for d in diffs)  # higher is better
+    assert paired["interval"]["finite"] == 3 and paired["interval"]["low"] <= paired["interval"]["high"]

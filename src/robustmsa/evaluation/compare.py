@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from robustmsa.errors import ConfigError, DataError
-from robustmsa.evaluation.protocols import RUN_SETTINGS, mean_std, paired_differences, read_json_file
-from robustmsa.evaluation.report import format_value, markdown_table
+from robustmsa.evaluation.protocols import RUN_SETTINGS, check_numbers, mean_std, paired_differences, read_json_file
+from robustmsa.evaluation.report import PERCENT_METRICS, format_value, interval_plot, markdown_table, write_json, write_text_atomic
 from robustmsa.metrics import task_metrics
 
 #: The validation criterion's row name in a comparison (not a split: what each run chose its checkpoints by).
@@ -65,9 +65,16 @@ def read_run(spec: str | Path) -> Run:
         raise ConfigError(f"{folder}: not a finished `robustmsa train` run (no results.json); run the training into it to the end first")
     if not isinstance(results, dict) or not isinstance(results.get("per_seed"), dict) or not results["per_seed"]:
         raise DataError(str(folder / "results.json"), "per_seed", "missing or empty; expected the results of `robustmsa train`")
+    shape = None
     for seed, result in results["per_seed"].items():
-        if not isinstance(result, dict) or not isinstance(result.get("metrics"), dict) or "best_valid" not in result:
-            raise DataError(str(folder / "results.json"), f"per_seed.{seed}", "lacks 'metrics' or 'best_valid'; expected the results of `robustmsa train`")
+        try:
+            check_numbers(result, "metrics", "best_valid", where=f"per_seed.{seed}")
+        except ValueError as exc:
+            raise DataError(str(folder / "results.json"), None, f"{exc}; expected the results of `robustmsa train`") from None
+        scored = {split: list(modes) for split, modes in result["metrics"].items()}
+        if shape is not None and scored != shape:
+            raise DataError(str(folder / "results.json"), f"per_seed.{seed}.metrics", f"holds splits and modes {scored}; the first seed holds {shape}")
+        shape = scored
     settings = read_json_file(folder / RUN_SETTINGS)
     if not isinstance(settings, dict) or not isinstance(settings.get("splits"), dict):
         raise DataError(str(folder / RUN_SETTINGS), "splits", "missing; the comparison needs the record of the data the run used (train it again with this version)")
@@ -162,6 +169,9 @@ def compare_runs(runs: Sequence[Run], *, reference: str | None = None, splits: S
             "table": {entry: mean_std(per_seed[s][entry]["metrics"] for s in seeds) for entry in entries},
             "minus_reference": paired_differences(per_seed, reference, metrics, key="metrics"),
         }
+        for entry, by_metric in out["splits"][name]["minus_reference"].items():
+            for metric, paired in by_metric.items():
+                paired["per_seed"] = [_difference_of(per_seed[s], entry, reference, metric) for s in seeds]
     out["validation"] = _validation(runs, seeds, entries[reference][0].name)
     if bootstrap:
         out["bootstrap"] = _bootstrap(runs, entries, reference, seeds, split_names, bootstrap, level, seed)
@@ -170,6 +180,11 @@ def compare_runs(runs: Sequence[Run], *, reference: str | None = None, splits: S
                 for metric, interval in by_metric.items():
                     out["splits"][name]["minus_reference"][entry][metric]["interval"] = interval
     return out
+
+
+def _difference_of(scores: Mapping[str, Any], entry: str, reference: str, metric: str) -> float:
+    values = [scores[e]["metrics"].get(metric) for e in (entry, reference)]
+    return math.nan if None in values else float(values[0]) - float(values[1])
 
 
 def _validation(runs: Sequence[Run], seeds: list[str], reference: str) -> dict[str, Any]:
@@ -323,11 +338,32 @@ def comparison_report(comparison: Mapping[str, Any]) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip("\n") + "\n"
 
 
+def plot_differences(path: Path, comparison: Mapping[str, Any]) -> Path:
+    """Each entry minus the reference on the splits' first metric (the two-class accuracy, or Acc): the mean
+    difference, each seed's, and the bootstrap interval where computed; one panel per split."""
+    panels, units = {}, set()
+    for name, entry in comparison["splits"].items():
+        metric = next(iter(entry["table"][comparison["reference"]]))
+        scale = 100.0 if metric in PERCENT_METRICS else 1.0  # points, as the report shows them
+        units.add("points" if metric in PERCENT_METRICS else "")
+        panels[f"{name}: {metric}"] = {
+            e: {
+                "mean": scale * d[metric]["mean"],
+                "values": [scale * v for v in d[metric]["per_seed"]],
+                **{k: None if (bound := d[metric].get("interval", {}).get(k)) is None else scale * bound for k in ("low", "high")},
+            }
+            for e, d in entry["minus_reference"].items()
+        }
+    boot = comparison.get("bootstrap")
+    interval = f"; bars: {boot['level']:.0%} bootstrap interval" if boot else ""
+    xlabel = f"minus {comparison['reference']}" + (" (points)" if units == {"points"} else "")
+    return interval_plot(path, panels, xlabel=xlabel, title=f"Difference to {comparison['reference']}: mean (diamond), per seed (dots){interval}")
+
+
 def write_comparison(runs: Sequence[Run], out: Path, *, overwrite: bool = False, **options: Any) -> dict[str, Any]:
-    """:func:`compare_runs` written to ``out/results.json`` and ``out/report.md``; ``out`` may not be one of the
-    compared runs' folders (their results would be replaced), and one holding results is refused unless
-    ``overwrite``, before anything is computed."""
-    from robustmsa.evaluation.report import write_json, write_text_atomic
+    """:func:`compare_runs` written to ``out/results.json``, ``out/report.md`` and ``out/differences.png``
+    (:func:`plot_differences`). ``out`` may not be one of the compared runs' folders (their results would be
+    replaced), and one holding results is refused unless ``overwrite``, before anything is computed."""
     from robustmsa.folders import check_out_dir, ensure_folder
 
     for run in runs:
@@ -336,6 +372,7 @@ def write_comparison(runs: Sequence[Run], out: Path, *, overwrite: bool = False,
     check_out_dir(out, overwrite)
     comparison = compare_runs(runs, **options)
     ensure_folder(out)
+    plot_differences(Path(out) / "differences.png", comparison)
     write_text_atomic(Path(out) / "report.md", comparison_report(comparison))
     write_json(Path(out) / "results.json", comparison)
     return comparison

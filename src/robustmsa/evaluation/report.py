@@ -140,6 +140,32 @@ def line_plot(path: Path, curves: Mapping[str, tuple[Sequence[float], Sequence[f
     return _save(fig, path)
 
 
+def interval_plot(path: Path, panels: Mapping[str, Mapping[str, Mapping[str, Any]]], *, xlabel: str, title: str) -> Path:
+    """One panel per group (e.g. a test split), one row per series: ``panels[group][series]`` holds ``mean``, the
+    ``values`` it is the mean of (drawn as dots) and optionally ``low`` / ``high`` (an interval, drawn as a bar);
+    a vertical line marks 0. For differences against a reference."""
+    groups = list(panels)
+    rows = max(len(panels[g]) for g in groups)
+    fig, axes = plt.subplots(1, len(groups), figsize=(1.5 + 3.6 * len(groups), 1.2 + 0.5 * rows), sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        names = list(panels[group])
+        for y, name in enumerate(names):
+            row = panels[group][name]
+            if row.get("low") is not None:
+                ax.plot([row["low"], row["high"]], [y, y], color="tab:blue", linewidth=3, alpha=0.5)
+            ax.scatter(row["values"], [y] * len(row["values"]), color="gray", s=12, zorder=3)
+            ax.scatter([row["mean"]], [y], color="tab:blue", marker="D", s=30, zorder=4)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title(group)
+        ax.set_xlabel(xlabel)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

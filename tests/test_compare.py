@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from robustmsa.config import load_config
 from robustmsa.errors import ConfigError, DataError
@@ -150,6 +151,18 @@ def test_models_that_do_not_reproduce_their_results_are_named(runs: dict[str, Pa
     with pytest.raises(DataError, match="seed_1/model.pt: does not reproduce the recorded MAE on split 'test' in mode 'factual'"):
         compare_runs(pair, bootstrap=2)
     assert compare_runs(pair, bootstrap=0)["seeds"] == ["0", "1"]  # the recorded numbers alone need no model
+
+
+def test_the_bootstrap_names_data_it_cannot_read(runs: dict[str, Path], tmp_path: Path) -> None:
+    moved = tmp_path / "with=sign"  # a folder whose name holds '=' is a folder, not NAME=FOLDER
+    shutil.copytree(runs["wide"], moved)
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["data"] = {"name": "mosi_csv", "params": {"path": str(tmp_path / "gone.csv")}}
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    run = read_run(moved)
+    assert run.name == "with=sign" and run.folder == moved
+    with pytest.raises(ConfigError, match="gone.csv.*\\(the bootstrap reads the data of run 'with=sign'; --bootstrap 0 compares the recorded metrics only\\)"):
+        compare_runs([read_run(runs["base"]), run], bootstrap=2)
 
 
 def test_the_output_folder_is_never_a_runs_own(runs: dict[str, Path], tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from robustmsa.errors import ConfigError, DataError
+from robustmsa.errors import ConfigError, DataError, RobustMSAError
 from robustmsa.evaluation.protocols import RUN_SETTINGS, check_numbers, mean_std, paired_differences, read_json_file
 from robustmsa.evaluation.report import PERCENT_METRICS, format_value, interval_plot, markdown_table, write_json, write_text_atomic
 from robustmsa.metrics import task_metrics
@@ -56,7 +56,7 @@ def read_run(spec: str | Path) -> Run:
     folder's). A folder without ``results.json`` (not a finished run) or without a record of its data is refused."""
     text = str(spec)
     name, sep, folder_text = text.partition("=")
-    if not sep:
+    if not sep or Path(text).is_dir():  # a folder whose own name holds '='
         name, folder_text = "", text
     folder = Path(folder_text)
     name = name or folder.resolve().name
@@ -262,7 +262,10 @@ def _predictions(runs: Sequence[Run], entries: Mapping[str, tuple[Run, str]], se
         config = load_config(run.folder / "config.yaml")
         key = config.data.model_dump_json()
         if key not in bundles:
-            bundles[key] = load_data(config)
+            try:
+                bundles[key] = load_data(config)
+            except RobustMSAError as exc:
+                raise ConfigError(f"{exc} (the bootstrap reads the data of run '{run.name}'; --bootstrap 0 compares the recorded metrics only)") from None
         bundle = bundles[key]
         for name in splits:
             if name not in bundle or bundle[name].fingerprint() != run.fingerprints[name]:

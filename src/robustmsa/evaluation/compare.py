@@ -216,35 +216,45 @@ def _units(groups: Sequence[str | None]) -> tuple[list[np.ndarray], str]:
     return [np.array(members) for members in index.values()], "group"
 
 
+def bootstrap_differences(
+    predictions: Mapping[str, Sequence[np.ndarray]], truth: np.ndarray, groups: Sequence[str | None], task: Any, reference: str, resamples: int, level: float, rng: np.random.Generator
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any]]:
+    """Percentile intervals of each entry's difference to ``reference``, averaged over the seeds, over ``resamples``
+    draws of one split's samples with replacement (whole groups where grouped, :func:`_units`); the same draws for
+    every entry and seed. ``predictions[entry]``: per seed, in the same seed order for every entry, the method's
+    outputs for the split (what :func:`~robustmsa.training.fit.predict` returns). Returns ``({entry: {metric:
+    {'low', 'high', 'finite'}}}, {'unit', 'count'})``; 'finite' counts the draws where the metric was defined."""
+    units, kind = _units(groups)
+    others = [e for e in predictions if e != reference]
+    draws: dict[str, dict[str, list[float]]] = {e: {} for e in others}
+    for _ in range(resamples):
+        idx = np.concatenate([units[k] for k in rng.integers(len(units), size=len(units))])
+        scores = {e: [task_metrics(pred[idx], truth[idx], task) for pred in predictions[e]] for e in predictions}
+        for e in others:
+            for metric in scores[reference][0]:
+                diff = np.mean([mine[metric] - theirs[metric] for mine, theirs in zip(scores[e], scores[reference])])
+                draws[e].setdefault(metric, []).append(float(diff))
+    tail = 100 * (1 - level) / 2
+    intervals: dict[str, dict[str, dict[str, Any]]] = {}
+    for e in others:
+        intervals[e] = {}
+        for metric, values in draws[e].items():
+            finite = np.asarray(values)[np.isfinite(values)]
+            low, high = np.percentile(finite, [tail, 100 - tail]) if finite.size else (math.nan, math.nan)
+            intervals[e][metric] = {"low": float(low), "high": float(high), "finite": int(finite.size)}
+    return intervals, {"unit": kind, "count": len(units)}
+
+
 def _bootstrap(runs: Sequence[Run], entries: Mapping[str, tuple[Run, str]], reference: str, seeds: list[str], splits: list[str], resamples: int, level: float, seed: int) -> dict[str, Any]:
-    """Percentile intervals of each entry's mean (over seeds) difference to the reference, over ``resamples``
-    draws of each split's test samples (whole groups where grouped); the same draws for every entry and seed."""
+    """:func:`bootstrap_differences` on each split, from the runs' saved models."""
     predictions, data = _predictions(runs, entries, seeds, splits)
     rng = np.random.default_rng(seed)
-    intervals: dict[str, Any] = {}
-    units_used = {}
+    intervals, units = {}, {}
     for name in splits:
         truth, groups, task = data[name]
-        units, kind = _units(groups)
-        units_used[name] = {"unit": kind, "count": len(units)}
-        others = [e for e in entries if e != reference]
-        draws: dict[str, dict[str, list[float]]] = {e: {} for e in others}
-        for _ in range(resamples):
-            idx = np.concatenate([units[k] for k in rng.integers(len(units), size=len(units))])
-            scores = {e: [task_metrics(predictions[e][s][name][idx], truth[idx], task) for s in seeds] for e in entries}
-            for e in others:
-                for metric in scores[reference][0]:
-                    diff = np.mean([scores[e][k][metric] - scores[reference][k][metric] for k in range(len(seeds))])
-                    draws[e].setdefault(metric, []).append(float(diff))
-        tail = 100 * (1 - level) / 2
-        intervals[name] = {}
-        for e in others:
-            intervals[name][e] = {}
-            for metric, values in draws[e].items():
-                finite = np.asarray(values)[np.isfinite(values)]
-                low, high = (np.percentile(finite, [tail, 100 - tail]) if finite.size else (math.nan, math.nan))
-                intervals[name][e][metric] = {"low": float(low), "high": float(high), "finite": int(finite.size)}
-    return {"resamples": resamples, "level": level, "seed": seed, "units": units_used, "intervals": intervals}
+        by_entry = {e: [predictions[e][s][name] for s in seeds] for e in entries}
+        intervals[name], units[name] = bootstrap_differences(by_entry, truth, groups, task, reference, resamples, level, rng)
+    return {"resamples": resamples, "level": level, "seed": seed, "units": units, "intervals": intervals}
 
 
 def _predictions(runs: Sequence[Run], entries: Mapping[str, tuple[Run, str]], seeds: list[str], splits: list[str]) -> tuple[dict, dict]:

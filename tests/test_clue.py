@@ -18,8 +18,9 @@ from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
 from robustmsa.debias.clue import CLUE, build_clue, demo_entry, train_clue
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.direct_effect import fuse
-from robustmsa.errors import ConfigError
-from robustmsa.evaluation.clue_protocol import parse_protocol_config, run_clue_protocol
+from robustmsa.errors import ConfigError, DataError
+from robustmsa.evaluation.clue_protocol import gain_intervals, parse_protocol_config, run_clue_protocol
+from robustmsa.evaluation.compare import _units
 from robustmsa.registry import BACKBONES, METHODS
 from robustmsa.training.fit import TrainConfig, evaluate, fit, seeded
 from tests.conftest import make_toy_split
@@ -229,6 +230,24 @@ def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path, monk
     case = json.loads((tmp_path / "case_study.json").read_text())
     assert len(case["samples"]) == 2 and {"text", "multimodal", "te", "tie"} <= set(case["samples"][0]["probabilities"])
     assert (tmp_path / "case_study.png").stat().st_size > 1000
+    # the bootstrap of the gains: per-sample predictions kept in the records (not in results), TE on IID, TIE on OOD
+    record = json.loads((tmp_path / "seed_0" / "has0.json").read_text())["result"]["predictions"]
+    assert "predictions" not in row and "predictions" not in results["schemes"]["has0"]["aggregate"]
+    for part, name, model in (("iid", "test", "base"), ("ood", "test_ood", "base"), ("iid", "test", "clue"), ("ood", "test_ood", "clue")):
+        acc = np.mean(np.argmax(record[part][model], axis=1) == view[name].labels())
+        assert acc == pytest.approx(row[model][part]["Acc"])
+    found = results["schemes"]["has0"]["intervals"]
+    assert found["resamples"] == 1000 and found["ood"]["interval"]["Acc"]["low"] <= found["ood"]["interval"]["Acc"]["high"]
+    assert "In brackets: the 95% interval of the gain (averaged over the seeds) over 1000 bootstrap draws" in report
+    one = gain_intervals({0: record}, view, config.model_copy(update={"bootstrap": 1}), {0: tmp_path / "seed_0" / "has0.json"})
+    rng = np.random.default_rng(0)
+    for part, name in (("iid", "test"), ("ood", "test_ood")):  # the one draw, recomputed: whole videos, IID first
+        units, _ = _units([s.group for s in view[name]])
+        idx = np.concatenate([units[k] for k in rng.integers(len(units), size=len(units))])
+        acc = {m: np.mean(np.argmax(np.array(record[part][m]), axis=1)[idx] == view[name].labels()[idx]) for m in ("base", "clue")}
+        assert one[part]["interval"]["Acc"]["low"] == pytest.approx(acc["clue"] - acc["base"]) == one[part]["interval"]["Acc"]["high"]
+    with pytest.raises(DataError, match="has0.json: field 'result.predictions.iid.base': is not one finite prediction per sample of split 'test'"):
+        gain_intervals({0: {**record, "iid": {**record["iid"], "base": record["iid"]["base"][1:]}}}, view, config, {0: tmp_path / "seed_0" / "has0.json"})
     with pytest.raises(ConfigError, match="already exists"):
         run_clue_protocol(config, tmp_path, bundle=small)
     for case in ({"n": 2, "scheme": "non0"}, {"n": 2, "seed": 5}):  # a case study that would never run is refused at once

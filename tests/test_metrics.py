@@ -152,3 +152,20 @@ def test_labels_without_a_sentiment_zero_are_refused_by_the_sentiment_metrics() 
     for call in (lambda: metric_names(mmmo), lambda: task_metrics(np.full(4, 3.0), np.array([1.0, 2.0, 4.0, 5.0]), mmmo)):
         with pytest.raises(ConfigError, match=r"the mosi metrics \(Acc-2, F1, Acc-k\) split sentiment at 0, but these labels lie in \[1.0, 5.0\]"):
             call()
+
+
+def test_single_metric_is_the_task_metric() -> None:
+    from robustmsa.metrics import single_metric
+
+    rng = np.random.default_rng(0)
+    cases = (
+        (TaskSpec(kind="classification", num_classes=3, label_range=None), rng.normal(size=(50, 3)), rng.integers(0, 3, 50), ("Acc", "Macro_F1")),
+        (TaskSpec(kind="multilabel", num_classes=3, label_range=None), rng.uniform(size=(50, 3)), rng.integers(0, 2, (50, 3)), ("mAP", "Acc")),
+        (TaskSpec(), rng.normal(size=50), rng.uniform(-3, 3, 50), ("MAE", "Has0_acc_2")),
+    )
+    for task, pred, truth, names in cases:
+        every = task_metrics(pred, truth, task)
+        for name in names:
+            assert single_metric(pred, truth, task, name) == pytest.approx(every[name])
+    with pytest.raises(ValueError, match="NaN"):
+        single_metric(np.full((2, 3), np.nan), np.array([0, 1]), cases[0][0], "Acc")

@@ -191,6 +191,19 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, task: TaskSpec) -> dict[st
     }
 
 
+def single_metric(pred: np.ndarray, truth: np.ndarray, task: TaskSpec, metric: str) -> float:
+    """One metric of :func:`task_metrics`, computed alone where that is cheap (classification Acc, multi-label
+    mAP): what a bootstrap recomputes thousands of times. Any other metric is taken from :func:`task_metrics`."""
+    if task.kind == "classification" and metric == "Acc":
+        scores = np.asarray(pred, dtype=np.float64)
+        if not np.isfinite(scores).all():
+            raise ValueError("pred contains NaN or inf")
+        return float(np.mean(scores.argmax(axis=-1) == np.asarray(truth).reshape(-1)))
+    if task.kind == "multilabel" and metric == "mAP":
+        return mean_average_precision(np.asarray(pred, dtype=np.float64), np.asarray(truth).astype(np.int64))
+    return task_metrics(pred, truth, task)[metric]
+
+
 def average_precisions(scores: object, truth: object) -> dict[int, float]:
     """Label index -> average precision of (N, K) scores against (N, K) 0/1 truth, for labels with a positive sample
     (the others have no defined average precision)."""

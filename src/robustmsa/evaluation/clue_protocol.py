@@ -56,7 +56,8 @@ from robustmsa.data.ood_split import (
 from robustmsa.debias.clue import CLUE
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.direct_effect import check_debiased, train_debiased
-from robustmsa.errors import ConfigError
+from robustmsa.errors import ConfigError, DataError
+from robustmsa.evaluation.compare import bootstrap_differences
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import _save, markdown_table, plt, write_json, write_text_atomic
 from robustmsa.folders import holds_output, prepare_out_dir
@@ -128,6 +129,9 @@ class CLUEProtocolConfig(PluginConfig):
     iid_test: str = "test"
     ood_test: str = "test_ood"
     case_study: CaseStudySection = Field(default_factory=CaseStudySection)
+    #: Draws of each test split (whole videos where grouped) for the intervals of the method's gains over the base
+    #: (robustmsa.evaluation.compare.bootstrap_differences); 0: none. Not a training setting: finished records are kept.
+    bootstrap: int = Field(1000, ge=0)
 
     @field_validator("clue", "clef")
     @classmethod
@@ -244,7 +248,7 @@ def run_clue_protocol(
     results: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"), "sizes": {n: len(s) for n, s in bundle.splits.items()}, "schemes": {}}
     views = {scheme: _views(bundle, scheme) for scheme in schemes}
     results["label_prior"] = label_priors(views, config.ood_test)
-    shared = {"config": config.model_dump(mode="json", exclude={"seeds"}), "case_study": [case_scheme, case_seed]}
+    shared = {"config": config.model_dump(mode="json", exclude={"seeds", "bootstrap"}), "case_study": [case_scheme, case_seed]}
     settings = {(scheme, seed): {**shared, "splits": split_fingerprints(views[scheme], views[scheme].splits), "scheme": scheme, "seed": seed} for scheme in schemes for seed in seeds}
     with config.naming_errors():  # a config unfit for the data fails before the folder is claimed
         for scheme, data in views.items():
@@ -271,6 +275,10 @@ def run_clue_protocol(
         row: dict[str, Any] = {"base": _evaluate(base, data, config, ("factual", "factual"))}
         debiased, chosen = train_debiased(config.method, data, config.backbone.name, config.backbone.params, train_cfg, seed, **config.params)
         row[config.method] = {**_evaluate(debiased, data, config, ("te", "tie")), "tau": chosen["tau"], "calibration": chosen}
+        row["predictions"] = {  # for the bootstrap over test samples, which needs every seed's (recorded, so a run resumes)
+            part: {"base": predict(base, data[split], "factual").tolist(), config.method: predict(debiased, data[split], mode).tolist()}
+            for part, split, mode in (("iid", config.iid_test, "te"), ("ood", config.ood_test, "tie"))
+        }
         if scheme in config.ablation_schemes:
             for label, change in config.method_ablations.items():
                 ablated, info = train_debiased(config.method, data, config.backbone.name, config.backbone.params, train_cfg, seed, **{**config.params, **change})
@@ -281,8 +289,17 @@ def run_clue_protocol(
             row["case_study"] = case_study(debiased, base, data, config.ood_test, out, n=config.case_study.n)
         return row
 
+    def unit(scheme: str, seed: int, recorded: dict[int, Any]) -> dict[str, Any]:
+        """A finished row without its per-sample predictions (kept in its record, not in results), set apart."""
+        row = dict(units.run((scheme, seed), lambda: train_row(scheme, seed)))
+        recorded[seed] = row.pop("predictions", None)
+        return row
+
     for scheme in schemes:
-        results["schemes"][scheme] = run_seeds(lambda seed, scheme=scheme: units.run((scheme, seed), lambda: train_row(scheme, seed)), seeds)
+        recorded: dict[int, Any] = {}
+        results["schemes"][scheme] = run_seeds(lambda seed, scheme=scheme, recorded=recorded: unit(scheme, seed, recorded), seeds)
+        if config.bootstrap:
+            results["schemes"][scheme]["intervals"] = gain_intervals(recorded, views[scheme], config, {seed: records[scheme, seed] for seed in seeds})
     results["seeds"] = seeds
     write_text_atomic(out / "report.md", protocol_report(results, config, bundle))
     write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
@@ -293,6 +310,34 @@ def _evaluate(method: Any, data: DataBundle, config: CLUEProtocolConfig, modes: 
     """``{'iid': metrics, 'ood': metrics, 'all_modes': {split: {mode: metrics}}}`` (IID with modes[0], OOD with modes[1])."""
     every = {name: evaluate(method, data[name]) for name in (config.iid_test, config.ood_test)}
     return {"iid": every[config.iid_test][modes[0]], "ood": every[config.ood_test][modes[1]], "all_modes": every}
+
+
+def gain_intervals(recorded: dict[int, Any], data: DataBundle, config: CLUEProtocolConfig, files: dict[int, Path]) -> dict[str, Any] | None:
+    """Bootstrap intervals of the method minus the base, averaged over the seeds, on the IID test (TE) and the OOD
+    test (TIE): ``{'iid' / 'ood': {'interval': {metric: {'low', 'high', 'finite'}}, 'unit', 'count'}, 'resamples',
+    'level'}``. None when a seed's record holds no predictions (written before they were recorded)."""
+    if any(recorded[seed] is None for seed in recorded):
+        return None
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {"resamples": config.bootstrap, "level": 0.95}
+    for part, name in (("iid", config.iid_test), ("ood", config.ood_test)):
+        split = data[name]
+        truth = split.labels()
+        predictions: dict[str, list[np.ndarray]] = {"base": [], config.method: []}
+        for seed, by_part in recorded.items():
+            for model in predictions:
+                try:
+                    values = np.asarray(by_part[part][model], dtype=np.float64)
+                except (KeyError, TypeError, ValueError):
+                    values = np.empty(0)
+                if len(values) != len(truth) or not np.isfinite(values).all():
+                    problem = f"is not one finite prediction per sample of split '{name}' ({len(truth)}); delete this file to run that part again"
+                    raise DataError(str(files[seed]), f"result.predictions.{part}.{model}", problem)
+                predictions[model].append(values)
+        headline = "mAP" if split.task.kind == "multilabel" else "Acc"  # the report's gain columns
+        intervals, units = bootstrap_differences(predictions, truth, [s.group for s in split], split.task, "base", config.bootstrap, out["level"], rng, metrics=[headline])
+        out[part] = {"interval": intervals[config.method], **units}
+    return out
 
 
 def columns_of(kind: str) -> dict[str, tuple[str, str]]:
@@ -397,12 +442,30 @@ def protocol_report(results: dict[str, Any], config: CLUEProtocolConfig, bundle:
         f"| scheme | {iid} base | {iid} +{shown} (TE) | {ood} base | {ood} +{shown} (TIE) | TIE gain | TE change | tau per seed |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    def interval(res: dict[str, Any], part: str) -> str:
+        found = (res.get("intervals") or {}).get(part)
+        if found is None:
+            return ""
+        low, high = (100 * found["interval"][headline][k] for k in ("low", "high"))
+        return f" [{low:+.2f}, {high:+.2f}]" + ("*" if low > 0 or high < 0 else "")
+
     for scheme, res in results["schemes"].items():
         agg = res["aggregate"]
         values = [100 * agg[m][p][headline]["mean"] for m, p in (("base", "iid"), (method, "iid"), ("base", "ood"), (method, "ood"))]
         taus = [res["per_seed"][str(s)][method]["tau"] for s in res["seeds"]]
-        lines.append(f"| {scheme} | {values[0]:.2f} | {values[1]:.2f} | {values[2]:.2f} | {values[3]:.2f} | {values[3] - values[2]:+.2f} | {values[1] - values[0]:+.2f} | {taus} |")
+        gains = f"{values[3] - values[2]:+.2f}{interval(res, 'ood')} | {values[1] - values[0]:+.2f}{interval(res, 'iid')}"
+        lines.append(f"| {scheme} | {values[0]:.2f} | {values[1]:.2f} | {values[2]:.2f} | {values[3]:.2f} | {gains} | {taus} |")
     lines.append("")
+    boots = [res["intervals"] for res in results["schemes"].values() if res.get("intervals")]
+    if boots:
+        units = "; ".join(f"{split}: {boots[0][part]['count']} {'videos' if boots[0][part]['unit'] == 'group' else 'samples'}" for part, split in (("iid", iid), ("ood", ood)))
+        lines += [
+            f"In brackets: the {boots[0]['level']:.0%} interval of the gain (averaged over the seeds) over {boots[0]['resamples']} bootstrap draws of the test data "
+            f"({units}): the test-sampling noise, which the seed spread above does not show; * where it excludes 0.",
+            "",
+        ]
+    elif results["config"].get("bootstrap"):
+        lines += ["No bootstrap interval: the run's records hold no per-sample predictions (written by an earlier version); rerun with --overwrite for them.", ""]
     lines += per_class_table(results, method, ood, kind == "multilabel")
     return "\n".join(lines)
 

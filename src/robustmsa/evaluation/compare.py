@@ -29,7 +29,7 @@ import numpy as np
 from robustmsa.errors import ConfigError, DataError, RobustMSAError
 from robustmsa.evaluation.protocols import RUN_SETTINGS, check_numbers, mean_std, paired_differences, read_json_file
 from robustmsa.evaluation.report import PERCENT_METRICS, format_value, interval_plot, markdown_table, write_json, write_text_atomic
-from robustmsa.metrics import task_metrics
+from robustmsa.metrics import single_metric, task_metrics
 
 #: The validation criterion's row name in a comparison (not a split: what each run chose its checkpoints by).
 VALID = "valid (checkpoint criterion)"
@@ -217,19 +217,34 @@ def _units(groups: Sequence[str | None]) -> tuple[list[np.ndarray], str]:
 
 
 def bootstrap_differences(
-    predictions: Mapping[str, Sequence[np.ndarray]], truth: np.ndarray, groups: Sequence[str | None], task: Any, reference: str, resamples: int, level: float, rng: np.random.Generator
+    predictions: Mapping[str, Sequence[np.ndarray]],
+    truth: np.ndarray,
+    groups: Sequence[str | None],
+    task: Any,
+    reference: str,
+    resamples: int,
+    level: float,
+    rng: np.random.Generator,
+    metrics: Sequence[str] | None = None,
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any]]:
     """Percentile intervals of each entry's difference to ``reference``, averaged over the seeds, over ``resamples``
     draws of one split's samples with replacement (whole groups where grouped, :func:`_units`); the same draws for
     every entry and seed. ``predictions[entry]``: per seed, in the same seed order for every entry, the method's
     outputs for the split (what :func:`~robustmsa.training.fit.predict` returns). Returns ``({entry: {metric:
-    {'low', 'high', 'finite'}}}, {'unit', 'count'})``; 'finite' counts the draws where the metric was defined."""
+    {'low', 'high', 'finite'}}}, {'unit', 'count'})``; 'finite' counts the draws where the metric was defined.
+    ``metrics``: only these (:func:`~robustmsa.metrics.single_metric`, fast for Acc and mAP); default all the task's."""
+
+    def score(pred: np.ndarray, idx: np.ndarray) -> dict[str, float]:
+        if metrics is None:
+            return task_metrics(pred[idx], truth[idx], task)
+        return {m: single_metric(pred[idx], truth[idx], task, m) for m in metrics}
+
     units, kind = _units(groups)
     others = [e for e in predictions if e != reference]
     draws: dict[str, dict[str, list[float]]] = {e: {} for e in others}
     for _ in range(resamples):
         idx = np.concatenate([units[k] for k in rng.integers(len(units), size=len(units))])
-        scores = {e: [task_metrics(pred[idx], truth[idx], task) for pred in predictions[e]] for e in predictions}
+        scores = {e: [score(pred, idx) for pred in predictions[e]] for e in predictions}
         for e in others:
             for metric in scores[reference][0]:
                 diff = np.mean([mine[metric] - theirs[metric] for mine, theirs in zip(scores[e], scores[reference])])

@@ -276,10 +276,13 @@ def test_protocol_on_multilabel_data_with_one_test_split(tmp_path) -> None:
             "ood_test": "test",
             "train": {"max_epochs": 1, "patience": 1, "progress": False},
             "seeds": [0],
+            "bootstrap": 100,
         }
     )
     results = run_clue_protocol(config, tmp_path, bundle=_multilabel_bundle())
     assert list(results["schemes"]) == ["classes"] and "mAP" in results["schemes"]["classes"]["per_seed"]["0"]["clef"]["ood"]
+    gain = results["schemes"]["classes"]["intervals"]["ood"]["interval"]  # the interval of the headline: mAP
+    assert list(gain) == ["mAP"] and 0 < gain["mAP"]["finite"] <= 100 and gain["mAP"]["low"] <= gain["mAP"]["high"]
     report = (tmp_path / "report.md").read_text()
     assert "| model — test set | mAP | Macro_F1 | Micro_F1 | Acc |" in report
     assert "+CLEF — test (TIE)" in report and "## Gain of +CLEF over the base (mAP" in report and "OOD" not in report

@@ -158,8 +158,14 @@ def test_single_metric_is_the_task_metric() -> None:
     from robustmsa.metrics import single_metric
 
     rng = np.random.default_rng(0)
+    three, two = TaskSpec(kind="classification", num_classes=3, label_range=None), TaskSpec(kind="classification", num_classes=2, label_range=None)
+    never_two = rng.normal(size=(50, 3))
+    never_two[:, 2] = -10.0  # class 2 neither predicted nor true: left out of the macro average
     cases = (
-        (TaskSpec(kind="classification", num_classes=3, label_range=None), rng.normal(size=(50, 3)), rng.integers(0, 3, 50), ("Acc", "Macro_F1")),
+        (three, rng.normal(size=(50, 3)), rng.integers(0, 3, 50), ("Acc", "F1", "Macro_F1")),
+        (three, never_two, rng.integers(0, 2, 50), ("F1",)),
+        (two, rng.normal(size=(50, 2)), rng.integers(0, 2, 50), ("Acc", "F1")),
+        (two, np.tile([1.0, 0.0], (20, 1)), np.zeros(20, dtype=int), ("F1",)),  # no positive sample, none predicted: 0
         (TaskSpec(kind="multilabel", num_classes=3, label_range=None), rng.uniform(size=(50, 3)), rng.integers(0, 2, (50, 3)), ("mAP", "Acc")),
         (TaskSpec(), rng.normal(size=50), rng.uniform(-3, 3, 50), ("MAE", "Has0_acc_2")),
     )

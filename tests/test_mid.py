@@ -17,10 +17,12 @@ from robustmsa.debias.categorize import EXCLUDED, categorize, shortcut_mask, str
 from robustmsa.debias.mctd import MCTD, reversed_targets
 from robustmsa.debias.mid import MID
 from robustmsa.debias.text_cf import make_counterfactual_bundle, split_words
-from robustmsa.errors import ConfigError
-from robustmsa.evaluation.mid_protocol import ImageTextProtocolConfig, run_image_text_protocol
+from robustmsa.errors import ConfigError, DataError
+from robustmsa.evaluation.compare import _units
+from robustmsa.evaluation.mid_protocol import METHOD_NAMES, ImageTextProtocolConfig, f1_intervals, run_image_text_protocol
 from robustmsa.features.text import HashEncoder, attach_text_features
 from robustmsa.method import Supervised
+from robustmsa.metrics import task_metrics
 from robustmsa.models.base import Backbone, Output
 from robustmsa.models.image_text import ImageText
 from robustmsa.training.fit import TrainConfig, fit, predict, seeded
@@ -291,7 +293,21 @@ def test_protocol_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     report = (tmp_path / "image_text_toy.md").read_text()
     assert "| method | ΔF1 (mean) | std of method | std of base | Δ > both stds | ΔF1 vs base+FT |" in report
     delta = 100 * (metrics["MCTD"]["F1"]["mean"] - metrics["base+FT"]["F1"]["mean"])
-    assert any(line.startswith("| MCTD |") and line.rstrip().endswith(f"| {delta:+.2f} |") for line in report.splitlines())
+    assert any(line.startswith("| MCTD |") and f"| {delta:+.2f} [" in line for line in report.splitlines())
+    # the bootstrap: every method's test predictions kept in the seed's record (not in the results) reproduce its F1
+    record = json.loads((tmp_path / "seed_0.json").read_text())["result"]["predictions"]
+    assert "predictions" not in results["per_seed"]["0"]
+    for name in METHOD_NAMES:
+        assert task_metrics(np.array(record[name]), toy["test"].labels(), toy.task)["F1"] == pytest.approx(results["per_seed"]["0"]["metrics"][name]["F1"])
+    assert set(results["intervals"]["vs_base"]) == set(METHOD_NAMES) - {"base"} and results["intervals"]["resamples"] == 1000
+    assert "In brackets: the 95% interval of the difference (averaged over the seeds) over 1000 bootstrap draws of the test split" in report
+    one = f1_intervals({0: record}, toy["test"], 1, {0: tmp_path / "seed_0.json"})
+    units, _ = _units([s.group for s in toy["test"]])
+    idx = np.concatenate([units[k] for k in np.random.default_rng(0).integers(len(units), size=len(units))])
+    f1 = {name: task_metrics(np.array(record[name])[idx], toy["test"].labels()[idx], toy.task)["F1"] for name in METHOD_NAMES}
+    assert one["vs_base"]["MCTD"]["low"] == pytest.approx(f1["MCTD"] - f1["base"]) and one["vs_control"]["MCTD"]["high"] == pytest.approx(f1["MCTD"] - f1["base+FT"])
+    with pytest.raises(DataError, match="seed_0.json: field 'result.predictions.MID': is not one finite prediction per sample of split 'test'"):
+        f1_intervals({0: {**record, "MID": record["MID"][:-1]}}, toy["test"], 1, {0: tmp_path / "seed_0.json"})
     assert cost["MID"]["train_forwards_rel"] > 1.0 and cost["base"]["train_forwards_rel"] == 1.0
     router = results["per_seed"]["0"]["router"]
     assert sum(router["categories"]["test"].values()) == n_test

@@ -192,13 +192,24 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, task: TaskSpec) -> dict[st
 
 
 def single_metric(pred: np.ndarray, truth: np.ndarray, task: TaskSpec, metric: str) -> float:
-    """One metric of :func:`task_metrics`, computed alone where that is cheap (classification Acc, multi-label
-    mAP): what a bootstrap recomputes thousands of times. Any other metric is taken from :func:`task_metrics`."""
-    if task.kind == "classification" and metric == "Acc":
+    """One metric of :func:`task_metrics`, computed alone where that is cheap (classification Acc and F1,
+    multi-label mAP): what a bootstrap recomputes thousands of times. Any other metric is taken from
+    :func:`task_metrics`."""
+    if task.kind == "classification" and metric in ("Acc", "F1"):
         scores = np.asarray(pred, dtype=np.float64)
         if not np.isfinite(scores).all():
             raise ValueError("pred contains NaN or inf")
-        return float(np.mean(scores.argmax(axis=-1) == np.asarray(truth).reshape(-1)))
+        p, t = scores.argmax(axis=-1), np.asarray(truth).reshape(-1).astype(np.int64)
+        if metric == "Acc":
+            return float(np.mean(p == t))
+        # F1 as classification_metrics defines it: of class 1 for two classes, else the macro average over the
+        # classes in the truth or the predictions; 0 where a class has no true or predicted sample (zero_division=0)
+        labels = [1] if max(task.num_classes, 2) == 2 else np.union1d(p, t).tolist()
+        per_class = []
+        for c in labels:
+            tp, wrong = np.sum((p == c) & (t == c)), np.sum((p == c) != (t == c))
+            per_class.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+        return float(np.mean(per_class))
     if task.kind == "multilabel" and metric == "mAP":
         return mean_average_precision(np.asarray(pred, dtype=np.float64), np.asarray(truth).astype(np.int64))
     return task_metrics(pred, truth, task)[metric]

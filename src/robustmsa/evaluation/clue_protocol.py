@@ -56,8 +56,8 @@ from robustmsa.data.ood_split import (
 from robustmsa.debias.clue import CLUE
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.direct_effect import check_debiased, train_debiased
-from robustmsa.errors import ConfigError, DataError
-from robustmsa.evaluation.compare import bootstrap_differences
+from robustmsa.errors import ConfigError
+from robustmsa.evaluation.compare import bootstrap_differences, recorded_predictions
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import _save, markdown_table, plt, write_json, write_text_atomic
 from robustmsa.folders import holds_output, prepare_out_dir
@@ -326,14 +326,8 @@ def gain_intervals(recorded: dict[int, Any], data: DataBundle, config: CLUEProto
         predictions: dict[str, list[np.ndarray]] = {"base": [], config.method: []}
         for seed, by_part in recorded.items():
             for model in predictions:
-                try:
-                    values = np.asarray(by_part[part][model], dtype=np.float64)
-                except (KeyError, TypeError, ValueError):
-                    values = np.empty(0)
-                if len(values) != len(truth) or not np.isfinite(values).all():
-                    problem = f"is not one finite prediction per sample of split '{name}' ({len(truth)}); delete this file to run that part again"
-                    raise DataError(str(files[seed]), f"result.predictions.{part}.{model}", problem)
-                predictions[model].append(values)
+                values = by_part.get(part, {}).get(model) if isinstance(by_part, dict) and isinstance(by_part.get(part), dict) else None
+                predictions[model].append(recorded_predictions(values, len(truth), files[seed], f"result.predictions.{part}.{model}", name))
         headline = "mAP" if split.task.kind == "multilabel" else "Acc"  # the report's gain columns
         intervals, units = bootstrap_differences(predictions, truth, [s.group for s in split], split.task, "base", config.bootstrap, out["level"], rng, metrics=[headline])
         out[part] = {"interval": intervals[config.method], **units}

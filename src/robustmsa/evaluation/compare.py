@@ -260,6 +260,18 @@ def bootstrap_differences(
     return intervals, {"unit": kind, "count": len(units)}
 
 
+def recorded_predictions(values: Any, n: int, source: Path, field: str, split: str) -> np.ndarray:
+    """Per-sample predictions a protocol recorded for a bootstrap, as an array: a DataError naming ``source`` and
+    ``field`` unless they are ``n`` finite predictions (one per sample of ``split``)."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = np.empty(0)
+    if array.ndim == 0 or len(array) != n or not np.isfinite(array).all():
+        raise DataError(str(source), field, f"is not one finite prediction per sample of split '{split}' ({n}); delete this file to run that part again")
+    return array
+
+
 def _bootstrap(runs: Sequence[Run], entries: Mapping[str, tuple[Run, str]], reference: str, seeds: list[str], splits: list[str], resamples: int, level: float, seed: int) -> dict[str, Any]:
     """:func:`bootstrap_differences` on each split, from the runs' saved models."""
     predictions, data = _predictions(runs, entries, seeds, splits)

@@ -49,6 +49,7 @@ from robustmsa.debias.mrid import MRID, as_router_config, fit_router, split_cate
 from robustmsa.debias.router import oracle_bound, router_analysis
 from robustmsa.debias.text_cf import AttributionExtractor, LexiconPosExtractor, LocalLMExtractor, make_counterfactual_bundle, mask_embedding
 from robustmsa.errors import ConfigError
+from robustmsa.evaluation.compare import bootstrap_differences, recorded_predictions
 from robustmsa.evaluation.cost import COST_COLUMNS, CostMeter, cost_table
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import format_value, markdown_table, write_json, write_text_atomic
@@ -120,6 +121,9 @@ class ImageTextProtocolConfig(PluginConfig):
     methods: MethodsSection = Field(default_factory=MethodsSection)
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     train_limit: int | None = Field(None, ge=1)  # random subset of the training split (quick runs)
+    #: Draws of the test split for the intervals of each method's F1 difference to the base and to base+FT
+    #: (robustmsa.evaluation.compare.bootstrap_differences); 0: none. Not a training setting: finished records are kept.
+    bootstrap: int = Field(1000, ge=0)
 
 
 def load_protocol_config(path: Path | str) -> ImageTextProtocolConfig:
@@ -241,11 +245,12 @@ def _run_seed(cfg: ImageTextProtocolConfig, bundle: DataBundle, seed: int) -> di
     test = data["test"]
     truth = test.labels()
     runs: dict[str, tuple[Method, str]] = {"base": (base, "factual"), CONTROL: (tuned, "factual"), "MID": (mid, "mid"), "MCTD": (mctd, "factual"), "MME-JD": (mme, "routed"), "MRID": (mrid, "routed")}
-    metrics = {}
+    metrics, predictions = {}, {}
     for name, (method, mode) in runs.items():
         with meter.measure(f"{name}_infer", method):
             pred = predict(method, test, mode)
         metrics[name] = task_metrics(pred, truth, bundle.task)
+        predictions[name] = pred.tolist()
 
     components = collect_components(mrid, test)
     category = split_categories(components, test, m.eps)
@@ -266,6 +271,7 @@ def _run_seed(cfg: ImageTextProtocolConfig, bundle: DataBundle, seed: int) -> di
         "cost": cost_table(meter, COST_RECIPES, base="base", n_test=len(test)),
         "epochs": {"base": base_fit.epochs, CONTROL: tuned_fit.epochs, "MCTD": mctd_fit.epochs},
         "valid": {"base": base_fit.best_score, CONTROL: tuned_fit.best_score, "MCTD": mctd_fit.best_score},
+        "predictions": predictions,  # of the test split, for the bootstrap over its samples (kept in the record only)
     }
 
 
@@ -290,7 +296,7 @@ def run_image_text_protocol(
     cfg.check_split_names(data)
     seeds = list(seeds if seeds is not None else cfg.seeds)
     prints = split_fingerprints(data, data.splits)
-    shared = {"config": cfg.model_dump(mode="json", exclude={"seeds"}), "splits": prints}
+    shared = {"config": cfg.model_dump(mode="json", exclude={"seeds", "bootstrap"}), "splits": prints}
     settings = {seed: {**shared, "seed": seed} for seed in seeds}
     with cfg.naming_errors():  # a config unfit for the data fails before the folder is claimed
         debiased_modalities(cfg.methods.modalities, data.dims())
@@ -307,12 +313,44 @@ def run_image_text_protocol(
         check_numbers(result, *(f"metrics.{m}" for m in METHOD_NAMES))
 
     units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=check, replaces=(f"{stem}.json", f"{stem}.md"))
-    results = run_seeds(lambda seed: units.run(seed, lambda: _run_seed(cfg, data, seed)), seeds)
+    recorded: dict[int, Any] = {}
+
+    def unit(seed: int) -> dict[str, Any]:
+        """A finished seed without its per-sample predictions (kept in its record, not in the results), set apart."""
+        result = dict(units.run(seed, lambda: _run_seed(cfg, data, seed)))
+        recorded[seed] = result.pop("predictions", None)
+        return result
+
+    results = run_seeds(unit, seeds)
+    if cfg.bootstrap:
+        results["intervals"] = f1_intervals(recorded, data["test"], cfg.bootstrap, records)
     results["config"] = cfg.model_dump(mode="json")
     results["data"] = {"name": data.name, "sizes": {k: len(v) for k, v in data.splits.items()}, "modalities": sorted(data.dims()), "meta": _plain(data.meta)}
     write_text_atomic(out / f"{stem}.md", protocol_report(results))
     write_json(out / f"{stem}.json", results)  # last: a folder with it holds a finished run
     return results
+
+
+def f1_intervals(recorded: Mapping[int, Any], test: Any, resamples: int, files: Mapping[int, Path]) -> dict[str, Any] | None:
+    """Bootstrap intervals of each method's F1 minus the base's and minus base+FT's, averaged over the seeds, over
+    ``resamples`` draws of the test split (the same draws for both): ``{'vs_base' / 'vs_control': {method: {'low',
+    'high', 'finite'}}, 'unit', 'count', 'resamples', 'level'}``. None when a seed's record holds no predictions
+    (written before they were recorded)."""
+    if any(by_method is None for by_method in recorded.values()):
+        return None
+    truth = test.labels()
+    predictions: dict[str, list[np.ndarray]] = {name: [] for name in METHOD_NAMES}
+    for seed, by_method in recorded.items():
+        for name in METHOD_NAMES:
+            values = by_method.get(name) if isinstance(by_method, dict) else None
+            predictions[name].append(recorded_predictions(values, len(truth), files[seed], f"result.predictions.{name}", test.name))
+    out: dict[str, Any] = {"resamples": resamples, "level": 0.95}
+    groups = [s.group for s in test]
+    for key, reference in (("vs_base", "base"), ("vs_control", CONTROL)):
+        rng = np.random.default_rng(0)  # the same draws for both references
+        out[key], units = bootstrap_differences(predictions, truth, groups, test.task, reference, resamples, out["level"], rng, metrics=["F1"])
+        out[key] = {name: by_metric["F1"] for name, by_metric in out[key].items()}
+    return {**out, **units}
 
 
 def _plain(value: Any) -> Any:
@@ -355,12 +393,29 @@ def protocol_report(results: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     base, control = agg["metrics"]["base"]["F1"], agg["metrics"][CONTROL]["F1"]
+    intervals = results.get("intervals")
+
+    def interval(key: str, name: str) -> str:
+        if not intervals or name not in intervals[key]:
+            return ""
+        low, high = (100 * intervals[key][name][k] for k in ("low", "high"))
+        return f" [{low:+.2f}, {high:+.2f}]" + ("*" if low > 0 or high < 0 else "")
+
     for name in METHOD_NAMES[1:]:
         cell = agg["metrics"][name]["F1"]
         delta = _mean(cell) - _mean(base)
         beats = "n/a (one seed)" if base["n"] < 2 else "yes" if math.isfinite(delta) and delta > max(cell["std"], base["std"]) else "no"
-        versus = "" if name == CONTROL else f"{100 * (_mean(cell) - _mean(control)):+.2f}"
-        lines.append(f"| {name} | {100 * delta:+.2f} | {100 * cell['std']:.2f} | {100 * base['std']:.2f} | {beats} | {versus} |")
+        versus = "" if name == CONTROL else f"{100 * (_mean(cell) - _mean(control)):+.2f}{interval('vs_control', name)}"
+        lines.append(f"| {name} | {100 * delta:+.2f}{interval('vs_base', name)} | {100 * cell['std']:.2f} | {100 * base['std']:.2f} | {beats} | {versus} |")
+    if intervals:
+        unit = "videos" if intervals["unit"] == "group" else "samples"
+        lines += [
+            "",
+            f"In brackets: the {intervals['level']:.0%} interval of the difference (averaged over the seeds) over {intervals['resamples']} bootstrap draws "
+            f"of the test split ({intervals['count']} {unit}): the test-sampling noise, which the stds do not show; * where it excludes 0.",
+        ]
+    elif results["config"].get("bootstrap"):
+        lines += ["", "No bootstrap interval: the run's records hold no per-sample predictions (written by an earlier version); rerun with --overwrite for them."]
     router = agg["router"]
     test = router["test"]
     lines += ["", "## Router on the test set (categories of the base model)", ""]

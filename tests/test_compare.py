@@ -198,3 +198,12 @@ def test_a_classification_comparison(tmp_path: Path) -> None:
     paired = found["splits"]["test"]["minus_reference"]["wide"]["Acc"]
     assert paired["mean"] == pytest.approx(np.mean(diffs)) and paired["better"] == sum(d > 0 for d in diffs)  # higher is better
     assert paired["interval"]["finite"] == 3 and paired["interval"]["low"] <= paired["interval"]["high"]
+
+
+def test_interval_text_reads_as_the_report_shows_the_metric() -> None:
+    from robustmsa.evaluation.compare import interval_text
+
+    assert interval_text({"low": 0.0047, "high": 0.0301}, "Acc") == " [+0.47, +3.01]*"  # points, clear of 0
+    assert interval_text({"low": -0.0711, "high": -0.0324}, "MAE") == " [-0.071, -0.032]*"
+    assert interval_text({"low": -0.02, "high": 0.03}, "F1") == " [-2.00, +3.00]"
+    assert interval_text(None, "Acc") == ""

@@ -57,7 +57,7 @@ from robustmsa.debias.clue import CLUE
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.direct_effect import check_debiased, train_debiased
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.compare import bootstrap_differences, recorded_predictions
+from robustmsa.evaluation.compare import bootstrap_differences, interval_text, recorded_predictions
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import _save, markdown_table, plt, write_json, write_text_atomic
 from robustmsa.folders import holds_output, prepare_out_dir
@@ -438,10 +438,7 @@ def protocol_report(results: dict[str, Any], config: CLUEProtocolConfig, bundle:
     ]
     def interval(res: dict[str, Any], part: str) -> str:
         found = (res.get("intervals") or {}).get(part)
-        if found is None:
-            return ""
-        low, high = (100 * found["interval"][headline][k] for k in ("low", "high"))
-        return f" [{low:+.2f}, {high:+.2f}]" + ("*" if low > 0 or high < 0 else "")
+        return interval_text(found and found["interval"][headline], headline)
 
     for scheme, res in results["schemes"].items():
         agg = res["aggregate"]

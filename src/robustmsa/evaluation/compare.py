@@ -334,14 +334,19 @@ def _check_reproduced(path: Path, split: str, mode: str, now: Mapping[str, float
             )
 
 
+def interval_text(interval: Mapping[str, Any] | None, metric: str) -> str:
+    """`` [low, high]`` of a bootstrap interval as reports show the metric (points for accuracies), with ``*`` where it
+    excludes 0; empty without an interval."""
+    if interval is None:
+        return ""
+    scale, digits = (100.0, 2) if metric in PERCENT_METRICS else (1.0, 3)
+    low, high = (scale * interval[k] for k in ("low", "high"))
+    return f" [{low:+.{digits}f}, {high:+.{digits}f}]" + ("*" if low > 0 or high < 0 else "")
+
+
 def _difference(value: Mapping[str, Any], metric: str) -> str:
-    text = f"{'+' if value['mean'] >= 0 else ''}{format_value(value, metric)} ({value['better']}/{value['n']})"
-    interval = value.get("interval")
-    if interval is not None:
-        low, high = (format_value(interval[k], metric) for k in ("low", "high"))
-        clear = interval["low"] > 0 or interval["high"] < 0
-        text += f" [{low}, {high}]" + ("*" if clear else "")
-    return text
+    sign = "+" if value["mean"] >= 0 else ""
+    return f"{sign}{format_value(value, metric)} ({value['better']}/{value['n']}){interval_text(value.get('interval'), metric)}"
 
 
 def comparison_report(comparison: Mapping[str, Any]) -> str:

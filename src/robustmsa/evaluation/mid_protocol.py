@@ -49,7 +49,7 @@ from robustmsa.debias.mrid import MRID, as_router_config, fit_router, split_cate
 from robustmsa.debias.router import oracle_bound, router_analysis
 from robustmsa.debias.text_cf import AttributionExtractor, LexiconPosExtractor, LocalLMExtractor, make_counterfactual_bundle, mask_embedding
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.compare import bootstrap_differences, recorded_predictions
+from robustmsa.evaluation.compare import bootstrap_differences, interval_text, recorded_predictions
 from robustmsa.evaluation.cost import COST_COLUMNS, CostMeter, cost_table
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
 from robustmsa.evaluation.report import format_value, markdown_table, write_json, write_text_atomic
@@ -396,10 +396,7 @@ def protocol_report(results: Mapping[str, Any]) -> str:
     intervals = results.get("intervals")
 
     def interval(key: str, name: str) -> str:
-        if not intervals or name not in intervals[key]:
-            return ""
-        low, high = (100 * intervals[key][name][k] for k in ("low", "high"))
-        return f" [{low:+.2f}, {high:+.2f}]" + ("*" if low > 0 or high < 0 else "")
+        return interval_text(intervals[key].get(name) if intervals else None, "F1")
 
     for name in METHOD_NAMES[1:]:
         cell = agg["metrics"][name]["F1"]

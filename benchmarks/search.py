@@ -28,8 +28,8 @@ from typing import Any
 from robustmsa.config import ExperimentConfig, load_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.compare import Run, compare_runs, comparison_report, plot_differences
-from robustmsa.evaluation.protocols import RUN_SETTINGS, read_json_file
+from robustmsa.evaluation.compare import compare_runs, comparison_report, plot_differences, read_run
+from robustmsa.evaluation.protocols import read_json_file
 from robustmsa.evaluation.report import write_json, write_text_atomic
 from robustmsa.experiment import load_data, run_experiment
 from robustmsa.tuning.experiment import load_experiment_search, search_experiment
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_data(config)
     found = search_experiment(search, config, args.out / "search", worker=args.worker, overwrite=args.overwrite, bundle=bundle)
     tuned = load_config(args.out / "search" / "best_config.yaml")
-    runs = {name: trained(cfg, args.out / "runs" / name, args.overwrite, bundle) for name, cfg in (("default", config), ("tuned", tuned))}
-    compared = [Run(name, args.out / "runs" / name, results, read_json_file(args.out / "runs" / name / RUN_SETTINGS)["splits"]) for name, results in runs.items()]
-    comparison = compare_runs(compared, bootstrap=args.bootstrap)
+    for name, cfg in (("default", config), ("tuned", tuned)):
+        trained(cfg, args.out / "runs" / name, args.overwrite, bundle)
+    comparison = compare_runs([read_run(f"{name}={args.out / 'runs' / name}") for name in ("default", "tuned")], bootstrap=args.bootstrap)
     comparison["search"] = {**{k: found[k] for k in ("metric", "direction", "seeds", "best")}, "n_trials": len(found["trials"])}
     plot_differences(args.out / "differences.png", comparison)
     write_json(args.out / "comparison.json", comparison)
@@ -68,16 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def trained(config: ExperimentConfig, folder: Path, overwrite: bool, bundle: DataBundle) -> dict[str, Any]:
-    """The results of ``config`` trained into ``folder``: read back if a finished run of the same config is there
-    (a comparison rerun after a fix), trained otherwise (a stopped run resumes)."""
+def trained(config: ExperimentConfig, folder: Path, overwrite: bool, bundle: DataBundle) -> None:
+    """``config`` trained into ``folder``, unless a finished run of the same config is there (a comparison rerun
+    after a fix; a run of another config is refused); a stopped run resumes."""
     done = folder / "results.json"
     if done.exists() and not overwrite:
-        results = read_json_file(done)
-        if results.get("config") != config.model_dump(mode="json"):
+        if (read_json_file(done) or {}).get("config") != config.model_dump(mode="json"):
             raise ConfigError(f"{done}: a run of another config; pass --overwrite to replace it")
-        return results
-    return run_experiment(config, folder, overwrite=overwrite, bundle=bundle)
+        return
+    run_experiment(config, folder, overwrite=overwrite, bundle=bundle)
 
 
 def searched_report(comparison: dict[str, Any]) -> str:

@@ -66,6 +66,7 @@ def test_paired_differences_subtract_the_reference_seed_by_seed() -> None:
     assert out["new"]["MAE"]["std"] == pytest.approx(0.0321455, rel=1e-4)
     assert out["new"]["MAE"]["better"] == 2  # lower MAE is better
     assert out["new"]["Acc"]["better"] == 1 and math.isnan(out["new"]["Acc"]["mean"])  # undefined on seed 2
+    assert out["new"]["MAE"]["per_seed"] == pytest.approx([-0.05, -0.04, 0.01]) and math.isnan(out["new"]["Acc"]["per_seed"][2])
     with pytest.raises(ValueError, match="reference model 'other'"):
         paired_differences(per_seed, "other", ["MAE"])
 

@@ -326,7 +326,7 @@ def gain_intervals(recorded: dict[int, Any], data: DataBundle, config: CLUEProto
         predictions: dict[str, list[np.ndarray]] = {"base": [], config.method: []}
         for seed, by_part in recorded.items():
             for model in predictions:
-                values = by_part.get(part, {}).get(model) if isinstance(by_part, dict) and isinstance(by_part.get(part), dict) else None
+                values = by_part[part].get(model) if isinstance(by_part, dict) and isinstance(by_part.get(part), dict) else None
                 predictions[model].append(recorded_predictions(values, len(truth), files[seed], f"result.predictions.{part}.{model}", name))
         headline = "mAP" if split.task.kind == "multilabel" else "Acc"  # the report's gain columns
         intervals, units = bootstrap_differences(predictions, truth, [s.group for s in split], split.task, "base", config.bootstrap, out["level"], rng, metrics=[headline])

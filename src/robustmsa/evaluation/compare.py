@@ -169,9 +169,6 @@ def compare_runs(runs: Sequence[Run], *, reference: str | None = None, splits: S
             "table": {entry: mean_std(per_seed[s][entry]["metrics"] for s in seeds) for entry in entries},
             "minus_reference": paired_differences(per_seed, reference, metrics, key="metrics"),
         }
-        for entry, by_metric in out["splits"][name]["minus_reference"].items():
-            for metric, paired in by_metric.items():
-                paired["per_seed"] = [_difference_of(per_seed[s], entry, reference, metric) for s in seeds]
     out["validation"] = _validation(runs, seeds, entries[reference][0].name)
     if bootstrap:
         out["bootstrap"] = _bootstrap(runs, entries, reference, seeds, split_names, bootstrap, level, seed)
@@ -180,11 +177,6 @@ def compare_runs(runs: Sequence[Run], *, reference: str | None = None, splits: S
                 for metric, interval in by_metric.items():
                     out["splits"][name]["minus_reference"][entry][metric]["interval"] = interval
     return out
-
-
-def _difference_of(scores: Mapping[str, Any], entry: str, reference: str, metric: str) -> float:
-    values = [scores[e]["metrics"].get(metric) for e in (entry, reference)]
-    return math.nan if None in values else float(values[0]) - float(values[1])
 
 
 def _validation(runs: Sequence[Run], seeds: list[str], reference: str) -> dict[str, Any]:

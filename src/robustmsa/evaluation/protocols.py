@@ -75,9 +75,10 @@ def paired_differences(per_seed: Mapping[str, Mapping[str, Nested]], reference: 
 
     The two models of a pair saw the same seed, data and masks, so the
     seed-to-seed spread they share cancels. Returns ``{model: {metric: {'mean',
-    'std', 'n', 'better'}}}``: mean +- std (ddof=1) of the differences over the
-    seeds and on how many seeds the model beat the reference (lower for
-    :data:`robustmsa.metrics.LOWER_IS_BETTER`, higher otherwise).
+    'std', 'n', 'better', 'per_seed'}}}``: mean +- std (ddof=1) of the differences
+    over the seeds, on how many seeds the model beat the reference (lower for
+    :data:`robustmsa.metrics.LOWER_IS_BETTER`, higher otherwise) and each seed's
+    difference, in the seeds' order (NaN where a metric was undefined).
     """
     seeds = list(per_seed)
     if not seeds or any(reference not in per_seed[s] for s in seeds):
@@ -90,6 +91,7 @@ def paired_differences(per_seed: Mapping[str, Mapping[str, Nested]], reference: 
         out[model] = mean_std(diffs)
         for m in metrics:
             out[model][m]["better"] = sum((d[m] < 0) if m in LOWER_IS_BETTER else (d[m] > 0) for d in diffs)
+            out[model][m]["per_seed"] = [d[m] for d in diffs]
     return out
 
 

@@ -159,6 +159,7 @@ def test_single_metric_is_the_task_metric() -> None:
 
     rng = np.random.default_rng(0)
     three, two = TaskSpec(kind="classification", num_classes=3, label_range=None), TaskSpec(kind="classification", num_classes=2, label_range=None)
+    sims = TaskSpec(label_range=(-1.0, 1.0), metric_set="sims")  # values on the bin edges (rounded to 0.1), clipped ones
     never_two = rng.normal(size=(50, 3))
     never_two[:, 2] = -10.0  # class 2 neither predicted nor true: left out of the macro average
     cases = (
@@ -167,11 +168,13 @@ def test_single_metric_is_the_task_metric() -> None:
         (two, rng.normal(size=(50, 2)), rng.integers(0, 2, 50), ("Acc", "F1")),
         (two, np.tile([1.0, 0.0], (20, 1)), np.zeros(20, dtype=int), ("F1",)),  # no positive sample, none predicted: 0
         (TaskSpec(kind="multilabel", num_classes=3, label_range=None), rng.uniform(size=(50, 3)), rng.integers(0, 2, (50, 3)), ("mAP", "Acc")),
-        (TaskSpec(), rng.normal(size=50), rng.uniform(-3, 3, 50), ("MAE", "Has0_acc_2")),
+        (TaskSpec(), rng.normal(size=50), np.round(rng.uniform(-3, 3, 50)), ("MAE", "Has0_acc_2", "Non0_acc_2", "Mult_acc_5", "Mult_acc_7", "Corr")),
+        (TaskSpec(), rng.normal(size=20), np.zeros(20), ("Non0_acc_2",)),  # every truth 0: NaN
+        (sims, np.round(rng.uniform(-1.3, 1.3, 80), 1), np.round(rng.uniform(-1, 1, 80), 1), ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "MAE", "F1_score")),
     )
     for task, pred, truth, names in cases:
         every = task_metrics(pred, truth, task)
         for name in names:
-            assert single_metric(pred, truth, task, name) == pytest.approx(every[name])
+            assert single_metric(pred, truth, task, name) == pytest.approx(every[name], nan_ok=True)
     with pytest.raises(ValueError, match="NaN"):
         single_metric(np.full((2, 3), np.nan), np.array([0, 1]), cases[0][0], "Acc")

@@ -640,7 +640,7 @@ def _mae_cell(report: str, reference: str, row: str) -> str:
 
 def test_report_pairs_every_model_with_the_reference_seed_by_seed(tmp_path: Path) -> None:
     maes = {"plain": [0.6, 0.9], "tcmr": [0.5, 0.8], "lnln": [0.7, 0.7]}
-    for reference, shown, row, cell in (("plain", "plain", "tcmr", "-0.100 ± 0.000 (2/2)"), ("lnln", "lnln", "plain", "0.050 ± 0.212 (1/2)"), (None, "plain", "lnln", "-0.050 ± 0.212 (1/2)")):
+    for reference, shown, row, cell in (("plain", "plain", "tcmr", "-0.100 ± 0.000 (2/2)"), ("lnln", "lnln", "plain", "+0.050 ± 0.212 (1/2)"), (None, "plain", "lnln", "-0.050 ± 0.212 (1/2)")):
         results = json.loads((_fake_sweep(tmp_path / str(reference), maes, reference) / "results.json").read_text())
         assert _mae_cell(sweep_report(results, "regression"), shown, row) == cell
     bad = tmp_path / "bad.yaml"
@@ -702,3 +702,83 @@ def test_combine_runs_recorded_before_and_after_the_selection_score(tmp_path: Pa
     assert merged["seeds"] == [0, 1, 2, 3] and merged["aggregate"]["plain"]["mean"]["MAE"]["mean"] == pytest.approx(0.675)
     assert all("best_valid" not in merged["per_seed"][s]["plain"] for s in merged["per_seed"])
     assert "(selection)" not in (tmp_path / "all" / "report.md").read_text()
+
+
+def test_sweep_bootstrap_intervals_from_the_outputs_kept_with_each_run(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    """The paired differences of the mean over r get bootstrap intervals over test videos, from the per-sample outputs
+    a sweep keeps (in its records, to resume, and in predictions.npz, to combine runs later)."""
+    from robustmsa.evaluation.compare import _units
+    from robustmsa.evaluation.missing_protocol import INTERVAL_METRICS, OUTPUTS, read_outputs, write_outputs
+
+    config = MissingSweepConfig.model_validate({**ONE_EPOCH_BASELINE, "models": {"a": {"name": "missing_robust"}, "b": {"name": "missing_robust", "params": {"complete_share": 0.5}}}, "bootstrap": 1})
+    out, rates = tmp_path / "sweep", [0.0, 0.5]
+    results = sweep_missing(config, out, seeds=[0, 1], rates=rates, bundle=toy_bundle)
+    outputs = read_outputs(out / OUTPUTS)
+    test = toy_bundle["test"]
+    assert outputs.rates == rates and np.array_equal(outputs.truth, test.labels()) and outputs.groups == [s.group for s in test]
+    for seed in ("0", "1"):  # the kept outputs are those the reported metrics were computed from
+        for model in ("a", "b"):
+            for i, r in enumerate(("0.0", "0.5")):
+                assert regression_metrics(outputs.outputs[seed][model][i], outputs.truth) == pytest.approx(results["per_seed"][seed][model]["rates"][r])
+    assert "predictions" not in results["per_seed"]["0"]["a"] and "predictions" in json.loads((out / "seed_0" / "a" / "sweep_result.json").read_text())["result"]
+    # the one draw, recomputed: the same videos for every rate, model and seed
+    units, kind = _units(outputs.groups)
+    assert kind == "group" and results["intervals"]["count"] == len(units) and results["intervals"]["unit"] == "group"
+    idx = np.concatenate([units[k] for k in np.random.default_rng(0).integers(len(units), size=len(units))])
+
+    def mean_over_r(model: str, seed: str, metric: str) -> float:
+        return float(np.mean([regression_metrics(outputs.outputs[seed][model][i][idx], outputs.truth[idx])[metric] for i in range(len(rates))]))
+
+    interval = results["intervals"]["models"]["b"]
+    assert set(interval) == set(INTERVAL_METRICS["regression"]) and "a" not in results["intervals"]["models"]
+    for metric in INTERVAL_METRICS["regression"]:
+        drawn = np.mean([mean_over_r("b", s, metric) - mean_over_r("a", s, metric) for s in ("0", "1")])
+        assert interval[metric]["low"] == pytest.approx(drawn) and interval[metric]["high"] == pytest.approx(drawn)
+    report = (out / "report.md").read_text()
+    assert "In brackets (Has0_acc_2, Non0_acc_2, Mult_acc_7, MAE): the 95% interval" in report and f"({len(units)} videos; the same masks)" in report
+    row = next(line for line in report.split("## Paired with a")[1].splitlines() if line.startswith("| b |"))
+    assert row.count("[") == len(INTERVAL_METRICS["regression"])
+    # resumed with more draws: the records' outputs, nothing trained again
+    checkpoints = {p: p.stat().st_mtime_ns for p in out.rglob("best.ckpt")}
+    (out / "results.json").unlink()
+    more = sweep_missing(config.model_copy(update={"bootstrap": 200}), out, seeds=[0, 1], rates=rates, bundle=toy_bundle)
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints and more["per_seed"] == json.loads(json.dumps(results["per_seed"]))
+    low, high = more["intervals"]["models"]["b"]["MAE"]["low"], more["intervals"]["models"]["b"]["MAE"]["high"]
+    assert low < high and more["intervals"]["resamples"] == 200
+    # the checkpoints scored again give the same outputs and intervals; runs of some models each combine into the same
+    again = evaluate_sweep([out], "test", tmp_path / "again", bundle=toy_bundle)
+    assert again["intervals"]["models"]["b"]["MAE"] == pytest.approx(more["intervals"]["models"]["b"]["MAE"])
+    for model in ("a", "b"):
+        evaluate_sweep([out], "test", tmp_path / model, bundle=toy_bundle, models=[model])
+    pooled = combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "pooled")
+    assert pooled["intervals"] == again["intervals"] and (tmp_path / "pooled" / OUTPUTS).is_file()
+    # a run without outputs (an earlier version): combined without intervals, and the report says why
+    (tmp_path / "b" / OUTPUTS).unlink()
+    lacking = combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "lacking")
+    assert "intervals" not in lacking and not (tmp_path / "lacking" / OUTPUTS).exists()
+    assert f"No bootstrap interval: {tmp_path / 'b'} has no predictions.npz" in (tmp_path / "lacking" / "report.md").read_text()
+    # outputs of other test samples, or a damaged file, are named
+    other = read_outputs(tmp_path / "a" / OUTPUTS)
+    write_outputs(tmp_path / "b" / OUTPUTS, dataclasses.replace(other, truth=other.truth + 1.0, outputs={"0": {"b": other.outputs["0"]["a"]}, "1": {"b": other.outputs["1"]["a"]}}))
+    with pytest.raises(DataError, match=r"b/predictions.npz: field 'truth': holds other test samples than .*a/predictions.npz"):
+        combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "x")
+    write_outputs(tmp_path / "b" / OUTPUTS, dataclasses.replace(other, outputs={"0": {"b": other.outputs["0"]["a"]}}))
+    with pytest.raises(DataError, match=r"field 'index': holds no outputs of model 'b' on seed 1"):
+        combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "x")
+    (tmp_path / "b" / OUTPUTS).write_bytes(b"not an archive")
+    with pytest.raises(DataError, match=r"b/predictions.npz: cannot be read as a NumPy archive"):
+        combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    # records written before the outputs were kept: no intervals, and how to get them
+    for seed in (0, 1):
+        path = out / f"seed_{seed}" / "b" / "sweep_result.json"
+        record = json.loads(path.read_text())
+        del record["result"]["predictions"]
+        path.write_text(json.dumps(record))
+    (out / "results.json").unlink()
+    old = sweep_missing(config, out, seeds=[0, 1], rates=rates, bundle=toy_bundle)
+    assert "intervals" not in old and not (out / OUTPUTS).exists()
+    assert "rerun with --overwrite, or score the checkpoints again with sweep-evaluate" in (out / "report.md").read_text()
+    (out / "results.json").unlink()
+    none = sweep_missing(config.model_copy(update={"bootstrap": 0}), out, seeds=[0, 1], rates=rates, bundle=toy_bundle)
+    assert "intervals" not in none and "no_intervals" not in none and "bootstrap" not in (out / "report.md").read_text()

@@ -193,8 +193,10 @@ def task_metrics(pred: np.ndarray, truth: np.ndarray, task: TaskSpec) -> dict[st
 
 def single_metric(pred: np.ndarray, truth: np.ndarray, task: TaskSpec, metric: str) -> float:
     """One metric of :func:`task_metrics`, computed alone where that is cheap (classification Acc and F1,
-    multi-label mAP): what a bootstrap recomputes thousands of times. Any other metric is taken from
-    :func:`task_metrics`."""
+    multi-label mAP, the regression accuracies and MAE): what a bootstrap recomputes thousands of times. Any other
+    metric is taken from :func:`task_metrics`."""
+    if task.kind == "regression" and metric in _FAST_REGRESSION[task.metric_set]:
+        return _regression_metric(_as_1d(pred, "pred"), _as_1d(truth, "truth"), task.metric_set, metric)
     if task.kind == "classification" and metric in ("Acc", "F1"):
         scores = np.asarray(pred, dtype=np.float64)
         if not np.isfinite(scores).all():
@@ -213,6 +215,30 @@ def single_metric(pred: np.ndarray, truth: np.ndarray, task: TaskSpec, metric: s
     if task.kind == "multilabel" and metric == "mAP":
         return mean_average_precision(np.asarray(pred, dtype=np.float64), np.asarray(truth).astype(np.int64))
     return task_metrics(pred, truth, task)[metric]
+
+
+#: Regression metrics :func:`single_metric` computes alone, per metric set.
+_FAST_REGRESSION = {"mosi": ("Has0_acc_2", "Non0_acc_2", "Mult_acc_5", "Mult_acc_7", "MAE"), "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "MAE")}
+
+
+def _regression_metric(p: np.ndarray, t: np.ndarray, metric_set: str, metric: str) -> float:
+    """One of :data:`_FAST_REGRESSION`, as :func:`regression_metrics` / :func:`sims_regression_metrics` compute it."""
+    if p.shape != t.shape or p.size == 0:
+        raise ValueError(f"pred and truth must be non-empty and of equal length, got {p.shape} and {t.shape}")
+    if metric_set == "sims":
+        p, t = np.clip(p, -1.0, 1.0), np.clip(t, -1.0, 1.0)
+        if metric != "MAE":
+            edges = np.float32(SIMS_BINS[metric])
+            return float(np.mean(np.searchsorted(edges, p.astype(np.float32)) == np.searchsorted(edges, t.astype(np.float32))))
+    if metric == "MAE":
+        return float(np.mean(np.abs(p - t)))
+    if metric == "Has0_acc_2":
+        return float(np.mean((p >= 0) == (t >= 0)))
+    if metric == "Non0_acc_2":
+        non0 = t != 0
+        return float(np.mean((p[non0] > 0) == (t[non0] > 0))) if non0.any() else float("nan")
+    bound = 2 if metric == "Mult_acc_5" else 3
+    return float(np.mean(np.round(np.clip(p, -bound, bound)) == np.round(np.clip(t, -bound, bound))))
 
 
 def average_precisions(scores: object, truth: object) -> dict[int, float]:

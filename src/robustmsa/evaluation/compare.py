@@ -209,7 +209,7 @@ def _units(groups: Sequence[str | None]) -> tuple[list[np.ndarray], str]:
 
 
 def bootstrap_differences(
-    predictions: Mapping[str, Sequence[np.ndarray]],
+    predictions: Mapping[str, Sequence[Any]],
     truth: np.ndarray,
     groups: Sequence[str | None],
     task: Any,
@@ -218,18 +218,28 @@ def bootstrap_differences(
     level: float,
     rng: np.random.Generator,
     metrics: Sequence[str] | None = None,
+    *,
+    conditions: bool = False,
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, Any]]:
     """Percentile intervals of each entry's difference to ``reference``, averaged over the seeds, over ``resamples``
     draws of one split's samples with replacement (whole groups where grouped, :func:`_units`); the same draws for
     every entry and seed. ``predictions[entry]``: per seed, in the same seed order for every entry, the method's
-    outputs for the split (what :func:`~robustmsa.training.fit.predict` returns). Returns ``({entry: {metric:
-    {'low', 'high', 'finite'}}}, {'unit', 'count'})``; 'finite' counts the draws where the metric was defined.
-    ``metrics``: only these (:func:`~robustmsa.metrics.single_metric`, fast for Acc and mAP); default all the task's."""
+    outputs for the split (what :func:`~robustmsa.training.fit.predict` returns); with ``conditions``, per seed a
+    sequence of such outputs, one per condition the split was scored under (e.g. the missing rates of a sweep), and
+    a metric is its mean over the conditions. Returns ``({entry: {metric: {'low', 'high', 'finite'}}}, {'unit',
+    'count'})``; 'finite' counts the draws where the metric was defined. ``metrics``: only these
+    (:func:`~robustmsa.metrics.single_metric`, fast for accuracies, MAE and mAP); default all the task's."""
 
-    def score(pred: np.ndarray, idx: np.ndarray) -> dict[str, float]:
+    def one(pred: np.ndarray, idx: np.ndarray) -> dict[str, float]:
         if metrics is None:
             return task_metrics(pred[idx], truth[idx], task)
         return {m: single_metric(pred[idx], truth[idx], task, m) for m in metrics}
+
+    def score(pred: Any, idx: np.ndarray) -> dict[str, float]:
+        if not conditions:
+            return one(pred, idx)
+        each = [one(p, idx) for p in pred]
+        return {m: float(np.mean([e[m] for e in each])) for m in each[0]}
 
     units, kind = _units(groups)
     others = [e for e in predictions if e != reference]
@@ -336,7 +346,9 @@ def interval_text(interval: Mapping[str, Any] | None, metric: str) -> str:
     return f" [{low:+.{digits}f}, {high:+.{digits}f}]" + ("*" if low > 0 or high < 0 else "")
 
 
-def _difference(value: Mapping[str, Any], metric: str) -> str:
+def difference_text(value: Mapping[str, Any], metric: str) -> str:
+    """A paired difference (:func:`~robustmsa.evaluation.protocols.paired_differences`) as reports show it: signed mean
+    +- std, on how many seeds better, and its bootstrap interval (``value["interval"]``) where it has one."""
     sign = "+" if value["mean"] >= 0 else ""
     return f"{sign}{format_value(value, metric)} ({value['better']}/{value['n']}){interval_text(value.get('interval'), metric)}"
 
@@ -363,14 +375,14 @@ def comparison_report(comparison: Mapping[str, Any]) -> str:
     valid = comparison["validation"]
     if valid["compared"]:
         metric = valid["metric"]
-        rows = {**valid["table"], **{f"{name} − reference": {metric: _difference(d[metric], metric)} for name, d in valid["minus_reference"].items()}}
+        rows = {**valid["table"], **{f"{name} − reference": {metric: difference_text(d[metric], metric)} for name, d in valid["minus_reference"].items()}}
         lines += [f"\n## {VALID}: {metric} on '{valid['split']}'\n", "What each run chose its checkpoints by: the column to choose between the runs by.\n"]
         lines.append(markdown_table(rows, [metric], row_header="run"))
     else:
         lines.append(f"\nValidation criterion not compared: {valid['reason']}.")
     for name, entry in comparison["splits"].items():
         metrics = list(entry["table"][comparison["reference"]])
-        diffs = {f"{e} − reference": {m: _difference(d[m], m) for m in metrics} for e, d in entry["minus_reference"].items()}
+        diffs = {f"{e} − reference": {m: difference_text(d[m], m) for m in metrics} for e, d in entry["minus_reference"].items()}
         lines += [f"\n## {name}\n", markdown_table({**entry["table"], **diffs}, metrics, row_header="entry")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip("\n") + "\n"
 

@@ -29,7 +29,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,8 +45,9 @@ from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfi
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import ASSUMED, TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
+from robustmsa.evaluation.compare import bootstrap_differences, difference_text, recorded_predictions
 from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, check_numbers, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import PERCENT_METRICS, bar_plot, format_value, line_plot, markdown_table, write_json, write_text_atomic
+from robustmsa.evaluation.report import PERCENT_METRICS, bar_plot, format_value, line_plot, markdown_table, write_bytes_atomic, write_json, write_text_atomic
 from robustmsa.experiment import build_method, check_same_data, data_record, other_data
 from robustmsa.folders import check_out_dir, holds_output, prepare_out_dir
 from robustmsa.method import Method, target_of
@@ -115,6 +118,9 @@ class MissingSweepConfig(PluginConfig):
     rates: Annotated[list[float], checked(_check_rates)] = Field(default_factory=lambda: list(EVAL_RATES))
     eval_split: str = "test"
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)
+    #: Draws of the test split for the bootstrap intervals of the paired differences (mean over r; see
+    #: sweep_intervals); 0: none. Not a training setting: finished records are kept.
+    bootstrap: int = Field(1000, ge=0)
     # Run on contextual text features (MiniLM / BERT hidden states) although zeroing their tokens does not remove the
     # text (see check_text_features); off by default, and marked in the report when on.
     allow_contextual_text: StrictBool = False
@@ -276,10 +282,11 @@ def load_sweep_data(config: MissingSweepConfig) -> DataBundle:
 
 
 @torch.no_grad()
-def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[float], seed: int, batch_size: int = 128) -> dict[str, Any]:
+def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[float], seed: int, batch_size: int = 128, *, keep_predictions: bool = False) -> dict[str, Any]:
     """``{'rates': {'0.0': metrics, ...}, 'mean': metrics averaged over r}`` with every modality corrupted at r;
     for methods that estimate something from the input (``estimates``, e.g. LNLN's completeness, TCMR's
-    confidence) also ``'estimates': {'0.0': {name: mean over the samples}, ...}``."""
+    confidence) also ``'estimates': {'0.0': {name: mean over the samples}, ...}``; with ``keep_predictions`` also
+    ``'predictions': {'0.0': array of the per-sample outputs, ...}`` (for :func:`sweep_intervals`)."""
     rates = _check_rates(rates)
     task = method.task
     was_training = method.training
@@ -299,11 +306,14 @@ def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[flo
     finally:
         method.train(was_training)
     y = torch.cat(truth).numpy()
-    per_rate = {rate_key(r): task_metrics(torch.cat(preds[r]).numpy(), y, task) for r in rates}
+    outputs = {rate_key(r): torch.cat(preds[r]).numpy() for r in rates}
+    per_rate = {key: task_metrics(pred, y, task) for key, pred in outputs.items()}
     mean = {k: float(np.mean([m[k] for m in per_rate.values()])) for k in next(iter(per_rate.values()))}
     result: dict[str, Any] = {"rates": per_rate, "mean": mean}
     if estimates[rates[0]]:
         result["estimates"] = {rate_key(r): {k: float(torch.cat([e[k] for e in estimates[r]]).mean()) for k in estimates[r][0]} for r in rates}
+    if keep_predictions:
+        result["predictions"] = outputs
     return result
 
 
@@ -499,10 +509,12 @@ def sweep_missing(
     records = {key: out / f"seed_{key[0]}" / key[1] / RECORD for key in settings}
     units = Resumable(records, settings, overwrite, folder=out, shared=shared, check=lambda result: check_sweep_unit(result, rates, trained=True))
     diverged: list[str] = []
+    recorded: dict[str, dict[str, Any]] = {}  # seed -> model -> its record's per-sample outputs (None: none recorded)
 
     def train_and_evaluate(seed: int, name: str) -> dict[str, Any]:
         method, fitted = train_sweep_model(config, name, config.models[name], bundle, seed, out / f"seed_{seed}" / name)
-        result = {**evaluate_missing(method, split, rates, seed), "best_valid": fitted.best_score, "epochs": fitted.epochs}
+        # the per-sample outputs stay in the record (for the bootstrap, also when the sweep resumes), not in results.json
+        result = {**evaluate_missing(method, split, rates, seed, keep_predictions=True), "best_valid": fitted.best_score, "epochs": fitted.epochs}
         if _analysed(config, seed):
             result["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
         return result
@@ -511,9 +523,12 @@ def sweep_missing(
         results: dict[str, Any] = {}
         for name in config.models:
             try:
-                results[name] = units.run((seed, name), lambda name=name: train_and_evaluate(seed, name))
+                result = dict(units.run((seed, name), lambda name=name: train_and_evaluate(seed, name)))
             except TrainingDiverged:  # the other models still train
                 diverged.append(f"'{name}' on seed {seed}")
+                continue
+            recorded.setdefault(str(seed), {})[name] = result.pop("predictions", None)
+            results[name] = result
         return results
 
     per_seed = run_seeds(one_seed, seeds)["per_seed"]
@@ -526,7 +541,9 @@ def sweep_missing(
     data[FINGERPRINTS] = prints
     if TEXT_CONTEXTUAL in bundle.meta:
         data[TEXT_CONTEXTUAL] = bool(bundle.meta[TEXT_CONTEXTUAL])
-    return _write_sweep(out, per_seed, config.model_dump(mode="json"), rates, data, overwrite=True)  # out was checked above
+    outputs = _recorded_outputs(recorded, split, rates, records)
+    lacking = "" if outputs else f"{out}: records written by an earlier version hold no per-sample outputs; rerun with --overwrite, or score the checkpoints again with sweep-evaluate"
+    return _write_sweep(out, per_seed, config.model_dump(mode="json"), rates, data, outputs, lacking=lacking, overwrite=True)  # out was checked above
 
 
 def load_sweep_method(run_dir: Path, model: str, seed: int, bundle: DataBundle | None = None) -> tuple[Method, DataBundle]:
@@ -695,11 +712,125 @@ def _backbone_shown(backbone: Mapping[str, Any]) -> str:
     return f"backbone '{backbone['name']}'" + (f" with {dict(backbone['params'])}" if backbone.get("params") else "")
 
 
-def _write_sweep(out_dir: Path, per_seed: dict[str, Any], config: dict[str, Any], rates: list[float], data: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
-    """Aggregate per-seed results (mean +- std over seeds) and write results.json, report.md and the plots."""
+#: The metrics whose paired differences get bootstrap intervals, per :func:`_metric_kind` (each computed alone, fast:
+#: :func:`~robustmsa.metrics.single_metric`).
+INTERVAL_METRICS = {"regression": ("Has0_acc_2", "Non0_acc_2", "Mult_acc_7", "MAE"), "sims": ("Mult_acc_2", "Mult_acc_5", "MAE"), "classification": ("Acc", "F1")}
+#: Beside a sweep's results.json: its models' per-sample outputs at each rate (:class:`SweepOutputs`), so that runs
+#: combined later are bootstrapped together. Holds the test labels: not a file to publish for licensed data.
+OUTPUTS = "predictions.npz"
+
+
+@dataclasses.dataclass
+class SweepOutputs:
+    """What the bootstrap of a sweep draws from: the evaluated split's labels and groups (videos; '' for none), its task,
+    the rates, and per seed and model the outputs at each rate, an array of shape (rates, samples[, classes])."""
+
+    truth: np.ndarray
+    groups: list[str]
+    task: TaskSpec
+    rates: list[float]
+    outputs: dict[str, dict[str, np.ndarray]]
+
+    @classmethod
+    def of(cls, split: MultimodalSplit, rates: Sequence[float], outputs: dict[str, dict[str, np.ndarray]]) -> SweepOutputs:
+        return cls(split.labels(), [s.group or "" for s in split], split.task, list(rates), outputs)
+
+
+def _recorded_outputs(recorded: Mapping[str, Mapping[str, Any]], split: MultimodalSplit, rates: Sequence[float], records: Mapping[tuple[int, str], Path]) -> SweepOutputs | None:
+    """The per-sample outputs the sweep's records hold (:func:`evaluate_missing`'s ``predictions``), checked; None when
+    a record holds none (written before they were recorded)."""
+    if any(values is None for by_model in recorded.values() for values in by_model.values()):
+        return None
+
+    def stacked(values: Any, record: Path) -> np.ndarray:
+        by_rate = values if isinstance(values, dict) else {}
+        return np.stack([recorded_predictions(by_rate.get(rate_key(r)), len(split), record, f"result.predictions.{rate_key(r)}", split.name) for r in rates])
+
+    outputs = {seed: {model: stacked(values, records[(int(seed), model)]) for model, values in by_model.items()} for seed, by_model in recorded.items()}
+    return SweepOutputs.of(split, rates, outputs)
+
+
+def write_outputs(path: Path, outputs: SweepOutputs) -> Path:
+    """``outputs`` as a NumPy archive (arrays only: it is read back without unpickling anything)."""
+    index = [(seed, model) for seed, by_model in outputs.outputs.items() for model in by_model]
+    task = outputs.task
+    arrays = {
+        "truth": outputs.truth, "groups": np.asarray(outputs.groups, dtype=str), "rates": np.asarray(outputs.rates, dtype=np.float64),
+        "task": np.asarray([task.kind, str(task.num_classes), task.metric_set]), "index": np.asarray(index, dtype=str).reshape(-1, 2),
+        **{f"outputs_{i}": outputs.outputs[seed][model] for i, (seed, model) in enumerate(index)},
+    }
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def read_outputs(path: Path) -> SweepOutputs:
+    """A :data:`OUTPUTS` file written by :func:`write_outputs`; DataError naming the file and the entry otherwise."""
+
+    def bad(field: str | None, what: str) -> DataError:
+        return DataError(path, field, f"{what}; expected the {OUTPUTS} a sweep writes (delete it and the intervals are left out)")
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise bad(None, f"cannot be read as a NumPy archive ({exc})") from None
+    for key in ("truth", "groups", "rates", "task", "index"):
+        if key not in arrays:
+            raise bad(key, "is missing")
+    truth, index = arrays["truth"], arrays["index"]
+    try:
+        kind, num_classes, metric_set = (str(v) for v in arrays["task"])
+        task = TaskSpec(kind=kind, num_classes=int(num_classes), label_range=None, metric_set=metric_set)  # type: ignore[arg-type]
+    except (ValueError, ConfigError):
+        raise bad("task", f"is not [kind, classes, metric set] of a task: {arrays['task'].tolist()}") from None
+    rates = [float(r) for r in arrays["rates"]]
+    if index.ndim != 2 or index.shape[1] != 2 or len(arrays["groups"]) != len(truth):
+        raise bad("index", "does not match the archive's arrays")
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    for i, (seed, model) in enumerate(index.tolist()):
+        values = arrays.get(f"outputs_{i}")
+        if values is None or values.shape[:2] != (len(rates), len(truth)) or not np.isfinite(values).all():
+            raise bad(f"outputs_{i}", f"is not finite outputs of shape ({len(rates)} rates, {len(truth)} samples) for model '{model}' on seed {seed}")
+        outputs.setdefault(str(seed), {})[str(model)] = values
+    return SweepOutputs(truth, [str(g) for g in arrays["groups"]], task, rates, outputs)
+
+
+def sweep_intervals(outputs: SweepOutputs, per_seed: Mapping[str, Mapping[str, Any]], reference: str, resamples: int, level: float = 0.95) -> dict[str, Any]:
+    """Bootstrap intervals of each model's mean over r minus ``reference``'s, averaged over the seeds of ``per_seed``,
+    over ``resamples`` draws of the evaluated split's samples (whole videos where grouped; the same draws for every
+    rate, model and seed, whose masks stay as they were): the test-sampling noise the spread over seeds misses.
+    Returns ``{'models': {model: {metric: {'low', 'high', 'finite'}}}, 'metrics', 'unit', 'count', 'resamples',
+    'level'}`` for :data:`INTERVAL_METRICS`."""
+    kind = "sims" if outputs.task.metric_set == "sims" and outputs.task.kind == "regression" else outputs.task.kind
+    metrics = INTERVAL_METRICS[kind]
+    models = list(next(iter(per_seed.values())))
+    predictions = {m: [outputs.outputs[seed][m] for seed in per_seed] for m in models}
+    rng = np.random.default_rng(0)
+    intervals, units = bootstrap_differences(predictions, outputs.truth, outputs.groups, outputs.task, reference, resamples, level, rng, metrics=metrics, conditions=True)
+    return {"models": intervals, "metrics": list(metrics), **units, "resamples": resamples, "level": level}
+
+
+def _write_sweep(
+    out_dir: Path, per_seed: dict[str, Any], config: dict[str, Any], rates: list[float], data: dict[str, Any], outputs: SweepOutputs | None = None, *, lacking: str = "", overwrite: bool
+) -> dict[str, Any]:
+    """Aggregate per-seed results (mean +- std over seeds) and write results.json, report.md and the plots; with the
+    models' ``outputs`` also :data:`OUTPUTS` and the bootstrap intervals of the paired differences (``intervals``),
+    otherwise the reason there are none (``lacking``, recorded as ``no_intervals``)."""
     config = {**config, "seeds": [int(s) for s in per_seed], "rates": rates}  # what was run, not what the config first said
     results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config, "rates": rates, "data": data}
     out = prepare_out_dir(out_dir, overwrite)
+    sweep = MissingSweepConfig.model_validate(config)
+    if outputs is not None:
+        outputs = dataclasses.replace(outputs, outputs={seed: {m: outputs.outputs[seed][m] for m in models} for seed, models in per_seed.items()})
+        write_outputs(out / OUTPUTS, outputs)
+    else:
+        (out / OUTPUTS).unlink(missing_ok=True)  # another run's, replaced
+    if sweep.bootstrap and len(sweep.models) > 1:
+        if outputs is not None:
+            results["intervals"] = sweep_intervals(outputs, per_seed, sweep.reference_model(), sweep.bootstrap)
+        else:
+            results["no_intervals"] = lacking
     kind = _metric_kind(results)
     write_text_atomic(out / "report.md", sweep_report(results, kind))
     write_sweep_plots(out, results, kind)
@@ -725,7 +856,32 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     data = dict(first["data"])
     for _, part in parts[1:]:  # what older runs did not record, from the newer ones (equal where both did)
         data.update({k: v for k, v in part["data"].items() if k not in data})
-    return _write_sweep(out_dir, per_seed, config, first["rates"], data, overwrite=overwrite)
+    outputs, lacking = _pooled_outputs(parts)
+    return _write_sweep(out_dir, per_seed, config, first["rates"], data, outputs, lacking=lacking, overwrite=overwrite)
+
+
+def _pooled_outputs(parts: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[SweepOutputs | None, str]:
+    """The per-sample outputs of every (seed, model) of the runs, from their :data:`OUTPUTS` files, or None and why
+    (a run without the file). A file that does not hold the outputs of its run's models on the same test samples as
+    the others is refused (DataError naming it)."""
+    pooled: SweepOutputs | None = None
+    for run, part in parts:
+        path = run / OUTPUTS
+        if not path.is_file():
+            return None, f"{run} has no {OUTPUTS} (a sweep written by an earlier version); score its checkpoints with sweep-evaluate for it"
+        outputs = read_outputs(path)
+        if outputs.rates != part["rates"]:
+            raise DataError(path, "rates", f"holds the rates {outputs.rates}, the run's results.json {part['rates']}")
+        lacking = next((f"model '{m}' on seed {seed}" for seed, models in part["per_seed"].items() for m in models if m not in outputs.outputs.get(seed, {})), None)
+        if lacking:
+            raise DataError(path, "index", f"holds no outputs of {lacking}, which the run's results.json has")
+        if pooled is None:
+            pooled = dataclasses.replace(outputs, outputs={})
+        elif not (np.array_equal(outputs.truth, pooled.truth) and outputs.groups == pooled.groups and outputs.task == pooled.task):
+            raise DataError(path, "truth", f"holds other test samples than {parts[0][0] / OUTPUTS}; the runs cannot be bootstrapped together")
+        for seed, models in part["per_seed"].items():
+            pooled.outputs.setdefault(seed, {}).update({m: outputs.outputs[seed][m] for m in models})
+    return pooled, ""
 
 
 @holds_output
@@ -789,15 +945,18 @@ def evaluate_sweep(
         same = [name for name in ("train", sweep.train.valid_split) if trained_prints.get(name) == data[FINGERPRINTS][split]]
         if same:
             data["same_content_as"] = same[0]
-    evaluated = []
+    evaluated, outputs = [], SweepOutputs.of(target, first["rates"], {})
     for run, part in parts:
-        per_seed = {
-            seed: {m: {**evaluate_missing(load_sweep_method(run, m, int(seed), bundle)[0], target, first["rates"], int(seed)), **_training_record(res)} for m, res in models.items()}
-            for seed, models in part["per_seed"].items()
-        }
+        per_seed: dict[str, dict[str, Any]] = {}
+        for seed, models in part["per_seed"].items():
+            for m, res in models.items():
+                result = evaluate_missing(load_sweep_method(run, m, int(seed), bundle)[0], target, first["rates"], int(seed), keep_predictions=True)
+                by_rate = result.pop("predictions")
+                outputs.outputs.setdefault(seed, {})[m] = np.stack([by_rate[rate_key(r)] for r in first["rates"]])
+                per_seed.setdefault(seed, {})[m] = {**result, **_training_record(res)}
         evaluated.append((run, {"config": part["config"], "per_seed": per_seed}))
     per_seed, config = _pool(evaluated)
-    return _write_sweep(out_dir, per_seed, config, first["rates"], data, overwrite=overwrite)
+    return _write_sweep(out_dir, per_seed, config, first["rates"], data, outputs, overwrite=overwrite)
 
 
 def _sweep_other_data(config: MissingSweepConfig, parts: Sequence[tuple[Path, dict[str, Any]]], other: DataBundle, trained: DataBundle | None) -> DataBundle:
@@ -924,9 +1083,22 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
     if len(aggregate) > 1:
         reference = config.reference_model()
         paired = paired_differences(results["per_seed"], reference, columns)
+        intervals = results.get("intervals")
+        for name, d in paired.items():
+            for metric, interval in (intervals["models"][name] if intervals else {}).items():
+                d[metric]["interval"] = interval
         lines.append(f"\n## Paired with {reference}, seed by seed (mean over r)\n")
-        lines.append(f"Model minus {reference} on the same seed and masks: mean ± std of the difference over seeds; in brackets, on how many seeds the model is better.\n")
-        lines.append(markdown_table({name: {c: f"{format_value(d[c], c)} ({d[c]['better']}/{d[c]['n']})" for c in columns} for name, d in paired.items()}, columns))
+        lines.append(f"Model minus {reference} on the same seed and masks: mean ± std of the difference over seeds; in parentheses, on how many seeds the model is better.\n")
+        lines.append(markdown_table({name: {c: difference_text(d[c], c) for c in columns} for name, d in paired.items()}, columns))
+        if intervals:
+            unit = "videos" if intervals["unit"] == "group" else "samples"
+            lines.append(
+                f"\nIn brackets ({', '.join(intervals['metrics'])}): the {intervals['level']:.0%} interval of the difference (mean over r, averaged over the seeds) "
+                f"over {intervals['resamples']} bootstrap draws of the {results['data'].get('split', 'evaluated')} split ({intervals['count']} {unit}; the same masks): "
+                "the test-sampling noise, which the spread over seeds does not show; * where it excludes 0.\n"
+            )
+        elif results.get("no_intervals"):
+            lines.append(f"\nNo bootstrap interval: {results['no_intervals']}.\n")
     for name, agg in aggregate.items():
         lines.append(f"\n## {name}\n")
         lines.append(markdown_table(agg["rates"], columns, row_header="r"))

@@ -91,6 +91,9 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     again = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood_again"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "ood_again" / "results.json").read_text())["per_seed"] == ood["per_seed"]
+    for command in (("sweep-combine",), ("sweep-evaluate", "--split", "test")):
+        unknown = _cli(*command, "--run", str(tmp_path / "run"), "--reference", "nope", "--out", str(tmp_path / "x"), cwd=tmp_path)
+        assert unknown.returncode == 2 and "--reference 'nope': not one of the models ['baseline']" in unknown.stderr and not (tmp_path / "x").exists()
     # a larger test split of the same generated corpus (training and validation data unchanged); other data refused
     larger = _cli("sweep-evaluate", "--run", str(tmp_path / "run"), "--split", "test", "--data", "n_test=60", "--model", "baseline", "--out", str(tmp_path / "big"), cwd=tmp_path)
     assert larger.returncode == 0, larger.stderr

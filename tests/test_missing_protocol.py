@@ -752,6 +752,15 @@ def test_sweep_bootstrap_intervals_from_the_outputs_kept_with_each_run(toy_bundl
         evaluate_sweep([out], "test", tmp_path / model, bundle=toy_bundle, models=[model])
     pooled = combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "pooled")
     assert pooled["intervals"] == again["intervals"] and (tmp_path / "pooled" / OUTPUTS).is_file()
+    # paired with another model: the same draws, so a minus b is b minus a negated
+    turned = combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "turned", reference="b")
+    assert turned["config"]["reference"] == "b" and "## Paired with b, seed by seed" in (tmp_path / "turned" / "report.md").read_text()
+    for metric, interval in turned["intervals"]["models"]["a"].items():
+        forward = pooled["intervals"]["models"]["b"][metric]
+        assert (interval["low"], interval["high"]) == pytest.approx((-forward["high"], -forward["low"]))
+    assert evaluate_sweep([out], "test", tmp_path / "turned_again", bundle=toy_bundle, reference="b")["intervals"] == turned["intervals"]
+    with pytest.raises(ConfigError, match=r"--reference 'c': not one of the models \['a', 'b'\]"):
+        evaluate_sweep([out], "test", tmp_path / "x", bundle=toy_bundle, reference="c")
     # a run without outputs (an earlier version): combined without intervals, and the report says why
     (tmp_path / "b" / OUTPUTS).unlink()
     lacking = combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "lacking")

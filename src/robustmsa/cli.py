@@ -25,6 +25,7 @@ console = Console(stderr=True)
 
 Out = Annotated[Path, typer.Option("--out", help="Output folder (refused if it already holds results, unless --overwrite).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Allow writing into a folder that already holds results.")]
+Reference = Annotated[str | None, typer.Option("--reference", help="The model the others are paired with (default: the sweep config's reference, or its first model).")]
 
 
 @app.command()
@@ -295,13 +296,14 @@ def sweep_evaluate(
     ] = None,
     source: Annotated[str | None, typer.Option("--source", help="Evaluate on other data: this data source (mmsa_pickle, synthetic, ...) with its --data values, through the sweep's views.")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="Evaluate this model only (repeatable; default: every model of the runs).")] = None,
+    reference: Reference = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Evaluate the best checkpoints of finished missing-rate sweeps on another split, or on other data (--source): same rates and masks, no retraining."""
     from robustmsa.config import parse_pairs
     from robustmsa.evaluation.missing_protocol import evaluate_sweep
 
-    evaluate_sweep(run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None, source=source)
+    evaluate_sweep(run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None, source=source, reference=reference)
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
@@ -309,12 +311,13 @@ def sweep_evaluate(
 def sweep_combine(
     run: Annotated[list[Path], typer.Option("--run", help="A finished sweep folder (repeat): other seeds, or other models on the same seeds.")],
     out: Out = Path("runs/missing_combined"),
+    reference: Reference = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Merge missing-rate sweeps run separately (per seed, or a model added later) into one report, paired by seed."""
     from robustmsa.evaluation.missing_protocol import combine_sweeps
 
-    combine_sweeps(run, out, overwrite=overwrite)
+    combine_sweeps(run, out, overwrite=overwrite, reference=reference)
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 

@@ -838,8 +838,18 @@ def _write_sweep(
     return results
 
 
+def _with_reference(config: dict[str, Any], reference: str | None) -> dict[str, Any]:
+    """A pooled sweep config whose models are paired with ``reference`` instead of the runs' own reference (ConfigError
+    unless it names one of the models); unchanged for None."""
+    if reference is None:
+        return config
+    if reference not in config["models"]:
+        raise ConfigError(f"--reference '{reference}': not one of the models {list(config['models'])}")
+    return {**config, "reference": reference}
+
+
 @holds_output
-def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool = False) -> dict[str, Any]:
+def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool = False, reference: str | None = None) -> dict[str, Any]:
     """Merge sweeps run separately into one result: other seeds of the same models (e.g. one process per seed),
     other models on the same seeds (a variant added later), or both.
 
@@ -848,10 +858,12 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     one) in every run that has it; each (seed, model) may come from one run
     only and every seed needs every model.
     The pooled results are re-aggregated (mean +- std over seeds) and written
-    with the report and plots to ``out_dir``.
+    with the report and plots to ``out_dir``; ``reference``: the model the
+    others are paired with (default: the runs' ``reference``, or the first model).
     """
     parts = _read_sweeps(run_dirs, out_dir, overwrite)
     per_seed, config = _pool(parts)
+    config = _with_reference(config, reference)
     first = parts[0][1]
     data = dict(first["data"])
     for _, part in parts[1:]:  # what older runs did not record, from the newer ones (equal where both did)
@@ -896,6 +908,7 @@ def evaluate_sweep(
     models: Sequence[str] | None = None,
     source: str | None = None,
     other: DataBundle | None = None,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoints of finished sweeps on another ``split`` (e.g. ``test_ood``), same rates and masks.
 
@@ -911,11 +924,12 @@ def evaluate_sweep(
     or ``other`` when given, through the sweep's views
     (:func:`views_on_other_data`); recorded as ``data.source``.
     ``models``: evaluate these models only (default: every model of the runs).
+    ``reference``: as for :func:`combine_sweeps`.
     """
     parts = _read_sweeps(run_dirs, out_dir, overwrite)
     if models is not None:
         parts = [(run, _only_models(run, part, models)) for run, part in parts]
-    _pool(parts)  # refuse an incomplete or ambiguous grid before evaluating anything
+    _with_reference(_pool(parts)[1], reference)  # refuse an incomplete or ambiguous grid, or an unknown reference, before evaluating anything
     first = parts[0][1]
     sweep = sweep_config_of(first, parts[0][0] / "results.json")
     if source is None and other is not None:
@@ -956,7 +970,7 @@ def evaluate_sweep(
                 per_seed.setdefault(seed, {})[m] = {**result, **_training_record(res)}
         evaluated.append((run, {"config": part["config"], "per_seed": per_seed}))
     per_seed, config = _pool(evaluated)
-    return _write_sweep(out_dir, per_seed, config, first["rates"], data, outputs, overwrite=overwrite)
+    return _write_sweep(out_dir, per_seed, _with_reference(config, reference), first["rates"], data, outputs, overwrite=overwrite)
 
 
 def _sweep_other_data(config: MissingSweepConfig, parts: Sequence[tuple[Path, dict[str, Any]]], other: DataBundle, trained: DataBundle | None) -> DataBundle:

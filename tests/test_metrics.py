@@ -178,3 +178,5 @@ def test_single_metric_is_the_task_metric() -> None:
             assert single_metric(pred, truth, task, name) == pytest.approx(every[name], nan_ok=True)
     with pytest.raises(ValueError, match="NaN"):
         single_metric(np.full((2, 3), np.nan), np.array([0, 1]), cases[0][0], "Acc")
+    with pytest.raises(ConfigError, match="split sentiment at 0"):  # refused as task_metrics refuses it
+        single_metric(np.full(4, 3.0), np.array([1.0, 2.0, 4.0, 5.0]), TaskSpec(label_range=(1.0, 5.0)), "MAE")

@@ -196,6 +196,7 @@ def single_metric(pred: np.ndarray, truth: np.ndarray, task: TaskSpec, metric: s
     multi-label mAP, the regression accuracies and MAE): what a bootstrap recomputes thousands of times. Any other
     metric is taken from :func:`task_metrics`."""
     if task.kind == "regression" and metric in _FAST_REGRESSION[task.metric_set]:
+        task.check_signed(f"the {task.metric_set} metrics (Acc-2, F1, Acc-k)")  # as task_metrics
         return _regression_metric(_as_1d(pred, "pred"), _as_1d(truth, "truth"), task.metric_set, metric)
     if task.kind == "classification" and metric in ("Acc", "F1"):
         scores = np.asarray(pred, dtype=np.float64)

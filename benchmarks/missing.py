@@ -59,9 +59,10 @@ benchmarks/results/missing_synthetic_test4000_3seeds (and _vs_lnln): the checkpo
     python benchmarks/missing.py evaluate --split test --data n_test=4000 --runs runs/missing_synthetic --out runs/t4000
 
 benchmarks/results/missing_synthetic and missing_synthetic_ood were trained again on 2026-12-07 with the current code,
-with those intervals; their metrics moved by up to 0.018 MAE per seed against the runs of 2026-12-03. Not through the
-code: seed 0's baseline retrained with the code of that run (6eb1c33) gives today's MAE 0.6139 here, not the stored
-0.6055; the machine or thread count differed (README, "deterministic"). The combined folders
+with those intervals; their metrics moved by up to 0.018 MAE per seed against the runs of 2026-12-03. Not through
+today's code: seed 0's baseline retrained here with the code of the commit that stored them (6eb1c33) gives today's
+MAE 0.6139, not the stored 0.6055 (README, "deterministic"). missing_mmmo and missing_youtube were rerun the same way
+(cmu + cmu_tfr_net, cmu_youtube + youtube_tfr_net, combined). The combined folders
 (missing_synthetic_all, _5seeds, _test4000 and their _ood) still hold the runs of 2026-12-03 and have no intervals.
 """
 

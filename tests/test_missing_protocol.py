@@ -774,6 +774,9 @@ def test_sweep_bootstrap_intervals_from_the_outputs_kept_with_each_run(toy_bundl
     write_outputs(tmp_path / "b" / OUTPUTS, dataclasses.replace(other, outputs={"0": {"b": other.outputs["0"]["a"]}}))
     with pytest.raises(DataError, match=r"field 'index': holds no outputs of model 'b' on seed 1"):
         combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "x")
+    write_outputs(tmp_path / "b" / OUTPUTS, dataclasses.replace(other, outputs={"0": {"b": np.full((2, len(other.truth)), "x")}, "1": {"b": other.outputs["1"]["a"]}}))
+    with pytest.raises(DataError, match=r"field 'outputs_0': is not finite outputs of shape \(2 rates"):  # text, not numbers
+        combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "x")
     (tmp_path / "b" / OUTPUTS).write_bytes(b"not an archive")
     with pytest.raises(DataError, match=r"b/predictions.npz: cannot be read as a NumPy archive"):
         combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "x")

@@ -779,6 +779,8 @@ def read_outputs(path: Path) -> SweepOutputs:
         if key not in arrays:
             raise bad(key, "is missing")
     truth, index = arrays["truth"], arrays["index"]
+    if truth.dtype.kind not in "fiub":
+        raise bad("truth", f"holds {truth.dtype} values, not numbers")
     try:
         kind, num_classes, metric_set = (str(v) for v in arrays["task"])
         task = TaskSpec(kind=kind, num_classes=int(num_classes), label_range=None, metric_set=metric_set)  # type: ignore[arg-type]
@@ -790,7 +792,7 @@ def read_outputs(path: Path) -> SweepOutputs:
     outputs: dict[str, dict[str, np.ndarray]] = {}
     for i, (seed, model) in enumerate(index.tolist()):
         values = arrays.get(f"outputs_{i}")
-        if values is None or values.shape[:2] != (len(rates), len(truth)) or not np.isfinite(values).all():
+        if values is None or values.dtype.kind not in "fiu" or values.shape[:2] != (len(rates), len(truth)) or not np.isfinite(values).all():
             raise bad(f"outputs_{i}", f"is not finite outputs of shape ({len(rates)} rates, {len(truth)} samples) for model '{model}' on seed {seed}")
         outputs.setdefault(str(seed), {})[str(model)] = values
     return SweepOutputs(truth, [str(g) for g in arrays["groups"]], task, rates, outputs)
@@ -821,8 +823,7 @@ def _write_sweep(
     results = {"seeds": [int(s) for s in per_seed], "per_seed": per_seed, "aggregate": mean_std(per_seed.values()), "config": config, "rates": rates, "data": data}
     out = prepare_out_dir(out_dir, overwrite)
     sweep = MissingSweepConfig.model_validate(config)
-    if outputs is not None:
-        outputs = dataclasses.replace(outputs, outputs={seed: {m: outputs.outputs[seed][m] for m in models} for seed, models in per_seed.items()})
+    if outputs is not None:  # holds exactly the (seed, model) pairs of per_seed: each caller builds both from the same runs
         write_outputs(out / OUTPUTS, outputs)
     else:
         (out / OUTPUTS).unlink(missing_ok=True)  # another run's, replaced

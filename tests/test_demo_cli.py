@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +52,39 @@ def test_demo_writes_results_report_and_plot(small_corpus, tmp_path: Path) -> No
     assert f"**CLUE 2-class** vs **LF-DNN 2-class**: OOD Has0 Acc-2 {gain:+.2f} points" in report
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from robustmsa.cli import main; main()", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+def _cli(*args: str, cwd: Path, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """``robustmsa ARGS`` run in ``cwd``: its exit status, stdout and stderr. In this process by default, through the
+    console entry point as a child process would run it (a child process pays the import of torch and Lightning,
+    about 3 s, on every call); ``process=True``: in a child process."""
+    command = [sys.executable, "-c", "from robustmsa.cli import main; main()", *args]
+    if process:
+        return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+    from robustmsa.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here, argv = os.getcwd(), sys.argv
+    try:
+        os.chdir(cwd)
+        sys.argv = ["robustmsa", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:  # as the interpreter ends a process: None is 0, a message is printed and is 1
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+            except Exception:  # what a child process would die of, with its traceback
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+    return subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
 
 
 def test_cli_help_and_user_errors(tmp_path: Path) -> None:
-    assert "demo" in _cli("--help", cwd=tmp_path).stdout
+    assert "demo" in _cli("--help", cwd=tmp_path, process=True).stdout  # the console entry point in a process of its own
     missing = _cli("train", "--config", "absent.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "absent.yaml: config file not found" in missing.stderr and "Traceback" not in missing.stderr
     brackets = _cli("train", "--config", "dir[/x]/[train].yaml", cwd=tmp_path)  # printed as text, never as Rich markup

@@ -111,6 +111,16 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     noisy = json.loads((tmp_path / "noisy" / "results.json").read_text())
     assert noisy["data"]["sizes"]["test"] == 40 and noisy["data"]["source"]["params"]["audio_noise"] == 3.0 and noisy["data"]["trained_on"] == "synthetic"
     assert noisy["per_seed"]["0"]["baseline"]["mean"] != results["per_seed"]["0"]["baseline"]["mean"]
+    # the text alone removed entirely; then every modality and pair of them
+    text = _cli("sweep-evaluate", "--run", str(tmp_path / "run"), "--split", "test", "--corrupt", "text", "--rates", "1.0", "--out", str(tmp_path / "no_text"), cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    no_text = json.loads((tmp_path / "no_text" / "results.json").read_text())
+    assert no_text["rates"] == [1.0] and no_text["config"]["corrupted"] == ["text"] and no_text["per_seed"]["0"]["baseline"]["rates"].keys() == {"1.0"}
+    removal = _cli("sweep-removal", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "removal"), cwd=tmp_path)
+    assert removal.returncode == 0, removal.stderr
+    summary = json.loads((tmp_path / "removal" / "removal.json").read_text())
+    assert len(summary["conditions"]) == 7 and summary["conditions"]["without_text"]["aggregate"] == {"baseline": no_text["aggregate"]["baseline"]["mean"]}
+    assert "# Whole-modality removal on synthetic (test split)" in (tmp_path / "removal" / "report.md").read_text()
 
 
 def test_sweep_search_command_then_sweep_of_the_tuned_model(tmp_path: Path) -> None:

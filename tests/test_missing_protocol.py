@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.missing_protocol import (
     MissingSweepConfig,
     _only_models,
+    _shared_settings,
     combine_sweeps,
     evaluate_missing,
     evaluate_sweep,
@@ -794,3 +796,92 @@ def test_sweep_bootstrap_intervals_from_the_outputs_kept_with_each_run(toy_bundl
     (out / "results.json").unlink()
     none = sweep_missing(config.model_copy(update={"bootstrap": 0}), out, seeds=[0, 1], rates=rates, bundle=toy_bundle)
     assert "intervals" not in none and "no_intervals" not in none and "bootstrap" not in (out / "report.md").read_text()
+
+
+def test_evaluation_corrupts_only_the_modalities_named() -> None:
+    """``modalities``: the others stay complete; each modality keeps its own masks (the same as when all are corrupted)."""
+    split = _word_split([("good day", 1.0), ("bad day", -2.0), ("great great day", 2.5), ("awful", -1.5), ("good bad good", 0.5)])
+    method = SumOfFirstFeature({"text": 2, "audio": 2, "vision": 2})  # reads the text only
+    every = evaluate_missing(method, split, [0.0, 0.5, 1.0], seed=3)
+    assert evaluate_missing(method, split, [0.0, 0.5, 1.0], seed=3, modalities=["text"])["rates"] == every["rates"]
+    untouched = evaluate_missing(method, split, [0.5, 1.0], seed=3, modalities=["audio", "vision"])
+    assert untouched["rates"]["1.0"] == every["rates"]["0.0"] and untouched["rates"]["0.5"] == every["rates"]["0.0"]
+    assert every["rates"]["1.0"]["MAE"] == pytest.approx(float(np.mean(np.abs(split.labels()))))  # the text removed entirely
+    for modalities, message in (([], "non-empty list"), (["text", "text"], "distinct"), (["txt"], r"from \['text', 'audio', 'vision', 'image'\]"), (["image"], "has no 'image' to corrupt")):
+        with pytest.raises(ConfigError, match=message):
+            evaluate_missing(method, split, [0.5], seed=3, modalities=modalities)
+    with pytest.raises(ValueError, match="corrupted"):  # a typo in a sweep config names the field
+        MissingSweepConfig.model_validate({**ONE_EPOCH_BASELINE, "corrupted": ["txt"]})
+
+
+def _replaced(bundle: DataBundle, change: Callable[[Sample], Sample]) -> DataBundle:
+    """``bundle`` with every sample changed by ``change``."""
+    return DataBundle({n: MultimodalSplit([change(s) for s in bundle[n]], name=n, source="t", task=bundle.task) for n in bundle.splits}, bundle.task, name=bundle.name)
+
+
+def test_a_text_only_sweep_records_what_it_corrupted_and_does_not_combine_with_a_full_one(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    config = MissingSweepConfig.model_validate({**ONE_EPOCH_BASELINE, "corrupted": ["text"]})
+    text_only = sweep_missing(config, tmp_path / "text", seeds=[0], rates=[0.0, 1.0], bundle=toy_bundle)
+    method, _ = load_sweep_method(tmp_path / "text", "baseline", 0, bundle=toy_bundle)
+    expected = evaluate_missing(method, toy_bundle["test"], [0.0, 1.0], seed=0, modalities=["text"])
+    assert text_only["per_seed"]["0"]["baseline"]["mean"]["MAE"] == pytest.approx(expected["mean"]["MAE"], rel=1e-6)
+    assert expected["mean"]["MAE"] != pytest.approx(evaluate_missing(method, toy_bundle["test"], [0.0, 1.0], seed=0)["mean"]["MAE"], rel=1e-3)
+    assert "**Corrupted at each r: text only**" in (tmp_path / "text" / "report.md").read_text()
+    record = json.loads((tmp_path / "text" / "seed_0" / "baseline" / "sweep_result.json").read_text())
+    assert record["settings"]["corrupted"] == ["text"]
+    full = MissingSweepConfig.model_validate(ONE_EPOCH_BASELINE)
+    assert "corrupted" not in _shared_settings(full, {}, [0.0])  # the records of sweeps made before 'corrupted' still match
+    _fake_sweep(tmp_path / "full", {"baseline": [0.6]}, **full.model_dump(include={"backbone", "train", "sensitivity"}))
+    assert "Corrupted at each r" not in sweep_report(json.loads((tmp_path / "full" / "results.json").read_text()), "regression")
+    with pytest.raises(DataError, match="'corrupted'.*other settings or data"):
+        combine_sweeps([tmp_path / "text", tmp_path / "full"], tmp_path / "x")
+    one_modality = _replaced(toy_bundle, lambda s: dataclasses.replace(s, audio=None, vision=None))
+    with pytest.raises(ConfigError, match="field 'corrupted': the 'test' split has no 'audio' to corrupt"):
+        sweep_missing(config.model_copy(update={"corrupted": ["audio"]}), tmp_path / "x", seeds=[0], bundle=one_modality)
+    assert not (tmp_path / "x").exists()
+
+
+def test_checkpoints_evaluated_with_some_modalities_corrupted_and_with_whole_modalities_removed(toy_bundle: DataBundle, tmp_path: Path) -> None:
+    from robustmsa.evaluation.missing_protocol import modality_removal, removal_conditions
+
+    models = {"a": {"name": "missing_robust"}, "b": {"name": "missing_robust", "params": {"complete_share": 0.5}}}
+    sweep_missing(MissingSweepConfig.model_validate({**ONE_EPOCH_BASELINE, "models": models, "bootstrap": 20}), tmp_path / "run", seeds=[0, 1], rates=[0.0, 0.5], bundle=toy_bundle)
+    run = [tmp_path / "run"]
+    methods = {(seed, m): load_sweep_method(tmp_path / "run", m, seed, bundle=toy_bundle)[0] for seed in (0, 1) for m in models}
+    test = toy_bundle["test"]
+    # sweep-evaluate: the text alone, at other rates; recorded, reported, no curve for one rate
+    text = evaluate_sweep(run, "test", tmp_path / "text", bundle=toy_bundle, corrupted=["text"], rates=[0.3, 1.0])
+    assert text["rates"] == [0.3, 1.0] and text["config"]["corrupted"] == ["text"] and "intervals" in text
+    expected = evaluate_missing(methods[(1, "b")], test, [0.3, 1.0], seed=1, modalities=["text"])["rates"]
+    assert {r: m["MAE"] for r, m in text["per_seed"]["1"]["b"]["rates"].items()} == pytest.approx({r: m["MAE"] for r, m in expected.items()}, rel=1e-6)
+    assert "**Corrupted at each r: text only**" in (tmp_path / "text" / "report.md").read_text() and (tmp_path / "text" / "missing_MAE.png").is_file()
+    gone = evaluate_sweep(run, "test", tmp_path / "gone", bundle=toy_bundle, corrupted=["audio", "vision"], rates=[1.0])
+    assert not list((tmp_path / "gone").glob("missing_*.png")) and gone["config"]["corrupted"] == ["audio", "vision"]
+    with pytest.raises(ConfigError, match="distinct"):
+        evaluate_sweep(run, "test", tmp_path / "x", bundle=toy_bundle, corrupted=["text", "text"])
+    # whole-modality removal: every non-empty proper subset removed, and complete
+    conditions = removal_conditions(["text", "audio", "vision"])
+    assert conditions == {
+        "complete": [], "without_text": ["text"], "without_audio": ["audio"], "without_vision": ["vision"],
+        "without_text_audio": ["text", "audio"], "without_text_vision": ["text", "vision"], "without_audio_vision": ["audio", "vision"],
+    }
+    summary = modality_removal(run, "test", tmp_path / "removal", bundle=toy_bundle)
+    assert list(summary["conditions"]) == list(conditions) and summary["reference"] == "a"
+    for name, removed in conditions.items():
+        mae = {(seed, m): evaluate_missing(methods[(seed, m)], test, [1.0 if removed else 0.0], seed=seed, modalities=removed or None)["mean"]["MAE"] for seed in (0, 1) for m in models}
+        recorded = json.loads((tmp_path / "removal" / name / "results.json").read_text())["per_seed"]
+        assert {(seed, m): recorded[str(seed)][m]["mean"]["MAE"] for seed, m in mae} == pytest.approx(mae, rel=1e-6)
+        assert summary["conditions"][name]["aggregate"]["a"]["MAE"]["mean"] == pytest.approx(np.mean([mae[(0, "a")], mae[(1, "a")]]), rel=1e-6)
+        assert summary["conditions"][name]["paired"]["b"]["MAE"]["mean"] == pytest.approx(np.mean([mae[(s, "b")] - mae[(s, "a")] for s in (0, 1)]), rel=1e-5)
+        interval = summary["conditions"][name]["paired"]["b"]["MAE"]["interval"]
+        assert interval == json.loads((tmp_path / "removal" / name / "results.json").read_text())["intervals"]["models"]["b"]["MAE"]
+    assert summary["conditions"]["without_text"]["kept"] == ["audio", "vision"]
+    report = (tmp_path / "removal" / "report.md").read_text()
+    assert "| kept | a | b | b − a | folder |" in report and "| audio, vision |" in report and report.count("| text, audio, vision |") == len(summary["metrics"])
+    assert (tmp_path / "removal" / "removal_MAE.png").stat().st_size > 0 and json.loads((tmp_path / "removal" / "removal.json").read_text())["modalities"] == ["text", "audio", "vision"]
+    with pytest.raises(ConfigError, match=r"removal[/\\]removal.json already exists"):
+        modality_removal(run, "test", tmp_path / "removal", bundle=toy_bundle)
+    text_only = _replaced(toy_bundle, lambda s: dataclasses.replace(s, audio=s.audio[:0], vision=None))
+    with pytest.raises(ConfigError, match=r"has \['text'\] to remove; whole-modality removal needs two modalities or more"):  # empty audio is not a modality to remove
+        modality_removal(run, "test", tmp_path / "x", bundle=text_only)
+    assert not (tmp_path / "x").exists()

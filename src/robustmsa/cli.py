@@ -297,13 +297,38 @@ def sweep_evaluate(
     source: Annotated[str | None, typer.Option("--source", help="Evaluate on other data: this data source (mmsa_pickle, synthetic, ...) with its --data values, through the sweep's views.")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="Evaluate this model only (repeatable; default: every model of the runs).")] = None,
     reference: Reference = None,
+    corrupt: Annotated[
+        list[str] | None, typer.Option("--corrupt", help="Corrupt this modality only (repeatable; default: the sweep's, every modality), e.g. --corrupt text for a text-only sweep.")
+    ] = None,
+    rates: Annotated[str | None, typer.Option(help="Comma-separated missing rates (default: the sweep's); with --corrupt, 1.0 removes those modalities entirely.")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Evaluate the best checkpoints of finished missing-rate sweeps on another split, or on other data (--source): same rates and masks, no retraining."""
+    """Evaluate the best checkpoints of finished missing-rate sweeps on another split, or on other data (--source): same masks, no retraining."""
     from robustmsa.config import parse_pairs
     from robustmsa.evaluation.missing_protocol import evaluate_sweep
 
-    evaluate_sweep(run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None, source=source, reference=reference)
+    evaluate_sweep(
+        run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None, source=source, reference=reference,
+        corrupted=corrupt or None, rates=_numbers(rates, "--rates", float) if rates is not None else None,
+    )
+    console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
+
+
+@app.command("sweep-removal")
+def sweep_removal(
+    run: Annotated[list[Path], typer.Option("--run", help="A finished sweep-missing folder (repeat for sweeps run per seed).")],
+    split: Annotated[str, typer.Option(help="The split to evaluate.")] = "test",
+    out: Out = Path("runs/missing_removal"),
+    data: Annotated[list[str] | None, typer.Option("--data", help="Data parameter KEY=VALUE, repeatable: changed for this evaluation, e.g. n_test=4000.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Evaluate this model only (repeatable; default: every model of the runs).")] = None,
+    reference: Reference = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Whole-modality removal: the checkpoints of finished sweeps with each modality, or pair of them, removed entirely; one table, no retraining."""
+    from robustmsa.config import parse_pairs
+    from robustmsa.evaluation.missing_protocol import modality_removal
+
+    modality_removal(run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None, reference=reference)
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 

@@ -14,7 +14,11 @@
   ``backbone`` unless ``backbones`` gives it its own (display name -> backbone,
   e.g. a method that comes with its own network); a model's own backbone is
   part of its record's settings only, so adding such a model to a finished
-  sweep keeps the records of the others.
+  sweep keeps the records of the others. ``corrupted`` corrupts some
+  modalities only and leaves the others complete. :func:`evaluate_sweep`
+  scores finished sweeps' checkpoints again (another split, other data, other
+  modalities or rates), :func:`modality_removal` with each subset of the
+  modalities removed entirely.
 * :func:`sentiment_clue_sensitivity`: mask one text token at a time in the
   correctly classified test texts and count, per token, how often the polarity
   of the prediction flips (``sensitivity_<model>.png``: the most
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import zipfile
 from collections import Counter
@@ -52,7 +57,7 @@ from robustmsa.experiment import build_method, check_same_data, data_record, oth
 from robustmsa.folders import check_out_dir, holds_output, prepare_out_dir
 from robustmsa.method import Method, target_of
 from robustmsa.metrics import REGRESSION_METRICS, SIMS_METRICS, task_metrics
-from robustmsa.reconstruct.corruption import EVAL_RATES, corrupt_batch, drop_positions
+from robustmsa.reconstruct.corruption import CORRUPTIBLE, EVAL_RATES, corrupt_batch, drop_positions
 from robustmsa.registry import check_parameters
 from robustmsa.training.fit import FitResult, check_fit, fit, load_checkpoint_state
 
@@ -93,6 +98,30 @@ def _check_rates(rates: Sequence[float]) -> list[float]:
     return sorted(rates)
 
 
+def _check_corrupted(modalities: Sequence[str] | None) -> None:
+    """None (every modality) or a non-empty list of distinct modalities that corruption knows (ConfigError otherwise)."""
+    if modalities is None:
+        return
+    unknown = [m for m in modalities if m not in CORRUPTIBLE]
+    if unknown or not modalities or len(set(modalities)) < len(modalities):
+        raise ConfigError(f"corrupted modalities must be a non-empty list of distinct names from {list(CORRUPTIBLE)}, got {list(modalities)}")
+
+
+def corrupted_rates(rate: float, modalities: Sequence[str] | None) -> float | dict[str, float]:
+    """What :func:`~robustmsa.reconstruct.corruption.corrupt_batch` takes to corrupt ``modalities`` (None: all) at ``rate``."""
+    return rate if modalities is None else dict.fromkeys(modalities, rate)
+
+
+def check_corrupted_data(modalities: Sequence[str] | None, split: MultimodalSplit, where: str = "corrupted") -> None:
+    """Refuse, before anything is evaluated, to corrupt a modality that ``split`` does not have."""
+    if not modalities or not len(split):
+        return
+    present = [m for m in split.dims() if m in CORRUPTIBLE]
+    absent = [m for m in modalities if m not in present]
+    if absent:
+        raise ConfigError(f"{where}: the '{split.name}' split has no '{absent[0]}' to corrupt (it has {present})")
+
+
 def _check_view(view: ComponentConfig) -> None:
     if view.name not in VIEWS:
         raise ConfigError(f"unknown data view '{view.name}'; choose one of {sorted(VIEWS)}")
@@ -117,6 +146,10 @@ class MissingSweepConfig(PluginConfig):
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
     rates: Annotated[list[float], checked(_check_rates)] = Field(default_factory=lambda: list(EVAL_RATES))
     eval_split: str = "test"
+    #: The modalities the evaluation corrupts at each r (default: every one the data has); the others stay complete,
+    #: e.g. [text] for a text-only sweep, or with rates [1.0] whole-modality removal. Training and checkpoint
+    #: selection corrupt every modality whatever this says (the methods' protocol).
+    corrupted: Annotated[list[str] | None, checked(_check_corrupted)] = None
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)
     #: Draws of the test split for the bootstrap intervals of the paired differences (mean over r; see
     #: sweep_intervals); 0: none. Not a training setting: finished records are kept.
@@ -282,12 +315,16 @@ def load_sweep_data(config: MissingSweepConfig) -> DataBundle:
 
 
 @torch.no_grad()
-def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[float], seed: int, batch_size: int = 128, *, keep_predictions: bool = False) -> dict[str, Any]:
-    """``{'rates': {'0.0': metrics, ...}, 'mean': metrics averaged over r}`` with every modality corrupted at r;
+def evaluate_missing(
+    method: Method, split: MultimodalSplit, rates: Sequence[float], seed: int, batch_size: int = 128, *, keep_predictions: bool = False, modalities: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """``{'rates': {'0.0': metrics, ...}, 'mean': metrics averaged over r}`` with every modality (or ``modalities``) corrupted at r;
     for methods that estimate something from the input (``estimates``, e.g. LNLN's completeness, TCMR's
     confidence) also ``'estimates': {'0.0': {name: mean over the samples}, ...}``; with ``keep_predictions`` also
     ``'predictions': {'0.0': array of the per-sample outputs, ...}`` (for :func:`sweep_intervals`)."""
     rates = _check_rates(rates)
+    _check_corrupted(modalities)
+    check_corrupted_data(modalities, split, "evaluate_missing(modalities=...)")
     task = method.task
     was_training = method.training
     method.eval()
@@ -299,7 +336,7 @@ def evaluate_missing(method: Method, split: MultimodalSplit, rates: Sequence[flo
         for batch in make_loader(split, batch_size):
             truth.append(target_of(batch, task))
             for r in rates:
-                corrupted = corrupt_batch(batch, r, seed)
+                corrupted = corrupt_batch(batch, corrupted_rates(r, modalities), seed)
                 preds[r].append(method.predict(corrupted, "factual").cpu())
                 if estimate is not None and (values := estimate(corrupted)):
                     estimates[r].append(values)
@@ -456,8 +493,10 @@ RECORD = "sweep_result.json"
 
 
 def _shared_settings(config: MissingSweepConfig, data: dict[str, str], rates: list[float]) -> dict[str, Any]:
-    """What every (seed, model) result of a sweep depends on; ``data``: the content fingerprints of the splits used."""
-    return {**config.model_dump(mode="json", include={"data", "views", "backbone", "train", "eval_split"}), "splits": data, "rates": rates}
+    """What every (seed, model) result of a sweep depends on; ``data``: the content fingerprints of the splits used.
+    ``corrupted`` only where set, so that the records of sweeps made before it existed stay valid."""
+    shared = {**config.model_dump(mode="json", include={"data", "views", "backbone", "train", "eval_split"}), "splits": data, "rates": rates}
+    return shared if config.corrupted is None else {**shared, "corrupted": config.corrupted}
 
 
 def _analysed(config: MissingSweepConfig, seed: int) -> bool:
@@ -501,6 +540,7 @@ def sweep_missing(
     bundle = bundle if bundle is not None else load_sweep_data(config)
     config.check_split_names(bundle)
     split = bundle[config.eval_split]
+    check_corrupted_data(config.corrupted, split, f"{config._source}: field 'corrupted'")
     prints = split_fingerprints(bundle, ["train", config.train.valid_split, config.eval_split])
     shared = _shared_settings(config, prints, rates)
     settings = {(seed, name): _settings(config, shared, name, seed) for seed in seeds for name in config.models}
@@ -514,7 +554,7 @@ def sweep_missing(
     def train_and_evaluate(seed: int, name: str) -> dict[str, Any]:
         method, fitted = train_sweep_model(config, name, config.models[name], bundle, seed, out / f"seed_{seed}" / name)
         # the per-sample outputs stay in the record (for the bootstrap, also when the sweep resumes), not in results.json
-        result = {**evaluate_missing(method, split, rates, seed, keep_predictions=True), "best_valid": fitted.best_score, "epochs": fitted.epochs}
+        result = {**evaluate_missing(method, split, rates, seed, keep_predictions=True, modalities=config.corrupted), "best_valid": fitted.best_score, "epochs": fitted.epochs}
         if _analysed(config, seed):
             result["sensitivity"] = sentiment_clue_sensitivity(method, split, top_k=config.sensitivity.top_k, max_samples=config.sensitivity.max_samples)
         return result
@@ -611,7 +651,7 @@ def sweep_config_of(results: dict[str, Any], source: Path | str = "<results.json
 
 
 #: Settings that sweeps must share to be combined (models and seeds may differ).
-_SHARED_SETTINGS = ("data", "views", "backbone", "train", "eval_split")
+_SHARED_SETTINGS = ("data", "views", "backbone", "train", "eval_split", "corrupted")
 
 
 def _read_sweeps(run_dirs: Sequence[Path], out_dir: Path, overwrite: bool) -> list[tuple[Path, dict[str, Any]]]:
@@ -910,6 +950,8 @@ def evaluate_sweep(
     source: str | None = None,
     other: DataBundle | None = None,
     reference: str | None = None,
+    corrupted: Sequence[str] | None = None,
+    rates: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoints of finished sweeps on another ``split`` (e.g. ``test_ood``), same rates and masks.
 
@@ -926,7 +968,12 @@ def evaluate_sweep(
     (:func:`views_on_other_data`); recorded as ``data.source``.
     ``models``: evaluate these models only (default: every model of the runs).
     ``reference``: as for :func:`combine_sweeps`.
+    ``corrupted`` / ``rates``: corrupt these modalities only, at these rates (default: the runs' own), e.g.
+    ``corrupted=['text']`` for a text-only sweep, ``rates=[1.0]`` for whole-modality removal; recorded in the
+    result's config.
     """
+    rates = _check_rates(rates) if rates is not None else None
+    _check_corrupted(corrupted)
     parts = _read_sweeps(run_dirs, out_dir, overwrite)
     if models is not None:
         parts = [(run, _only_models(run, part, models)) for run, part in parts]
@@ -953,6 +1000,9 @@ def evaluate_sweep(
     target = bundle[split]
     if not target.labelled:
         raise ConfigError(f"split '{split}' of data '{bundle.name}' has no labels: a sweep scores its models at each missing rate, which needs them")
+    rates = rates if rates is not None else first["rates"]
+    corrupted = list(corrupted) if corrupted is not None else sweep.corrupted
+    check_corrupted_data(corrupted, target, "corrupted modalities")
     recorded = [] if source is not None else list(first["data"].get(FINGERPRINTS) or {})
     data[FINGERPRINTS] = split_fingerprints(bundle, [*recorded, split])
     if source is not None:  # other data whose split is, by content, the one the models were trained or selected on
@@ -960,18 +1010,119 @@ def evaluate_sweep(
         same = [name for name in ("train", sweep.train.valid_split) if trained_prints.get(name) == data[FINGERPRINTS][split]]
         if same:
             data["same_content_as"] = same[0]
-    evaluated, outputs = [], SweepOutputs.of(target, first["rates"], {})
+    evaluated, outputs = [], SweepOutputs.of(target, rates, {})
     for run, part in parts:
         per_seed: dict[str, dict[str, Any]] = {}
         for seed, models in part["per_seed"].items():
             for m, res in models.items():
-                result = evaluate_missing(load_sweep_method(run, m, int(seed), bundle)[0], target, first["rates"], int(seed), keep_predictions=True)
+                result = evaluate_missing(load_sweep_method(run, m, int(seed), bundle)[0], target, rates, int(seed), keep_predictions=True, modalities=corrupted)
                 by_rate = result.pop("predictions")
-                outputs.outputs.setdefault(seed, {})[m] = np.stack([by_rate[rate_key(r)] for r in first["rates"]])
+                outputs.outputs.setdefault(seed, {})[m] = np.stack([by_rate[rate_key(r)] for r in rates])
                 per_seed.setdefault(seed, {})[m] = {**result, **_training_record(res)}
         evaluated.append((run, {"config": part["config"], "per_seed": per_seed}))
     per_seed, config = _pool(evaluated)
-    return _write_sweep(out_dir, per_seed, _with_reference(config, reference), first["rates"], data, outputs, overwrite=overwrite)
+    config = {**_with_reference(config, reference), "corrupted": corrupted}
+    return _write_sweep(out_dir, per_seed, config, rates, data, outputs, overwrite=overwrite)
+
+
+def removable_modalities(split: MultimodalSplit) -> list[str]:
+    """The modalities of ``split`` that corruption can remove: present, with a real position in at least one sample."""
+    return [m for m in split.dims() if m in CORRUPTIBLE and any(len(getattr(s, m)) for s in split)]
+
+
+def removal_conditions(modalities: Sequence[str]) -> dict[str, list[str]]:
+    """Whole-modality removal: ``{'complete': [], 'without_<m>[_<m>...]': the modalities removed}`` for every non-empty
+    proper subset of ``modalities`` (at least one modality stays), fewest removed first."""
+    subsets = [list(c) for k in range(1, len(modalities)) for c in itertools.combinations(modalities, k)]
+    return {"complete": [], **{"without_" + "_".join(removed): removed for removed in subsets}}
+
+
+@holds_output
+def modality_removal(
+    run_dirs: Sequence[Path],
+    split: str,
+    out_dir: Path,
+    *,
+    overwrite: bool = False,
+    bundle: DataBundle | None = None,
+    data_params: dict[str, Any] | None = None,
+    models: Sequence[str] | None = None,
+    reference: str | None = None,
+) -> dict[str, Any]:
+    """Whole-modality removal: the best checkpoints of finished sweeps on ``split`` with each non-empty proper subset of
+    the modalities removed (r = 1 for them; the others complete), and complete.
+
+    Each condition is an :func:`evaluate_sweep` into ``out_dir/<condition>`` (:func:`removal_conditions`; its report
+    with the paired differences and their bootstrap intervals); ``out_dir/removal.json`` and ``report.md`` gather the
+    headline metrics of every condition, and ``removal_<metric>.png`` plots them. Nothing is retrained.
+    ``data_params``, ``models`` and ``reference`` as for :func:`evaluate_sweep`.
+    """
+    check_out_dir(out_dir, overwrite, marker="removal.json")
+    parts = _read_sweeps(run_dirs, out_dir, overwrite)
+    sweep = sweep_config_of(parts[0][1], parts[0][0] / "results.json")
+    bundle = bundle if bundle is not None else load_sweep_data(sweep)
+    evaluated = evaluation_data(sweep, bundle, data_params) if data_params else bundle
+    present = removable_modalities(evaluated[split])
+    if len(present) < 2:
+        raise ConfigError(f"the '{split}' split has {present or 'no modality'} to remove; whole-modality removal needs two modalities or more (one stays)")
+    conditions: dict[str, Any] = {}
+    for name, removed in removal_conditions(present).items():
+        result = evaluate_sweep(
+            run_dirs, split, Path(out_dir) / name, overwrite=overwrite, bundle=bundle, data_params=data_params, models=models, reference=reference,
+            corrupted=removed or None, rates=[1.0] if removed else [0.0],
+        )
+        conditions[name] = {"removed": removed, "kept": [m for m in present if m not in removed], "results": result}
+    first = next(iter(conditions.values()))["results"]
+    kind = _metric_kind(first)
+    ref = MissingSweepConfig.model_validate(first["config"]).reference_model()
+    metrics = list(INTERVAL_METRICS[kind])
+    summary = {
+        "split": split, "modalities": present, "seeds": first["seeds"], "reference": ref, "metrics": metrics, "data": first["data"],
+        "conditions": {
+            name: {
+                "removed": c["removed"], "kept": c["kept"], "folder": name, "aggregate": {m: agg["mean"] for m, agg in c["results"]["aggregate"].items()},
+                "paired": _paired(c["results"], ref, metrics) if len(c["results"]["aggregate"]) > 1 else {},
+            }
+            for name, c in conditions.items()
+        },
+    }
+    out = Path(out_dir)
+    write_text_atomic(out / "report.md", removal_report(summary))
+    for metric in metrics:
+        scale = 100.0 if metric in PERCENT_METRICS else 1.0
+        bars = {m: {", ".join(c["kept"]): c["aggregate"][m][metric]["mean"] * scale for c in summary["conditions"].values()} for m in first["aggregate"]}
+        errors = {m: {", ".join(c["kept"]): c["aggregate"][m][metric]["std"] * scale for c in summary["conditions"].values()} for m in first["aggregate"]}
+        label = f"{metric} (%)" if metric in PERCENT_METRICS else metric
+        bar_plot(out / f"removal_{metric}.png", bars, errors=errors, ylabel=label, title=f"{metric} with the modalities kept ({split})")
+    write_json(out / "removal.json", summary)
+    return summary
+
+
+def removal_report(summary: Mapping[str, Any]) -> str:
+    """Markdown of :func:`modality_removal`: per headline metric, per condition (the modalities kept) each model's
+    mean +- std over seeds and its paired difference to the reference, with the bootstrap interval where there is one."""
+    ref = summary["reference"]
+    conditions = summary["conditions"]
+    models = list(next(iter(conditions.values()))["aggregate"])
+    lines = [
+        f"# Whole-modality removal on {summary['data']['name']} ({summary['split']} split)\n",
+        f"Seeds: {summary['seeds']}. Each row keeps the modalities named and removes the others entirely (every position zeroed, "
+        f"text tokens [UNK]: r = 1); 'complete': nothing removed. Nothing is retrained: the checkpoints of the sweep. "
+        f"Columns: mean ± std over seeds; '− {ref}': the paired difference seed by seed (on how many seeds better), with its "
+        "bootstrap interval over the test samples in brackets where the metric has one (* where it excludes 0). "
+        "Each row's own report is in the folder named in the last column.\n",
+    ]
+    others = [m for m in models if m != ref]
+    for metric in summary["metrics"]:
+        columns = [*models, *(f"{m} − {ref}" for m in others), "folder"]
+        rows = {}
+        for c in conditions.values():
+            row: dict[str, Any] = {m: format_value(c["aggregate"][m][metric], metric) for m in models}
+            row.update({f"{m} − {ref}": difference_text(c["paired"][m][metric], metric) for m in others})
+            rows[", ".join(c["kept"])] = {**row, "folder": c["folder"]}
+        lines.append(f"\n## {metric}\n")
+        lines.append(markdown_table(rows, columns, row_header="kept"))
+    return "\n".join(lines)
 
 
 def _sweep_other_data(config: MissingSweepConfig, parts: Sequence[tuple[Path, dict[str, Any]]], other: DataBundle, trained: DataBundle | None) -> DataBundle:
@@ -1060,6 +1211,11 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
     monitor = config.train.to_train_config().monitor_spec("regression" if kind == "sims" else kind)[0]
     split = f" ({results['data']['split']} split)" if "split" in results["data"] else ""
     lines = [f"# Missing-rate sweep on {results['data']['name']}{split}\n", f"Seeds: {results['seeds']}; rates: {results['rates']}; data: {results['data']['sizes']}\n"]
+    if config.corrupted is not None:
+        lines.append(
+            f"**Corrupted at each r: {' and '.join(config.corrupted)} only**; the other modalities stay complete (training and checkpoint "
+            "selection corrupted every modality, as the methods' protocol does).\n"
+        )
     if config.backbones:  # the models on their own backbone (without any, every model is on the shared one)
         own = ", ".join(f"{name} ({config.backbones[name].name})" for name in config.models if name in config.backbones)
         lines.append(f"Backbones: every model on {config.backbone.name} except {own}.\n" if len(config.backbones) < len(config.models) else f"Backbones: {own}.\n")
@@ -1097,11 +1253,8 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
         lines.append(markdown_table({name: agg["mean"] for name, agg in aggregate.items()}, columns))
     if len(aggregate) > 1:
         reference = config.reference_model()
-        paired = paired_differences(results["per_seed"], reference, columns)
+        paired = _paired(results, reference, columns)
         intervals = results.get("intervals")
-        for name, d in paired.items():
-            for metric, interval in (intervals["models"][name] if intervals else {}).items():
-                d[metric]["interval"] = interval
         lines.append(f"\n## Paired with {reference}, seed by seed (mean over r)\n")
         lines.append(f"Model minus {reference} on the same seed and masks: mean ± std of the difference over seeds; in parentheses, on how many seeds the model is better.\n")
         lines.append(markdown_table({name: {c: difference_text(d[c], c) for c in columns} for name, d in paired.items()}, columns))
@@ -1140,17 +1293,32 @@ def sweep_report(results: dict[str, Any], kind: str) -> str:
     return "\n".join(lines)
 
 
+def _paired(results: Mapping[str, Any], reference: str, columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each model of a sweep result minus ``reference`` (mean over r, seed by seed), with the bootstrap intervals of
+    the result where it has them (``interval``)."""
+    paired = paired_differences(results["per_seed"], reference, columns)
+    intervals = results.get("intervals")
+    for name, d in paired.items():
+        for metric, interval in (intervals["models"][name] if intervals else {}).items():
+            if metric in d:
+                d[metric]["interval"] = interval
+    return paired
+
+
 def _sensitivity_results(results: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """The seed whose models the sensitivity analysis ran on, and their results (``(None, {})`` if it did not run)."""
     return next(((seed, res) for seed, res in results["per_seed"].items() if any("sensitivity" in r for r in res.values())), (None, {}))
 
 
 def write_sweep_plots(out: Path, results: dict[str, Any], kind: str) -> list[Path]:
-    """``missing_<metric>.png`` (metric vs r, one curve per model, +- std band) and ``sensitivity_<model>.png``."""
+    """``missing_<metric>.png`` (metric vs r, one curve per model, +- std band; none for a single rate) and
+    ``sensitivity_<model>.png``."""
     paths = []
     rates = results["rates"]
     where = f" ({results['data']['split']})" if "split" in results["data"] else ""
-    for metric in PLOTTED[kind]:
+    corrupted = results["config"].get("corrupted")
+    xlabel = "missing rate r" + (f" ({' and '.join(corrupted)} only)" if corrupted else "")
+    for metric in PLOTTED[kind] if len(rates) > 1 else ():
         curves, errors = {}, {}
         for name, agg in results["aggregate"].items():
             cells = [agg["rates"][rate_key(r)][metric] for r in rates]
@@ -1158,7 +1326,7 @@ def write_sweep_plots(out: Path, results: dict[str, Any], kind: str) -> list[Pat
             curves[name] = (rates, [c["mean"] * scale for c in cells])
             errors[name] = [c["std"] * scale for c in cells]
         label = f"{metric} (%)" if metric in PERCENT_METRICS else metric
-        paths.append(line_plot(out / f"missing_{metric}.png", curves, xlabel="missing rate r", ylabel=label, title=f"{metric} vs missing rate{where}", errors=errors))
+        paths.append(line_plot(out / f"missing_{metric}.png", curves, xlabel=xlabel, ylabel=label, title=f"{metric} vs missing rate{where}", errors=errors))
     for name, res in _sensitivity_results(results)[1].items():
         top = res.get("sensitivity", {}).get("top", [])
         if top:

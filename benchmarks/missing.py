@@ -70,7 +70,8 @@ benchmarks/results/missing_synthetic and missing_synthetic_ood were trained agai
 with those intervals; their metrics moved by up to 0.018 MAE per seed against the runs of 2026-12-03. Not through
 today's code: seed 0's baseline retrained here with the code of the commit that stored them (6eb1c33) gives today's
 MAE 0.6139, not the stored 0.6055 (README, "deterministic"). missing_mmmo and missing_youtube were rerun the same way
-(cmu + cmu_tfr_net, cmu_youtube + youtube_tfr_net, combined). The combined folders
+(cmu + cmu_tfr_net, cmu_youtube + youtube_tfr_net, combined), and missing_mmsd2 (mmsd2 + mmsd2_tfr_net, combined;
+its LNLN moved most: Acc 64.35 +- 0.96 against 60.23 +- 4.50 in the earlier run). The combined folders
 (missing_synthetic_all, _5seeds, _test4000 and their _ood) still hold the runs of 2026-12-03 and have no intervals.
 """
 

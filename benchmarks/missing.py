@@ -64,7 +64,10 @@ _removal_test4000, missing_mmmo_removal, missing_youtube_removal, missing_mmsd2_
 
     python benchmarks/missing.py removal --split test --runs runs/missing_synthetic --out runs/removal [--data n_test=4000]
 
-``evaluate --corrupt text`` corrupts the text alone at each rate (``--rates 1.0``: removes it).
+``evaluate --corrupt text`` corrupts the text alone at each rate (``--rates 1.0``: removes it); audio and vision stay
+complete (benchmarks/results/missing_synthetic_text_only, and _test4000 with ``--data n_test=4000``):
+
+    python benchmarks/missing.py evaluate --split test --corrupt text --runs runs/missing_synthetic --out runs/text_only
 
 benchmarks/results/missing_synthetic and missing_synthetic_ood were trained again on 2026-12-07 with the current code,
 with those intervals; their metrics moved by up to 0.018 MAE per seed against the runs of 2026-12-03. Not through

@@ -74,8 +74,15 @@ with those intervals; their metrics moved by up to 0.018 MAE per seed against th
 today's code: seed 0's baseline retrained here with the code of the commit that stored them (6eb1c33) gives today's
 MAE 0.6139, not the stored 0.6055 (README, "deterministic"). missing_mmmo and missing_youtube were rerun the same way
 (cmu + cmu_tfr_net, cmu_youtube + youtube_tfr_net, combined), and missing_mmsd2 (mmsd2 + mmsd2_tfr_net, combined;
-its LNLN moved most: Acc 64.35 +- 0.96 against 60.23 +- 4.50 in the earlier run). The combined folders
-(missing_synthetic_all, _5seeds, _test4000 and their _ood) still hold the runs of 2026-12-03 and have no intervals.
+its LNLN moved most: Acc 64.35 +- 0.96 against 60.23 +- 4.50 in the earlier run).
+missing_ablations (and _ood) were trained again on 2026-12-07 with the intervals (``ablations --seeds 0``, 1, 2, then
+combine); missing_ablations_vs_tcmr (and _ood: ``evaluate --split test_ood`` of the same four folders) pairs them and
+missing_synthetic's models with TCMR's AOS default:
+
+    python benchmarks/missing.py combine --runs runs/missing_synthetic runs/a0 runs/a1 runs/a2 --reference tcmr --out runs/vs_tcmr
+ The combined folders
+(missing_synthetic_all, _5seeds, _test4000 and their _ood) still hold the runs of 2026-12-03 (missing_synthetic_all:
+the ablations of that day too) and have no intervals.
 """
 
 from __future__ import annotations

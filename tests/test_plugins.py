@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from robustmsa.config import load_config, parse_config
 from robustmsa.errors import ConfigError
 from robustmsa.registry import BACKBONES
+from tests.test_demo_cli import _cli
 
 PLUGIN = '''
 import torch
@@ -59,22 +58,18 @@ def test_plugin_errors_name_the_field(tmp_path: Path) -> None:
         parse_config({"plugins": ["broken.py"], "data": {"name": "synthetic"}, "backbone": {"name": "tfn"}}, base=tmp_path)
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from robustmsa.cli import main; main()", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
 def test_train_and_evaluate_a_plugin_backbone_from_the_command_line(tmp_path: Path) -> None:
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "mine.py").write_text(PLUGIN.format(name="cli_mean_text"))
     (tmp_path / "cfg" / "exp.yaml").write_text("plugins: [mine.py]\n" + DATA + "backbone: {name: cli_mean_text}\ntrain: {max_epochs: 1, progress: false}\n")
-    trained = _cli("train", "--config", "cfg/exp.yaml", "--out", "run", cwd=tmp_path)
+    trained = _cli("train", "--config", "cfg/exp.yaml", "--out", "run", cwd=tmp_path, process=True)  # own processes: a plugin would stay registered in the test process
     assert trained.returncode == 0, trained.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    evaluated = _cli("evaluate", "--run", str(tmp_path / "run"), "--split", "test", cwd=elsewhere)  # the run's config.yaml holds the absolute path
+    evaluated = _cli("evaluate", "--run", str(tmp_path / "run"), "--split", "test", cwd=elsewhere, process=True)  # the run's config.yaml holds the absolute path
     assert evaluated.returncode == 0, evaluated.stderr
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert json.loads(evaluated.stdout)["0"]["test"]["factual"]["MAE"] == pytest.approx(saved["per_seed"]["0"]["metrics"]["test"]["factual"]["MAE"], rel=1e-5)
     (tmp_path / "cfg" / "bare.yaml").write_text(DATA + "backbone: {name: cli_mean_text}\n")
-    refused = _cli("train", "--config", "cfg/bare.yaml", "--out", "run3", cwd=tmp_path)
+    refused = _cli("train", "--config", "cfg/bare.yaml", "--out", "run3", cwd=tmp_path, process=True)
     assert refused.returncode == 2 and "unknown backbone 'cli_mean_text'" in refused.stderr and "plugins" in refused.stderr

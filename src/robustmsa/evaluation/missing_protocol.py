@@ -107,11 +107,6 @@ def _check_corrupted(modalities: Sequence[str] | None) -> None:
         raise ConfigError(f"corrupted modalities must be a non-empty list of distinct names from {list(CORRUPTIBLE)}, got {list(modalities)}")
 
 
-def corrupted_rates(rate: float, modalities: Sequence[str] | None) -> float | dict[str, float]:
-    """What :func:`~robustmsa.reconstruct.corruption.corrupt_batch` takes to corrupt ``modalities`` (None: all) at ``rate``."""
-    return rate if modalities is None else dict.fromkeys(modalities, rate)
-
-
 def check_corrupted_data(modalities: Sequence[str] | None, split: MultimodalSplit, where: str = "corrupted") -> None:
     """Refuse, before anything is evaluated, to corrupt a modality that ``split`` does not have."""
     if not modalities or not len(split):
@@ -336,7 +331,7 @@ def evaluate_missing(
         for batch in make_loader(split, batch_size):
             truth.append(target_of(batch, task))
             for r in rates:
-                corrupted = corrupt_batch(batch, corrupted_rates(r, modalities), seed)
+                corrupted = corrupt_batch(batch, r if modalities is None else dict.fromkeys(modalities, r), seed)
                 preds[r].append(method.predict(corrupted, "factual").cpu())
                 if estimate is not None and (values := estimate(corrupted)):
                     estimates[r].append(values)
@@ -1081,7 +1076,7 @@ def modality_removal(
         "conditions": {
             name: {
                 "removed": c["removed"], "kept": c["kept"], "folder": name, "aggregate": {m: agg["mean"] for m, agg in c["results"]["aggregate"].items()},
-                "paired": _paired(c["results"], ref, metrics) if len(c["results"]["aggregate"]) > 1 else {},
+                "paired": _paired(c["results"], ref, metrics),
             }
             for name, c in conditions.items()
         },

@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("which", choices=[*sorted(CONFIGS), *sorted(SEARCHES), "combine", "evaluate", "removal"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", type=Path, default=None, help="override the sweep YAML")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the config's; with 'combine': only these of the runs)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="with 'combine' / 'evaluate' / 'removal': the sweep folders")
@@ -147,7 +147,8 @@ def main() -> None:
     parser.add_argument("--worker", type=int, default=0, help="with search_*: this process's worker number (own sampler seed)")
     args = parser.parse_args()
     if args.which == "combine":
-        summarise(combine_sweeps(args.runs, args.out, overwrite=args.overwrite, reference=args.reference))
+        seeds = parse_seeds(args.seeds) if args.seeds else None
+        summarise(combine_sweeps(args.runs, args.out, overwrite=args.overwrite, reference=args.reference, seeds=seeds))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)

@@ -88,8 +88,10 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     assert both.returncode == 2 and "'data.split'" in both.stderr and "Traceback" not in both.stderr  # another split: not combined
     into_itself = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood"), "--overwrite", cwd=tmp_path)
     assert into_itself.returncode == 2 and "is one of the --run folders" in into_itself.stderr  # it would replace the run's own results
-    again = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood_again"), cwd=tmp_path)
+    again = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "ood_again"), "--seeds", "0", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+    absent = _cli("sweep-combine", "--run", str(tmp_path / "ood"), "--out", str(tmp_path / "x"), "--seeds", "0,3", cwd=tmp_path)
+    assert absent.returncode == 2 and "--seeds: seed 3 is in none of the runs (they hold the seeds [0])" in absent.stderr and not (tmp_path / "x").exists()
     assert json.loads((tmp_path / "ood_again" / "results.json").read_text())["per_seed"] == ood["per_seed"]
     for command in (("sweep-combine",), ("sweep-evaluate", "--split", "test")):
         unknown = _cli(*command, "--run", str(tmp_path / "run"), "--reference", "nope", "--out", str(tmp_path / "x"), cwd=tmp_path)

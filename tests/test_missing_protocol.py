@@ -683,6 +683,24 @@ def test_combine_adds_models_run_later_on_the_same_seeds(tmp_path: Path) -> None
     assert (first / "results.json").read_bytes() == kept
 
 
+def test_combine_only_some_seeds_of_the_runs(tmp_path: Path) -> None:
+    """A 3-seed run combines with a 5-seed one on the seeds they share (before: refused, every seed needs every model)."""
+    five = _fake_sweep(tmp_path / "five", {"plain": [0.6, 0.9, 0.7, 0.8, 0.5]})
+    three = _fake_sweep(tmp_path / "three", {"tcmr": [0.5, 0.8, 0.6]})
+    with pytest.raises(DataError, match=r"seed 3 has no results of model 'tcmr'.*--seeds"):
+        combine_sweeps([five, three], tmp_path / "x")
+    merged = combine_sweeps([five, three], tmp_path / "shared", seeds=[2, 0, 1])
+    assert merged["seeds"] == [0, 1, 2] and merged["config"]["seeds"] == [0, 1, 2]
+    assert merged["aggregate"]["plain"]["mean"]["MAE"]["mean"] == pytest.approx(0.7333333)  # not 0.7, the mean of all five
+    assert combine_sweeps([five], tmp_path / "last", seeds=[4])["aggregate"]["plain"]["mean"]["MAE"]["mean"] == pytest.approx(0.5)
+    for seeds, message in (([7], r"--seeds: seed 7 is in none of the runs \(they hold the seeds \[0, 1, 2, 3, 4\]\)"), ([0, 0], "given more than once"), ([], "at least one seed")):
+        with pytest.raises(ConfigError, match=message):
+            combine_sweeps([five, three], tmp_path / "x", seeds=seeds)
+    with pytest.raises(DataError, match="seed 3 has no results of model 'tcmr'"):
+        combine_sweeps([five, three], tmp_path / "x", seeds=[0, 3])
+    assert not (tmp_path / "x").exists() and json.loads((five / "results.json").read_text())["seeds"] == [0, 1, 2, 3, 4]
+
+
 def test_a_stored_sweeps_data_not_found_names_its_results_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = CONFIGS.parents[1] / "benchmarks" / "results" / "missing_mmsd2"  # data path ../shared/data/mmsd2, relative
     monkeypatch.chdir(tmp_path)
@@ -761,6 +779,10 @@ def test_sweep_bootstrap_intervals_from_the_outputs_kept_with_each_run(toy_bundl
         forward = pooled["intervals"]["models"]["b"][metric]
         assert (interval["low"], interval["high"]) == pytest.approx((-forward["high"], -forward["low"]))
     assert evaluate_sweep([out], "test", tmp_path / "turned_again", bundle=toy_bundle, reference="b")["intervals"] == turned["intervals"]
+    # one seed of them: its outputs only, and intervals from that seed alone
+    one = combine_sweeps([tmp_path / "a", tmp_path / "b"], tmp_path / "one", seeds=[1])
+    assert one["seeds"] == [1] and list(read_outputs(tmp_path / "one" / OUTPUTS).outputs) == ["1"]
+    assert one["intervals"]["models"]["b"]["MAE"] != pooled["intervals"]["models"]["b"]["MAE"] and one["intervals"]["count"] == pooled["intervals"]["count"]
     with pytest.raises(ConfigError, match=r"--reference 'c': not one of the models \['a', 'b'\]"):
         evaluate_sweep([out], "test", tmp_path / "x", bundle=toy_bundle, reference="c")
     # a run without outputs (an earlier version): combined without intervals, and the report says why

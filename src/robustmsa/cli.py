@@ -337,12 +337,13 @@ def sweep_combine(
     run: Annotated[list[Path], typer.Option("--run", help="A finished sweep folder (repeat): other seeds, or other models on the same seeds.")],
     out: Out = Path("runs/missing_combined"),
     reference: Reference = None,
+    seeds: Annotated[str | None, typer.Option("--seeds", help="Comma-separated seeds: only these of the runs (default: every seed; each needs every model).")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Merge missing-rate sweeps run separately (per seed, or a model added later) into one report, paired by seed."""
     from robustmsa.evaluation.missing_protocol import combine_sweeps
 
-    combine_sweeps(run, out, overwrite=overwrite, reference=reference)
+    combine_sweeps(run, out, overwrite=overwrite, reference=reference, seeds=_seeds(seeds) if seeds is not None else None)
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 

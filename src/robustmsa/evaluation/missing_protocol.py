@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from pydantic import Field, StrictBool, ValidationInfo, field_validator
 
-from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, PluginConfig, Seeds, TrainSection, _Strict, checked, load_config, parse_config
+from robustmsa.config import BackboneComponent, ComponentConfig, ExperimentConfig, MethodComponent, PluginConfig, Seeds, TrainSection, _Strict, check_seeds, checked, load_config, parse_config
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import ASSUMED, TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, make_loader
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
@@ -729,7 +729,7 @@ def _pool(parts: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, Any],
     for seed in pooled:
         lacking = [m for m in models if m not in pooled[seed]]
         if lacking:
-            raise DataError(parts[0][0], "per_seed", f"seed {seed} has no results of model '{lacking[0]}'; every seed needs every model")
+            raise DataError(parts[0][0], "per_seed", f"seed {seed} has no results of model '{lacking[0]}'; every seed needs every model (combine only the seeds all of them have: --seeds)")
     per_seed = {seed: {m: pooled[seed][m] for m in models} for seed in sorted(pooled, key=int)}
     for model in models:  # a record older sweeps did not keep: left out for a model unless every seed has it
         partial = [k for k in RECORDED_LATER if 0 < sum(k in per_seed[s][model] for s in per_seed) < len(per_seed)]
@@ -885,7 +885,9 @@ def _with_reference(config: dict[str, Any], reference: str | None) -> dict[str, 
 
 
 @holds_output
-def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool = False, reference: str | None = None) -> dict[str, Any]:
+def combine_sweeps(
+    run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool = False, reference: str | None = None, seeds: Sequence[int] | None = None
+) -> dict[str, Any]:
     """Merge sweeps run separately into one result: other seeds of the same models (e.g. one process per seed),
     other models on the same seeds (a variant added later), or both.
 
@@ -895,9 +897,11 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
     only and every seed needs every model.
     The pooled results are re-aggregated (mean +- std over seeds) and written
     with the report and plots to ``out_dir``; ``reference``: the model the
-    others are paired with (default: the runs' ``reference``, or the first model).
+    others are paired with (default: the runs' ``reference``, or the first model);
+    ``seeds``: only these seeds of the runs (e.g. the 3 seeds a 3-seed run shares
+    with a 5-seed one), each in at least one run.
     """
-    parts = _read_sweeps(run_dirs, out_dir, overwrite)
+    parts = _only_seeds(_read_sweeps(run_dirs, out_dir, overwrite), seeds)
     per_seed, config = _pool(parts)
     config = _with_reference(config, reference)
     first = parts[0][1]
@@ -906,6 +910,22 @@ def combine_sweeps(run_dirs: Sequence[Path], out_dir: Path, *, overwrite: bool =
         data.update({k: v for k, v in part["data"].items() if k not in data})
     outputs, lacking = _pooled_outputs(parts)
     return _write_sweep(out_dir, per_seed, config, first["rates"], data, outputs, lacking=lacking, overwrite=overwrite)
+
+
+def _only_seeds(parts: list[tuple[Path, dict[str, Any]]], seeds: Sequence[int] | None) -> list[tuple[Path, dict[str, Any]]]:
+    """The runs' results with only ``seeds`` kept (all for None; ConfigError for a seed that no run has). A run left
+    without any of them still counts with its models, so that a model it alone has is named as lacking."""
+    if seeds is None:
+        return parts
+    try:
+        wanted = [str(seed) for seed in check_seeds(list(seeds))]
+    except ValueError as exc:
+        raise ConfigError(f"--seeds: {exc}") from None
+    absent = [seed for seed in wanted if not any(seed in part["per_seed"] for _, part in parts)]
+    if absent:
+        held = sorted({int(seed) for _, part in parts for seed in part["per_seed"]})
+        raise ConfigError(f"--seeds: seed {absent[0]} is in none of the runs (they hold the seeds {held})")
+    return [(run, {**part, "per_seed": {seed: part["per_seed"][seed] for seed in wanted if seed in part["per_seed"]}}) for run, part in parts]
 
 
 def _pooled_outputs(parts: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[SweepOutputs | None, str]:

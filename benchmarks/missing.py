@@ -20,17 +20,18 @@ Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged 
     python benchmarks/missing.py combine --out runs/missing_synthetic --runs runs/s0 runs/s1 runs/s2
 
 The same command puts models run separately on the same seeds into one report, each paired seed by seed with
-the first model (benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing + lnln_tuned +
-lnln_latent + ablations + tfr_net + tfr_net_tuned; missing_synthetic_all_ood: the same from their _ood folders):
+the first model; ``--seeds`` keeps only some seeds of the runs (e.g. 5-seed runs with 3-seed ones).
+benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing + ablations + lnln_tuned +
+lnln_latent + tfr_net, seeds 0-2; missing_synthetic_all_ood: the same from their ``evaluate --split test_ood`` folders:
 
-    python benchmarks/missing.py combine --out runs/all --runs runs/missing_synthetic runs/tcmr_blend runs/ablations
+    python benchmarks/missing.py combine --seeds 0,1,2 --out runs/all --runs runs/missing_synthetic runs/tcmr_blend runs/ablations ...
 
-benchmarks/results/missing_synthetic_5seeds (and _ood) add seeds 3 and 4 (``--seeds 3``, ``--seeds 4`` of synthetic,
-tcmr_blend_missing and lnln_latent) to the 3-seed runs of those three configs, for the models they share.
-benchmarks/results/missing_synthetic_test4000: baseline, TCMR and LNLN-latent (seeds 0-4) evaluated on a 4000-clip IID
-test split of the same corpus (training and validation data unchanged; one model per call, then combine):
+benchmarks/results/missing_synthetic_5seeds (and _ood, _vs_lnln): seeds 0-4 of synthetic (``--seeds 3`` and
+``--seeds 4``, combined with the 3-seed run), tcmr_blend_missing and lnln_latent (``--seeds 0,1,2,3,4``).
+benchmarks/results/missing_synthetic_test4000 (and _vs_lnln): the same checkpoints evaluated on a 4000-clip IID test
+split of the same corpus (training and validation data unchanged; per run, then combine):
 
-    python benchmarks/missing.py evaluate --split test --data n_test=4000 --models baseline --runs runs/s0 ... --out runs/b
+    python benchmarks/missing.py evaluate --split test --data n_test=4000 --runs runs/s3 runs/s4 --out runs/t34
 
 Model-specific training parameters can be searched on validation data first (Optuna; configs/missing/search/*.yaml;
 several processes can work on one study with --worker 0, 1, ...); the tuned model is then swept like any other:
@@ -80,9 +81,12 @@ combine); missing_ablations_vs_tcmr (and _ood: ``evaluate --split test_ood`` of 
 missing_synthetic's models with TCMR's AOS default:
 
     python benchmarks/missing.py combine --runs runs/missing_synthetic runs/a0 runs/a1 runs/a2 --reference tcmr --out runs/vs_tcmr
- The combined folders
-(missing_synthetic_all, _5seeds, _test4000 and their _ood) still hold the runs of 2026-12-03 (missing_synthetic_all:
-the ablations of that day too) and have no intervals.
+
+The other generated-corpus folders (missing_tcmr_blend_missing, missing_lnln_blend_missing, missing_lnln_latent,
+missing_lnln_tuned, missing_tfr_net, their _ood, and the combined _all, _5seeds and _test4000 above) were trained
+again on 2026-12-07 with the intervals; missing_tcmr_blend_missing and missing_lnln_latent have seeds 0-4. Two still
+hold the runs of 2026-12-03, without intervals: missing_tfr_net_tuned (and _ood), no longer in missing_synthetic_all,
+and missing_synthetic_e40 (configs/missing/synthetic_e40.yaml, the reason for the cosine schedule).
 """
 
 from __future__ import annotations

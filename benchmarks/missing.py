@@ -150,8 +150,8 @@ def main() -> None:
     parser.add_argument("--rates", default=None, help="with 'evaluate': comma-separated missing rates (default: the runs')")
     parser.add_argument("--worker", type=int, default=0, help="with search_*: this process's worker number (own sampler seed)")
     args = parser.parse_args()
+    seeds = parse_seeds(args.seeds) if args.seeds else None
     if args.which == "combine":
-        seeds = parse_seeds(args.seeds) if args.seeds else None
         summarise(combine_sweeps(args.runs, args.out, overwrite=args.overwrite, reference=args.reference, seeds=seeds))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -174,7 +174,6 @@ def main() -> None:
         print(f"best trial {result['best']['number']}: {result['best']['value']:.4f} {result['best']['params']}; {args.out / 'best_sweep.yaml'}")
         return
     config = load_sweep_config(args.config or CONFIGS[args.which])
-    seeds = parse_seeds(args.seeds) if args.seeds else None
     start = time.time()
     results = sweep_missing(config, args.out, seeds=seeds, overwrite=args.overwrite, bundle=corpus(config))
     print(f"done in {time.time() - start:.0f} s; {args.out / 'report.md'}")

@@ -144,7 +144,7 @@ def _debias_protocol(method: str, config: Path, out: Path, seeds: str | None, ov
     parsed = load_protocol_config(config)
     if parsed.method != method:
         raise ConfigError(f"{config}: field 'method' is '{parsed.method}'; run this config with `robustmsa {parsed.method}`")
-    run_clue_protocol(parsed, out, _seeds(seeds) if seeds is not None else None, overwrite=overwrite)
+    run_clue_protocol(parsed, out, _seeds(seeds), overwrite=overwrite)
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
@@ -281,7 +281,7 @@ def sweep_missing(
     from robustmsa.evaluation.missing_protocol import sweep_missing as run_sweep
 
     parsed_rates = _numbers(rates, "--rates", float) if rates is not None else None
-    run_sweep(load_sweep_config(config), out, seeds=_seeds(seeds) if seeds is not None else None, rates=parsed_rates, overwrite=overwrite)
+    run_sweep(load_sweep_config(config), out, seeds=_seeds(seeds), rates=parsed_rates, overwrite=overwrite)
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
@@ -343,7 +343,7 @@ def sweep_combine(
     """Merge missing-rate sweeps run separately (per seed, or a model added later) into one report, paired by seed."""
     from robustmsa.evaluation.missing_protocol import combine_sweeps
 
-    combine_sweeps(run, out, overwrite=overwrite, reference=reference, seeds=_seeds(seeds) if seeds is not None else None)
+    combine_sweeps(run, out, overwrite=overwrite, reference=reference, seeds=_seeds(seeds))
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
@@ -389,7 +389,7 @@ def image_text(config: Config, out: Out = Path("runs/image_text"), seeds: Seeds 
     """Base, MID, MCTD, MME-JD and MRID on an image-text task, with router analysis and cost (configs/image_text/)."""
     from robustmsa.evaluation.mid_protocol import run_image_text_protocol
 
-    run_image_text_protocol(config, out, _seeds(seeds) if seeds is not None else None, overwrite=overwrite)
+    run_image_text_protocol(config, out, _seeds(seeds), overwrite=overwrite)
     console.print(f"[green]Results[/green] in {_shown(out)}")
 
 
@@ -399,10 +399,11 @@ def _numbers(text: str, option: str, kind: type) -> list:
     return parse_numbers(text, option, kind)
 
 
-def _seeds(text: str) -> list[int]:
+def _seeds(text: str | None) -> list[int] | None:
+    """A ``--seeds`` option as distinct seeds; None (not given) stays None: the config's seeds."""
     from robustmsa.config import parse_seeds
 
-    return parse_seeds(text)
+    return parse_seeds(text) if text is not None else None
 
 
 def main() -> None:

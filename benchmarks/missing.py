@@ -22,7 +22,8 @@ Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged 
 The same command puts models run separately on the same seeds into one report, each paired seed by seed with
 the first model; ``--seeds`` keeps only some seeds of the runs (e.g. 5-seed runs with 3-seed ones).
 benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing + ablations + lnln_tuned +
-lnln_latent + tfr_net, seeds 0-2; missing_synthetic_all_ood: the same from their ``evaluate --split test_ood`` folders:
+lnln_latent + tfr_net + tfr_net_tuned, seeds 0-2; missing_synthetic_all_ood: the same from their ``evaluate --split
+test_ood`` folders:
 
     python benchmarks/missing.py combine --seeds 0,1,2 --out runs/all --runs runs/missing_synthetic runs/tcmr_blend runs/ablations ...
 
@@ -83,10 +84,12 @@ missing_synthetic's models with TCMR's AOS default:
     python benchmarks/missing.py combine --runs runs/missing_synthetic runs/a0 runs/a1 runs/a2 --reference tcmr --out runs/vs_tcmr
 
 The other generated-corpus folders (missing_tcmr_blend_missing, missing_lnln_blend_missing, missing_lnln_latent,
-missing_lnln_tuned, missing_tfr_net, their _ood, and the combined _all, _5seeds and _test4000 above) were trained
-again on 2026-12-07 with the intervals; missing_tcmr_blend_missing and missing_lnln_latent have seeds 0-4. Two still
-hold the runs of 2026-12-03, without intervals: missing_tfr_net_tuned (and _ood), no longer in missing_synthetic_all,
-and missing_synthetic_e40 (configs/missing/synthetic_e40.yaml, the reason for the cosine schedule).
+missing_lnln_tuned, missing_tfr_net, missing_tfr_net_tuned, their _ood, and the combined _all, _5seeds and _test4000
+above) were trained again on 2026-12-07 with the intervals; missing_tcmr_blend_missing and missing_lnln_latent have
+seeds 0-4. missing_tfr_net_vs_no_rec (and _ood) pairs TFR-Net's default and tuned reconstruction weights with the same
+network trained without reconstruction:
+
+    python benchmarks/missing.py combine --runs runs/tfr_net runs/tfr_net_tuned --reference tfr_net_no_rec --out runs/tfr_vs
 """
 
 from __future__ import annotations

@@ -90,6 +90,11 @@ seeds 0-4. missing_tfr_net_vs_no_rec (and _ood) pairs TFR-Net's default and tune
 network trained without reconstruction:
 
     python benchmarks/missing.py combine --runs runs/tfr_net runs/tfr_net_tuned --reference tfr_net_no_rec --out runs/tfr_vs
+
+benchmarks/results/missing_synthetic_e40 (trained again on 2026-12-07) is the earlier protocol, constant learning rate
+and early stopping, which synthetic.yaml replaced by the cosine schedule (configs/missing/synthetic_e40.yaml says why):
+
+    python benchmarks/missing.py synthetic --config configs/missing/synthetic_e40.yaml --out runs/e40
 """
 
 from __future__ import annotations

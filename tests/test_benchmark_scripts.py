@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,39 @@ def test_search_script_compares_the_searched_config_with_the_shipped_one(tmp_pat
     script.run_experiment = lambda *args, **kwargs: pytest.fail("a finished run was trained again")
     assert script.main(args) == 0
     assert json.loads((out / "comparison.json").read_text()) == comparison
+
+
+RESULTS = BENCHMARKS / "results"
+INDEX = RESULTS / "README.md"
+RUN_LEFTOVERS = re.compile(r"README\.md$|seed_\d+\.json$|run_settings\.json$|tmp")  # git-ignored files of unfinished runs
+
+
+def _index_rows() -> list[tuple[str, str]]:
+    """(first cell, command cell) of every table row of benchmarks/results/README.md."""
+    rows = [line.split("|") for line in INDEX.read_text().splitlines() if line.startswith("| `")]
+    return [(cells[1], cells[-2]) for cells in rows]
+
+
+def test_the_results_index_names_every_stored_result_and_nothing_else() -> None:
+    indexed = set()
+    for entry, _ in _index_rows():
+        base = ""
+        for name in re.findall(r"`(\w+)`", entry):  # `missing_synthetic` (+`_ood`, `_vs_lnln`): a name, then its suffixes
+            base = base if name.startswith("_") else name
+            indexed.add(base + name if name.startswith("_") else name)
+    stored = {re.sub(r"\.(json|md|png)$", "", p.name) for p in RESULTS.iterdir() if not RUN_LEFTOVERS.match(p.name)}
+    assert sorted(stored - indexed) == [], "stored results that benchmarks/results/README.md does not name"
+    assert sorted(indexed - stored) == [], "results that benchmarks/results/README.md names but are not there"
+
+
+def test_the_results_index_commands_name_what_the_scripts_accept() -> None:
+    missing = _script("missing")
+    accepted = {
+        "clue": set(_script("clue").RUNS),
+        "image_text": set(_script("image_text").CONFIGS),
+        "search": set(_script("search").SEARCHES),
+        "missing": {*missing.CONFIGS, *missing.SEARCHES, "combine", "evaluate", "removal"},
+    }
+    commands = [found for _, command in _index_rows() for found in re.findall(r"(\w+)\.py (\w+)", command)]
+    assert {script for script, _ in commands} == set(accepted)
+    assert [(script, which) for script, which in commands if which not in accepted[script]] == []

@@ -90,8 +90,11 @@ def test_the_results_index_names_every_stored_result_and_nothing_else() -> None:
     for entry, _ in _index_rows():
         base = ""
         for name in re.findall(r"`(\w+)`", entry):  # `missing_synthetic` (+`_ood`, `_vs_lnln`): a name, then its suffixes
-            base = base if name.startswith("_") else name
-            indexed.add(base + name if name.startswith("_") else name)
+            if name.startswith("_"):
+                indexed.add(base + name)
+            else:
+                base = name
+                indexed.add(name)
     stored = {re.sub(r"\.(json|md|png)$", "", p.name) for p in RESULTS.iterdir() if not RUN_LEFTOVERS.match(p.name)}
     assert sorted(stored - indexed) == [], "stored results that benchmarks/results/README.md does not name"
     assert sorted(indexed - stored) == [], "results that benchmarks/results/README.md names but are not there"

@@ -37,7 +37,6 @@ import copy
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -55,6 +54,7 @@ from robustmsa.evaluation.protocols import run_seeds
 from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
 from robustmsa.experiment import build_method
 from robustmsa.method import Method
+from robustmsa.provenance import environment
 from robustmsa.training.fit import TrainConfig, evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "corpus": {"config": corpus_cfg.to_dict(), "sizes": {k: len(v) for k, v in bundle.splits.items()}, "dims": bundle.dims()},
         "seeds": seeds,
         "max_epochs": args.epochs or (2 if args.quick else "from configs"),
-        "machine": {"threads": args.threads, "platform": platform.platform(), "processor": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "machine": {"threads": args.threads, **environment()},
         "models": {},
     }
     if args.update and previous.is_file():

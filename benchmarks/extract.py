@@ -17,7 +17,6 @@ import argparse
 import csv
 import difflib
 import importlib.util
-import platform
 import re
 import sys
 import time
@@ -51,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from robustmsa.features.faces import face_video_features
     from robustmsa.features.media import load_audio, probe
     from robustmsa.features.transcribe import WHISPER_RATE, Transcriber
+    from robustmsa.provenance import environment
 
     with (RAW / "transcripts_labels.csv").open(newline="", encoding="utf-8") as handle:
         human = {row["id"]: row["text"].split() for row in csv.DictReader(handle)}
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             clip.update(faces_s=faces_s, frames=len(faces), frames_with_face=int(faces[:, -1].sum()))
         clips[path.name] = clip
         print(path.name, clip, file=sys.stderr)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine()}
-    write_json(target, {"command": "python benchmarks/extract.py", "clips": clips, "machine": machine})
+    write_json(target, {"command": "python benchmarks/extract.py", "clips": clips, "machine": environment()})
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import json
 import os
@@ -14,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import robustmsa
 from robustmsa.data.synthetic import SyntheticConfig, generate_corpus
 from robustmsa.demo import DemoEntry, _supervised, run_demo
+from robustmsa.provenance import environment
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +88,8 @@ def _cli(*args: str, cwd: Path, process: bool = False) -> subprocess.CompletedPr
 
 def test_cli_help_and_user_errors(tmp_path: Path) -> None:
     assert "demo" in _cli("--help", cwd=tmp_path, process=True).stdout  # the console entry point in a process of its own
+    version = _cli("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith(f"robustmsa {robustmsa.__version__}") and f"torch {importlib.metadata.version('torch')}" in version.stdout
     missing = _cli("train", "--config", "absent.yaml", cwd=tmp_path)
     assert missing.returncode == 2 and "absent.yaml: config file not found" in missing.stderr and "Traceback" not in missing.stderr
     brackets = _cli("train", "--config", "dir[/x]/[train].yaml", cwd=tmp_path)  # printed as text, never as Rich markup
@@ -122,6 +127,7 @@ def test_cli_train_then_evaluate(tmp_path: Path) -> None:
     trained = _cli("train", "--config", str(config), "--out", str(run), cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     saved = json.loads((run / "results.json").read_text())
+    assert saved["environment"] == environment() == json.loads((run / "seed_0" / "result.json").read_text())["environment"]
     evaluated = _cli("evaluate", "--run", str(run), cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads(evaluated.stdout)

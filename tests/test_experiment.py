@@ -12,6 +12,7 @@ import torch
 from robustmsa.config import parse_config
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.experiment import build_method, load_model, run_experiment, save_model
+from robustmsa.provenance import environment
 from robustmsa.training.fit import load_checkpoint_state, predict
 
 CONFIG = {
@@ -177,6 +178,7 @@ def test_loading_a_model_file_never_imports_the_plugins_it_names(toy_bundle, tmp
     evil = tmp_path / "evil.py"
     evil.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
     payload = torch.load(path, weights_only=True)
+    assert payload["environment"] == environment()  # what trained it, readable without unpickling code
     payload["config"]["plugins"] = [str(evil)]
     torch.save(payload, path)
     load_model(path, cfg, toy_bundle)  # the settings are compared, the file's plugin list is not imported

@@ -40,6 +40,7 @@ from robustmsa.evaluation.report import write_json
 from robustmsa.method import Method
 from robustmsa.metrics import regression_metrics
 from robustmsa.models.base import Backbone
+from robustmsa.provenance import environment
 from robustmsa.reconstruct.corruption import missing_rates
 from tests.conftest import make_toy_split
 
@@ -209,6 +210,7 @@ def test_a_stopped_sweep_resumes_with_the_finished_models_and_refuses_other_sett
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == finished
     # a results.json edited by hand is named by sweep-combine / sweep-evaluate instead of crashing them
     saved = json.loads((out / "results.json").read_text())
+    assert saved["environment"] == environment() == json.loads((out / "seed_0" / "a" / "sweep_result.json").read_text())["environment"]
     for edit, message in (
         (lambda r: r["per_seed"]["0"]["a"]["mean"].update(MAE="oops"), r"field 'per_seed.0.a.mean.MAE' is 'oops'; expected a number"),
         (lambda r: r["per_seed"]["0"]["b"]["rates"].pop("0.5"), r"field 'per_seed.0.b.rates' has the rates \['0.0'\]; expected \['0.0', '0.5'\]"),

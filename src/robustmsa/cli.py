@@ -28,6 +28,23 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Allow writing into
 Reference = Annotated[str | None, typer.Option("--reference", help="The model the others are paired with (default: the sweep config's reference, or its first model).")]
 
 
+def _version(value: bool) -> None:
+    """``--version``: robustmsa's version (and commit, from a checkout), torch's and Python's, for a bug report."""
+    if not value:
+        return
+    from robustmsa.provenance import environment
+
+    env = environment()
+    source = f" (commit {env['git']['commit'][:12]}{', with uncommitted changes' if env['git']['dirty'] else ''})" if env["git"] else ""
+    typer.echo(f"robustmsa {env['robustmsa']}{source}; torch {env['packages']['torch']}, Python {env['python']}, {env['platform']}")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the versions of robustmsa, torch and Python, then exit.")] = False) -> None:
+    """Robust multimodal sentiment and affect analysis."""
+
+
 @app.command()
 def demo(
     out: Out = Path("demo_out"),

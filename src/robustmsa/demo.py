@@ -22,7 +22,7 @@ from rich.console import Console
 from robustmsa.data.dataset import DataBundle
 from robustmsa.data.labels import mmsa_metrics, to_classification
 from robustmsa.evaluation.protocols import run_seeds
-from robustmsa.evaluation.report import bar_plot, markdown_table, write_json, write_text_atomic
+from robustmsa.evaluation.report import bar_plot, markdown_table, write_results, write_text_atomic
 from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, Supervised
 from robustmsa.registry import BACKBONES
@@ -108,7 +108,7 @@ def run_demo(
         results["models"][entry.name] = {**run_seeds(one_seed, seeds), "modes": entry.modes, "labels": entry.scheme or "continuous"}
     results["seconds"] = time.perf_counter() - start
     write_text_atomic(out / "report.md", demo_report(results, out))
-    write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
+    write_results(out / "results.json", results)  # last: a folder with results.json holds a finished run
     console.print(f"[green]Done in {results['seconds']:.0f} s.[/green] Results: {out / 'results.json'}, report: {out / 'report.md'}")
     return results
 

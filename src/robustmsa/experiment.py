@@ -23,9 +23,10 @@ from robustmsa.config import ComponentConfig, ExperimentConfig, dump_config, par
 from robustmsa.data.dataset import ASSUMED, DataBundle, features_made_with
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import markdown_table, write_json, write_text_atomic
+from robustmsa.evaluation.report import markdown_table, write_results, write_text_atomic
 from robustmsa.folders import ensure_folder, holds_output, prepare_out_dir
 from robustmsa.method import Method, check_required_extras
+from robustmsa.provenance import environment
 from robustmsa.registry import BACKBONES, DATASETS, METHODS
 from robustmsa.training.fit import check_fit, evaluate, fit, load_checkpoint_state, seeded
 
@@ -106,7 +107,7 @@ def check_same_data(record: object, bundle: DataBundle, model: str | Path) -> No
 
 
 def save_model(method: Method, path: str | Path, config: ExperimentConfig, seed: int, data: DataBundle | None = None) -> Path:
-    """Save weights, inference parameters and the config atomically; with ``data`` (the training data), also what
+    """Save weights, inference parameters, the config and the :func:`~robustmsa.provenance.environment` atomically; with ``data`` (the training data), also what
     the model depends on in it (:func:`data_record`), which :func:`load_model` checks other data against."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -116,6 +117,7 @@ def save_model(method: Method, path: str | Path, config: ExperimentConfig, seed:
         "structure": method.structure(),
         "config": config.model_dump(mode="json"),
         "seed": seed,
+        "environment": environment(),
     }
     if data is not None:
         payload["data"] = data_record(data)
@@ -287,7 +289,7 @@ def run_experiment(config: ExperimentConfig, out_dir: Path, *, overwrite: bool =
     results["config"] = config.model_dump(mode="json")
     results["chosen_on"] = chosen_on
     write_text_atomic(out / "report.md", experiment_report(config, results))
-    write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
+    write_results(out / "results.json", results)  # last: a folder with results.json holds a finished run
     return results
 
 

@@ -29,7 +29,6 @@ with another text encoder) decodes nothing again.
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import multiprocessing
 import os
@@ -51,6 +50,7 @@ from robustmsa.features.audio import check_audio_settings, smile_features
 from robustmsa.features.cache import atomic_write, content_key, default_cache_root, file_digest
 from robustmsa.features.text import attach_text_features, build_text_encoder
 from robustmsa.features.transcribe import WHISPER_RATE, Transcriber
+from robustmsa.provenance import package_version
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".flv")
@@ -177,10 +177,7 @@ def _finite(path: Path, what: str, values: np.ndarray) -> np.ndarray:
 
 
 def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    return package_version(package) or "unknown"
 
 
 class _Extractor:

@@ -459,7 +459,7 @@ def _cut(gc: GroupCounts, in_ood: np.ndarray, p: AnnealParams, rng: np.random.Ge
 
 def write_split_file(path: str | Path, split: OODSplit) -> Path:
     """Write the split as JSON (atomic): ids per split, parameters, energies, per-word counts and distributions."""
-    from robustmsa.evaluation.report import write_json
+    from robustmsa.evaluation.report import write_results
 
     words = {
         part: {"counts": split.counts[part].tolist(), "distribution": np.round(np.nan_to_num(split.distribution(part), nan=-1.0), 4).tolist()}
@@ -480,7 +480,7 @@ def write_split_file(path: str | Path, split: OODSplit) -> Path:
         "words": words,
         "history": [round(float(v), 6) for v in split.history],
     }
-    return write_json(Path(path), data)
+    return write_results(Path(path), data)
 
 
 def read_split_file(path: str | Path) -> OODSplit:

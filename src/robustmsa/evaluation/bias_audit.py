@@ -26,7 +26,7 @@ import numpy as np
 
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError, DataError
-from robustmsa.evaluation.report import _save, plt, write_json, write_text_atomic
+from robustmsa.evaluation.report import _save, plt, write_results, write_text_atomic
 
 _TOKEN = re.compile(r"<\w+>|#?\w+(?:'\w+)?")
 
@@ -88,7 +88,7 @@ def bias_audit(
             raise DataError(f"{bundle.name} [{split}]", "image attributes", f"none for {len(absent)} samples, e.g. {absent[:3]}")
         result["image_attributes"] = lift_scores([attributes[s.id] for s in data], labels, names, min_count=min_count, top_k=top_k)
     out_dir = Path(out_dir)
-    write_json(out_dir / f"{name}.json", result)
+    write_results(out_dir / f"{name}.json", result)
     write_text_atomic(out_dir / f"{name}.md", audit_markdown(result))
     audit_plot(result, out_dir / f"{name}.png")
     return result

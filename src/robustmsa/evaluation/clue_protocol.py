@@ -59,7 +59,7 @@ from robustmsa.debias.direct_effect import check_debiased, train_debiased
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.compare import bootstrap_differences, interval_text, recorded_predictions
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import _save, markdown_table, plt, write_json, write_text_atomic
+from robustmsa.evaluation.report import _save, markdown_table, plt, write_json, write_results, write_text_atomic
 from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Supervised
 from robustmsa.metrics import per_class_results
@@ -302,7 +302,7 @@ def run_clue_protocol(
             results["schemes"][scheme]["intervals"] = gain_intervals(recorded, views[scheme], config, {seed: records[scheme, seed] for seed in seeds})
     results["seeds"] = seeds
     write_text_atomic(out / "report.md", protocol_report(results, config, bundle))
-    write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
+    write_results(out / "results.json", results)  # last: a folder with results.json holds a finished run
     return results
 
 

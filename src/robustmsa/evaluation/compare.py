@@ -28,7 +28,7 @@ import numpy as np
 
 from robustmsa.errors import ConfigError, DataError, RobustMSAError
 from robustmsa.evaluation.protocols import RUN_SETTINGS, check_numbers, mean_std, paired_differences, read_json_file
-from robustmsa.evaluation.report import PERCENT_METRICS, format_value, interval_plot, markdown_table, write_json, write_text_atomic
+from robustmsa.evaluation.report import PERCENT_METRICS, format_value, interval_plot, markdown_table, write_results, write_text_atomic
 from robustmsa.metrics import single_metric, task_metrics
 
 #: The validation criterion's row name in a comparison (not a split: what each run chose its checkpoints by).
@@ -423,5 +423,5 @@ def write_comparison(runs: Sequence[Run], out: Path, *, overwrite: bool = False,
     ensure_folder(out)
     plot_differences(Path(out) / "differences.png", comparison)
     write_text_atomic(Path(out) / "report.md", comparison_report(comparison))
-    write_json(Path(out) / "results.json", comparison)
+    write_results(Path(out) / "results.json", comparison)
     return comparison

@@ -52,7 +52,7 @@ from robustmsa.errors import ConfigError
 from robustmsa.evaluation.compare import bootstrap_differences, interval_text, recorded_predictions
 from robustmsa.evaluation.cost import COST_COLUMNS, CostMeter, cost_table
 from robustmsa.evaluation.protocols import Resumable, check_numbers, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import format_value, markdown_table, write_json, write_text_atomic
+from robustmsa.evaluation.report import format_value, markdown_table, write_results, write_text_atomic
 from robustmsa.features.text import TextEncoder, build_text_encoder
 from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, Supervised
@@ -327,7 +327,7 @@ def run_image_text_protocol(
     results["config"] = cfg.model_dump(mode="json")
     results["data"] = {"name": data.name, "sizes": {k: len(v) for k, v in data.splits.items()}, "modalities": sorted(data.dims()), "meta": _plain(data.meta)}
     write_text_atomic(out / f"{stem}.md", protocol_report(results))
-    write_json(out / f"{stem}.json", results)  # last: a folder with it holds a finished run
+    write_results(out / f"{stem}.json", results)  # last: a folder with it holds a finished run
     return results
 
 

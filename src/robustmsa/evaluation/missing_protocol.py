@@ -52,7 +52,7 @@ from robustmsa.data.dataset import ASSUMED, TEXT_CONTEXTUAL, DataBundle, Multimo
 from robustmsa.errors import ConfigError, DataError, TrainingDiverged
 from robustmsa.evaluation.compare import bootstrap_differences, difference_text, recorded_predictions
 from robustmsa.evaluation.protocols import RUN_SETTINGS, Resumable, check_numbers, mean_std, paired_differences, read_json_file, run_seeds, split_fingerprints
-from robustmsa.evaluation.report import PERCENT_METRICS, bar_plot, format_value, line_plot, markdown_table, write_bytes_atomic, write_json, write_text_atomic
+from robustmsa.evaluation.report import PERCENT_METRICS, bar_plot, format_value, line_plot, markdown_table, write_bytes_atomic, write_results, write_text_atomic
 from robustmsa.experiment import build_method, check_same_data, data_record, other_data
 from robustmsa.folders import check_out_dir, holds_output, prepare_out_dir
 from robustmsa.method import Method, target_of
@@ -870,7 +870,7 @@ def _write_sweep(
     kind = _metric_kind(results)
     write_text_atomic(out / "report.md", sweep_report(results, kind))
     write_sweep_plots(out, results, kind)
-    write_json(out / "results.json", results)  # last: a folder with results.json holds a finished run
+    write_results(out / "results.json", results)  # last: a folder with results.json holds a finished run
     return results
 
 
@@ -1109,7 +1109,7 @@ def modality_removal(
         errors = {m: {", ".join(c["kept"]): c["aggregate"][m][metric]["std"] * scale for c in summary["conditions"].values()} for m in first["aggregate"]}
         label = f"{metric} (%)" if metric in PERCENT_METRICS else metric
         bar_plot(out / f"removal_{metric}.png", bars, errors=errors, ylabel=label, title=f"{metric} with the modalities kept ({split})")
-    write_json(out / "removal.json", summary)
+    write_results(out / "removal.json", summary)
     return summary
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.evaluation.report import write_json
 from robustmsa.metrics import LOWER_IS_BETTER, METRIC_NAMES
+from robustmsa.provenance import environment
 
 Nested = Mapping[str, Any]
 
@@ -102,7 +103,8 @@ def _number(value: Any) -> float:
 
 class Resumable:
     """The units of a long run (a seed; a seed's scheme or model), each recorded at ``records[key]`` with the
-    ``settings[key]`` it is made with once finished, so that a run that stopped resumes with the units it had
+    ``settings[key]`` it is made with (and the :func:`~robustmsa.provenance.environment` it was computed in) once
+    finished, so that a run that stopped resumes with the units it had
     finished. The records are read at once, before anything trains: a folder holding work made with other settings
     is refused (:func:`read_record`), and so is a record whose result ``check`` finds malformed (e.g. edited by hand);
     ``overwrite`` removes them and the summary files (``replaces``) of the run in ``folder`` being replaced."""
@@ -130,7 +132,7 @@ class Resumable:
         """The recorded result of ``key``, or ``compute()`` recorded (atomically) before it is returned."""
         if key not in self.finished:
             self.finished[key] = dict(compute())
-            write_json(self.records[key], {"settings": self.settings[key], "result": self.finished[key]})
+            write_json(self.records[key], {"settings": self.settings[key], "result": self.finished[key], "environment": environment()})
         return self.finished[key]
 
 

@@ -68,6 +68,15 @@ def write_json(path: Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(_nan_to_none(data), indent=2, default=_json_default) + "\n")
 
 
+def write_results(path: Path, results: dict[str, Any]) -> Path:
+    """Write a finished run's results file (:func:`write_json`), with ``results['environment']`` set to the software
+    and machine that wrote it (:func:`robustmsa.provenance.environment`)."""
+    from robustmsa.provenance import environment
+
+    results["environment"] = environment()
+    return write_json(path, results)
+
+
 def _nan_to_none(data: Any) -> Any:
     if isinstance(data, float) and not math.isfinite(data):
         return None

@@ -39,7 +39,7 @@ import optuna
 from robustmsa.config import ExperimentConfig, TrainSection, dump_config, load_config, parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
-from robustmsa.evaluation.report import write_json, write_text_atomic
+from robustmsa.evaluation.report import write_results, write_text_atomic
 from robustmsa.experiment import build_method, load_data
 from robustmsa.registry import METHODS
 from robustmsa.training.fit import check_fit, fit, world_size
@@ -156,7 +156,7 @@ def write_experiment_search(out: Path, study: optuna.Study, search: ExperimentSe
         "pruned": pruned_trials(study),
         "search": search.model_dump(mode="json"),
     }
-    write_json(out / "search.json", result)
+    write_results(out / "search.json", result)
     header = f"# {config._source} with the parameters of trial {best.number} of {out / 'search.json'} (chosen on validation)\n"
     write_text_atomic(out / "best_config.yaml", header + dump_config(variant(config, best.params, "the best trial")))
     text = (

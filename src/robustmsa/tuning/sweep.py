@@ -40,7 +40,7 @@ from robustmsa.config import ComponentConfig, load_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, check_sweep_models, load_sweep_config, load_sweep_data, train_sweep_model
-from robustmsa.evaluation.report import write_json, write_text_atomic
+from robustmsa.evaluation.report import write_results, write_text_atomic
 from robustmsa.registry import METHODS
 from robustmsa.training.fit import world_size
 from robustmsa.tuning.search import SearchSettings, check_pruner, corners, finished_trials, named_file, open_study, pruned_trials, run_trials, suggest, trial_table
@@ -133,7 +133,7 @@ def write_search(out: Path, study: optuna.Study, search: SweepSearchConfig, swee
         "pruned": pruned_trials(study),
         "search": search.model_dump(mode="json"),
     }
-    write_json(out / "search.json", result)
+    write_results(out / "search.json", result)
     best_sweep = _variants(sweep, search.model, {tuned: _tuned_component(sweep, search.model, best.params)})
     header = f"# {tuned}: {search.model} with the parameters of trial {best.number} of {out / 'search.json'}\n"
     write_text_atomic(out / "best_sweep.yaml", header + yaml.safe_dump(best_sweep.model_dump(mode="json"), sort_keys=False))

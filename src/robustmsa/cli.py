@@ -20,7 +20,7 @@ from rich.markup import escape
 from robustmsa.errors import ConfigError, RobustMSAError
 from robustmsa.folders import ensure_folder
 
-app = typer.Typer(help="Robust multimodal sentiment and affect analysis.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console(stderr=True)
 
 Out = Annotated[Path, typer.Option("--out", help="Output folder (refused if it already holds results, unless --overwrite).")]

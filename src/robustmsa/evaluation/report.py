@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from robustmsa.provenance import environment  # noqa: E402
+
 #: Metrics shown as percentages (x100) in Markdown tables.
 PERCENT_METRICS = {
     *("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "Mult_acc_7", "F1_score"),
@@ -71,8 +73,6 @@ def write_json(path: Path, data: Any) -> Path:
 def write_results(path: Path, results: dict[str, Any]) -> Path:
     """Write a finished run's results file (:func:`write_json`), with ``results['environment']`` set to the software
     and machine that wrote it (:func:`robustmsa.provenance.environment`)."""
-    from robustmsa.provenance import environment
-
     results["environment"] = environment()
     return write_json(path, results)
 

@@ -6,6 +6,7 @@ mean +- std over seeds.
     python benchmarks/missing.py tcmr_blend_missing --out runs/tcmr_blend        # TCMR / LNLN, proxy blended into missing
     python benchmarks/missing.py lnln_blend_missing --out runs/lnln_blend        #   tokens only
     python benchmarks/missing.py lnln_latent --out runs/lnln_latent              # LNLN reconstructing encoder tokens
+    python benchmarks/missing.py baseline_complete --out runs/baseline_complete  # the backbone trained on complete inputs
     python benchmarks/missing.py tfr_net --out runs/tfr_net                      # TFR-Net, with and without reconstruction
     python benchmarks/missing.py cmu --out runs/missing_mmmo                     # ../shared/data/cmu_mfn (MMMO)
     python benchmarks/missing.py cmu_tfr_net --out runs/mmmo_tfr_net             #   TFR-Net on it (combined into missing_mmmo)
@@ -22,8 +23,8 @@ Seeds can run in separate processes (``--seeds 1 --out runs/s1``) and be merged 
 The same command puts models run separately on the same seeds into one report, each paired seed by seed with
 the first model; ``--seeds`` keeps only some seeds of the runs (e.g. 5-seed runs with 3-seed ones).
 benchmarks/results/missing_synthetic_all: synthetic + tcmr_blend_missing + lnln_blend_missing + ablations + lnln_tuned +
-lnln_latent + tfr_net + tfr_net_tuned, seeds 0-2; missing_synthetic_all_ood: the same from their ``evaluate --split
-test_ood`` folders:
+lnln_latent + tfr_net + tfr_net_tuned + baseline_complete, seeds 0-2; missing_synthetic_all_ood: the same from their
+``evaluate --split test_ood`` folders:
 
     python benchmarks/missing.py combine --seeds 0,1,2 --out runs/all --runs runs/missing_synthetic runs/tcmr_blend runs/ablations ...
 
@@ -55,10 +56,13 @@ the per-sample outputs a run keeps in predictions.npz (git-ignored: it holds the
 
     python benchmarks/missing.py combine --runs benchmarks/results/missing_synthetic --reference lnln --out runs/vs_lnln
 
-benchmarks/results/missing_synthetic_test4000_3seeds (and _vs_lnln): the checkpoints of missing_synthetic on a
-4000-clip IID test split (500 videos instead of 51), where the test-sampling noise is about three times smaller:
+benchmarks/results/missing_synthetic_test4000_3seeds (and _vs_lnln): the checkpoints of missing_synthetic (and of
+baseline_complete, combined in) on a 4000-clip IID test split (500 videos instead of 51), where the test-sampling
+noise is about three times smaller:
 
     python benchmarks/missing.py evaluate --split test --data n_test=4000 --runs runs/missing_synthetic --out runs/t4000
+    python benchmarks/missing.py evaluate --split test --data n_test=4000 --runs runs/baseline_complete --out runs/c4000
+    python benchmarks/missing.py combine --runs runs/t4000 runs/c4000 --out runs/t4000_all
 
 Whole-modality removal (the checkpoints of finished runs with each modality, and each pair, removed entirely; one
 sweep-evaluate folder per condition and a summary report; benchmarks/results/missing_synthetic_removal, _removal_ood,
@@ -129,6 +133,7 @@ CONFIGS = {
     "lnln_blend_missing": ROOT / "configs/missing/lnln_blend_missing.yaml",
     "lnln_tuned": ROOT / "configs/missing/lnln_tuned.yaml",
     "lnln_latent": ROOT / "configs/missing/lnln_latent.yaml",
+    "baseline_complete": ROOT / "configs/missing/baseline_complete.yaml",
     "tfr_net": ROOT / "configs/missing/tfr_net.yaml",
     "tfr_net_tuned": ROOT / "configs/missing/tfr_net_tuned.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",

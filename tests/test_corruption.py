@@ -134,6 +134,16 @@ def test_training_rates_redrawn_per_epoch_with_complete_share() -> None:
     assert not torch.equal(a.text, b.text)
 
 
+def test_complete_share_one_never_corrupts() -> None:
+    # configs/missing/baseline_complete.yaml relies on it: the backbone trained on complete inputs only
+    batch = collate(_samples(6))
+    for epoch in range(3):
+        assert all((rates == 0).all() for rates in training_rates(batch.ids, ("text", "audio", "vision"), seed=0, epoch=epoch, complete_share=1.0).values())
+        out = corrupt_for_training(batch, seed=0, epoch=epoch, complete_share=1.0)
+        assert torch.equal(out.text, batch.text) and torch.equal(out.audio, batch.audio) and torch.equal(out.vision, batch.vision)
+        assert torch.equal(out.text_ids, batch.text_ids)
+
+
 def test_bad_rates_are_config_errors() -> None:
     batch = collate(_samples(3))
     with pytest.raises(ConfigError):

@@ -19,6 +19,11 @@ vision. Composable parts, so that missing-modality reconstruction methods
   attends over [CLS; H_t^levels] and, by cross-attention, over H_hyper; the
   [CLS] output is the fused representation and goes to the head.
 
+Unlike ALMT (and the LNLN authors' code), the text is not compressed into K
+learned tokens: H_t keeps one token per word, so that a missing word stays
+addressable (LNLN / TCMR ``blend='missing'``, TCMR's per-token reconstruction
+target), and H_hyper has one token per text position instead of K.
+
 ``Output.modality``: masked means of H_t, H_a, H_v (B, dim); ``Output.extras``:
 ``text_tokens``, ``text_mask``, ``audio_tokens``, ``vision_tokens``, ``hyper`` (B, Lt, dim).
 """

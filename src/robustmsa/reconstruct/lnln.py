@@ -32,6 +32,8 @@ Where this differs from the authors' released code (Haoyu-ha/LNLN), on purpose o
   arrives as features: with contextual features a missing token is not really missing, so sweeps need static
   word features (:func:`robustmsa.evaluation.missing_protocol.check_text_features`); the authors corrupt BERT's
   input ids and fine-tune BERT inside the model.
+* The text keeps one token per word (see :mod:`robustmsa.models.text_centric`); the authors compress it, like
+  audio and vision, into 8 learned tokens before the completeness check, the proxy and the fusion.
 """
 
 from __future__ import annotations

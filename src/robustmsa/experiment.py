@@ -107,8 +107,9 @@ def check_same_data(record: object, bundle: DataBundle, model: str | Path) -> No
 
 
 def save_model(method: Method, path: str | Path, config: ExperimentConfig, seed: int, data: DataBundle | None = None) -> Path:
-    """Save weights, inference parameters, the config and the :func:`~robustmsa.provenance.environment` atomically; with ``data`` (the training data), also what
-    the model depends on in it (:func:`data_record`), which :func:`load_model` checks other data against."""
+    """Save weights, inference parameters, the config and the :func:`~robustmsa.provenance.environment` atomically;
+    with ``data`` (the training data), also what the model depends on in it (:func:`data_record`), which
+    :func:`load_model` checks other data against."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = {

@@ -4,9 +4,9 @@ The same seed can give slightly different numbers on another machine or with
 another version of a dependency, so every finished unit of a run (a seed, a
 seed's model) and every results file records :func:`environment`: the versions
 of robustmsa and the libraries whose numerics it depends on, Python, the
-platform, the GPU torch can see (the config records whether training used it), and, for a
-robustmsa running from a git checkout, the commit and whether the checkout had
-uncommitted changes.
+platform, the GPU torch can see (the config records whether training used it),
+and, for a robustmsa running from a git checkout, the commit and whether the
+checkout had uncommitted changes.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ mean +- std over seeds.
     python benchmarks/missing.py lnln_blend_missing --out runs/lnln_blend        #   tokens only
     python benchmarks/missing.py lnln_latent --out runs/lnln_latent              # LNLN reconstructing encoder tokens
     python benchmarks/missing.py baseline_complete --out runs/baseline_complete  # the backbone trained on complete inputs
+    python benchmarks/missing.py authors_protocol --out runs/authors_protocol    # trained under the LNLN authors' protocol
     python benchmarks/missing.py tfr_net --out runs/tfr_net                      # TFR-Net, with and without reconstruction
     python benchmarks/missing.py cmu --out runs/missing_mmmo                     # ../shared/data/cmu_mfn (MMMO)
     python benchmarks/missing.py cmu_tfr_net --out runs/mmmo_tfr_net             #   TFR-Net on it (combined into missing_mmmo)
@@ -63,6 +64,15 @@ noise is about three times smaller:
     python benchmarks/missing.py evaluate --split test --data n_test=4000 --runs runs/missing_synthetic --out runs/t4000
     python benchmarks/missing.py evaluate --split test --data n_test=4000 --runs runs/baseline_complete --out runs/c4000
     python benchmarks/missing.py combine --runs runs/t4000 runs/c4000 --out runs/t4000_all
+
+benchmarks/results/missing_authors_protocol (and _ood, _test4000, _test4000_vs_lnln): the models trained under the
+LNLN authors' training-time missingness, seeds 0-4 (one process per seed, then combine), on the 4000-clip test
+combined with the shared-protocol models of missing_synthetic_test4000:
+
+    python benchmarks/missing.py authors_protocol --seeds 0 --out runs/ap_s0    # ... --seeds 4 --out runs/ap_s4
+    python benchmarks/missing.py combine --runs runs/ap_s0 runs/ap_s1 runs/ap_s2 runs/ap_s3 runs/ap_s4 --out runs/ap
+    python benchmarks/missing.py evaluate --split test --data n_test=4000 --runs runs/ap_s0 ... runs/ap_s4 --out runs/ap4000
+    python benchmarks/missing.py combine --runs runs/ap4000 benchmarks/results/missing_synthetic_test4000 --out runs/ap4000_all
 
 Whole-modality removal (the checkpoints of finished runs with each modality, and each pair, removed entirely; one
 sweep-evaluate folder per condition and a summary report; benchmarks/results/missing_synthetic_removal, _removal_ood,
@@ -134,6 +144,7 @@ CONFIGS = {
     "lnln_tuned": ROOT / "configs/missing/lnln_tuned.yaml",
     "lnln_latent": ROOT / "configs/missing/lnln_latent.yaml",
     "baseline_complete": ROOT / "configs/missing/baseline_complete.yaml",
+    "authors_protocol": ROOT / "configs/missing/synthetic_authors_protocol.yaml",
     "tfr_net": ROOT / "configs/missing/tfr_net.yaml",
     "tfr_net_tuned": ROOT / "configs/missing/tfr_net_tuned.yaml",
     "cmu": ROOT / "configs/missing/cmu_mmmo.yaml",

@@ -144,6 +144,33 @@ def test_complete_share_one_never_corrupts() -> None:
         assert torch.equal(out.text_ids, batch.text_ids)
 
 
+def test_complete_per_modality_keeps_each_modality_complete_on_its_own() -> None:
+    # the LNLN authors' protocol (configs/missing/synthetic_authors_protocol.yaml): half the samples complete per modality
+    ids = [f"s{i}" for i in range(2000)]
+    modalities = ("text", "audio", "vision")
+    rates = training_rates(ids, modalities, seed=0, epoch=0, complete_share=0.5, complete_per="modality")
+    complete = {m: rates[m] == 0 for m in modalities}
+    for m in modalities:
+        assert 0.45 < complete[m].mean() < 0.55
+        assert 0.4 < rates[m][~complete[m]].mean() < 0.6
+    # independent draws: all three complete for about 1/8 of the samples (per sample it would be half)
+    assert 0.09 < (complete["text"] & complete["audio"] & complete["vision"]).mean() < 0.16
+    assert 0.2 < (complete["text"] & ~complete["audio"]).mean() < 0.3
+    # a modality's rate does not depend on whether the others are complete, and "sample" is unchanged by the option
+    per_sample = training_rates(ids, modalities, seed=0, epoch=0, complete_share=0.5)
+    assert np.array_equal(per_sample["text"], training_rates(ids, modalities, seed=0, epoch=0, complete_share=0.5, complete_per="sample")["text"])
+    both = ~complete["text"] & (per_sample["text"] > 0)
+    assert both.any() and np.array_equal(rates["text"][both], per_sample["text"][both])
+    batch = collate(_samples(8))
+    out = corrupt_for_training(batch, seed=0, epoch=0, complete_share=0.5, complete_per="modality")
+    expected = training_rates(batch.ids, ("text", "audio", "vision"), seed=0, epoch=0, complete_share=0.5, complete_per="modality")
+    for m in modalities:
+        assert torch.equal(getattr(out, m)[expected[m] == 0], getattr(batch, m)[expected[m] == 0])
+        assert not torch.equal(getattr(out, m)[expected[m] > 0], getattr(batch, m)[expected[m] > 0])
+    with pytest.raises(ConfigError, match=r"complete_per must be one of \['sample', 'modality'\], got 'batch'"):
+        training_rates(ids, modalities, seed=0, epoch=0, complete_per="batch")
+
+
 def test_bad_rates_are_config_errors() -> None:
     batch = collate(_samples(3))
     with pytest.raises(ConfigError):

@@ -12,7 +12,7 @@ from robustmsa.data.batch import collate
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.reconstruct.base import blend_text
-from robustmsa.reconstruct.corruption import corrupt_batch, missing_positions
+from robustmsa.reconstruct.corruption import corrupt_batch, corrupt_for_training, missing_positions, training_rates
 from robustmsa.reconstruct.proxy import GradReverse, LatentReconstructor, ProxyGenerator
 from robustmsa.reconstruct.tcmr import complete_text_bundle, polarity_classes
 from robustmsa.registry import BACKBONES, METHODS
@@ -288,3 +288,19 @@ def test_a_user_backbone_that_breaks_the_composable_contract_is_named(toy_bundle
         _build("lnln", toy_bundle, w_task=-1.0)
     with pytest.raises(ConfigError, match=r"tcmr loss weights must be >= 0"):
         _build("tcmr", toy_bundle, gamma=-0.1)
+
+
+def test_every_method_corrupts_its_training_batches_by_its_complete_share_and_per(toy_bundle: DataBundle) -> None:
+    batch = collate(toy_bundle["train"].samples[:16])
+    for name in ("missing_robust", "lnln", "tcmr"):
+        method = _build(name, toy_bundle, complete_share=0.5, complete_per="modality")
+        seed = int(method.corruption_seed)
+        rates = training_rates(batch.ids, ("text", "audio", "vision"), seed, 0, complete_share=0.5, complete_per="modality")
+        per_sample = training_rates(batch.ids, ("text", "audio", "vision"), seed, 0, complete_share=0.5)
+        assert not np.array_equal(rates["text"], per_sample["text"])
+        noisy = method.corrupt(batch)
+        expected = corrupt_for_training(batch, seed, method.epoch, complete_share=0.5, complete_per="modality")
+        assert all(torch.equal(getattr(noisy, m), getattr(expected, m)) for m in ("text", "audio", "vision"))
+        assert (noisy.extras["missing_rate_text"][torch.from_numpy(rates["text"] == 0)] == 0).all()
+        with pytest.raises(ConfigError, match="complete_per must be one of"):
+            _build(name, toy_bundle, complete_per="batch")

@@ -2,11 +2,11 @@
 
 * Training: ``training_loss`` corrupts its batch with
   :func:`~robustmsa.reconstruct.corruption.corrupt_for_training` (per sample
-  and modality ``r ~ U(0, 1)``, a share ``complete_share`` kept complete,
-  redrawn every epoch from ``(corruption_seed, epoch, sample id)``). The
-  datasets are never modified. ``corruption_seed`` is drawn from torch's RNG
-  when the method is built (build it inside ``seeded(seed)``) and saved with
-  the weights.
+  and modality ``r ~ U(0, 1)``, a share ``complete_share`` kept complete, per
+  sample or per modality (``complete_per``), redrawn every epoch from
+  ``(corruption_seed, epoch, sample id)``). The datasets are never modified.
+  ``corruption_seed`` is drawn from torch's RNG when the method is built
+  (build it inside ``seeded(seed)``) and saved with the weights.
 * Validation / checkpoint selection: inference mode ``missing`` corrupts the
   input at ``valid_missing_rate`` (default 0.5) with the fixed seed
   ``valid_seed`` before predicting, so ``TrainConfig(valid_mode='missing')``
@@ -27,7 +27,7 @@ from robustmsa.data.batch import Batch
 from robustmsa.errors import ConfigError
 from robustmsa.method import Method, scores_from_logits, task_loss
 from robustmsa.models.base import Backbone, Output
-from robustmsa.reconstruct.corruption import DEFAULT_UNK_ID, corrupt_batch, corrupt_for_training, missing_positions
+from robustmsa.reconstruct.corruption import DEFAULT_UNK_ID, check_complete_per, corrupt_batch, corrupt_for_training, missing_positions
 from robustmsa.registry import METHODS
 
 
@@ -43,6 +43,7 @@ class MissingAwareMethod(Method):
         backbone: Backbone,
         *,
         complete_share: float = 0.1,
+        complete_per: str = "sample",
         valid_missing_rate: float = 0.5,
         valid_seed: int = 0,
         regression_loss: str = "mse",
@@ -56,6 +57,7 @@ class MissingAwareMethod(Method):
         if regression_loss not in ("l1", "mse"):
             raise ConfigError(f"regression_loss must be 'l1' or 'mse', got '{regression_loss}'")
         self.complete_share = float(complete_share)
+        self.complete_per = check_complete_per(complete_per)
         self.valid_missing_rate = float(valid_missing_rate)
         self.valid_seed = int(valid_seed)
         self.regression_loss = regression_loss
@@ -64,7 +66,7 @@ class MissingAwareMethod(Method):
 
     def corrupt(self, batch: Batch) -> Batch:
         """The training-time corruption of ``batch`` for the current epoch."""
-        return corrupt_for_training(batch, int(self.corruption_seed), self.epoch, complete_share=self.complete_share, unk_id=self.unk_id)
+        return corrupt_for_training(batch, int(self.corruption_seed), self.epoch, complete_share=self.complete_share, complete_per=self.complete_per, unk_id=self.unk_id)
 
     def task_term(self, logits: Tensor, batch: Batch) -> Tensor:
         return task_loss(logits, batch, self.task, self.regression_loss)

@@ -164,28 +164,55 @@ def corrupt_batch(batch: Batch, rates: Rates, seed: int, *, unk_id: int = DEFAUL
     return out
 
 
-def training_rates(ids: Sequence[str], modalities: Sequence[str], seed: int, epoch: int, complete_share: float = 0.0) -> dict[str, np.ndarray]:
+COMPLETE_PER = ("sample", "modality")
+
+
+def check_complete_per(complete_per: str) -> str:
+    """``complete_per`` if it is one of :data:`COMPLETE_PER`, else a :class:`ConfigError`."""
+    if complete_per not in COMPLETE_PER:
+        raise ConfigError(f"complete_per must be one of {list(COMPLETE_PER)}, got '{complete_per}'")
+    return complete_per
+
+
+def training_rates(ids: Sequence[str], modalities: Sequence[str], seed: int, epoch: int, complete_share: float = 0.0, complete_per: str = "sample") -> dict[str, np.ndarray]:
     """Per-sample, per-modality training missing rates ``r ~ U(0, 1)`` redrawn each epoch.
 
-    A share ``complete_share`` of the samples (drawn per sample) is kept
-    complete (all rates 0). Returns ``{modality: (B,) float64}``.
+    A share ``complete_share`` is kept complete (rate 0). ``complete_per``:
+    ``'sample'``, a sample is drawn once and kept complete in every modality;
+    ``'modality'``, each modality of each sample is drawn on its own (the LNLN
+    authors' protocol with ``complete_share`` 0.5: half the samples have
+    complete text, independently of their audio and vision). Returns
+    ``{modality: (B,) float64}``.
     """
     if not 0.0 <= complete_share <= 1.0:
         raise ConfigError(f"complete_share must lie in [0, 1], got {complete_share}")
+    check_complete_per(complete_per)
     seed, epoch = check_seed(seed), check_seed(epoch, "epoch")
     out = {m: np.zeros(len(ids)) for m in modalities}
     for i, sample_id in enumerate(ids):
-        if np.random.default_rng(stable_seed("complete", seed, epoch, sample_id)).random() < complete_share:
+        if complete_per == "sample" and np.random.default_rng(stable_seed("complete", seed, epoch, sample_id)).random() < complete_share:
             continue
         for m in modalities:
+            if complete_per == "modality" and np.random.default_rng(stable_seed("complete", seed, epoch, sample_id, m)).random() < complete_share:
+                continue
             out[m][i] = np.random.default_rng(stable_seed("rate", seed, epoch, sample_id, m)).random()
     return out
 
 
-def corrupt_for_training(batch: Batch, seed: int, epoch: int, *, complete_share: float = 0.0, modalities: Sequence[str] | None = None, unk_id: int = DEFAULT_UNK_ID) -> Batch:
-    """Training-time corruption: per-sample, per-modality random rates and masks, both redrawn each epoch."""
+def corrupt_for_training(
+    batch: Batch,
+    seed: int,
+    epoch: int,
+    *,
+    complete_share: float = 0.0,
+    complete_per: str = "sample",
+    modalities: Sequence[str] | None = None,
+    unk_id: int = DEFAULT_UNK_ID,
+) -> Batch:
+    """Training-time corruption: per-sample, per-modality random rates (:func:`training_rates`) and masks, both
+    redrawn each epoch."""
     if unknown := sorted(set(modalities or ()) - set(CORRUPTIBLE)):
         raise ConfigError(f"cannot corrupt modalities {unknown}; known: {list(CORRUPTIBLE)}")
     present = [m for m in (modalities or batch.modalities()) if m in CORRUPTIBLE]
-    rates = training_rates(batch.ids, present, seed, epoch, complete_share)
+    rates = training_rates(batch.ids, present, seed, epoch, complete_share, complete_per)
     return corrupt_batch(batch, rates, stable_seed("train-masks", seed, epoch), unk_id=unk_id)

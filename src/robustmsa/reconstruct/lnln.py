@@ -25,7 +25,8 @@ Where this differs from the authors' released code (Haoyu-ha/LNLN), on purpose o
   searches them on validation data (range 0.01 to 1, which holds the authors' values).
 * Training-time missingness is the protocol every model of a sweep shares (:mod:`.base`): a share
   ``complete_share`` (0.1) of the samples is kept complete in all modalities. The authors keep half of the
-  samples complete, drawn for each modality separately.
+  samples complete, drawn for each modality separately (``complete_share=0.5, complete_per='modality'``,
+  ``configs/missing/synthetic_authors_protocol.yaml``).
 * The discriminator sees the proxy H_p (through the gradient reversal); the authors' sees the corrected text H
   (in which only the proxy part is reversed) against the complete text.
 * Completeness is estimated by an MLP on the mean text token (the authors: a small transformer), and the text

@@ -65,9 +65,10 @@ noise is about three times smaller:
     python benchmarks/missing.py evaluate --split test --data n_test=4000 --runs runs/baseline_complete --out runs/c4000
     python benchmarks/missing.py combine --runs runs/t4000 runs/c4000 --out runs/t4000_all
 
-benchmarks/results/missing_authors_protocol (and _ood, _test4000, _test4000_vs_lnln): the models trained under the
-LNLN authors' training-time missingness, seeds 0-4 (one process per seed, then combine), on the 4000-clip test
-combined with the shared-protocol models of missing_synthetic_test4000:
+benchmarks/results/missing_authors_protocol (and _ood, _ood_vs_lnln, _test4000, _test4000_vs_lnln): the models
+trained under the LNLN authors' training-time missingness, seeds 0-4 (one process per seed, then combine); on the
+4000-clip test combined with the shared-protocol models of missing_synthetic_test4000 (``--reference
+lnln_authors_protocol`` for the _vs_lnln folders):
 
     python benchmarks/missing.py authors_protocol --seeds 0 --out runs/ap_s0    # ... --seeds 4 --out runs/ap_s4
     python benchmarks/missing.py combine --runs runs/ap_s0 runs/ap_s1 runs/ap_s2 runs/ap_s3 runs/ap_s4 --out runs/ap

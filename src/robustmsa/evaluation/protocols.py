@@ -104,10 +104,10 @@ def _number(value: Any) -> float:
 class Resumable:
     """The units of a long run (a seed; a seed's scheme or model), each recorded at ``records[key]`` with the
     ``settings[key]`` it is made with (and the :func:`~robustmsa.provenance.environment` it was computed in) once
-    finished, so that a run that stopped resumes with the units it had
-    finished. The records are read at once, before anything trains: a folder holding work made with other settings
-    is refused (:func:`read_record`), and so is a record whose result ``check`` finds malformed (e.g. edited by hand);
-    ``overwrite`` removes them and the summary files (``replaces``) of the run in ``folder`` being replaced."""
+    finished, so that a run that stopped resumes with the units it had finished. The records are read at once,
+    before anything trains: a folder holding work made with other settings is refused (:func:`read_record`), and so
+    is a record whose result ``check`` finds malformed (e.g. edited by hand); ``overwrite`` removes them and the
+    summary files (``replaces``) of the run in ``folder`` being replaced."""
 
     def __init__(
         self,

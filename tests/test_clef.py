@@ -61,6 +61,7 @@ def test_corpus_is_deterministic_and_seeded() -> None:
     [
         ({"bias_strength": 1.5}, "'bias_strength' must be in"),
         ({"n_scenes": 1}, "'n_scenes' must be >= 2"),
+        ({"seed": -1}, "'seed' must be >= 0, got -1"),
         ({"context_tokens": [3, 2]}, "'context_tokens'"),
         ({"colour": 1}, "unknown parameter\\(s\\) 'colour'"),
     ],
@@ -257,10 +258,13 @@ def test_protocol_config_checks_the_methods_parameters(change: dict, message: st
 
 
 def test_ablations_for_schemes_the_run_lacks_are_refused_before_training(tmp_path) -> None:
-    config = parse_protocol_config({"method": "clef", "data": {"name": "synthetic_context"}, "backbone": {"name": "two_stream"}, "ablation_schemes": ["has0"]})
+    config = parse_protocol_config({"method": "clef", "data": {"name": "synthetic_context"}, "backbone": {"name": "two_stream"}, "ablation_schemes": ["has0"]}, "clef.yaml")
     bundle = generate_context_corpus(ContextCorpusConfig(**SMALL))
-    with pytest.raises(ConfigError, match=r"ablation_schemes \['has0'\]: none is among the run's schemes \['classes'\]"):
+    with pytest.raises(ConfigError, match=r"^clef.yaml: field 'ablation_schemes': \['has0'\]: none is among the run's schemes \['classes'\]"):
         run_clue_protocol(config, tmp_path / "out", bundle=bundle)
+    with pytest.raises(ConfigError, match=r"^clef.yaml: field 'schemes': data .* has class labels; schemes must be \['classes'\]"):
+        run_clue_protocol(config.model_copy(update={"schemes": ["has0"]}), tmp_path / "out", bundle=bundle)
+    assert not (tmp_path / "out").exists()
 
 
 def test_protocol_on_multilabel_data_with_one_test_split(tmp_path) -> None:

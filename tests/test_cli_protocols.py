@@ -118,6 +118,9 @@ def test_sweep_missing_command(tmp_path: Path) -> None:
     assert text.returncode == 0, text.stderr
     no_text = json.loads((tmp_path / "no_text" / "results.json").read_text())
     assert no_text["rates"] == [1.0] and no_text["config"]["corrupted"] == ["text"] and no_text["per_seed"]["0"]["baseline"]["rates"].keys() == {"1.0"}
+    for option, value, message in (("--corrupt", "txt", "--corrupt: corrupted modalities must be"), ("--rates", "0,2", "--rates: missing rates must be")):
+        bad = _cli("sweep-evaluate", "--run", str(tmp_path / "run"), "--split", "test", option, value, "--out", str(tmp_path / "x"), cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr and not (tmp_path / "x").exists()
     removal = _cli("sweep-removal", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "removal"), cwd=tmp_path)
     assert removal.returncode == 0, removal.stderr
     summary = json.loads((tmp_path / "removal" / "removal.json").read_text())

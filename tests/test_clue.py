@@ -98,6 +98,11 @@ def test_configuration_errors() -> None:
         CLUE(backbone, text_branch={"input": "features"}, tau_metric="Acc7")
     with pytest.raises(ConfigError, match="a negative tau adds the bias back"):
         CLUE(backbone, text_branch={"input": "features"}, tau_grid=[-1.0, 0.0])
+    with pytest.raises(ConfigError, match=r"tau and tau_grid must be finite numbers >= 0 .*got 1.0 and \[nan\]"):
+        CLUE(backbone, text_branch={"input": "features"}, tau_grid=[float("nan")])
+    for weight in ("alpha", "gamma"):
+        with pytest.raises(ConfigError, match=r"alpha, beta and gamma must be finite numbers >= 0, got .*(nan|inf)"):
+            CLUE(backbone, text_branch={"input": "features"}, **{weight: float("nan") if weight == "alpha" else float("inf")})
     with pytest.raises(ConfigError, match="fusion"):
         CLUE(backbone, fusion="avg")
     with pytest.raises(ConfigError, match="at least one"):
@@ -251,7 +256,7 @@ def test_protocol_writes_tables_and_case_study(small: DataBundle, tmp_path, monk
     with pytest.raises(ConfigError, match="already exists"):
         run_clue_protocol(config, tmp_path, bundle=small)
     for case in ({"n": 2, "scheme": "non0"}, {"n": 2, "seed": 5}):  # a case study that would never run is refused at once
-        with pytest.raises(ConfigError, match="case_study: scheme .* must be among the run's schemes"):
+        with pytest.raises(ConfigError, match="field 'case_study': scheme .* must be among the run's schemes"):
             run_clue_protocol(config.model_copy(update={"case_study": config.case_study.model_copy(update=case)}), tmp_path / "other", bundle=small)
     # a run that stopped before results.json resumes from its records (seed_<k>/<scheme>.json), training nothing again
     from robustmsa.evaluation import clue_protocol

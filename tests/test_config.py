@@ -157,6 +157,28 @@ def test_unknown_split_names_are_named_with_file_and_field(tmp_path: Path, toy_b
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("section", "field", "message"),
+    [
+        ({"counterfactual": {"text": {"name": "lexicon_pos", "params": {"ratio": 1.5}}}}, "counterfactual.text", "ratio must be in (0, 1], got 1.5"),
+        ({"counterfactual": {"text": {"name": "lexicn"}}}, "counterfactual.text", "must be one of ['attribution', 'lexicon_pos', 'local_lm'], got 'lexicn'"),
+        ({"counterfactual": {"text": {"name": "attribution", "params": {"metod": "gradient"}}}}, "counterfactual.text", "'attribution': unknown parameter(s) 'metod'"),
+        ({"counterfactual": {"image": {"name": "attribute_mask", "params": {"ratio": 0}}}}, "counterfactual.image", "ratio must be in (0, 1], got 0"),
+        ({"counterfactual": {"image": {"name": "blur"}}}, "counterfactual.image", "must be one of ['attribute_mask', 'saliency'], got 'blur'"),
+        ({"methods": {"mid_range": [1.0, 0.0]}}, "methods.mid_range", "expected a range (low, high) of finite numbers with 0 <= low < high, got [1.0, 0.0]"),
+        ({"methods": {"mme_range": [0.0, float("inf")]}}, "methods.mme_range", "expected a range (low, high)"),
+        ({"methods": {"router": {"batch_size": 0}}}, "methods.router", "router batch_size must be an integer >= 1, got 0"),
+    ],
+)
+def test_image_text_settings_are_checked_when_the_config_is_read(section: dict, field: str, message: str) -> None:
+    from robustmsa.evaluation.mid_protocol import ImageTextProtocolConfig
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"data": {"name": "mmsd2"}, **section}, "it.yaml", ImageTextProtocolConfig)
+    assert str(info.value).startswith(f"it.yaml: field '{field}': ") and message in str(info.value)
+    parse_config({"data": {"name": "mmsd2"}, "counterfactual": {"text": {"name": "attribution", "params": {"method": "gradient", "ratio": 1}}}}, "it.yaml", ImageTextProtocolConfig)
+
+
 def test_protocol_configs_check_their_split_names(toy_bundle) -> None:
     from robustmsa.evaluation.clue_protocol import CLUEProtocolConfig
     from robustmsa.evaluation.missing_protocol import MissingSweepConfig

@@ -186,11 +186,18 @@ def test_h5_errors_and_nan_policy(tmp_path: Path) -> None:
     audio[1, 3, 2] = np.nan
     audio[2, 4, 0] = np.inf
     _write_d1(folder / "audio_valid.h5", audio)
-    with pytest.raises(DataError, match=r"audio_valid\.h5: field 'd1'.*2 NaN/inf"):
+    with pytest.raises(DataError, match=r"audio_valid\.h5: field 'd1': contains 2 NaN/inf values \(pass nan_policy='zero' to replace them by 0\)"):
         read_cmu_h5(tmp_path, "youtube")
     bundle = read_cmu_h5(tmp_path, "youtube", nan_policy="zero")
     assert bundle.meta["nonfinite_replaced"] == {"valid/audio": 2} and bundle["valid"][1].audio[3, 2] == 0.0
     _write_d1(folder / "audio_valid.h5", arrays["valid"]["audio"])
+    y = arrays["valid"]["y"].copy()
+    y[0] = np.nan
+    _write_d1(folder / "y_valid.h5", y)
+    for policy in ("raise", "zero"):  # labels are never replaced, so the hint is not given for them
+        with pytest.raises(DataError, match=r"y_valid\.h5: field 'd1': contains \d+ NaN/inf values; labels must be finite$"):
+            read_cmu_h5(tmp_path, "youtube", nan_policy=policy)
+    _write_d1(folder / "y_valid.h5", arrays["valid"]["y"])
 
     y = arrays["test"]["y"].copy()
     y[0] = [1, 1, 0]

@@ -138,6 +138,8 @@ def test_knobs_are_validated(tmp_path: Path) -> None:
     for bad in [*bad_values, {"label_noise": float("nan")}, {"weak_share": 0.6, "mixed_share": 0.5}]:
         with pytest.raises(ConfigError):
             SyntheticConfig(**bad)
+    with pytest.raises(ConfigError, match="synthetic: 'seed' must be >= 0, got -1"):
+        SyntheticConfig(seed=-1)
     with pytest.raises(ConfigError, match="unknown settings"):
         SyntheticConfig.from_dict({"n_trian": 5})
     with pytest.raises(ConfigError, match="pair"):

@@ -135,6 +135,19 @@ def test_corrupt_checkpoint_is_a_data_error(toy_bundle, tmp_path: Path) -> None:
         load_model(path, parse_config(CONFIG), toy_bundle)
 
 
+class _Crafted:
+    def __reduce__(self) -> tuple:
+        return (print, ("this must never run",))
+
+
+def test_a_crafted_checkpoint_is_refused_without_advice_to_allow_its_globals(toy_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "crafted.pt"
+    torch.save({"state_dict": _Crafted()}, path)
+    with pytest.raises(DataError, match=r"crafted\.pt: not a robustmsa checkpoint \(UnpicklingError: Unsupported global: GLOBAL print was not an allowed global by default\)$") as info:
+        load_checkpoint_state(path)
+    assert "safe_globals" not in str(info.value) and "must never run" not in capsys.readouterr().out
+
+
 def test_model_file_without_state_dict(toy_bundle, tmp_path: Path) -> None:
     path = tmp_path / "foreign.pt"
     torch.save({"x": 1}, path)

@@ -9,7 +9,7 @@ import pytest
 
 from robustmsa.data.batch import Sample
 from robustmsa.errors import ConfigError, DataError
-from robustmsa.features.cache import CachedText, FeatureCache
+from robustmsa.features.cache import CachedText, FeatureCache, cache_root, default_cache_root
 from robustmsa.features.text import HashEncoder, MiniLMEncoder, StaticWordEncoder, attach_text_features, build_text_encoder, read_glove
 
 SENTENCES = ["the pizza was wonderful", "not bad at all", "i think the camera was very good and the battery felt okay " * 3]
@@ -141,6 +141,16 @@ def test_feature_cache_round_trip_and_damaged_chunk(tmp_path: Path) -> None:
     (chunk,) = (tmp_path / "c").glob("*.npz")
     chunk.write_bytes(chunk.read_bytes()[:50])  # a damaged file reads as a miss, not a crash
     assert FeatureCache(tmp_path / "c").get(["k1"]) == {}
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_before_anything_is_encoded(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match=r"afile: cache_dir must be a folder; this is a file"):
+        cache_root(afile)
+    with pytest.raises(ConfigError, match=r"afile: cache_dir must be a folder; this is a file"):
+        build_text_encoder("static", cache_dir=afile)
+    assert cache_root(tmp_path / "new") == tmp_path / "new" and cache_root(None) == default_cache_root()
 
 
 def test_a_lone_surrogate_is_a_data_error() -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from robustmsa.config import parse_config
 from robustmsa.data.batch import Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec
 from robustmsa.debias.categorize import EXCLUDED, categorize, shortcut_mask, strategies_for
@@ -345,8 +346,8 @@ def test_protocol_makes_attribution_text_counterfactuals_with_the_base_model(tmp
     assert all("text_cf" in s.extras for s in data["valid"]) and "text_cf" not in data["test"][0].extras
     assert all(s.extras["text_cf"].ndim == 2 and s.extras["text_cf"].shape[1] == s.text.shape[1] for s in data["valid"])
     assert any(s.extras["text_cf"].shape != s.text.shape or not np.allclose(s.extras["text_cf"], s.text) for s in data["valid"])
-    with pytest.raises(ConfigError, match="attribution"):
-        attach_model_free_counterfactuals(ImageTextProtocolConfig.model_validate({"data": {"name": "toy"}, "counterfactual": {"text": {"name": "nope"}}}), toy)
+    with pytest.raises(ConfigError, match=r"field 'counterfactual.text': must be one of \['attribution', 'lexicon_pos', 'local_lm'\], got 'nope'"):
+        parse_config({"data": {"name": "toy"}, "counterfactual": {"text": {"name": "nope"}}}, "it.yaml", ImageTextProtocolConfig)  # refused when read
 
 
 def test_protocol_configs_and_train_limit(toy: DataBundle, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from robustmsa.evaluation.missing_protocol import (
     evaluate_sweep,
     image_as_vision,
     load_sweep_config,
+    load_sweep_data,
     load_sweep_method,
     natural_missing_text,
     sentiment_clue_sensitivity,
@@ -465,6 +466,11 @@ def test_shipped_sweep_configs_parse_and_typos_fail(tmp_path: Path) -> None:
         bad.write_text(f"data: {{name: synthetic}}\n{text}\n")
         with pytest.raises(ConfigError, match=message):
             load_sweep_config(bad)
+    # a view's value that only the view can judge fails when the data is loaded, before any training, naming the field
+    data = "data: {name: synthetic, params: {n_train: 20, n_valid: 10, n_test: 10, n_test_ood: 10, n_valid_ood: 0, text_encoder: hash}}"
+    bad.write_text(f"{data}\nmodels: {{a: {{name: lnln}}}}\nviews: [{{name: subsample, params: {{max_per_split: 0}}}}]\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: field 'views.0': max_per_split must be >= 1, got 0$"):
+        load_sweep_data(load_sweep_config(bad))
 
 
 #: ONE_EPOCH_BASELINE with a second model, 'own', on a backbone of its own (a small EF-LSTM) instead of the shared text_centric.
@@ -611,12 +617,12 @@ def test_evaluating_some_models_without_the_reference_and_combining_keeps_the_co
 
 
 def test_rates_are_sorted_and_minus_zero_is_zero() -> None:
-    from robustmsa.evaluation.missing_protocol import _check_rates
+    from robustmsa.evaluation.missing_protocol import check_rates
 
-    assert _check_rates([0.9, -0.0, 0.5]) == [0.0, 0.5, 0.9] and str(_check_rates([-0.0])[0]) == "0.0"
+    assert check_rates([0.9, -0.0, 0.5]) == [0.0, 0.5, 0.9] and str(check_rates([-0.0])[0]) == "0.0"
     for bad in ([True], ["0.5"], [0.0, -0.0]):
         with pytest.raises(ConfigError, match="missing rates"):
-            _check_rates(bad)
+            check_rates(bad)
 
 
 def test_a_damaged_results_file_is_named_with_its_field(toy_bundle: DataBundle, tmp_path: Path) -> None:

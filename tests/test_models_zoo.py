@@ -224,6 +224,17 @@ def test_cmd_of_shifted_samples_is_the_mean_distance() -> None:
     assert abs(float(cmd(x, x + 0.5)) - 1.0) < 1e-4
 
 
+def test_misa_refuses_a_moment_count_below_one_and_negative_loss_weights() -> None:
+    from robustmsa.registry import BACKBONES
+
+    dims = {"text": 8, "audio": 4, "vision": 3}
+    with pytest.raises(ConfigError, match=r"misa cmd_moments must be an integer >= 1 .*got -5"):
+        BACKBONES.build("misa", dims, TaskSpec(), cmd_moments=-5)
+    with pytest.raises(ConfigError, match=r"misa diff_weight must be a finite number >= 0, got nan"):
+        BACKBONES.build("misa", dims, TaskSpec(), diff_weight=float("nan"))
+    assert BACKBONES.build("misa", dims, TaskSpec(), cmd_moments=1).cmd_moments == 1
+
+
 def test_difference_loss_does_not_shrink_representations() -> None:
     x1, x2 = torch.randn(16, 6), torch.randn(16, 6)
     scale = torch.ones((), requires_grad=True)

@@ -150,3 +150,17 @@ def test_a_torch_layer_refusing_a_value_is_a_config_error_naming_the_component()
         BACKBONES.build("lf_dnn", dims, TaskSpec(), dropout=1.5)
     with pytest.raises(ConfigError, match="backbone 'lf_dnn': a parameter value is out of range"):
         BACKBONES.build("lf_dnn", dims, TaskSpec(), hidden=0)
+    # a negative width: torch fails inside the layer (RuntimeError); the values <= 0 are named
+    with pytest.raises(ConfigError, match=r"backbone 'tfn': a parameter value is out of range \(.*negative dimension -8.*\); values <= 0 given: hidden=-8$"):
+        BACKBONES.build("tfn", dims, TaskSpec(), hidden=-8)
+    # a width of 0: torch builds an empty layer (a constant predictor), refused after the build
+    with pytest.raises(ConfigError, match=r"backbone 'tfn': its weight '.*' is empty, a layer of width 0; values <= 0 given: hidden=0, av_hidden=0"):
+        BACKBONES.build("tfn", dims, TaskSpec(), hidden=0, av_hidden=0, text_hidden=4)
+    BACKBONES.build("tfn", dims, TaskSpec(), hidden=1, av_hidden=1, text_hidden=1)
+
+
+def test_values_at_most_zero_are_listed_with_their_nested_keys() -> None:
+    from robustmsa.registry import _at_most_zero
+
+    assert _at_most_zero({"a": 1, "b": 0, "c": {"d": -2, "e": True, "f": -0.5}, "g": "x"}) == "; values <= 0 given: b=0, c.d=-2"
+    assert _at_most_zero({"a": 1, "b": False}) == ""

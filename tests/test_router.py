@@ -65,6 +65,25 @@ def test_router_losses() -> None:
         RouterConfig(losses=("plain", "bogus"))
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lr": -1.0}, "router lr must be a finite number > 0, got -1.0"),
+        ({"lr": float("nan")}, "router lr must be a finite number > 0, got nan"),
+        ({"batch_size": 0}, "router batch_size must be an integer >= 1, got 0"),
+        ({"hidden": -3}, "router hidden must be an integer >= 1, got -3"),
+        ({"max_epochs": 0}, "router max_epochs must be an integer >= 1, got 0"),
+        ({"patience": 1.5}, "router patience must be an integer >= 1, got 1.5"),
+        ({"dropout": 1.0}, "router dropout must be in \\[0, 1\\), got 1.0"),
+        ({"gamma": "2"}, "router gamma must be a finite number >= 0 .*got '2'"),
+    ],
+)
+def test_router_training_settings_are_checked_when_the_config_is_read(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RouterConfig(**change)
+    assert RouterConfig(hidden=1, max_epochs=1, batch_size=1, patience=1, lr=1e-4, dropout=0.0, gamma=0.0).hidden == 1
+
+
 def test_train_router_learns_and_selects_by_validation_f05() -> None:
     rng = np.random.default_rng(0)
 

@@ -55,7 +55,7 @@ def test_search_config_names_the_file_and_the_field(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=rf"bad.yaml: field 'space': .*{message}"):
             load_experiment_search(_write(tmp_path / "bad.yaml", {**good, "space": space}))
-    with pytest.raises(ConfigError, match="nowhere.yaml: config file not found"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: field 'experiment': no config file at .*nowhere.yaml"):
         load_experiment_search(_write(tmp_path / "bad.yaml", {**good, "experiment": "nowhere.yaml"}))
     # the validation condition of a missing-rate method is what every trial is scored at
     _write(tmp_path / "configs" / "experiment.yaml", {**EXPERIMENT, "backbone": {"name": "text_centric", "params": {"dim": 8, "heads": 2}}, "method": {"name": "missing_robust"}})

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from robustmsa.config import parse_config
 from robustmsa.data.dataset import DataBundle
 from robustmsa.errors import ConfigError, TrainingDiverged
 from robustmsa.evaluation.missing_protocol import MissingSweepConfig, load_sweep_config, train_sweep_model
@@ -46,7 +47,7 @@ def test_search_config_names_the_file_and_the_field(tmp_path: Path) -> None:
         ({"space": {"valid_missing_rate": {"choices": [0.0, 0.5, 0.9]}}}, r"field 'space': \['valid_missing_rate'\] set the validation condition"),
         ({"space": {"valid_seed": {"choices": [0, 1]}}}, r"field 'space': \['valid_seed'\] set the validation condition"),
         ({"n_trails": 3}, "n_trails"),
-        ({"sweep": "nowhere.yaml"}, "nowhere.yaml: config file not found"),
+        ({"sweep": "nowhere.yaml"}, r"bad.yaml: field 'sweep': no config file at .*nowhere.yaml"),
         ({"space": {"proxy_layers": {"low": 1, "high": 3}}}, "'proxy_layers' is 1.0; expected int"),  # a float range
         ({"space": {"proxy_layers": {"low": 1, "high": 2.5, "integer": True}}}, "integer range needs whole-number ends"),
     ):
@@ -118,8 +119,8 @@ def test_diverged_trials_fail_and_count_towards_the_budget(toy_bundle: DataBundl
 
 def test_a_range_end_the_method_refuses_fails_before_any_trial(toy_bundle: DataBundle, tmp_path: Path) -> None:
     sweep = MissingSweepConfig.model_validate(SWEEP)
-    search = SweepSearchConfig.model_validate({"sweep": "sweep.yaml", "model": "lnln", "space": {"complete_share": {"low": 0.1, "high": 3.0}}})
-    with pytest.raises(ConfigError, match=r"sweep model 'lnln with \{'complete_share': 3.0\}': .*complete_share must lie in \[0, 1\], got 3.0"):
+    search = parse_config({"sweep": "sweep.yaml", "model": "lnln", "space": {"complete_share": {"low": 0.1, "high": 3.0}}}, "search.yaml", SweepSearchConfig)
+    with pytest.raises(ConfigError, match=r"^search.yaml: field 'space': sweep model 'lnln with \{'complete_share': 3.0\}': .*complete_share must lie in \[0, 1\], got 3.0"):
         search_sweep_model(search, sweep, tmp_path / "search", bundle=toy_bundle)
     assert not (tmp_path / "search" / "study.log").exists()
 

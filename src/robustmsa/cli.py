@@ -10,8 +10,9 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -297,8 +298,7 @@ def sweep_missing(
     from robustmsa.evaluation.missing_protocol import load_sweep_config
     from robustmsa.evaluation.missing_protocol import sweep_missing as run_sweep
 
-    parsed_rates = _numbers(rates, "--rates", float) if rates is not None else None
-    run_sweep(load_sweep_config(config), out, seeds=_seeds(seeds), rates=parsed_rates, overwrite=overwrite)
+    run_sweep(load_sweep_config(config), out, seeds=_seeds(seeds), rates=_rates(rates), overwrite=overwrite)
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
 
@@ -326,7 +326,7 @@ def sweep_evaluate(
 
     evaluate_sweep(
         run, split, out, overwrite=overwrite, data_params=parse_pairs(data, "--data"), models=model or None, source=source, reference=reference,
-        corrupted=corrupt or None, rates=_numbers(rates, "--rates", float) if rates is not None else None,
+        corrupted=_corrupted(corrupt), rates=_rates(rates),
     )
     console.print(f"[green]Report[/green]: {_shown(out / 'report.md')}")
 
@@ -414,6 +414,31 @@ def _numbers(text: str, option: str, kind: type) -> list:
     from robustmsa.config import parse_numbers  # imported on use: `robustmsa --help` stays fast
 
     return parse_numbers(text, option, kind)
+
+
+def _rates(text: str | None) -> list[float] | None:
+    """A ``--rates`` option as checked missing rates; None (not given) stays None: the config's rates."""
+    from robustmsa.evaluation.missing_protocol import check_rates
+
+    return None if text is None else _naming_option("--rates", check_rates, _numbers(text, "--rates", float))
+
+
+def _corrupted(modalities: list[str] | None) -> list[str] | None:
+    """The ``--corrupt`` options as checked modality names; None (not given): the sweep's."""
+    from robustmsa.evaluation.missing_protocol import check_corrupted
+
+    if not modalities:
+        return None
+    _naming_option("--corrupt", check_corrupted, modalities)
+    return modalities
+
+
+def _naming_option(option: str, check: Callable[[Any], Any], value: Any) -> Any:
+    """``check(value)``, a ConfigError it raises naming the command-line ``option``."""
+    try:
+        return check(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
 
 
 def _seeds(text: str | None) -> list[int] | None:

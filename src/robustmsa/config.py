@@ -270,7 +270,7 @@ def parse_config(data: Any, source: str = "<config>", model: type[M] = Experimen
             close = _closest(str(first["loc"][-1]), known)
             message = f"unknown key; did you mean {' or '.join(map(repr, close))}?" if close else f"unknown key; expected one of {known}" if known else "unknown key"
         raise ConfigError(f"{source}: field '{where}': {message}") from None
-    if isinstance(config, PluginConfig):
+    if "_source" in type(config).__private_attributes__:  # a whole file's config: PluginConfig, a search's settings
         config._source = source
     return config
 

@@ -15,7 +15,8 @@ import pathlib
 import traceback
 import types
 import typing
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from robustmsa.errors import ConfigError
@@ -60,16 +61,9 @@ class Registry(Generic[T]):
         check_parameters(self.get(name), params, supplied, f"{self.kind} '{name}'")
 
     def build(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
-        """Call the factory after :meth:`check`. Errors raised inside the factory pass through unchanged, except a
-        torch layer refusing an argument (``nn.Dropout(1.5)``, an LSTM of width 0): a parameter value out of range,
-        reported as a ConfigError naming the component."""
+        """Call the factory after :meth:`check`, refusing out-of-range values as :func:`call_checked` does."""
         self.check(name, kwargs, len(args))
-        try:
-            return self.get(name)(*args, **kwargs)
-        except (ValueError, TypeError) as exc:
-            if exc.__traceback__ is None or "/torch/nn/" not in traceback.extract_tb(exc.__traceback__)[-1].filename.replace("\\", "/"):
-                raise
-            raise ConfigError(f"{self.kind} '{name}': a parameter value is out of range ({exc})") from exc
+        return call_checked(self.get(name), args, kwargs, f"{self.kind} '{name}'")
 
     def names(self) -> list[str]:
         load_builtins()
@@ -78,6 +72,18 @@ class Registry(Generic[T]):
     def __contains__(self, name: str) -> bool:
         load_builtins()
         return name.lower() in self._items
+
+
+def _at_most_zero(params: Mapping[str, Any]) -> str:
+    """``"; values <= 0 given: hidden=-8, ..."`` for the integer values <= 0 in ``params`` (nested mappings as
+    ``part.key``), or ``""``."""
+    suspects = [f"{key}={value}" for key, value in _flatten(params) if isinstance(value, int) and not isinstance(value, bool) and value <= 0]
+    return f"; values <= 0 given: {', '.join(suspects)}" if suspects else ""
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(``part.key``, value) for the leaves of nested mappings."""
+    return [item for key, value in params.items() for item in (_flatten(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [(f"{prefix}{key}", value)])]
 
 
 def _origin(obj: Callable[..., Any]) -> tuple[str, str]:
@@ -229,7 +235,26 @@ def _describe(hint: Any) -> str:
 def build_part(factory: Callable[..., Any], params: Mapping[str, Any] | None, *args: Any, what: str) -> Any:
     """``factory(*args, **params)`` after :func:`check_parameters` (a part a component builds from a nested mapping)."""
     check_parameters(factory, dict(params or {}), len(args), what)
-    return factory(*args, **dict(params or {}))
+    return call_checked(factory, args, dict(params or {}), what)
+
+
+def call_checked(factory: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], what: str) -> Any:
+    """``factory(*args, **kwargs)``. Errors raised inside the factory pass through unchanged, except a torch layer
+    refusing an argument (``nn.Dropout(1.5)``, an LSTM of width 0, a layer of negative width): a parameter value out
+    of range, reported as a ConfigError naming ``what`` (and the values <= 0 given). A built module with an empty
+    weight (a layer of width 0, which torch accepts and which trains into a constant) is refused the same way."""
+    try:
+        with warnings.catch_warnings():  # torch's notice on a layer of width 0, which is refused below instead
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            built = factory(*args, **kwargs)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        if exc.__traceback__ is None or "/torch/nn/" not in traceback.extract_tb(exc.__traceback__)[-1].filename.replace("\\", "/"):
+            raise
+        raise ConfigError(f"{what}: a parameter value is out of range ({exc}){_at_most_zero(kwargs)}") from exc
+    empty = next((n for n, p in getattr(built, "named_parameters", lambda: ())() if p.numel() == 0), None)
+    if empty is not None:
+        raise ConfigError(f"{what}: its weight '{empty}' is empty, a layer of width 0{_at_most_zero(kwargs)}; every width must be >= 1")
+    return built
 
 
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")

@@ -47,7 +47,7 @@ from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit,
 from robustmsa.data.text_corpora import parse_labels_csv
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.features.audio import check_audio_settings, smile_features
-from robustmsa.features.cache import atomic_write, content_key, default_cache_root, file_digest
+from robustmsa.features.cache import atomic_write, cache_root, content_key, file_digest
 from robustmsa.features.text import attach_text_features, build_text_encoder
 from robustmsa.features.transcribe import WHISPER_RATE, Transcriber
 from robustmsa.provenance import package_version
@@ -307,7 +307,7 @@ def extract_clips(
         video = streams[clip.video] if clip.video is not None else None
         sound = clip.audio if clip.audio is not None else clip.video if video is not None and video.has_audio else None
         jobs.append((sample.id, sound, clip.video if video is not None and video.has_video else None))
-    cache_folder = Path(cache_dir) / "clips" if cache_dir is not None else default_cache_root() / "clips"
+    cache_folder = cache_root(cache_dir) / "clips"
     asr, faces = text_source == "asr", any(job[2] is not None for job in jobs)
     extractor = _Extractor(settings, ClipCache(cache_folder), asr=asr, video=faces)  # also checks the models, in this process
     if workers == 1:

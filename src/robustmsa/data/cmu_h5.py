@@ -61,10 +61,13 @@ def _load_d1(path: Path) -> np.ndarray:
 
 
 def _clean(path: Path, arr: np.ndarray, nan_policy: str, counts: dict[str, int], key: str) -> np.ndarray:
+    """``arr`` with NaN/inf replaced by 0 (``nan_policy='zero'``, counted in ``counts[key]``), else a DataError
+    ('raise': features, with the hint of the other policy; 'labels': labels, which are never replaced)."""
     bad = ~np.isfinite(arr)
     if bad.any():
         if nan_policy != "zero":
-            raise DataError(path, "d1", f"contains {int(bad.sum())} NaN/inf values (pass nan_policy='zero' to replace them by 0)")
+            hint = " (pass nan_policy='zero' to replace them by 0)" if nan_policy == "raise" else "; labels must be finite"
+            raise DataError(path, "d1", f"contains {int(bad.sum())} NaN/inf values{hint}")
         counts[key] = int(bad.sum())
         arr = np.where(bad, 0.0, arr)
     return arr
@@ -170,7 +173,7 @@ def read_cmu_h5(
                 raise DataError(root / _FILES[mod].format(split), "d1", f"has shape {arr.shape}; audio has {arrays['audio'].shape[:2]} (samples, steps)")
         y_path = require_file(root / f"y_{split}.h5", "an HDF5 file", "label")
         y = _load_d1(y_path)
-        y = _clean(y_path, y, "raise", meta["nonfinite_replaced"], f"{split}/y")
+        y = _clean(y_path, y, "labels", meta["nonfinite_replaced"], f"{split}/y")  # never replaced
         labels = _labels(y_path, y, dataset, n, pom_trait)
         samples = []
         for i in limited(range(n), limit):

@@ -63,7 +63,7 @@ class ContextCorpusConfig(GeneratorSettings):
 
     def __post_init__(self) -> None:
         self.require(("n_train", "n_valid", "n_test", "n_test_ood"), at_least=1)
-        self.require(("n_valid_ood",), at_least=0)
+        self.require(("n_valid_ood", "seed"), at_least=0)
         self.require(("n_scenes", "subject_dim", "context_dim"), at_least=2)
         self.require(("bias_strength", "ood_shift"), unit=True)
         self.require(("subject_noise", "context_noise", "context_prior"), nonnegative=True)

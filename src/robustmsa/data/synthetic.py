@@ -166,7 +166,7 @@ class SyntheticConfig(GeneratorSettings):
 
     def __post_init__(self) -> None:
         self.require(("n_train", "n_valid", "n_test", "n_test_ood", "audio_dim", "vision_dim"), at_least=1)
-        self.require(("n_valid_ood",), at_least=0)
+        self.require(("n_valid_ood", "seed"), at_least=0)
         self.require(("bias_strength", "ood_shift", "weak_share", "mixed_share", "neutral_share", "negation_rate"), unit=True)
         if self.weak_share + self.neutral_share + self.mixed_share > 1.0:
             raise ConfigError("synthetic: 'weak_share' + 'neutral_share' + 'mixed_share' must be <= 1")

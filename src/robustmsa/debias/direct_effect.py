@@ -109,13 +109,13 @@ class DirectEffectDebiasing(CounterfactualMethod):
             raise ConfigError(f"on a {kind} task the fusion is 'sum' (Y_b + Y_m); '{fusion}' needs class logits")
         if counterfactual not in ("scalar", "vector"):
             raise ConfigError(f"counterfactual must be 'scalar' or 'vector', got '{counterfactual}'")
-        if min(alpha, beta, gamma) < 0:
-            raise ConfigError(f"alpha, beta and gamma must be >= 0, got {alpha}, {beta}, {gamma}")
+        if not all(math.isfinite(w) and w >= 0 for w in (alpha, beta, gamma)):
+            raise ConfigError(f"alpha, beta and gamma must be finite numbers >= 0, got {alpha}, {beta}, {gamma}")
         if bias_branch is None and not use_main:
             raise ConfigError(f"{type(self).__name__} needs at least one of its two branches")
         check_selection_split(tau_split, "tau_split", "tau")
-        if not tau_grid or min(tau_grid) < 0 or tau < 0:
-            raise ConfigError(f"tau and tau_grid must be >= 0 (a negative tau adds the bias back), got {tau} and {list(tau_grid)}")
+        if not tau_grid or not all(math.isfinite(t) and t >= 0 for t in (*tau_grid, tau)):
+            raise ConfigError(f"tau and tau_grid must be finite numbers >= 0 (a negative tau adds the bias back), got {tau} and {list(tau_grid)}")
         if regression_loss not in ("l1", "mse"):
             raise ConfigError(f"regression_loss must be 'l1' or 'mse', got '{regression_loss}'")
         if c_lr is not None and not (math.isfinite(c_lr) and c_lr > 0):

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustmsa.data.batch import Sample, collate
-from robustmsa.debias.text_cf import backbone_of, model_fingerprint, select_top, token_attribution
+from robustmsa.debias.text_cf import backbone_of, check_ratio, model_fingerprint, select_top, token_attribution
 from robustmsa.errors import ConfigError
 from robustmsa.features.cache import CachedText, FeatureCache, content_key, file_digest
 from robustmsa.features.image import ImageEncoder, build_image_encoder, find_image, load_image
@@ -193,8 +193,7 @@ class AttributeMasker:
         replacement: np.ndarray | None = None,
         batch_size: int = 128,
     ) -> None:
-        if not 0.0 < ratio <= 1.0:
-            raise ConfigError(f"attribute mask ratio must be in (0, 1], got {ratio}")
+        check_ratio(ratio, "attribute mask ratio")
         if method not in ("occlusion", "gradient"):
             raise ConfigError(f"attribution method must be 'occlusion' or 'gradient', got '{method}'")
         self.model = model

@@ -27,6 +27,7 @@ modalities) and ``features`` (B, F), the router input of MRID / MME-JD
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,10 +125,11 @@ def tune_weights(method: CounterfactualMethod, bundle: DataBundle, space: Mappin
     return {**result.params, "metric": metric, "value": result.value, "split": settings.split, "trials": len(result.trials)}
 
 
-def check_range(value: Sequence[float], name: str) -> tuple[float, float]:
+def check_range(value: Sequence[float], name: str | None = None) -> tuple[float, float]:
+    """``value`` as a (low, high) pair of finite numbers with 0 <= low < high, else a ConfigError (naming ``name``)."""
     lo, hi = (float(v) for v in value)
-    if not 0.0 <= lo < hi:
-        raise ConfigError(f"{name} must be a range (low, high) with 0 <= low < high, got {list(value)}")
+    if not 0.0 <= lo < hi < math.inf:
+        raise ConfigError(f"{f'{name}: ' if name else ''}expected a range (low, high) of finite numbers with 0 <= low < high, got {list(value)}")
     return lo, hi
 
 

@@ -21,6 +21,7 @@ MME-JD (strategies add expert predictions).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +140,19 @@ class RouterConfig:
         bad = [loss for loss in self.losses if loss not in ROUTER_LOSSES]
         if bad or not self.losses:
             raise ConfigError(f"router losses must be a non-empty subset of {list(ROUTER_LOSSES)}, got {list(self.losses)}")
+        for name in ("hidden", "max_epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"router {name} must be an integer >= 1, got {value!r}")
+        ranges = {
+            "lr": ("a finite number > 0", lambda v: 0 < v < math.inf),
+            "dropout": ("in [0, 1)", lambda v: 0 <= v < 1),
+            "gamma": ("a finite number >= 0 (the focal loss's)", lambda v: 0 <= v < math.inf),
+        }
+        for name, (expected, fits) in ranges.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not fits(value):
+                raise ConfigError(f"router {name} must be {expected}, got {value!r}")
 
 
 @dataclass

@@ -61,7 +61,7 @@ from robustmsa.data.batch import Batch, Sample, collate
 from robustmsa.data.dataset import DataBundle, MultimodalSplit
 from robustmsa.data.text_corpora import _word_vectors
 from robustmsa.errors import ConfigError, DataError
-from robustmsa.features.cache import CachedText, FeatureCache, content_key, default_cache_root
+from robustmsa.features.cache import CachedText, FeatureCache, cache_root, content_key
 from robustmsa.features.text import TextEncoder
 from robustmsa.method import Method, scores_from_logits
 from robustmsa.models.base import Backbone
@@ -165,9 +165,10 @@ def select_top(scores: np.ndarray, ratio: float, min_score: float = -math.inf) -
     return selected
 
 
-def _check_ratio(ratio: float) -> None:
+def check_ratio(ratio: float, what: str = "core-word ratio") -> None:
+    """ConfigError unless ``ratio`` (the share of words or attributes a counterfactual masks) is in (0, 1]."""
     if not 0.0 < ratio <= 1.0:
-        raise ConfigError(f"core-word ratio must be in (0, 1], got {ratio}")
+        raise ConfigError(f"{what} must be in (0, 1], got {ratio}")
 
 
 def _raw_texts(samples: Sequence[Sample]) -> list[str]:
@@ -256,7 +257,7 @@ class LexiconPosExtractor(_ScoredExtractor):
     """
 
     def __init__(self, ratio: float = 0.3, min_score: float = 0.0) -> None:
-        _check_ratio(ratio)
+        check_ratio(ratio)
         self.ratio = ratio
         self.min_score = min_score
         self.key = content_key("lexicon_pos", "vader-3.3", "clitics-1", str(ratio), str(min_score))[:16]
@@ -408,7 +409,7 @@ class AttributionExtractor(_ScoredExtractor):
         batch_size: int = 64,
         replacement: np.ndarray | None = None,
     ) -> None:
-        _check_ratio(ratio)
+        check_ratio(ratio)
         if method not in ("occlusion", "gradient"):
             raise ConfigError(f"attribution method must be 'occlusion' or 'gradient', got '{method}'")
         self.model = model
@@ -494,7 +495,7 @@ class LocalLMExtractor(_ScoredExtractor):
         max_length: int = 64,
         device: str = "cpu",
     ) -> None:
-        _check_ratio(ratio)
+        check_ratio(ratio)
         if mode not in ("auto", "mlm", "shift"):
             raise ConfigError(f"local LM mode must be 'auto', 'mlm' or 'shift', got '{mode}'")
         if model_path is None:
@@ -573,7 +574,7 @@ class LocalLMExtractor(_ScoredExtractor):
 def select_core_words(samples: Sequence[Sample], extractor: CoreWordExtractor, cache_dir: str | Path | None = None) -> list[np.ndarray]:
     """Per sample, the bool mask of core words over ``split_words(raw_text)``, cached on disk per sample."""
     texts = _raw_texts(samples)
-    cache = FeatureCache(Path(cache_dir or default_cache_root()) / "counterfactual_text" / extractor.key, {"extractor": type(extractor).__name__})
+    cache = FeatureCache(cache_root(cache_dir) / "counterfactual_text" / extractor.key, {"extractor": type(extractor).__name__})
     keys = [content_key(s.id, t)[:40] for s, t in zip(samples, texts)]
     found = cache.get(keys)
     todo = [i for i, k in enumerate(keys) if k not in found]

@@ -216,10 +216,10 @@ def prepare_bundle(config: CLUEProtocolConfig, bundle: DataBundle) -> tuple[Data
 def schemes_of(config: CLUEProtocolConfig, bundle: DataBundle) -> list[str]:
     if bundle.task.kind in ("classification", "multilabel"):
         if config.schemes not in (None, ["classes"]):
-            raise ConfigError(f"data '{bundle.name}' has class labels; schemes must be ['classes'] (or left out), got {config.schemes}")
+            raise ConfigError(f"field 'schemes': data '{bundle.name}' has class labels; schemes must be ['classes'] (or left out), got {config.schemes}")
         return ["classes"]
     if config.schemes is not None and "classes" in config.schemes:
-        raise ConfigError(f"data '{bundle.name}' has continuous labels; scheme 'classes' needs class labels (schemes: {sorted(SCHEMES)})")
+        raise ConfigError(f"field 'schemes': data '{bundle.name}' has continuous labels; scheme 'classes' needs class labels (schemes: {sorted(SCHEMES)})")
     return config.schemes or list(SCHEMES)
 
 
@@ -237,13 +237,14 @@ def run_clue_protocol(
     seeds = list(seeds or config.seeds)
     config.check_split_names(bundle)
     bundle["train"]
-    schemes = schemes_of(config, bundle)
-    case_scheme = config.case_study.scheme or schemes[0]
-    case_seed = seeds[0] if config.case_study.seed is None else config.case_study.seed
-    if config.case_study.n and config.method == "clue" and (case_scheme not in schemes or case_seed not in seeds):
-        raise ConfigError(f"case_study: scheme '{case_scheme}' and seed {case_seed} must be among the run's schemes {schemes} and seeds {seeds}")
-    if config.method_ablations and not set(config.ablation_schemes) & set(schemes):
-        raise ConfigError(f"ablation_schemes {config.ablation_schemes}: none is among the run's schemes {schemes}, so no ablation would run")
+    with config.naming_errors():
+        schemes = schemes_of(config, bundle)
+        case_scheme = config.case_study.scheme or schemes[0]
+        case_seed = seeds[0] if config.case_study.seed is None else config.case_study.seed
+        if config.case_study.n and config.method == "clue" and (case_scheme not in schemes or case_seed not in seeds):
+            raise ConfigError(f"field 'case_study': scheme '{case_scheme}' and seed {case_seed} must be among the run's schemes {schemes} and seeds {seeds}")
+        if config.method_ablations and not set(config.ablation_schemes) & set(schemes):
+            raise ConfigError(f"field 'ablation_schemes': {config.ablation_schemes}: none is among the run's schemes {schemes}, so no ablation would run")
     train_cfg = config.train.to_train_config()
     results: dict[str, Any] = {"name": config.name, "config": config.model_dump(mode="json"), "sizes": {n: len(s) for n, s in bundle.splits.items()}, "schemes": {}}
     views = {scheme: _views(bundle, scheme) for scheme in schemes}

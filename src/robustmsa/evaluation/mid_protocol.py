@@ -44,10 +44,10 @@ from robustmsa.debias.categorize import category_counts
 from robustmsa.debias.counterfactual import collect_components
 from robustmsa.debias.experts import MMEJD
 from robustmsa.debias.mctd import MCTD
-from robustmsa.debias.mid import MID, debiased_modalities
+from robustmsa.debias.mid import MID, check_range, debiased_modalities
 from robustmsa.debias.mrid import MRID, as_router_config, fit_router, split_categories
 from robustmsa.debias.router import oracle_bound, router_analysis
-from robustmsa.debias.text_cf import AttributionExtractor, LexiconPosExtractor, LocalLMExtractor, make_counterfactual_bundle, mask_embedding
+from robustmsa.debias.text_cf import AttributionExtractor, LexiconPosExtractor, LocalLMExtractor, check_ratio, make_counterfactual_bundle, mask_embedding
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.compare import bootstrap_differences, interval_text, recorded_predictions
 from robustmsa.evaluation.cost import COST_COLUMNS, CostMeter, cost_table
@@ -57,7 +57,7 @@ from robustmsa.features.text import TextEncoder, build_text_encoder
 from robustmsa.folders import holds_output, prepare_out_dir
 from robustmsa.method import Method, Supervised
 from robustmsa.metrics import task_metrics
-from robustmsa.registry import BACKBONES
+from robustmsa.registry import BACKBONES, check_parameters
 from robustmsa.training.fit import check_fit, fit, predict, seeded, world_size
 
 METHOD_NAMES = ("base", "base+FT", "MID", "MCTD", "MME-JD", "MRID")
@@ -79,6 +79,34 @@ MODEL_FREE_TEXT_CF = {"lexicon_pos": LexiconPosExtractor, "local_lm": LocalLMExt
 MODEL_TEXT_CF = {"attribution": AttributionExtractor}
 
 
+def _counterfactual_makers(kind: str) -> dict[str, tuple[Any, int]]:
+    """Name -> (the class that makes the ``kind`` ('text' / 'image') counterfactuals, how many positional arguments
+    the protocol gives it)."""
+    if kind == "text":
+        return {**{name: (maker, 0) for name, maker in MODEL_FREE_TEXT_CF.items()}, **{name: (maker, 2) for name, maker in MODEL_TEXT_CF.items()}}
+    from robustmsa.debias.image_cf import AttributeMasker, SaliencyImageCounterfactual
+
+    return {"attribute_mask": (AttributeMasker, 1), "saliency": (SaliencyImageCounterfactual, 2)}
+
+
+def _counterfactual(kind: str) -> Any:
+    """A validator of ``counterfactual.<kind>`` when the config is read: a known name, parameters its maker takes, a
+    ratio in (0, 1] (instead of failing once the base model has trained)."""
+
+    def check(component: ComponentConfig | None) -> None:
+        if component is None:
+            return
+        makers = _counterfactual_makers(kind)
+        if component.name not in makers:
+            raise ConfigError(f"must be one of {sorted(makers)}, got '{component.name}'")
+        maker, supplied = makers[component.name]
+        check_parameters(maker, component.params, supplied, f"'{component.name}'")
+        if "ratio" in component.params:
+            check_ratio(component.params["ratio"], "ratio")
+
+    return checked(check)
+
+
 class CounterfactualSection(_Strict):
     """How counterfactual inputs are made (None: not made; inputs already in the data are used as they are).
 
@@ -92,8 +120,8 @@ class CounterfactualSection(_Strict):
     :class:`~robustmsa.debias.image_cf.SaliencyImageCounterfactual`).
     """
 
-    text: ComponentConfig | None = Field(default_factory=lambda: ComponentConfig(name="lexicon_pos", params={"ratio": 0.3}))
-    image: ComponentConfig | None = Field(default_factory=lambda: ComponentConfig(name="attribute_mask", params={"ratio": 0.4}))
+    text: Annotated[ComponentConfig | None, _counterfactual("text")] = Field(default_factory=lambda: ComponentConfig(name="lexicon_pos", params={"ratio": 0.3}))
+    image: Annotated[ComponentConfig | None, _counterfactual("image")] = Field(default_factory=lambda: ComponentConfig(name="attribute_mask", params={"ratio": 0.4}))
 
 
 class MethodsSection(_Strict):
@@ -101,9 +129,9 @@ class MethodsSection(_Strict):
 
     modalities: list[str] = Field(default_factory=lambda: ["image", "text"])
     eps: float = Field(0.1, ge=0)
-    mid_range: tuple[float, float] = (0.0, 1.0)
-    mrid_range: tuple[float, float] = (0.0, 1.0)
-    mme_range: tuple[float, float] = (0.0, 2.0)
+    mid_range: Annotated[tuple[float, float], checked(check_range)] = (0.0, 1.0)
+    mrid_range: Annotated[tuple[float, float], checked(check_range)] = (0.0, 1.0)
+    mme_range: Annotated[tuple[float, float], checked(check_range)] = (0.0, 2.0)
     cf_weight: float = Field(1.0, ge=0)
     finetune: TrainSection | None = None  # MCTD and the debiasing experts (default: the base's training settings)
     router: Annotated[dict[str, Any], checked(as_router_config)] = Field(default_factory=dict)  # RouterConfig fields
@@ -164,8 +192,6 @@ def attach_model_free_counterfactuals(cfg: ImageTextProtocolConfig, bundle: Data
     text, image = cfg.counterfactual.text, cfg.counterfactual.image
     extractor = masker = None
     if text is not None and text.name not in MODEL_TEXT_CF and not _has_extra(bundle, "text_cf"):
-        if text.name not in MODEL_FREE_TEXT_CF:
-            raise ConfigError(f"counterfactual.text must be one of {sorted([*MODEL_FREE_TEXT_CF, *MODEL_TEXT_CF])}, got '{text.name}'")
         extractor = MODEL_FREE_TEXT_CF[text.name](**text.params)
     if image is not None and image.name == "saliency" and "image" in bundle.dims() and not _has_extra(bundle, "image_cf"):
         folder = bundle.meta.get("image_folder")
@@ -190,8 +216,6 @@ def _model_counterfactuals(cfg: ImageTextProtocolConfig, bundle: DataBundle, bas
     encoder = _text_encoder(cfg)
     masker = extractor = None
     if image is not None and image.name != "saliency" and "image" in bundle.dims() and not _has_extra(bundle, "image_cf", splits):
-        if image.name != "attribute_mask":
-            raise ConfigError(f"counterfactual.image must be 'attribute_mask' (image attribute words) or 'saliency' (real images), got '{image.name}'")
         if "image_folder" in bundle.meta:
             raise ConfigError("counterfactual.image 'attribute_mask' masks image attribute words; this data has real images: use 'saliency'")
         from robustmsa.debias.image_cf import AttributeMasker

@@ -88,7 +88,7 @@ def rate_key(rate: float) -> str:
     return f"{rate:.{digits}f}"
 
 
-def _check_rates(rates: Sequence[float]) -> list[float]:
+def check_rates(rates: Sequence[float]) -> list[float]:
     """Distinct rates in [0, 1], in increasing order (-0.0 is 0.0; ConfigError otherwise)."""
     if any(isinstance(r, bool) or not isinstance(r, int | float | np.integer | np.floating) for r in rates):
         raise ConfigError(f"missing rates must be numbers in [0, 1], got {list(rates)}")
@@ -98,7 +98,7 @@ def _check_rates(rates: Sequence[float]) -> list[float]:
     return sorted(rates)
 
 
-def _check_corrupted(modalities: Sequence[str] | None) -> None:
+def check_corrupted(modalities: Sequence[str] | None) -> None:
     """None (every modality) or a non-empty list of distinct modalities that corruption knows (ConfigError otherwise)."""
     if modalities is None:
         return
@@ -139,12 +139,12 @@ class MissingSweepConfig(PluginConfig):
     reference: str | None = None  # the model the others are compared with, seed by seed (default: the first)
     train: SweepTrainSection = Field(default_factory=SweepTrainSection)
     seeds: Seeds = Field(default_factory=lambda: [0, 1, 2])
-    rates: Annotated[list[float], checked(_check_rates)] = Field(default_factory=lambda: list(EVAL_RATES))
+    rates: Annotated[list[float], checked(check_rates)] = Field(default_factory=lambda: list(EVAL_RATES))
     eval_split: str = "test"
     #: The modalities the evaluation corrupts at each r (default: every one the data has); the others stay complete,
     #: e.g. [text] for a text-only sweep, or with rates [1.0] whole-modality removal. Training and checkpoint
     #: selection corrupt every modality whatever this says (the methods' protocol).
-    corrupted: Annotated[list[str] | None, checked(_check_corrupted)] = None
+    corrupted: Annotated[list[str] | None, checked(check_corrupted)] = None
     sensitivity: SensitivitySection = Field(default_factory=SensitivitySection)
     #: Draws of the test split for the bootstrap intervals of the paired differences (mean over r; see
     #: sweep_intervals); 0: none. Not a training setting: finished records are kept.
@@ -299,8 +299,11 @@ VIEWS: dict[str, Callable[..., DataBundle]] = {"natural_missing_text": natural_m
 def load_sweep_data(config: MissingSweepConfig) -> DataBundle:
     """The configured data source, through its views in order."""
     bundle = config.build_data()
-    for view in config.views:  # names and parameters were checked with the config
-        bundle = VIEWS[view.name](bundle, **view.params)
+    for i, view in enumerate(config.views):  # names and parameters were checked with the config; values here
+        try:
+            bundle = VIEWS[view.name](bundle, **view.params)
+        except ConfigError as exc:
+            raise ConfigError(f"{config._source}: field 'views.{i}': {exc}") from None
     return bundle
 
 
@@ -317,8 +320,8 @@ def evaluate_missing(
     for methods that estimate something from the input (``estimates``, e.g. LNLN's completeness, TCMR's
     confidence) also ``'estimates': {'0.0': {name: mean over the samples}, ...}``; with ``keep_predictions`` also
     ``'predictions': {'0.0': array of the per-sample outputs, ...}`` (for :func:`sweep_intervals`)."""
-    rates = _check_rates(rates)
-    _check_corrupted(modalities)
+    rates = check_rates(rates)
+    check_corrupted(modalities)
     check_corrupted_data(modalities, split, "evaluate_missing(modalities=...)")
     task = method.task
     was_training = method.training
@@ -528,7 +531,7 @@ def sweep_missing(
     'mean', 'best_valid', 'epochs', 'sensitivity'?}}}, 'aggregate', 'config'}``.
     """
     seeds = list(seeds) if seeds is not None else list(config.seeds)
-    rates = _check_rates(rates if rates is not None else config.rates)
+    rates = check_rates(rates if rates is not None else config.rates)
     if config.sensitivity.enabled and config.sensitivity.seed not in (None, *config.seeds):
         raise ConfigError(f"{config._source}: field 'sensitivity.seed': {config.sensitivity.seed} is not one of the config's seeds {config.seeds}; the analysis would never run")
     out = prepare_out_dir(out_dir, overwrite)
@@ -987,8 +990,8 @@ def evaluate_sweep(
     ``corrupted=['text']`` for a text-only sweep, ``rates=[1.0]`` for whole-modality removal; recorded in the
     result's config.
     """
-    rates = _check_rates(rates) if rates is not None else None
-    _check_corrupted(corrupted)
+    rates = check_rates(rates) if rates is not None else None
+    check_corrupted(corrupted)
     parts = _read_sweeps(run_dirs, out_dir, overwrite)
     if models is not None:
         parts = [(run, _only_models(run, part, models)) for run, part in parts]

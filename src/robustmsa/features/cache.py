@@ -24,10 +24,20 @@ from typing import BinaryIO
 import numpy as np
 import platformdirs
 
+from robustmsa.errors import ConfigError
+
 
 def default_cache_root() -> Path:
     """The per-user cache folder of robustmsa (``platformdirs.user_cache_dir``)."""
     return Path(platformdirs.user_cache_dir("robustmsa"))
+
+
+def cache_root(cache_dir: str | Path | None) -> Path:
+    """The feature cache folder: ``cache_dir``, or :func:`default_cache_root`; a ConfigError when it is a file."""
+    root = Path(cache_dir) if cache_dir else default_cache_root()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: cache_dir must be a folder; this is a file")
+    return root
 
 
 def content_key(*parts: str) -> str:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from robustmsa.data.batch import Sample
 from robustmsa.data.dataset import DataBundle, MultimodalSplit
 from robustmsa.errors import ConfigError, DataError, require_file
-from robustmsa.features.cache import CachedText, FeatureCache, content_key, default_cache_root, file_digest
+from robustmsa.features.cache import CachedText, FeatureCache, cache_root, content_key, file_digest
 
 IMAGE_SIZE = 224
 EFFICIENTNET_DIM = 1280
@@ -96,7 +96,7 @@ class ImageEncoder:
         self.batch_size = batch_size
         self.device = device
         self.weights = _weights_path()
-        self.cache_root = Path(cache_dir or default_cache_root())
+        self.cache_root = cache_root(cache_dir)
         weights_id = f"{self.weights.name}:{self.weights.stat().st_size}"
         self.key = content_key(self.name, weights_id, tokens, str(IMAGE_SIZE))[:16]
         info = {"encoder": self.name, "weights": weights_id, "tokens": tokens, "image_size": IMAGE_SIZE}

@@ -29,7 +29,7 @@ import numpy as np
 
 from robustmsa.data.batch import Sample
 from robustmsa.errors import ConfigError, DataError
-from robustmsa.features.cache import CachedText, FeatureCache, content_key, default_cache_root
+from robustmsa.features.cache import CachedText, FeatureCache, cache_root, content_key
 
 MINILM_DIM = 384
 CACHE_FORMAT = 2  # bump when the cached arrays change meaning
@@ -117,7 +117,7 @@ class MiniLMEncoder:
         identity = _model_identity(self.path)
         self.key = content_key(self.name, identity, str(max_length), f"format={CACHE_FORMAT}")[:16]
         info = {"encoder": self.name, "model": "sentence-transformers/all-MiniLM-L6-v2", "model_identity": identity, "max_length": max_length}
-        self.cache = FeatureCache(Path(cache_dir or default_cache_root()) / "text_features" / self.key, info)
+        self.cache = FeatureCache(cache_root(cache_dir) / "text_features" / self.key, info)
         self.forward_calls = 0
         self._tokenizer: Any = None
         self._model: Any = None
@@ -308,6 +308,8 @@ class HashEncoder:
 def build_text_encoder(name: str = "minilm", cache_dir: str | Path | None = None, **kwargs: Any) -> TextEncoder:
     """An encoder by name: 'minilm' (cached on disk), 'static' (``glove_path=`` optional) or 'hash' (``dim=``)."""
     key = name.lower()
+    if cache_dir is not None:
+        cache_root(cache_dir)  # a file given as the cache folder is refused whichever encoder caches
     try:
         if key == "minilm":
             return MiniLMEncoder(cache_dir=cache_dir, **kwargs)

@@ -20,12 +20,15 @@ Simplification: one bi-LSTM per modality instead of the two-layer sLSTM.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustmsa.data.batch import Batch
 from robustmsa.data.dataset import TaskSpec
+from robustmsa.errors import ConfigError
 from robustmsa.models.attention import TransformerStack
 from robustmsa.models.base import Backbone, Output, SequenceEncoder
 from robustmsa.registry import BACKBONES
@@ -73,6 +76,11 @@ class MISA(Backbone):
         cmd_moments: int = 5,
     ) -> None:
         super().__init__(dims, task)
+        if isinstance(cmd_moments, bool) or not isinstance(cmd_moments, int) or cmd_moments < 1:
+            raise ConfigError(f"misa cmd_moments must be an integer >= 1 (the number of central moments CMD compares), got {cmd_moments!r}")
+        for name, value in (("sim_weight", sim_weight), ("diff_weight", diff_weight), ("recon_weight", recon_weight)):
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"misa {name} must be a finite number >= 0, got {value!r}")
         widths = {"text": text_hidden, "audio": av_hidden, "vision": av_hidden}
         self.encoders = nn.ModuleDict({m: SequenceEncoder(dims[m], widths[m], kind="lstm", bidirectional=True) for m in self.modalities})
         self.project = nn.ModuleDict({m: nn.Sequential(nn.Linear(widths[m], hidden), nn.ReLU(), nn.LayerNorm(hidden)) for m in self.modalities})

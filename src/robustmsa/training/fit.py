@@ -106,11 +106,12 @@ def load_checkpoint_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, OSError, ... for such files
-        # torch's UnpicklingError text advises weights_only=False: keep only the unpickler's own reason
+        # torch's UnpicklingError text advises weights_only=False or allow-listing the file's globals: keep only the
+        # unpickler's own reason, its first sentence ("Unsupported global: GLOBAL os.system was not an allowed global")
         text = str(exc)
         if "WeightsUnpickler error:" in text:
-            text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
-        detail = "" if "weights_only" in text else " ".join(text.split())[:200]
+            text = text.split("WeightsUnpickler error:", 1)[1].split(". ", 1)[0]
+        detail = "" if "weights_only" in text or "safe_globals" in text else " ".join(text.split())[:200]
         raise DataError(str(path), None, f"not a robustmsa checkpoint ({type(exc).__name__}{': ' + detail if detail else ''})") from None
     if not isinstance(state, dict):
         raise DataError(str(path), None, f"not a robustmsa checkpoint (holds a {type(state).__name__}, expected a dict)")

@@ -62,7 +62,7 @@ def load_experiment_search(path: Path | str) -> tuple[ExperimentSearchConfig, Ex
     choice and range end is checked against the experiment's components (ConfigError naming the file and field)."""
     path = Path(path)
     search = load_config(path, ExperimentSearchConfig)
-    experiment_path = named_file(path, search.experiment)
+    experiment_path = named_file(path, search.experiment, "experiment")
     config = load_config(experiment_path)
     try:
         check_space(search, config)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from robustmsa.config import Seeds, _Strict
 from robustmsa.errors import ConfigError, TrainingDiverged
@@ -75,6 +75,7 @@ class SearchSettings(_Strict):
     sampler_seed: int = Field(0, ge=0, le=2**32 - 1)
     pruner: Literal["none", "median"] = "none"
     pruner_warmup_epochs: int = Field(3, ge=0)  # epochs every trial trains before it can be pruned
+    _source: str = PrivateAttr("<config>")  # the file it was read from, for errors found later (set by parse_config)
 
     def record(self, exclude: set[str]) -> dict[str, Any]:
         """The settings a study is made from (see :func:`open_study`); without the pruner's when there is none,
@@ -83,10 +84,13 @@ class SearchSettings(_Strict):
         return self.model_dump(mode="json", exclude=exclude | unpruned)
 
 
-def named_file(config: Path, named: Path) -> Path:
-    """The file ``named`` by the search config ``config`` (relative to its folder), below the working directory
-    as a relative path (reports then name ``configs/backbones/tfn.yaml``, not ``configs/search/../backbones/tfn.yaml``)."""
+def named_file(config: Path, named: Path, field: str) -> Path:
+    """The file ``named`` by the search config ``config``'s ``field`` (relative to its folder), below the working
+    directory as a relative path (reports then name ``configs/backbones/tfn.yaml``, not
+    ``configs/search/../backbones/tfn.yaml``); a ConfigError naming ``config`` and ``field`` when there is none."""
     full = (config.parent / named).resolve()
+    if not full.is_file():
+        raise ConfigError(f"{config}: field '{field}': no config file at {full} (a relative path is read from the search config's folder)")
     try:
         return full.relative_to(Path.cwd().resolve())
     except ValueError:

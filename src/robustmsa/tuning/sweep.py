@@ -57,7 +57,7 @@ def load_search_config(path: Path | str) -> tuple[SweepSearchConfig, MissingSwee
     """The search config and the sweep config it names (relative paths: to the search file's folder)."""
     path = Path(path)
     search = load_config(path, SweepSearchConfig)
-    sweep_path = named_file(path, search.sweep)
+    sweep_path = named_file(path, search.sweep, "sweep")
     sweep = load_sweep_config(sweep_path)
     if search.model not in sweep.models:
         raise ConfigError(f"{path}: field 'model': '{search.model}' is not a model of {sweep_path} ({sorted(sweep.models)})")
@@ -102,7 +102,10 @@ def search_sweep_model(
     bundle = bundle if bundle is not None else load_sweep_data(sweep)
     sweep.check_split_names(bundle)
     # a value the method refuses (a range end outside its bounds) fails now, not in a trial after others have trained
-    check_sweep_models(_variants(sweep, search.model, {f"{search.model} with {v}": _tuned_component(sweep, search.model, v) for v in corners(search.space)}), bundle)
+    try:
+        check_sweep_models(_variants(sweep, search.model, {f"{search.model} with {v}": _tuned_component(sweep, search.model, v) for v in corners(search.space)}), bundle)
+    except ConfigError as exc:
+        raise ConfigError(f"{search._source}: field 'space': {exc}") from None
     metric, mode = sweep.train.to_train_config().monitor_spec(bundle.task.kind)
     # without own backbones as before sweeps had them, so that the studies of those days are joined, not refused
     check_pruner(search, world_size(sweep.train.to_train_config()))

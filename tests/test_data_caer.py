@@ -57,6 +57,9 @@ def test_caer_s_errors_name_the_file_and_field(release: tuple[Path, Path], tmp_p
     bad.write_text("image,x1,y1,x2,y2\ntrain/Anger/0000.png,1,2,three,4\n")
     with pytest.raises(DataError, match="line 2.*not four numbers"):
         read_face_boxes(bad)
+    bad.write_text("image,x1,y1,x2,y2\ntrain/Anger/0000.png,1,2,3,4,9\n")
+    with pytest.raises(DataError, match=r"bad\.csv: field 'line 2': has 6 values; the header names 5"):
+        read_face_boxes(bad)
     bad.write_text("image,left,top\n")
     with pytest.raises(DataError, match=r"missing columns \['x1', 'y1', 'x2', 'y2'\]"):
         read_face_boxes(bad)
@@ -64,6 +67,8 @@ def test_caer_s_errors_name_the_file_and_field(release: tuple[Path, Path], tmp_p
         DATASETS.build("caer_s", folder=str(tmp_path), boxes=str(boxes))
     with pytest.raises(ConfigError, match="valid_fraction"):
         DATASETS.build("caer_s", folder=str(root), boxes=str(boxes), valid_fraction=1.0)
+    with pytest.raises(ConfigError, match="caer_s: 'seed' must be >= 0, got -1"):
+        DATASETS.build("caer_s", folder=str(root), boxes=str(boxes), seed=-1)
 
 
 def test_images_without_a_face_box_can_be_left_out(release: tuple[Path, Path], tmp_path: Path) -> None:

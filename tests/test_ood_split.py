@@ -166,11 +166,44 @@ def test_split_file_errors(tmp_path) -> None:
     bad.write_text(json.dumps({"format": "other"}))
     with pytest.raises(DataError, match="format"):
         read_split_file(bad)
+    with pytest.raises(DataError, match="is a folder; expected a split file"):
+        read_split_file(tmp_path)
+    # every field is checked for its type, so that an edited file fails naming the field, not deep in numpy
+    base = {"format": "robustmsa-ood-split", "version": 1, "splits": {"train": ["a", "b"], "test_ood": ["c"]}, "vocab": ["w"], "words": {"train": {"counts": [[1, 2]]}}}
+    for change, field in (
+        ({"version": 2}, "version"),
+        ({"splits": {"train": ["a", "a"]}}, "splits.train': id 'a' is listed twice"),
+        ({"params": [1]}, "params"),
+        ({"energy": [1]}, "energy"),
+        ({"vocab": 5}, "vocab"),
+        ({"words": []}, "words"),
+        ({"words": {"train": {"counts": [[0.5, 1]]}}}, "words"),
+        ({"words": {"train": {"counts": [[1e30, 1]]}}}, "words"),
+        ({"words": {"train": {"counts": [[-1, 1]]}}}, "words"),
+        ({"history": 3}, "history"),
+        ({"class_counts": {"train": ["x"]}}, "class_counts"),
+        ({"source": {"a": 1}}, "source"),
+    ):
+        bad.write_text(json.dumps({**base, **change}))
+        with pytest.raises(DataError, match=f"bad.json: field '{field}"):
+            read_split_file(bad)
+    bad.write_bytes(b"[" * 100000 + b"]" * 100000)
+    with pytest.raises(DataError, match="not valid JSON: nested too deeply"):
+        read_split_file(bad)
+    bad.write_bytes(json.dumps({**base, "source": "caf\u00e9"}, ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(DataError, match="is not valid UTF-8"):
+        read_split_file(bad)
+    bad.write_text(json.dumps(base))
+    assert read_split_file(bad).counts["train"].tolist() == [[1, 2]]
 
 
 def test_bad_inputs() -> None:
     with pytest.raises(ConfigError):
         AnnealParams(temperature=0)
+    with pytest.raises(ConfigError, match="annealing settings: 'seed' must be >= 0, got -1"):
+        AnnealParams(seed=-1)
+    with pytest.raises(ConfigError, match="data source 'caer_s' has no text .*split-ood anneals over the words of raw texts"):
+        load_split_source("caer_s", folder="anywhere", boxes="boxes.csv")
     with pytest.raises(ConfigError):
         AnnealParams(iid_fractions=(0.5, 0.5, 0.5))
     with pytest.raises(DataError, match="duplicate"):

@@ -52,6 +52,19 @@ def test_plugin_errors_name_the_field(tmp_path: Path) -> None:
         parse_config({"plugins": ["no_such_module_xyz"], "data": {"name": "synthetic"}, "backbone": {"name": "tfn"}})
     with pytest.raises(ConfigError, match=r"field 'plugins': expected a list of .py files or module names, got 'mine.py'"):
         parse_config({"plugins": "mine.py", "data": {"name": "synthetic"}, "backbone": {"name": "tfn"}})
+    # a file that is not Python, and a name a built-in already has (built-ins register first, so the plugin is named)
+    (tmp_path / "syntax.py").write_text("def f(:\n")
+    with pytest.raises(ConfigError, match=r"field 'plugins': plugin file .*syntax\.py, line 1: invalid syntax \(not valid Python\)"):
+        parse_config({"plugins": ["syntax.py"], "data": {"name": "synthetic"}, "backbone": {"name": "tfn"}}, base=tmp_path)
+    for registry, name in (("BACKBONES", "lf_dnn"), ("DATASETS", "MVSA")):
+        (tmp_path / f"dup_{registry}.py").write_text(f"from robustmsa.registry import {registry}\n\n\n@{registry}.register('{name}')\nclass Mine:\n    pass\n")
+        with pytest.raises(ConfigError, match=rf"field 'plugins': .* '{name.lower()}' is registered twice: by robustmsa\..* and by robustmsa_plugin_dup_{registry}.*\.Mine; give"):
+            parse_config({"plugins": [f"dup_{registry}.py"], "data": {"name": "synthetic"}, "backbone": {"name": "tfn"}}, base=tmp_path)
+    # a data source of the user's that returns something else than a DataBundle
+    (tmp_path / "data_source.py").write_text("from robustmsa.registry import DATASETS\n\n\n@DATASETS.register('plugin_dict_data')\ndef read():\n    return {'train': [1, 2]}\n")
+    config = parse_config({"plugins": ["data_source.py"], "data": {"name": "plugin_dict_data"}, "backbone": {"name": "tfn"}}, "exp.yaml", base=tmp_path)
+    with pytest.raises(ConfigError, match=r"^exp.yaml: field 'data': data source 'plugin_dict_data' returned a dict; expected a robustmsa DataBundle"):
+        config.build_data()
     # an error inside the plugin's own code is its bug: it keeps its type and traceback
     (tmp_path / "broken.py").write_text("import no_such_dependency_xyz\n")
     with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):

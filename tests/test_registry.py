@@ -42,7 +42,7 @@ def test_errors_inside_a_factory_are_not_relabelled() -> None:
 def test_double_registration_is_refused_but_a_rerun_definition_replaces_itself() -> None:
     registry: Registry = Registry("thing")
     registry.register("a")(int)
-    with pytest.raises(ValueError, match="thing 'a' is registered twice: by builtins.int and by builtins.float"):
+    with pytest.raises(ConfigError, match="thing 'a' is registered twice: by builtins.int and by builtins.float; give the second another name"):
         registry.register("A")(float)
 
     def define(value: int):  # the same cell of a notebook run twice: a new class of the same module and name

@@ -22,19 +22,16 @@ import difflib
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, ValidationError, field_validator, model_validator
 
-from robustmsa.data.dataset import check_selection_split
+from robustmsa.data.dataset import DataBundle, check_selection_split
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.plugins import import_plugins
 from robustmsa.registry import BACKBONES, DATASETS, METHODS, Registry
 from robustmsa.training.fit import TrainConfig
-
-if TYPE_CHECKING:
-    from robustmsa.data.dataset import DataBundle
 
 
 class _Strict(BaseModel):
@@ -182,7 +179,7 @@ class PluginConfig(_Strict):
         (data sources are checked when they are built; their files' own errors name those files)."""
         component: ComponentConfig = self.data  # type: ignore[attr-defined]
         try:
-            return DATASETS.build(component.name, **component.params)
+            bundle = DATASETS.build(component.name, **component.params)
         except ConfigError as exc:
             raise ConfigError(f"{self._source}: field 'data': {exc}") from None
         except DataError as exc:
@@ -191,6 +188,9 @@ class PluginConfig(_Strict):
                 raise
             where = f"named by {self._source}, field 'data'; relative data paths are read from the working directory {Path.cwd()}"
             raise DataError(exc.source, exc.field, f"{exc.problem} ({where})") from None
+        if not isinstance(bundle, DataBundle):  # a user's data source (plugin) returning something else
+            raise ConfigError(f"{self._source}: field 'data': data source '{component.name}' returned a {type(bundle).__name__}; expected a robustmsa DataBundle")
+        return bundle
 
     @contextlib.contextmanager
     def naming_errors(self) -> Iterator[None]:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from robustmsa.errors import ConfigError
+from robustmsa.registry import load_builtins
 
 _PREFIX = "robustmsa_plugin_"
 
@@ -56,8 +57,11 @@ def import_file(path: Path) -> str:
 def import_plugins(entries: Sequence[str], base: Path | None = None) -> list[str]:
     """Import each entry (see the module docstring); returns them normalised (files as absolute paths).
 
-    A missing file or module is a ConfigError naming the entry. Errors raised by the plugin's own code pass through
-    with their traceback: they are bugs in that code, not in the config."""
+    A missing file or module, a file that is not valid Python and a name registered twice are ConfigErrors naming the
+    entry. Errors raised when the plugin's own code runs pass through with their traceback: they are bugs in that
+    code, not in the config. The built-in components are registered first, so that a plugin re-using one of their
+    names is the one refused."""
+    load_builtins()
     resolved = []
     for entry in entries:
         if entry.endswith(".py"):
@@ -65,7 +69,10 @@ def import_plugins(entries: Sequence[str], base: Path | None = None) -> list[str
             path = (path if path.is_absolute() else (base or Path.cwd()) / path).resolve()
             if not path.is_file():
                 raise ConfigError(f"plugin file {path} not found")
-            import_file(path)
+            try:
+                import_file(path)
+            except SyntaxError as exc:
+                raise ConfigError(f"plugin file {path}, line {exc.lineno}: {exc.msg} (not valid Python)") from None
             resolved.append(str(path))
             continue
         try:

@@ -40,7 +40,9 @@ class Registry(Generic[T]):
             known = self._items.get(key)
             # the same definition run again (a notebook cell, a reloaded module) replaces itself; another one is refused
             if known is not None and known is not obj and _origin(known) != _origin(obj):
-                raise ValueError(f"{self.kind} '{key}' is registered twice: by {'.'.join(_origin(known))} and by {'.'.join(_origin(obj))}")
+                raise ConfigError(
+                    f"{self.kind} '{key}' is registered twice: by {'.'.join(_origin(known))} and by {'.'.join(_origin(obj))}; give the second another name"
+                )
             if forwards is not None:
                 obj.forwards = forwards  # type: ignore[attr-defined]
             self._items[key] = obj
@@ -59,6 +61,11 @@ class Registry(Generic[T]):
         """ConfigError unless ``name`` is registered and its factory, given ``supplied`` positional arguments,
         accepts the keyword ``params`` (names and required ones; values are the factory's to check)."""
         check_parameters(self.get(name), params, supplied, f"{self.kind} '{name}'")
+
+    def accepts(self, name: str, parameter: str) -> bool:
+        """Whether the factory ``name`` takes a keyword ``parameter`` (see :func:`_signatures`)."""
+        signatures, open_ended = _signatures(self.get(name))
+        return open_ended or any(parameter in sig.parameters for sig in signatures)
 
     def build(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Call the factory after :meth:`check`, refusing out-of-range values as :func:`call_checked` does."""

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_limit, limited
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, TaskSpec, check_limit, check_seed, limited
 from robustmsa.data.text_corpora import utf8_lines
 from robustmsa.errors import ConfigError, DataError
 
@@ -47,6 +47,8 @@ def read_face_boxes(path: str | Path) -> dict[str, tuple[float, float, float, fl
         if missing:
             raise DataError(path, "header", f"missing columns {missing}; expected image,x1,y1,x2,y2")
         for line, row in enumerate(reader, start=2):
+            if None in row:  # more values than the header names (a misplaced comma)
+                raise DataError(path, f"line {line}", f"has {len(reader.fieldnames or []) + len(row[None])} values; the header names {len(reader.fieldnames or [])}")
             try:
                 box = tuple(float(row[c]) for c in ("x1", "y1", "x2", "y2"))
             except (TypeError, ValueError):
@@ -104,6 +106,7 @@ def read_caer_s(
     if not 0.0 < valid_fraction < 1.0:
         raise ConfigError(f"caer_s: 'valid_fraction' must be in (0, 1), got {valid_fraction}")
     limit = check_limit(limit, "caer_s")
+    seed = check_seed(seed, "caer_s")
     if missing_faces not in ("error", "skip"):
         raise ConfigError(f"caer_s: 'missing_faces' must be 'error' or 'skip', got '{missing_faces}'")
     faces = read_face_boxes(boxes)

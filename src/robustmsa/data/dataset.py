@@ -178,6 +178,14 @@ def check_int(value: object, name: str, reader: str) -> int:
     return int(value)
 
 
+def check_seed(value: object, reader: str) -> int:
+    """A random seed parameter: an integer >= 0 (what numpy's generators take); :class:`ConfigError` naming it otherwise."""
+    seed = check_int(value, "seed", reader)
+    if seed < 0:
+        raise ConfigError(f"{reader}: 'seed' must be >= 0, got {seed}")
+    return seed
+
+
 def validate_samples(samples: Sequence[Sample], *, source: str, task: TaskSpec, labelled: bool = True) -> None:
     """Raise :class:`DataError` naming the source and field for any bad sample (labels only checked if ``labelled``)."""
     if not samples:

@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import DataBundle, MultimodalSplit
+from robustmsa.data.dataset import DataBundle, MultimodalSplit, check_seed
 from robustmsa.data.labels import DROPPED, SCHEMES, classes_of
+from robustmsa.data.text_corpora import read_utf8
 from robustmsa.errors import ConfigError, DataError
 from robustmsa.folders import holds_output, prepare_out_dir
 
@@ -139,6 +140,8 @@ def load_split_source(name: str, scheme: str = "has0", **params: Any) -> SplitSo
         return SplitSource.from_samples(samples, kind="regression", scheme=scheme, name="synthetic")
     from robustmsa.registry import DATASETS
 
+    if not DATASETS.accepts(name, "text_encoder"):
+        raise ConfigError(f"data source '{name}' has no text (it takes no 'text_encoder'); split-ood anneals over the words of raw texts")
     bundle = DATASETS.build(name, **{"text_encoder": "hash", **params})
     return SplitSource.from_bundle(bundle, scheme)
 
@@ -269,6 +272,7 @@ class AnnealParams:
             raise ConfigError(f"max_prior_shift (a total variation distance) must be in [0, 1] or null, got {self.max_prior_shift}")
         if self.min_count < 1 or self.smoothing <= 0:
             raise ConfigError(f"min_count must be >= 1 and smoothing > 0, got {self.min_count}, {self.smoothing}")
+        check_seed(self.seed, "annealing settings")
 
 
 def anneal_params(params: Mapping[str, Any], what: str = "annealing settings") -> AnnealParams:
@@ -484,16 +488,20 @@ def write_split_file(path: str | Path, split: OODSplit) -> Path:
 
 
 def read_split_file(path: str | Path) -> OODSplit:
-    """Read and validate a split file written by :func:`write_split_file`."""
+    """Read and validate a split file written by :func:`write_split_file` (a DataError naming the file and the field)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, "is a folder; expected a split file (the split.json that split-ood writes)")
     if not path.is_file():
         raise DataError(path, None, "split file not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(path, None, f"not valid JSON: {exc}") from None
+        data = json.loads(read_utf8(path))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, an over-long integer; nesting too deep
+        raise DataError(path, None, f"not valid JSON: {exc if isinstance(exc, ValueError) else 'nested too deeply'}") from None
     if not isinstance(data, dict) or data.get("format") != SPLIT_FORMAT:
         raise DataError(path, "format", f"expected '{SPLIT_FORMAT}'")
+    if data.get("version", SPLIT_VERSION) != SPLIT_VERSION:
+        raise DataError(path, "version", f"is {data['version']!r}; this robustmsa reads split files of version {SPLIT_VERSION}")
     splits = data.get("splits")
     if not isinstance(splits, dict) or not splits:
         raise DataError(path, "splits", "missing or empty")
@@ -505,19 +513,42 @@ def read_split_file(path: str | Path) -> OODSplit:
             raise DataError(path, f"splits.{name}", "expected a non-empty list of sample ids (strings)")
         for i in ids:
             if i in owner:
-                raise DataError(path, f"splits.{name}", f"id '{i}' is also in split '{owner[i]}'")
+                raise DataError(path, f"splits.{name}", f"id '{i}' is listed twice" if owner[i] == name else f"id '{i}' is also in split '{owner[i]}'")
             owner[i] = name
     if "train" not in splits:
         raise DataError(path, "splits.train", "missing")
-    vocab = data.get("vocab", [])
-    words = data.get("words", {})
+
+    def typed(key: str, kind: type, default: Any, item: Any = None, expected: str = "") -> Any:
+        value = data.get(key, default)
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        if not isinstance(value, kind) or (item is not None and not all(item(v) for v in items)):
+            raise DataError(path, key, f"expected {expected}, got {json.dumps(value)[:80]}")
+        return value
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    def count_list(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v)
+
+    vocab = typed("vocab", list, [], lambda w: isinstance(w, str), "a list of words")
+    words = typed("words", dict, {}, lambda v: isinstance(v, dict), "a mapping of part -> {'counts': ...}")
     try:
         counts = {part: np.asarray(v["counts"], dtype=np.int64).reshape(len(vocab), -1) for part, v in words.items()}
-    except (KeyError, TypeError, ValueError):
-        raise DataError(path, "words", "expected per-part word-by-class 'counts' matching 'vocab'") from None
+        if any(c.min(initial=0) < 0 or not np.array_equal(c, np.asarray(words[p]["counts"]).reshape(c.shape)) for p, c in counts.items()):
+            raise ValueError("counts are not whole numbers >= 0")
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise DataError(path, "words", "expected per-part word-by-class 'counts' (whole numbers >= 0) matching 'vocab'") from None
     return OODSplit(
-        splits, dict(data.get("params", {})), dict(data.get("energy", {})), list(vocab), list(data.get("class_names", [])), counts, str(data.get("source", "")), list(data.get("history", [])),
-        dict(data.get("class_counts", {})),
+        splits,
+        dict(typed("params", dict, {}, expected="a mapping of annealing parameters")),
+        dict(typed("energy", dict, {}, number, "a mapping of part -> number")),
+        list(vocab),
+        list(typed("class_names", list, [], lambda c: isinstance(c, str), "a list of class names")),
+        counts,
+        typed("source", str, "", expected="a string"),
+        list(typed("history", list, [], number, "a list of numbers")),
+        dict(typed("class_counts", dict, {}, count_list, "a mapping of split -> counts per class")),
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from robustmsa.data.batch import Sample
-from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_int, check_limit, limited
+from robustmsa.data.dataset import TEXT_CONTEXTUAL, DataBundle, MultimodalSplit, TaskSpec, check_limit, check_seed, limited
 from robustmsa.errors import ConfigError, DataError, require_file
 from robustmsa.features.text import TextEncoder, attach_text_features, build_text_encoder
 
@@ -242,9 +242,7 @@ def read_vader(
     with ``seed`` and cut 70/10/20 into train/valid/test, so snippets of one
     document never straddle splits.
     """
-    seed = check_int(seed, "seed", "vader")
-    if seed < 0:
-        raise ConfigError(f"vader: 'seed' must be >= 0, got {seed}")
+    seed = check_seed(seed, "vader")
     limit = check_limit(limit, "vader")
     path = Path(path)
     if path.is_dir():

@@ -533,19 +533,20 @@ def read_split_file(path: str | Path) -> OODSplit:
 
     vocab = typed("vocab", list, [], lambda w: isinstance(w, str), "a list of words")
     words = typed("words", dict, {}, lambda v: isinstance(v, dict), "a mapping of part -> {'counts': ...}")
+    bad_counts = DataError(path, "words", "expected per-part word-by-class 'counts' (whole numbers >= 0) matching 'vocab'")
     try:
-        counts = {part: np.asarray(v["counts"], dtype=np.int64).reshape(len(vocab), -1) for part, v in words.items()}
-        if any(c.min(initial=0) < 0 or not np.array_equal(c, np.asarray(words[p]["counts"]).reshape(c.shape)) for p, c in counts.items()):
-            raise ValueError("counts are not whole numbers >= 0")
-    except (KeyError, TypeError, ValueError, OverflowError):
-        raise DataError(path, "words", "expected per-part word-by-class 'counts' (whole numbers >= 0) matching 'vocab'") from None
+        counts = {part: np.asarray(v["counts"]).reshape(len(vocab), -1) for part, v in words.items()}
+    except (KeyError, ValueError):  # no counts, ragged lists, a shape that does not match the vocabulary
+        raise bad_counts from None
+    if any(c.dtype.kind not in "iu" or c.min(initial=0) < 0 for c in counts.values()):  # not whole numbers >= 0 fitting int64
+        raise bad_counts
     return OODSplit(
         splits,
         dict(typed("params", dict, {}, expected="a mapping of annealing parameters")),
         dict(typed("energy", dict, {}, number, "a mapping of part -> number")),
         list(vocab),
         list(typed("class_names", list, [], lambda c: isinstance(c, str), "a list of class names")),
-        counts,
+        {part: c.astype(np.int64) for part, c in counts.items()},
         typed("source", str, "", expected="a string"),
         list(typed("history", list, [], number, "a list of numbers")),
         dict(typed("class_counts", dict, {}, count_list, "a mapping of split -> counts per class")),

@@ -312,6 +312,7 @@ def test_protocol_with_an_annealed_split(small: DataBundle, tmp_path) -> None:
         ({"iid_test": "valid"}, r"iid_test 'valid' is the split train.valid_split chooses on"),
         ({"ablations": {"w/o KL": {"tau_split": "valid_ood"}}, "ood_test": "valid_ood"}, r"ood_test 'valid_ood' is the split ablations.w/o KL.tau_split chooses on"),
         ({"iid_test": "train"}, r"iid_test is the training split"),
+        ({"split": {"file": ""}}, r"field 'split.file': String should have at least 1 character"),
     ):
         with pytest.raises(ConfigError, match=message):
             parse_protocol_config({"data": {"name": "synthetic"}, "backbone": {"name": "text_only"}, **change})

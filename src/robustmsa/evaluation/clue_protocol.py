@@ -81,7 +81,7 @@ METHOD_LABELS = {"clue": "CLUE", "clef": "CLEF"}
 class SplitSection(_Strict):
     """Where the OOD split comes from: an existing split file, or one annealed from the pooled corpus."""
 
-    file: str | None = None
+    file: str | None = Field(None, min_length=1)
     generate: bool = False
     scheme: str = "has0"
     params: Annotated[dict[str, Any], checked(anneal_params)] = Field(default_factory=dict)  # AnnealParams fields
